@@ -1,0 +1,50 @@
+"""Every setting Runyard reads, from ``RUNYARD_*`` environment variables, in one place."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_HOME = Path("runyard-data")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RUNYARD_", extra="ignore")
+
+    home: Path = Field(DEFAULT_HOME, description="RUNYARD_HOME: where the embedded defaults keep their files.")
+    database_url: str = Field("", description="SQLAlchemy URL; default: SQLite file under RUNYARD_HOME.")
+    artifact_root: Path = Field(Path(""), description="Checkpoint root; default: RUNYARD_HOME/artifacts.")
+    broker_url: str = Field("", description="Celery broker; default: SQLAlchemy transport on a SQLite file.")
+    data_dir: Path = Field(Path(""), description="RUNYARD_DATA_DIR: where recipes find datasets (MNIST).")
+    recipes: str = Field("", description="Comma-separated modules that register user recipes.")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = Field("", description="Base URL printed in links; default http://host:port.")
+    heartbeat_timeout: float = Field(30.0, gt=0, description="Seconds without a worker heartbeat before a running run is requeued.")
+    max_attempts: int = Field(3, ge=1, description="Attempts before a run that keeps failing is failed.")
+
+    def model_post_init(self, __context: object) -> None:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.home / 'runyard.db').resolve()}"
+        if not str(self.artifact_root) or str(self.artifact_root) == ".":
+            self.artifact_root = self.home / "artifacts"
+        self.artifact_root = self.artifact_root.resolve()
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{(self.home / 'broker.db').resolve()}"
+        if not str(self.data_dir) or str(self.data_dir) == ".":
+            self.data_dir = self.home / "datasets"
+        self.data_dir = self.data_dir.resolve()
+        if not self.public_url:
+            self.public_url = f"http://{self.host}:{self.port}"
+
+    def ensure_dirs(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.artifact_root.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
