@@ -1,0 +1,173 @@
+"""``Logger``: the base class every logger implements (Lightning's API plus ``log_model_summary``)."""
+
+from __future__ import annotations
+
+import os
+import re
+from abc import ABC, abstractmethod
+from argparse import Namespace
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+
+class Logger(ABC):
+    """A sink for metrics and hyperparameters. The trainer calls, from the main process only:
+
+    ``log_hyperparams(params)`` and ``log_model_summary(summary)`` at fit start,
+    ``log_metrics(metrics, step)`` every ``log_every_n_steps`` and at epoch ends,
+    ``after_save_checkpoint(callback)`` after each checkpoint, ``save()`` and ``finalize(status)``.
+    """
+
+    @property
+    @abstractmethod
+    def name(self) -> str | None:
+        """The experiment's name (the folder under ``save_dir`` for file loggers)."""
+
+    @property
+    @abstractmethod
+    def version(self) -> int | str | None:
+        """The run's version (``version_N`` folder, or an id)."""
+
+    @property
+    def root_dir(self) -> str | None:
+        return None
+
+    @property
+    def log_dir(self) -> str | None:
+        return None
+
+    @property
+    def save_dir(self) -> str | None:
+        return None
+
+    @property
+    def group_separator(self) -> str:
+        return "/"
+
+    @property
+    def experiment(self) -> Any:
+        """The backend object (a writer, a client); ``None`` when there is none."""
+        return None
+
+    @abstractmethod
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Record ``metrics`` (floats) at ``step``."""
+
+    @abstractmethod
+    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+        """Record the run's hyperparameters."""
+
+    def log_graph(self, model: Any, input_array: Any = None) -> None:  # noqa: B027 - optional hook
+        """Record the model's computational graph (no-op unless a logger supports it)."""
+
+    def log_model_summary(self, summary: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Runyard extension: ``trainer_core.summary.ModelSummaryData.to_dict()`` at fit start.
+
+        The trainer computes the summary only when some logger overrides this method.
+        """
+
+    def save(self) -> None:  # noqa: B027 - optional hook
+        """Flush buffered data."""
+
+    def finalize(self, status: str) -> None:
+        """Called once at the end with ``"success"``, ``"failed"`` or ``"interrupted"``."""
+        self.save()
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:  # noqa: B027 - optional hook
+        """Called after a checkpoint callback saved a checkpoint."""
+
+
+class DummyLogger(Logger):
+    """Accepts every call and records nothing (what ``fast_dev_run`` swaps loggers for)."""
+
+    @property
+    def name(self) -> str:
+        return ""
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+# -- helpers shared by the file loggers ---------------------------------------------------------
+
+
+def convert_params(params: Mapping[str, Any] | Namespace | None) -> dict[str, Any]:
+    if params is None:
+        return {}
+    if isinstance(params, Namespace):
+        return dict(vars(params))
+    return dict(params)
+
+
+def flatten_dict(params: Mapping[str, Any], delimiter: str = "/", parent_key: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}} -> {"a/b": 1}`` (Namespaces count as mappings)."""
+    result: dict[str, Any] = {}
+    for k, v in params.items():
+        key = f"{parent_key}{delimiter}{k}" if parent_key else str(k)
+        if isinstance(v, Namespace):
+            v = vars(v)
+        if isinstance(v, MutableMapping) or isinstance(v, Mapping):
+            result.update(flatten_dict(v, delimiter, key))
+        else:
+            result[key] = v
+    return result
+
+
+def add_prefix(metrics: Mapping[str, Any], prefix: str, separator: str) -> dict[str, Any]:
+    if not prefix:
+        return dict(metrics)
+    return {f"{prefix}{separator}{k}": v for k, v in metrics.items()}
+
+
+def to_float(value: Any) -> Any:
+    """Tensors and numpy scalars to Python numbers (``.item()`` syncs, so callers pass floats)."""
+    item = getattr(value, "item", None)
+    if item is not None and getattr(value, "numel", lambda: 1)() == 1:
+        return item()
+    return value
+
+
+_VERSION_DIR = re.compile(r"^version_(\d+)$")
+
+
+def next_version(root_dir: str) -> int:
+    """One more than the highest ``version_N`` folder under ``root_dir`` (0 when there is none)."""
+    try:
+        entries = os.listdir(root_dir)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    versions = [
+        int(m.group(1))
+        for d in entries
+        if (m := _VERSION_DIR.match(d)) and os.path.isdir(os.path.join(root_dir, d))
+    ]
+    return max(versions) + 1 if versions else 0
+
+
+def save_hparams_to_yaml(path: str, hparams: Mapping[str, Any]) -> None:
+    """Write ``hparams`` as YAML; values YAML cannot represent plainly are written as their ``repr``."""
+    import yaml
+
+    plain: dict[str, Any] = {}
+    for k, v in hparams.items():
+        if isinstance(v, Namespace):
+            v = vars(v)
+        try:
+            yaml.safe_dump(v)
+            plain[str(k)] = v
+        except yaml.representer.RepresenterError:
+            plain[str(k)] = repr(v)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        yaml.safe_dump(plain, f, sort_keys=False)
+    os.replace(tmp, path)
+
+
+__all__ = ["DummyLogger", "Logger"]
