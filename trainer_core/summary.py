@@ -184,7 +184,9 @@ def summarize(module: nn.Module, max_depth: int = 1) -> ModelSummaryData:
             mod,
             LayerSummary(name, type(mod).__name__, _numel(mod.parameters()), mod.training),
         )
-    has_sizes = _record_sizes(module, layers) if layers else getattr(module, "example_input_array", None) is not None
+    has_sizes = (
+        _record_sizes(module, layers) if layers else getattr(module, "example_input_array", None) is not None
+    )
     submodules = list(module.modules())[1:]
     train = sum(1 for m in submodules if m.training)
     params = list(module.parameters())
@@ -220,7 +222,10 @@ def format_summary(data: ModelSummaryData) -> str:
         cols.append(("Out sizes", [str(layer.out_size) for layer in data.layers]))
     widths = [max([len(header)] + [len(v) for v in values]) for header, values in cols]
     total_width = sum(widths) + 3 * len(cols)
-    lines = [" | ".join(f"{header:<{w}}" for (header, _), w in zip(cols, widths, strict=True)), "-" * total_width]
+    lines = [
+        " | ".join(f"{header:<{w}}" for (header, _), w in zip(cols, widths, strict=True)),
+        "-" * total_width,
+    ]
     for i in range(len(data.layers)):
         lines.append(" | ".join(f"{values[i]:<{w}}" for (_, values), w in zip(cols, widths, strict=True)))
     lines.append("-" * total_width)

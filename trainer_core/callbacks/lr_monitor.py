@@ -62,7 +62,9 @@ class LearningRateMonitor(Callback):
     @staticmethod
     def _should_log(trainer: Any) -> bool:
         every = getattr(trainer, "log_every_n_steps", 50) or 1
-        return (_batches_that_stepped(trainer) + 1) % every == 0 or bool(getattr(trainer, "should_stop", False))
+        return (_batches_that_stepped(trainer) + 1) % every == 0 or bool(
+            getattr(trainer, "should_stop", False)
+        )
 
     def on_train_batch_start(self, trainer: Any, *args: Any, **kwargs: Any) -> None:
         if self.logging_interval == "epoch" or not self._should_log(trainer):
@@ -130,7 +132,9 @@ class LearningRateMonitor(Callback):
                 elif new_name not in self.lrs:
                     self.lrs[new_name] = []
 
-    def _find_names_from_schedulers(self, configs: list[Any]) -> tuple[list[list[str]], list[Any], defaultdict]:
+    def _find_names_from_schedulers(
+        self, configs: list[Any]
+    ) -> tuple[list[list[str]], list[Any], defaultdict]:
         names: list[list[str]] = []
         seen: list[Any] = []
         seen_types: defaultdict = defaultdict(int)

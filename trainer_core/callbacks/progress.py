@@ -335,7 +335,9 @@ class TQDMProgressBar(ProgressBar):
             self.train_progress_bar = self.init_train_tqdm()
         self._reset(self.train_progress_bar, self.total_train_batches, self.train_description)
 
-    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._advance(self._train_progress_bar, batch_idx + 1, (trainer, pl_module))
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:

@@ -141,7 +141,9 @@ class CSVLogger(Logger):
             self._experiment = ExperimentWriter(self.log_dir)
         return self._experiment
 
-    def log_hyperparams(self, params: dict[str, Any] | Namespace | None = None, *args: Any, **kwargs: Any) -> None:
+    def log_hyperparams(
+        self, params: dict[str, Any] | Namespace | None = None, *args: Any, **kwargs: Any
+    ) -> None:
         self.experiment.log_hparams(convert_params(params))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:

@@ -131,7 +131,9 @@ class TensorBoardLogger(Logger):
                 try:
                     writer.add_scalar(k, v, step)
                 except Exception as e:  # noqa: BLE001 - rethrown with the key that failed
-                    raise ValueError(f"TensorBoardLogger could not log {k}={v!r}: a scalar number is needed.") from e
+                    raise ValueError(
+                        f"TensorBoardLogger could not log {k}={v!r}: a scalar number is needed."
+                    ) from e
 
     def log_graph(self, model: Any, input_array: Any = None) -> None:
         if not self._log_graph:
