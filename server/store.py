@@ -1,0 +1,793 @@
+"""The store layer: plain functions over a SQLAlchemy ``Session``.
+
+Used by the API routers and by workers in other processes (workers write to the database
+directly). Every function that writes commits before it returns, so each call is one short
+transaction (what SQLite with several writer processes wants). Errors are
+:class:`NotFound` (unknown id), :class:`Conflict` (wrong state) and :class:`Invalid` (bad
+value, with ``field``); each carries a sentence in ``message``.
+
+Projects and runs
+    ``get_or_create_project(s, name)``, ``list_projects(s)`` -> [(name, run_count)],
+    ``create_run(s, recipe=, name=, project=, params=, trainer=, hyperparameters=, status="queued",
+    max_attempts=, task_id=, resumed_from_id=, resume_checkpoint_id=)`` (``status="running"`` for
+    external runs), ``get_run(s, id)`` -> Run | None, ``require_run(s, id)`` -> Run or NotFound,
+    ``list_runs(s, project=, status=, recipe=, q=, sort=, limit=, offset=)`` -> (runs, total),
+    ``update_run(s, id, name=, hyperparameters=, error=)``, ``set_hyperparameters(s, id, dict, merge=False)``,
+    ``delete_run(s, id, artifact_root)`` (rows and files; Conflict while running),
+    ``resume_run(s, id, checkpoint_id=None, task_id=None)`` -> new queued Run,
+    ``set_task_id(s, id, task_id)``.
+Status and workers
+    ``claim_run(s, id, worker_host, device)`` -> Run | None (atomic queued -> running, attempt + 1),
+    ``set_status(s, id, status, error=None)`` (transition checked; same status again is a no-op),
+    ``heartbeat(s, id)`` -> bool "the worker should stop" (cancel requested or no longer running),
+    ``is_cancel_requested(s, id)``, ``request_cancel(s, id)`` -> Run (queued: cancelled at once;
+    running: ``cancel_requested``; finished: Conflict), ``requeue_stale_runs(s, timeout)`` -> [Run]
+    (each requeued run gets a new ``task_id`` the caller enqueues; out of attempts -> failed).
+Metrics
+    ``add_metric_points(s, run_id, points)`` (tuples ``(key, step, value, epoch, wall_time)`` or dicts;
+    NaN stored as NULL, ±inf as is), ``delete_metric_points_after(s, run_id, step)``,
+    ``read_metrics(s, run_id, keys=, min_step=, max_step=, max_points=)`` (server-side downsampling, see
+    ``server/downsample.py``), ``metric_keys(s, run_id)``, ``last_metric_values(s, run_ids, keys)``,
+    ``metric_points_after(s, run_id, after_id, limit)``.
+Summary, logs, checkpoints
+    ``set_summary`` / ``get_summary``, ``add_log_lines(s, run_id, lines)``,
+    ``get_log_lines(s, run_id, tail=, after=, limit=)`` -> (lines, cursor), ``log_lines_after``,
+    ``add_checkpoint(s, run_id, path, ...)``, ``list_checkpoints``, ``get_checkpoint``,
+    ``last_checkpoint``, ``checkpoints_after``.
+Events
+    ``event_cursors(s, run_id)`` -> (metric id, log id, checkpoint id), ``runs_changed_since(s, when)``,
+    ``run_ids(s)``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from server.downsample import block_rollups, read_series, rebuild_blocks, upsert_blocks
+from server.models import (
+    BLOCK_STEPS,
+    FINISHED_STATUSES,
+    RUN_STATUSES,
+    Checkpoint,
+    LogLine,
+    MetricBlock,
+    MetricPoint,
+    ModelSummary,
+    Project,
+    Run,
+    utcnow,
+)
+
+EXTERNAL_RECIPE = "external"
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
+
+# Allowed moves of a run's status (docs/architecture.md, "Statuses").
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "queued": frozenset({"running", "cancelled"}),
+    "running": frozenset({"succeeded", "failed", "cancelled", "queued"}),
+    "succeeded": frozenset(),
+    "failed": frozenset(),
+    "cancelled": frozenset(),
+}
+
+RUN_SORT_FIELDS = {
+    "id": Run.id,
+    "name": Run.name,
+    "created_at": Run.created_at,
+    "updated_at": Run.updated_at,
+    "started_at": Run.started_at,
+    "ended_at": Run.ended_at,
+    "status": Run.status,
+    "recipe": Run.recipe,
+}
+
+
+class StoreError(Exception):
+    status_code = 400
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class NotFound(StoreError):
+    status_code = 404
+
+
+class Conflict(StoreError):
+    status_code = 409
+
+
+class Invalid(StoreError):
+    status_code = 422
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def json_safe(value: Any) -> Any:
+    """A copy of ``value`` that every JSON column accepts (PostgreSQL refuses NaN tokens):
+    non-finite floats become "NaN"/"Infinity"/"-Infinity", tuples lists, unknown objects str."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return encode_float(value)
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [json_safe(v) for v in value]
+    item = getattr(value, "item", None)  # numpy / torch scalars
+    if callable(item):
+        try:
+            return json_safe(item())
+        except (TypeError, ValueError):
+            pass
+    return str(value)
+
+
+def encode_float(value: float | None) -> float | str | None:
+    if value is None:
+        return None
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def _project_id(session: Session, name: str) -> int:
+    project = get_or_create_project(session, name)
+    return project.id
+
+
+def require_run(session: Session, run_id: int) -> Run:
+    run = session.get(Run, run_id, populate_existing=True)
+    if run is None:
+        raise NotFound(f"Run {run_id} does not exist; list runs with GET /api/v1/runs.")
+    return run
+
+
+def get_run(session: Session, run_id: int) -> Run | None:
+    return session.get(Run, run_id, populate_existing=True)
+
+
+def _check_run_exists(session: Session, run_id: int) -> None:
+    if session.scalar(select(Run.id).where(Run.id == run_id)) is None:
+        raise NotFound(f"Run {run_id} does not exist; list runs with GET /api/v1/runs.")
+
+
+# --------------------------------------------------------------------------- projects and runs
+
+
+def get_or_create_project(session: Session, name: str) -> Project:
+    name = (name or "default").strip() or "default"
+    project = session.scalar(select(Project).where(Project.name == name))
+    if project is not None:
+        return project
+    try:
+        with session.begin_nested():
+            project = Project(name=name)
+            session.add(project)
+            session.flush()
+    except Exception:  # noqa: BLE001 - lost a race with another creator: read theirs
+        project = session.scalar(select(Project).where(Project.name == name))
+        if project is None:
+            raise
+    return project
+
+
+def list_projects(session: Session) -> list[tuple[str, int]]:
+    rows = session.execute(
+        select(Project.name, func.count(Run.id))
+        .select_from(Project)
+        .outerjoin(Run, Run.project_id == Project.id)
+        .group_by(Project.id, Project.name)
+        .order_by(Project.name)
+    ).all()
+    return [(name, count) for name, count in rows]
+
+
+def create_run(
+    session: Session,
+    *,
+    recipe: str,
+    name: str | None = None,
+    project: str = "default",
+    params: dict | None = None,
+    trainer: dict | None = None,
+    hyperparameters: dict | None = None,
+    status: str = "queued",
+    max_attempts: int = 3,
+    task_id: str | None = None,
+    resumed_from_id: int | None = None,
+    resume_checkpoint_id: int | None = None,
+) -> Run:
+    if status not in ("queued", "running"):
+        raise Invalid(f"A new run starts as queued or running, not {status!r}.", "status")
+    now = utcnow()
+    run = Run(
+        name=name or "",
+        project_id=_project_id(session, project),
+        recipe=recipe,
+        params=json_safe(params or {}),
+        trainer=json_safe(trainer or {}),
+        hyperparameters=json_safe(hyperparameters or {}),
+        status=status,
+        created_at=now,
+        updated_at=now,
+        started_at=now if status == "running" else None,
+        heartbeat_at=None,
+        attempt=1 if status == "running" else 0,
+        max_attempts=max_attempts,
+        task_id=task_id,
+        resumed_from_id=resumed_from_id,
+        resume_checkpoint_id=resume_checkpoint_id,
+        cancel_requested=False,
+    )
+    session.add(run)
+    session.flush()
+    if not run.name:
+        run.name = f"{recipe}-{run.id}"
+    session.commit()
+    return run
+
+
+def set_task_id(session: Session, run_id: int, task_id: str) -> None:
+    session.execute(update(Run).where(Run.id == run_id).values(task_id=task_id, updated_at=Run.updated_at))
+    session.commit()
+
+
+def list_runs(
+    session: Session,
+    *,
+    project: str | None = None,
+    status: str | None = None,
+    recipe: str | None = None,
+    q: str | None = None,
+    sort: str = "-created_at",
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Run], int]:
+    query = select(Run)
+    if project:
+        query = query.join(Project, Project.id == Run.project_id).where(Project.name == project)
+    if status:
+        statuses = [s.strip() for s in status.split(",") if s.strip()]
+        for s in statuses:
+            if s not in RUN_STATUSES:
+                raise Invalid(f"Unknown status {s!r}; use one of {', '.join(RUN_STATUSES)}.", "status")
+        query = query.where(Run.status.in_(statuses))
+    if recipe:
+        query = query.where(Run.recipe == recipe)
+    if q:
+        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Run.name.ilike(f"%{escaped}%", escape="\\"))
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+
+    descending = sort.startswith("-")
+    field = sort.lstrip("-+")
+    if field.startswith("metric:"):
+        key = field.removeprefix("metric:")
+        if not key:
+            raise Invalid("sort=metric:<key> needs a metric key, e.g. sort=-metric:val_loss.", "sort")
+        last_id = (
+            select(MetricPoint.run_id.label("run_id"), func.max(MetricPoint.id).label("mid"))
+            .where(MetricPoint.key == key)
+            .group_by(MetricPoint.run_id)
+            .subquery()
+        )
+        last_value = (
+            select(last_id.c.run_id, MetricPoint.value.label("value"))
+            .join(MetricPoint, MetricPoint.id == last_id.c.mid)
+            .subquery()
+        )
+        query = query.outerjoin(last_value, last_value.c.run_id == Run.id)
+        order = last_value.c.value.desc() if descending else last_value.c.value.asc()
+        query = query.order_by(order.nulls_last(), Run.id.desc())
+    else:
+        column = RUN_SORT_FIELDS.get(field)
+        if column is None:
+            raise Invalid(
+                f"Cannot sort by {field!r}; use one of {', '.join(RUN_SORT_FIELDS)} or metric:<key>, "
+                "with a leading '-' for descending.",
+                "sort",
+            )
+        query = query.order_by(column.desc() if descending else column.asc(), Run.id.desc())
+    runs = list(session.scalars(query.limit(limit).offset(offset)).unique())
+    return runs, total
+
+
+def update_run(
+    session: Session,
+    run_id: int,
+    *,
+    name: str | None = None,
+    hyperparameters: dict | None = None,
+    error: str | None = None,
+) -> Run:
+    run = require_run(session, run_id)
+    if name is not None:
+        run.name = name
+    if hyperparameters is not None:
+        run.hyperparameters = json_safe(hyperparameters)
+    if error is not None:
+        run.error = error
+    run.updated_at = utcnow()
+    session.commit()
+    return run
+
+
+def set_hyperparameters(session: Session, run_id: int, hyperparameters: dict, merge: bool = False) -> Run:
+    run = require_run(session, run_id)
+    values = json_safe(hyperparameters)
+    run.hyperparameters = {**(run.hyperparameters or {}), **values} if merge else values
+    run.updated_at = utcnow()
+    session.commit()
+    return run
+
+
+def _remove_under(root: Path, relative: str) -> None:
+    target = (root / relative).resolve()
+    if target.is_relative_to(root) and target != root and target.is_file():
+        target.unlink(missing_ok=True)
+
+
+def delete_run(session: Session, run_id: int, artifact_root: Path | str) -> None:
+    run = require_run(session, run_id)
+    if run.status == "running":
+        raise Conflict(f"Run {run_id} is running; cancel it first (POST /api/v1/runs/{run_id}/cancel), then delete it.")
+    root = Path(artifact_root).resolve()
+    paths = list(session.scalars(select(Checkpoint.path).where(Checkpoint.run_id == run_id)))
+    session.execute(update(Run).where(Run.resumed_from_id == run_id).values(resumed_from_id=None,
+                                                                             updated_at=Run.updated_at))
+    session.execute(delete(MetricBlock).where(MetricBlock.run_id == run_id))
+    session.execute(delete(MetricPoint).where(MetricPoint.run_id == run_id))
+    session.execute(delete(LogLine).where(LogLine.run_id == run_id))
+    session.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id))
+    session.execute(delete(ModelSummary).where(ModelSummary.run_id == run_id))
+    session.execute(delete(Run).where(Run.id == run_id))
+    session.commit()
+    session.expunge_all()
+    for path in paths:
+        _remove_under(root, path)
+    run_dir = (root / str(run_id)).resolve()
+    if run_dir.is_relative_to(root) and run_dir != root:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def resume_run(session: Session, run_id: int, checkpoint_id: int | None = None,
+               task_id: str | None = None) -> Run:
+    """A new queued run that continues ``run_id`` from a checkpoint.
+
+    The old run's metric points up to the checkpoint's step are copied into the new run, so
+    the new run's history is complete on its own (and survives deleting the old run).
+    """
+    source = require_run(session, run_id)
+    if source.recipe == EXTERNAL_RECIPE:
+        raise Conflict(f"Run {run_id} was trained by an external script; resume it from that script.")
+    if source.status not in FINISHED_STATUSES:
+        raise Conflict(f"Run {run_id} is {source.status}; only a finished run can be resumed (cancel it first).")
+    if checkpoint_id is None:
+        checkpoint = last_checkpoint(session, run_id)
+        if checkpoint is None:
+            raise Conflict(f"Run {run_id} has no checkpoint to resume from; start a new run instead.")
+    else:
+        checkpoint = session.get(Checkpoint, checkpoint_id)
+        if checkpoint is None or checkpoint.run_id != run_id:
+            raise Invalid(f"Checkpoint {checkpoint_id} does not belong to run {run_id}; list its "
+                          f"checkpoints with GET /api/v1/runs/{run_id}/checkpoints.", "checkpoint_id")
+    base_name = source.name.split(" (resumed")[0]
+    new = create_run(
+        session,
+        recipe=source.recipe,
+        name=f"{base_name} (resumed)",
+        project=source.project.name,
+        params=source.params,
+        trainer=source.trainer,
+        hyperparameters=source.hyperparameters,
+        max_attempts=source.max_attempts,
+        task_id=task_id,
+        resumed_from_id=source.id,
+        resume_checkpoint_id=checkpoint.id,
+    )
+    cols = [MetricPoint.key, MetricPoint.step, MetricPoint.epoch, MetricPoint.value, MetricPoint.wall_time]
+    copied = select(func.cast(new.id, MetricPoint.run_id.type).label("run_id"), *cols).where(
+        MetricPoint.run_id == source.id
+    )
+    if checkpoint.step is not None:
+        copied = copied.where(MetricPoint.step <= checkpoint.step)
+    session.execute(
+        insert(MetricPoint).from_select(["run_id", "key", "step", "epoch", "value", "wall_time"],
+                                        copied.order_by(MetricPoint.id))
+    )
+    rebuild_blocks(session, new.id)
+    session.commit()
+    return new
+
+
+# --------------------------------------------------------------------------- status and workers
+
+
+def _status_values(status: str, error: str | None) -> dict[str, Any]:
+    now = utcnow()
+    values: dict[str, Any] = {"status": status, "updated_at": now}
+    if status == "running":
+        values["started_at"] = func.coalesce(Run.started_at, now)
+        values["heartbeat_at"] = now
+    if status in FINISHED_STATUSES:
+        values["ended_at"] = now
+    if status == "queued":
+        values["heartbeat_at"] = None
+    if error is not None:
+        values["error"] = error
+    return values
+
+
+def set_status(session: Session, run_id: int, status: str, error: str | None = None) -> Run:
+    if status not in RUN_STATUSES:
+        raise Invalid(f"Unknown status {status!r}; use one of {', '.join(RUN_STATUSES)}.", "status")
+    sources = [s for s, targets in TRANSITIONS.items() if status in targets]
+    # Write first, then read: one statement decides, so two writers cannot both win.
+    result = session.execute(
+        update(Run).where(Run.id == run_id, Run.status.in_(sources)).values(**_status_values(status, error))
+    )
+    session.commit()
+    run = require_run(session, run_id)
+    if result.rowcount == 0 and run.status != status:
+        raise Conflict(f"Run {run_id} is {run.status} and cannot become {status}.", "status")
+    return run
+
+
+def claim_run(session: Session, run_id: int, worker_host: str, device: str) -> Run | None:
+    """Atomically move a queued run to running (attempt + 1); None when it is not claimable
+    (gone, already claimed by a duplicate delivery, cancelled or cancel requested)."""
+    now = utcnow()
+    result = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == "queued", Run.cancel_requested.is_(False))
+        .values(status="running", attempt=Run.attempt + 1, started_at=func.coalesce(Run.started_at, now),
+                heartbeat_at=now, worker_host=worker_host, device=device, updated_at=now, ended_at=None)
+    )
+    session.commit()
+    if result.rowcount != 1:
+        return None
+    return require_run(session, run_id)
+
+
+def heartbeat(session: Session, run_id: int) -> bool:
+    """Record that the worker is alive; True when it should stop (cancel requested, or the
+    run is no longer running, e.g. it was requeued or deleted)."""
+    session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == "running")
+        .values(heartbeat_at=utcnow(), updated_at=Run.updated_at)  # a heartbeat is not a change
+    )
+    session.commit()
+    row = session.execute(select(Run.status, Run.cancel_requested).where(Run.id == run_id)).first()
+    return row is None or row.status != "running" or bool(row.cancel_requested)
+
+
+def is_cancel_requested(session: Session, run_id: int) -> bool:
+    return bool(session.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
+
+
+def request_cancel(session: Session, run_id: int) -> Run:
+    now = utcnow()
+    result = session.execute(
+        update(Run).where(Run.id == run_id, Run.status == "queued")
+        .values(status="cancelled", cancel_requested=True, ended_at=now, updated_at=now)
+    )
+    if result.rowcount == 0:
+        session.execute(
+            update(Run).where(Run.id == run_id, Run.status == "running").values(cancel_requested=True, updated_at=now)
+        )
+    session.commit()
+    run = require_run(session, run_id)
+    if run.status in FINISHED_STATUSES and not (run.status == "cancelled" and result.rowcount):
+        raise Conflict(f"Run {run_id} already finished ({run.status}); there is nothing to cancel.", "status")
+    return run
+
+
+def requeue_stale_runs(session: Session, timeout: float) -> list[Run]:
+    """Requeue running runs whose heartbeat is older than ``timeout`` seconds.
+
+    A run out of attempts is failed instead, one with a pending cancel is cancelled. Returns
+    the requeued runs, each with a fresh ``task_id`` for the caller to enqueue."""
+    now = utcnow()
+    cutoff = now - timedelta(seconds=timeout)
+    stale = session.execute(
+        select(Run.id, Run.attempt, Run.max_attempts, Run.cancel_requested).where(
+            Run.status == "running",
+            Run.recipe != EXTERNAL_RECIPE,
+            or_(Run.heartbeat_at < cutoff, and_(Run.heartbeat_at.is_(None), Run.started_at < cutoff)),
+        )
+    ).all()
+    requeued: list[int] = []
+    for run_id, attempt, max_attempts, cancel_requested in stale:
+        guard = update(Run).where(
+            Run.id == run_id, Run.status == "running",
+            or_(Run.heartbeat_at < cutoff, Run.heartbeat_at.is_(None)),
+        )
+        if cancel_requested:
+            values = {"status": "cancelled", "ended_at": now, "updated_at": now}
+        elif attempt >= max_attempts:
+            values = {"status": "failed", "ended_at": now, "updated_at": now,
+                      "error": f"The worker running this run stopped answering {attempt} time(s) "
+                               f"(no heartbeat for {timeout:g} s); giving up after {max_attempts} attempts."}
+        else:
+            values = {"status": "queued", "heartbeat_at": None, "updated_at": now, "task_id": uuid.uuid4().hex}
+        result = session.execute(guard.values(**values))
+        if result.rowcount == 1 and values["status"] == "queued":
+            requeued.append(run_id)
+    session.commit()
+    return [require_run(session, run_id) for run_id in requeued]
+
+
+# --------------------------------------------------------------------------- metrics
+
+MetricTuple = tuple[str, int, float | None, int | None, float]
+
+
+def _normalise_point(point: Any, now: float) -> MetricTuple:
+    if isinstance(point, dict):
+        key, step, value = point["key"], point["step"], point.get("value")
+        epoch, wall_time = point.get("epoch"), point.get("wall_time")
+    else:
+        key, step, value, epoch, wall_time = point
+    if value is not None:
+        value = float(value)
+        if value != value:  # NaN is NULL in the database
+            value = None
+    return (str(key), int(step), value, None if epoch is None else int(epoch),
+            now if wall_time is None else float(wall_time))
+
+
+def add_metric_points(session: Session, run_id: int, points: Iterable[Any], *, check_run: bool = True) -> int:
+    """Insert points ``(key, step, value, epoch, wall_time)`` (or dicts with those keys) in one
+    executemany (COPY on PostgreSQL). NaN -> NULL; ``wall_time`` None -> now."""
+    if check_run:
+        _check_run_exists(session, run_id)
+    now = time.time()
+    rows = [(run_id, *_normalise_point(p, now)) for p in points]
+    if not rows:
+        return 0
+    connection = session.connection()
+    n = len(rows)
+    if connection.dialect.name == "postgresql":
+        # Reserve the ids first: the rollups need them, and COPY is the fastest way in.
+        ids = list(connection.exec_driver_sql(
+            "SELECT nextval(pg_get_serial_sequence('metric_points', 'id')) FROM generate_series(1, %(n)s)",
+            {"n": n},
+        ).scalars())
+        raw = connection.connection.driver_connection
+        with raw.cursor() as cursor, cursor.copy(
+            "COPY metric_points (id, run_id, key, step, value, epoch, wall_time) FROM STDIN"
+        ) as copy:
+            for point_id, row in zip(ids, rows, strict=True):
+                copy.write_row((point_id, *row))
+        id_array = np.array(ids, dtype=np.int64)
+    else:
+        connection.exec_driver_sql(
+            "INSERT INTO metric_points (run_id, key, step, value, epoch, wall_time) VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        # SQLite has one writer at a time and hands out max(rowid) + 1: our ids are contiguous.
+        last = connection.exec_driver_sql("SELECT max(id) FROM metric_points").scalar()
+        id_array = np.arange(last - n + 1, last + 1, dtype=np.int64)
+    upsert_blocks(session, block_rollups(
+        run_id,
+        [r[1] for r in rows],
+        np.fromiter((r[2] for r in rows), dtype=np.int64, count=n),
+        np.fromiter((np.nan if r[3] is None else r[3] for r in rows), dtype=np.float64, count=n),
+        id_array,
+    ))
+    session.commit()
+    return n
+
+
+def delete_metric_points_after(session: Session, run_id: int, step: int) -> int:
+    result = session.execute(delete(MetricPoint).where(MetricPoint.run_id == run_id, MetricPoint.step > step))
+    rebuild_blocks(session, run_id, min_block=step // BLOCK_STEPS)
+    session.commit()
+    return result.rowcount
+
+
+def read_metrics(session: Session, run_id: int, keys: Sequence[str] | None = None,
+                 min_step: int | None = None, max_step: int | None = None,
+                 max_points: int = 2000) -> dict[str, dict[str, Any]]:
+    _check_run_exists(session, run_id)
+    if not keys:
+        keys = list(session.scalars(
+            select(MetricPoint.key).where(MetricPoint.run_id == run_id).distinct().order_by(MetricPoint.key)
+        ))
+    return {key: read_series(session, run_id, key, min_step, max_step, max_points) for key in keys}
+
+
+def metric_keys(session: Session, run_id: int) -> list[dict[str, Any]]:
+    _check_run_exists(session, run_id)
+    groups = session.execute(
+        select(MetricPoint.key, func.count(), func.max(MetricPoint.id))
+        .where(MetricPoint.run_id == run_id).group_by(MetricPoint.key).order_by(MetricPoint.key)
+    ).all()
+    last = {
+        row.id: row
+        for row in session.execute(
+            select(MetricPoint.id, MetricPoint.step, MetricPoint.value).where(
+                MetricPoint.id.in_([g[2] for g in groups])
+            )
+        )
+    } if groups else {}
+    return [
+        {"key": key, "count": count, "last_step": last[mid].step, "last_value": last[mid].value}
+        for key, count, mid in groups
+    ]
+
+
+def last_metric_values(session: Session, run_ids: Sequence[int], keys: Sequence[str]) -> dict[int, dict[str, Any]]:
+    """``{run_id: {key: last value}}`` (last = most recently logged point)."""
+    if not run_ids or not keys:
+        return {}
+    last_ids = select(func.max(MetricPoint.id)).where(
+        MetricPoint.run_id.in_(run_ids), MetricPoint.key.in_(keys)
+    ).group_by(MetricPoint.run_id, MetricPoint.key)
+    out: dict[int, dict[str, Any]] = {}
+    for run_id, key, value in session.execute(
+        select(MetricPoint.run_id, MetricPoint.key, MetricPoint.value).where(MetricPoint.id.in_(last_ids))
+    ):
+        out.setdefault(run_id, {})[key] = value
+    return out
+
+
+def metric_points_after(session: Session, run_id: int, after_id: int, limit: int = 5000) -> list[Any]:
+    return list(session.execute(
+        select(MetricPoint.id, MetricPoint.key, MetricPoint.step, MetricPoint.epoch, MetricPoint.value,
+               MetricPoint.wall_time)
+        .where(MetricPoint.run_id == run_id, MetricPoint.id > after_id).order_by(MetricPoint.id).limit(limit)
+    ))
+
+
+# --------------------------------------------------------------------------- summary, logs, checkpoints
+
+
+def set_summary(session: Session, run_id: int, summary: dict) -> None:
+    _check_run_exists(session, run_id)
+    row = session.get(ModelSummary, run_id)
+    if row is None:
+        session.add(ModelSummary(run_id=run_id, summary=json_safe(summary)))
+    else:
+        row.summary = json_safe(summary)
+    session.commit()
+
+
+def get_summary(session: Session, run_id: int) -> dict | None:
+    _check_run_exists(session, run_id)
+    return session.scalar(select(ModelSummary.summary).where(ModelSummary.run_id == run_id))
+
+
+def add_log_lines(session: Session, run_id: int, lines: Iterable[Any], *, check_run: bool = True) -> int:
+    """Lines as ``(stream, text)``, ``(stream, text, time)`` or dicts with those keys."""
+    if check_run:
+        _check_run_exists(session, run_id)
+    now = utcnow()
+    rows = []
+    for line in lines:
+        if isinstance(line, dict):
+            stream, text, when = line.get("stream", "stdout"), line["text"], line.get("time")
+        else:
+            stream, text, when = (*line, None)[:3]
+        rows.append({"run_id": run_id, "stream": str(stream)[:16], "text": str(text), "time": when or now})
+    if rows:
+        session.execute(insert(LogLine), rows)
+        session.commit()
+    return len(rows)
+
+
+def get_log_lines(session: Session, run_id: int, tail: int | None = None, after: int | None = None,
+                  limit: int = 1000) -> tuple[list[LogLine], int]:
+    """The last ``tail`` lines, or up to ``limit`` lines after cursor ``after``; the cursor
+    returned is the last line id to pass as ``after`` next time."""
+    _check_run_exists(session, run_id)
+    query = select(LogLine).where(LogLine.run_id == run_id)
+    if after is not None:
+        lines = list(session.scalars(query.where(LogLine.id > after).order_by(LogLine.id).limit(limit)))
+    else:
+        lines = list(session.scalars(query.order_by(LogLine.id.desc()).limit(tail or limit)))[::-1]
+    cursor = lines[-1].id if lines else (after or 0)
+    return lines, cursor
+
+
+def log_lines_after(session: Session, run_id: int, after_id: int, limit: int = 1000) -> list[LogLine]:
+    return list(session.scalars(
+        select(LogLine).where(LogLine.run_id == run_id, LogLine.id > after_id).order_by(LogLine.id).limit(limit)
+    ))
+
+
+def add_checkpoint(
+    session: Session,
+    run_id: int,
+    path: str,
+    *,
+    epoch: int | None = None,
+    step: int | None = None,
+    monitor: str | None = None,
+    score: float | None = None,
+    size: int | None = None,
+    sha256: str | None = None,
+    is_best: bool = False,
+    is_last: bool = False,
+) -> Checkpoint:
+    """Register a checkpoint file (``path`` relative to the artifact root). A new best/last
+    checkpoint takes the flag from the run's previous one."""
+    _check_run_exists(session, run_id)
+    if score is not None and not math.isfinite(score):
+        score = None if math.isnan(score) else score
+    if is_best:
+        session.execute(update(Checkpoint).where(Checkpoint.run_id == run_id).values(is_best=False))
+    if is_last:
+        session.execute(update(Checkpoint).where(Checkpoint.run_id == run_id).values(is_last=False))
+    checkpoint = Checkpoint(run_id=run_id, path=path, epoch=epoch, step=step, monitor=monitor, score=score,
+                            size=size, sha256=sha256, is_best=is_best, is_last=is_last, created_at=utcnow())
+    session.add(checkpoint)
+    session.commit()
+    return checkpoint
+
+
+def list_checkpoints(session: Session, run_id: int) -> list[Checkpoint]:
+    _check_run_exists(session, run_id)
+    return list(session.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id).order_by(Checkpoint.id)))
+
+
+def get_checkpoint(session: Session, checkpoint_id: int) -> Checkpoint | None:
+    return session.get(Checkpoint, checkpoint_id)
+
+
+def last_checkpoint(session: Session, run_id: int) -> Checkpoint | None:
+    """The flagged last checkpoint, else the one with the highest step (newest on ties)."""
+    flagged = session.scalar(
+        select(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.is_last.is_(True))
+        .order_by(Checkpoint.id.desc()).limit(1)
+    )
+    if flagged is not None:
+        return flagged
+    return session.scalar(
+        select(Checkpoint).where(Checkpoint.run_id == run_id)
+        .order_by(Checkpoint.step.desc().nulls_last(), Checkpoint.id.desc()).limit(1)
+    )
+
+
+def checkpoints_after(session: Session, run_id: int, after_id: int) -> list[Checkpoint]:
+    return list(session.scalars(
+        select(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.id > after_id).order_by(Checkpoint.id)
+    ))
+
+
+# --------------------------------------------------------------------------- events
+
+
+def event_cursors(session: Session, run_id: int) -> tuple[int, int, int]:
+    return (
+        session.scalar(select(func.max(MetricPoint.id)).where(MetricPoint.run_id == run_id)) or 0,
+        session.scalar(select(func.max(LogLine.id)).where(LogLine.run_id == run_id)) or 0,
+        session.scalar(select(func.max(Checkpoint.id)).where(Checkpoint.run_id == run_id)) or 0,
+    )
+
+
+def runs_changed_since(session: Session, when: datetime) -> list[Run]:
+    return list(session.scalars(select(Run).where(Run.updated_at > when).order_by(Run.updated_at)).unique())
+
+
+def run_ids(session: Session) -> set[int]:
+    return set(session.scalars(select(Run.id)))
