@@ -1,0 +1,73 @@
+// Thin fetch wrapper for the REST API (/api/v1). Errors become ApiError with the
+// server's sentence (`detail`), the offending `field` and, for 422s, the raw list.
+
+export const API = "/api/v1";
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    const detail = body && body.detail;
+    super(typeof detail === "string" ? detail : `Request failed (${status})`);
+    this.status = status;
+    this.body = body;
+    this.field = body && body.field;
+    this.errors = Array.isArray(detail) ? detail : null;
+  }
+}
+
+export async function api(path, { method = "GET", body, query, signal } = {}) {
+  let url = path.startsWith("/") ? path : `${API}/${path}`;
+  if (query) {
+    const qs = new URLSearchParams();
+    for (const [k, v] of Object.entries(query)) {
+      if (v === undefined || v === null || v === "") continue;
+      qs.set(k, Array.isArray(v) ? v.join(",") : String(v));
+    }
+    const s = qs.toString();
+    if (s) url += (url.includes("?") ? "&" : "?") + s;
+  }
+  const init = { method, signal, headers: {} };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const res = await fetch(url, init);
+  if (res.status === 204) return null;
+  const text = await res.text();
+  let data = null;
+  if (text) {
+    try { data = parseJSON(text); } catch { data = { detail: text }; }
+  }
+  if (!res.ok) throw new ApiError(res.status, data);
+  return data;
+}
+
+// The API sends non-finite floats as "NaN" / "Infinity" / "-Infinity" strings; JSON.parse
+// keeps them as strings and `toNumber` turns them back into numbers where values are read.
+function parseJSON(text) {
+  return JSON.parse(text);
+}
+
+export function toNumber(v) {
+  if (typeof v === "number") return v;
+  if (v === "NaN" || v === null || v === undefined) return NaN;
+  if (v === "Infinity") return Infinity;
+  if (v === "-Infinity") return -Infinity;
+  return Number(v);
+}
+
+export const runs = {
+  list: (query, signal) => api("runs", { query, signal }),
+  get: (id) => api(`runs/${id}`),
+  create: (body) => api("runs", { method: "POST", body }),
+  cancel: (id) => api(`runs/${id}/cancel`, { method: "POST" }),
+  resume: (id, checkpointId) => api(`runs/${id}/resume`, { method: "POST", body: checkpointId ? { checkpoint_id: checkpointId } : {} }),
+  metricKeys: (id) => api(`runs/${id}/metric-keys`),
+  metrics: (id, query, signal) => api(`runs/${id}/metrics`, { query, signal }),
+  checkpoints: (id) => api(`runs/${id}/checkpoints`),
+  summary: (id) => api(`runs/${id}/summary`),
+  logs: (id, query) => api(`runs/${id}/logs`, { query }),
+};
+
+export const recipes = () => api("recipes");
+export const projects = () => api("projects");
+export const downloadUrl = (ckptId) => `${API}/checkpoints/${ckptId}/download`;

@@ -1,0 +1,386 @@
+// Metric charts: one plotly chart per metric key, one trace per run.
+//
+// History is read once per run, downsampled by the server to `maxPoints` per key (it keeps
+// each bucket's min and max, so spikes survive). Live points from SSE are appended.
+// Zooming (plotly_relayout) refetches just that step range at full detail and splices it
+// between the downsampled points outside the range; double-click (autorange) goes back.
+
+import { h, replace } from "./dom.js";
+import { runs as runsApi, toNumber } from "./api.js";
+import { fmtCount, fmtNumber } from "./format.js";
+
+export const PALETTE = ["#2563eb", "#e8590c", "#16a34a", "#c026d3", "#dc2626", "#0891b2", "#ca8a04", "#7c3aed", "#db2777", "#4b5563"];
+
+export const X_MODES = { step: "Step", epoch: "Epoch", relative: "Relative time", wall: "Wall time" };
+
+function waitForPlotly() {
+  if (window.Plotly) return Promise.resolve(window.Plotly);
+  return new Promise((resolve, reject) => {
+    const t0 = Date.now();
+    const poll = () => {
+      if (window.Plotly) resolve(window.Plotly);
+      else if (Date.now() - t0 > 20000) reject(new Error("plotly.js did not load from /static/plotly.min.js"));
+      else setTimeout(poll, 20);
+    };
+    poll();
+  });
+}
+
+const TZ_OFFSET_MS = new Date().getTimezoneOffset() * 60000;
+
+function plotlyDateMs(v) {
+  if (typeof v === "number") return v;
+  return new Date(String(v).replace(" ", "T") + (/[zZ]$/.test(String(v)) ? "" : "Z")).getTime();
+}
+
+function emptySeries() {
+  return { steps: [], values: [], epochs: [], wall: [], total: 0, downsampled: false, detail: null };
+}
+
+function fromApi(s) {
+  const n = s.steps.length;
+  const values = new Array(n), wall = new Array(n), epochs = new Array(n);
+  for (let i = 0; i < n; i++) {
+    values[i] = toNumber(s.values[i]);
+    wall[i] = s.wall_times ? toNumber(s.wall_times[i]) : NaN;
+    epochs[i] = s.epochs ? s.epochs[i] : null;
+  }
+  return { steps: s.steps.slice(), values, epochs, wall, total: s.total_points ?? n, downsampled: !!s.downsampled };
+}
+
+/** Exponential moving average with TensorBoard's debiasing; non-finite values pass through. */
+export function smooth(values, weight) {
+  if (!weight) return values;
+  const out = new Array(values.length);
+  let last = 0, count = 0;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (!Number.isFinite(v)) { out[i] = v; continue; }
+    last = last * weight + (1 - weight) * v;
+    count++;
+    out[i] = last / (1 - Math.pow(weight, count));
+  }
+  return out;
+}
+
+function lowerBound(arr, x) {
+  let lo = 0, hi = arr.length;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (arr[mid] < x) lo = mid + 1; else hi = mid; }
+  return lo;
+}
+
+export class MetricCharts {
+  /**
+   * @param {HTMLElement} container  where chart cards go
+   * @param {{runs: {id:number, name:string}[], maxPoints?: number, onDrawn?: Function, keyFilter?: string}} opts
+   */
+  constructor(container, opts) {
+    this.container = container;
+    this.runs = opts.runs.map((r, i) => ({ ...r, color: PALETTE[i % PALETTE.length] }));
+    this.maxPoints = opts.maxPoints || 2000;
+    this.onDrawn = opts.onDrawn;
+    this.xMode = "step";
+    this.logY = false;
+    this.smoothing = 0;
+    this.filter = "";
+    this.keys = [];
+    this.data = new Map(); // key -> Map(runId -> series)
+    this.cards = new Map(); // key -> {card, plot, meta}
+    this.dirty = new Set();
+    this.drawTimer = null;
+    this.destroyed = false;
+    this.seq = 0;
+  }
+
+  series(key, runId) {
+    if (!this.data.has(key)) this.data.set(key, new Map());
+    const m = this.data.get(key);
+    if (!m.has(runId)) m.set(runId, emptySeries());
+    return m.get(runId);
+  }
+
+  /** Read every key's history for every run; resolves once everything is drawn. */
+  async load() {
+    const t0 = performance.now();
+    const Plotly = await waitForPlotly();
+    this.Plotly = Plotly;
+    const seq = ++this.seq;
+    const results = await Promise.all(this.runs.map((r) => runsApi.metrics(r.id, { max_points: this.maxPoints }).then((res) => [r, res])));
+    if (this.destroyed || seq !== this.seq) return;
+    this.data.clear();
+    for (const [run, res] of results) {
+      for (const [key, s] of Object.entries(res.series || {})) {
+        const series = fromApi(s);
+        this.series(key, run.id);
+        this.data.get(key).set(run.id, { ...series, detail: null });
+      }
+    }
+    this.syncCards();
+    const fetchedMs = performance.now() - t0;
+    await this.drawAll();
+    const ms = performance.now() - t0;
+    let total = 0, drawn = 0;
+    for (const m of this.data.values()) for (const s of m.values()) { total += s.total; drawn += s.steps.length; }
+    const timing = { ms: Math.round(ms), fetch_ms: Math.round(fetchedMs), points_total: total, points_drawn: drawn, keys: this.keys.length };
+    window.__runyard = window.__runyard || {};
+    window.__runyard.lastDraw = timing;
+    this.container.dataset.drawMs = String(timing.ms);
+    this.container.dataset.loaded = "1";
+    if (this.onDrawn) this.onDrawn(timing);
+    return timing;
+  }
+
+  /** Create/remove chart cards so there is one per key (sorted, filtered). */
+  syncCards() {
+    const keys = [...this.data.keys()].sort((a, b) => a.localeCompare(b));
+    this.keys = keys;
+    const visible = keys.filter((k) => !this.filter || k.toLowerCase().includes(this.filter.toLowerCase()));
+    for (const key of keys) {
+      if (!this.cards.has(key)) this.cards.set(key, this.makeCard(key));
+    }
+    for (const [key, c] of this.cards) {
+      if (!this.data.has(key)) { this.Plotly.purge(c.plot); c.card.remove(); this.cards.delete(key); }
+    }
+    const nodes = visible.map((k) => this.cards.get(k).card);
+    if (!nodes.length) {
+      replace(this.container, h("div", { class: "empty" }, keys.length ? "No metric matches the filter." : "No metrics logged yet. Charts appear as soon as the first point arrives."));
+    } else {
+      // Keep existing chart nodes in place (re-appending moves them, which is cheap).
+      const empty = this.container.querySelector(":scope > .empty");
+      if (empty) empty.remove();
+      for (const n of nodes) this.container.append(n);
+      for (const [key, c] of this.cards) if (!visible.includes(key)) c.card.remove();
+    }
+  }
+
+  makeCard(key) {
+    const plot = h("div", { class: "chart-plot" });
+    const meta = h("span", { class: "chart-meta" });
+    const card = h("section", { class: "chart-card", dataset: { key } },
+      h("header", { class: "chart-head" }, h("span", { class: "chart-title", title: key }, key), meta),
+      plot);
+    const c = { card, plot, meta, bound: false };
+    return c;
+  }
+
+  xOf(s, i, origin) {
+    switch (this.xMode) {
+      case "epoch": return s.epochs[i];
+      // plotly draws date axes in UTC; shift so the axis reads in the browser's local time.
+      case "wall": return Number.isFinite(s.wall[i]) ? s.wall[i] * 1000 - TZ_OFFSET_MS : null;
+      case "relative": return Number.isFinite(s.wall[i]) ? s.wall[i] - origin : null;
+      default: return s.steps[i];
+    }
+  }
+
+  /** The points to draw for a series: base, with the zoomed detail spliced in. */
+  view(s) {
+    if (!s.detail) return s;
+    const d = s.detail;
+    const lo = lowerBound(s.steps, d.min);
+    let hi = lowerBound(s.steps, d.max + 1);
+    const pick = (name) => s[name].slice(0, lo).concat(d[name], s[name].slice(hi));
+    return { steps: pick("steps"), values: pick("values"), epochs: pick("epochs"), wall: pick("wall"), total: s.total, downsampled: s.downsampled };
+  }
+
+  traces(key) {
+    const out = [];
+    const byRun = this.data.get(key) || new Map();
+    const multi = this.runs.length > 1;
+    for (const run of this.runs) {
+      const s0 = byRun.get(run.id);
+      if (!s0 || !s0.steps.length) continue;
+      const s = this.view(s0);
+      const origin = s.wall.find((w) => Number.isFinite(w)) ?? 0;
+      const n = s.steps.length;
+      const x = new Array(n), y = new Array(n);
+      for (let i = 0; i < n; i++) {
+        x[i] = this.xOf(s, i, origin);
+        const v = s.values[i];
+        y[i] = Number.isFinite(v) ? v : null;
+      }
+      const name = multi ? `#${run.id} ${run.name || ""}`.trim() : key;
+      const hover = `step %{customdata}<br>${multi ? "%{fullData.name}: " : ""}%{y:.5g}<extra></extra>`;
+      if (this.smoothing > 0) {
+        out.push({ x, y, customdata: s.steps, type: "scatter", mode: "lines", name, legendgroup: String(run.id), showlegend: false,
+          line: { color: run.color, width: 1 }, opacity: 0.25, hoverinfo: "skip" });
+        out.push({ x, y: smooth(s.values, this.smoothing).map((v) => (Number.isFinite(v) ? v : null)), customdata: s.steps,
+          type: "scatter", mode: "lines", name, legendgroup: String(run.id), line: { color: run.color, width: 1.6 }, hovertemplate: hover });
+      } else {
+        out.push({ x, y, customdata: s.steps, type: "scatter", mode: n < 60 ? "lines+markers" : "lines", marker: { size: 4 }, name,
+          legendgroup: String(run.id), line: { color: run.color, width: 1.5 }, hovertemplate: hover });
+      }
+    }
+    return out;
+  }
+
+  layout() {
+    const xTitle = { step: "step", epoch: "epoch", relative: "seconds since first point", wall: "" }[this.xMode];
+    return {
+      uirevision: `${this.xMode}`,
+      height: 240,
+      margin: { l: 52, r: 12, t: 6, b: 34 },
+      font: { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 11, color: "#3b4252" },
+      paper_bgcolor: "rgba(0,0,0,0)",
+      plot_bgcolor: "rgba(0,0,0,0)",
+      hovermode: "x unified",
+      hoverlabel: { bgcolor: "#fff", bordercolor: "#d0d5dd", font: { size: 11 } },
+      showlegend: this.runs.length > 1,
+      legend: { orientation: "h", y: -0.22, x: 0, font: { size: 10 } },
+      xaxis: { type: this.xMode === "wall" ? "date" : "linear", title: { text: xTitle, standoff: 4, font: { size: 10 } }, gridcolor: "#eef0f3", zeroline: false, linecolor: "#d0d5dd", automargin: true },
+      yaxis: { type: this.logY ? "log" : "linear", uirevision: `${this.xMode}-${this.logY}`, gridcolor: "#eef0f3", zeroline: false, linecolor: "#d0d5dd", exponentformat: "power", automargin: true },
+    };
+  }
+
+  scheduleDraw(key) {
+    if (key) this.dirty.add(key); else for (const k of this.keys) this.dirty.add(k);
+    if (this.drawTimer) return;
+    // Live points are batched into one redraw per 100 ms: well inside the 1 s budget.
+    this.drawTimer = setTimeout(() => { this.drawTimer = null; this.flush(); }, 100);
+  }
+
+  async flush() {
+    const keys = [...this.dirty];
+    this.dirty.clear();
+    await Promise.all(keys.map((k) => this.drawKey(k)));
+  }
+
+  async drawAll() {
+    await Promise.all(this.keys.map((k) => this.drawKey(k)));
+  }
+
+  async drawKey(key) {
+    const c = this.cards.get(key);
+    if (!c || this.destroyed || !c.card.isConnected) return;
+    const t0 = performance.now();
+    const traces = this.traces(key);
+    await this.Plotly.react(c.plot, traces, this.layout(), { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d", "toggleSpikelines"] });
+    if (!c.bound) {
+      c.bound = true;
+      c.plot.on("plotly_relayout", (ev) => this.onRelayout(key, ev));
+    }
+    let total = 0, drawn = 0, zoomed = false, down = false;
+    for (const s of (this.data.get(key) || new Map()).values()) {
+      total += s.total; drawn += this.view(s).steps.length;
+      if (s.detail) zoomed = true;
+      if (s.downsampled && !s.detail) down = true;
+    }
+    c.card.dataset.points = String(drawn);
+    c.card.dataset.total = String(total);
+    c.card.dataset.zoomed = zoomed ? "1" : "0";
+    c.card.dataset.drawMs = String(Math.round(performance.now() - t0));
+    const lastVals = [];
+    for (const run of this.runs) {
+      const s = this.data.get(key)?.get(run.id);
+      if (s && s.values.length) lastVals.push(fmtNumber(s.values[s.values.length - 1]));
+    }
+    c.meta.textContent = `${this.runs.length === 1 && lastVals.length ? "last " + lastVals[0] + " · " : ""}${fmtCount(total)} pts${down ? ` · ${fmtCount(drawn)} shown` : ""}${zoomed ? " · zoomed, full detail" : ""}`;
+  }
+
+  /** SSE metric points: [{key, step, value, epoch, wall_time}] for one run. */
+  addPoints(runId, points) {
+    const newKeys = [];
+    for (const p of points) {
+      if (!this.data.has(p.key)) newKeys.push(p.key);
+      const s = this.series(p.key, runId);
+      const step = Number(p.step);
+      const last = s.steps.length ? s.steps[s.steps.length - 1] : -Infinity;
+      if (step <= last) {
+        // Already have it (history and stream overlap after a reconnect) unless it is a
+        // rewrite of an existing step; keep the newest value for the same step.
+        if (step === last) s.values[s.values.length - 1] = toNumber(p.value);
+        continue;
+      }
+      s.steps.push(step);
+      s.values.push(toNumber(p.value));
+      s.epochs.push(p.epoch ?? null);
+      s.wall.push(p.wall_time != null ? toNumber(p.wall_time) : Date.now() / 1000);
+      s.total += 1;
+      this.dirty.add(p.key);
+    }
+    if (newKeys.length) this.syncCards();
+    if (this.dirty.size) this.scheduleDraw();
+  }
+
+  async onRelayout(key, ev) {
+    if (!ev) return;
+    if (ev["xaxis.autorange"] || ev["autosize"]) {
+      let changed = false;
+      for (const s of (this.data.get(key) || new Map()).values()) if (s.detail) { s.detail = null; changed = true; }
+      if (changed) this.scheduleDraw(key);
+      return;
+    }
+    let x0 = ev["xaxis.range[0]"], x1 = ev["xaxis.range[1]"];
+    if (ev["xaxis.range"]) [x0, x1] = ev["xaxis.range"];
+    if (x0 === undefined || x1 === undefined) return;
+    if (this.xMode === "wall") { x0 = plotlyDateMs(x0); x1 = plotlyDateMs(x1); }
+    await this.zoomTo(key, Number(x0), Number(x1));
+  }
+
+  /** Map an x range (in the current x mode) to steps and fetch that range at full detail. */
+  async zoomTo(key, x0, x1) {
+    const byRun = this.data.get(key);
+    if (!byRun) return;
+    const jobs = [];
+    for (const run of this.runs) {
+      const s = byRun.get(run.id);
+      if (!s || !s.steps.length || (!s.downsampled && !s.detail)) continue;
+      let minStep, maxStep;
+      if (this.xMode === "step") {
+        minStep = Math.floor(x0); maxStep = Math.ceil(x1);
+      } else {
+        const origin = s.wall.find((w) => Number.isFinite(w)) ?? 0;
+        let first = -1, last = -1;
+        for (let i = 0; i < s.steps.length; i++) {
+          const x = this.xOf(s, i, origin);
+          if (x === null || x === undefined) continue;
+          if (x >= x0 && first < 0) first = i;
+          if (x <= x1) last = i;
+        }
+        if (first < 0 || last < 0) continue;
+        minStep = s.steps[Math.max(0, first - 1)];
+        maxStep = s.steps[Math.min(s.steps.length - 1, last + 1)];
+      }
+      const seq = (s.zoomSeq = (s.zoomSeq || 0) + 1);
+      jobs.push(runsApi.metrics(run.id, { keys: key, min_step: minStep, max_step: maxStep, max_points: this.maxPoints }).then((res) => {
+        const got = res.series && res.series[key];
+        if (!got || seq !== s.zoomSeq) return;
+        const d = fromApi(got);
+        s.detail = { min: minStep, max: maxStep, steps: d.steps, values: d.values, epochs: d.epochs, wall: d.wall, downsampled: d.downsampled };
+      }));
+    }
+    if (!jobs.length) return;
+    await Promise.all(jobs);
+    await this.drawKey(key);
+    const c = this.cards.get(key);
+    if (c) c.card.dataset.zoomRange = `${Math.round(x0)}-${Math.round(x1)}`;
+  }
+
+  setXMode(mode) { this.xMode = mode; for (const m of this.data.values()) for (const s of m.values()) s.detail = null; this.scheduleDraw(); }
+  setLog(on) { this.logY = on; this.scheduleDraw(); }
+  setSmoothing(w) { this.smoothing = w; this.scheduleDraw(); }
+  setFilter(text) { this.filter = text; this.syncCards(); this.scheduleDraw(); }
+
+  /** Controls bar (x axis, log scale, smoothing, filter) bound to this chart set. */
+  controls() {
+    const xSel = h("select", { class: "input input-sm", dataset: { testid: "x-mode" }, on: { change: (e) => this.setXMode(e.target.value) } },
+      Object.entries(X_MODES).map(([v, label]) => h("option", { value: v }, label)));
+    const log = h("input", { type: "checkbox", dataset: { testid: "log-scale" }, on: { change: (e) => this.setLog(e.target.checked) } });
+    const smoothOut = h("output", { class: "smooth-val" }, "0");
+    const slider = h("input", { type: "range", min: "0", max: "0.99", step: "0.01", value: "0", class: "slider", dataset: { testid: "smoothing" },
+      on: { input: (e) => { const w = Number(e.target.value); smoothOut.textContent = w.toFixed(2); this.setSmoothing(w); } } });
+    const filter = h("input", { type: "search", class: "input input-sm", placeholder: "Filter metrics", dataset: { testid: "metric-filter" },
+      on: { input: (e) => this.setFilter(e.target.value) } });
+    return h("div", { class: "chart-controls" },
+      h("label", { class: "ctl" }, "X axis ", xSel),
+      h("label", { class: "ctl" }, log, " Log scale"),
+      h("label", { class: "ctl" }, "Smoothing ", slider, smoothOut),
+      filter);
+  }
+
+  destroy() {
+    this.destroyed = true;
+    clearTimeout(this.drawTimer);
+    if (this.Plotly) for (const c of this.cards.values()) this.Plotly.purge(c.plot);
+  }
+}

@@ -1,0 +1,89 @@
+// Compare page: overlaid curves per metric with a legend by run, and a params table
+// where values that differ between runs stand out.
+
+import { h, replace } from "../dom.js";
+import { runs as runsApi } from "../api.js";
+import { LiveStream } from "../sse.js";
+import { MetricCharts } from "../charts.js";
+import { ACTIVE, fmtDuration, fmtValue, runDuration } from "../format.js";
+import { statusBadge } from "./runs.js";
+
+// Browsers allow 6 HTTP/1.1 connections per host; each SSE stream holds one.
+const MAX_LIVE_STREAMS = 3;
+
+function flatten(prefix, obj, out) {
+  for (const [k, v] of Object.entries(obj || {})) {
+    const key = prefix ? `${prefix}.${k}` : k;
+    if (v && typeof v === "object" && !Array.isArray(v) && Object.keys(v).length) flatten(key, v, out);
+    else out[key] = v;
+  }
+  return out;
+}
+
+function setIds(ids) {
+  location.hash = ids.length ? `#/compare?ids=${ids.join(",")}` : "#/compare";
+}
+
+export async function render(root, _params, query) {
+  const ids = [...new Set((query.get("ids") || "").split(",").map((s) => parseInt(s, 10)).filter((n) => Number.isFinite(n) && n > 0))];
+  const addInput = h("input", { class: "input input-sm", placeholder: "add run id", type: "number", min: "1", dataset: { testid: "add-run" },
+    on: { keydown: (e) => { if (e.key === "Enter" && e.target.value) setIds([...ids, Number(e.target.value)]); } } });
+
+  if (!ids.length) {
+    replace(root, h("div", { class: "page" }, h("div", { class: "page-head" }, h("h1", null, "Compare runs")),
+      h("div", { class: "empty-state" }, h("p", null, "Select runs on the ", h("a", { href: "#/runs" }, "Runs page"), " and press Compare, or add run ids here:"), addInput)));
+    return;
+  }
+
+  const found = await Promise.all(ids.map((id) => runsApi.get(id).catch(() => null)));
+  const missing = ids.filter((id, i) => !found[i]);
+  const runs = found.filter(Boolean);
+  const charts = new MetricCharts(h("div"), { runs: runs.map((r) => ({ id: r.id, name: r.name })) });
+  const chartsBox = h("div", { class: "charts-grid", dataset: { testid: "compare-charts" } });
+  charts.container = chartsBox;
+  const colorOf = new Map(charts.runs.map((r) => [r.id, r.color]));
+
+  const chips = h("div", { class: "run-chips", dataset: { testid: "compare-legend" } }, runs.map((r) => h("span", { class: "chip", dataset: { runId: r.id } },
+    h("span", { class: "swatch", style: { background: colorOf.get(r.id) } }),
+    h("a", { href: `#/runs/${r.id}` }, r.name || `run ${r.id}`), h("span", { class: "run-id" }, `#${r.id}`), statusBadge(r.status),
+    h("button", { class: "chip-x", type: "button", title: "Remove from comparison", "aria-label": `Remove run ${r.id}`, on: { click: () => setIds(ids.filter((x) => x !== r.id)) } }, "×"))), addInput);
+
+  // Params table: recipe params, trainer args and logged hyperparameters, flattened.
+  const flat = runs.map((r) => ({ ...flatten("params", r.params, {}), ...flatten("trainer", r.trainer, {}), ...flatten("hparams", r.hyperparameters, {}),
+    recipe: r.recipe, project: r.project, status: r.status, duration: fmtDuration(runDuration(r)) }));
+  const keys = [...new Set(flat.flatMap((f) => Object.keys(f)))].sort((a, b) => {
+    const rank = (k) => (["recipe", "project", "status", "duration"].includes(k) ? 0 : k.startsWith("params.") ? 1 : k.startsWith("trainer.") ? 2 : 3);
+    return rank(a) - rank(b) || a.localeCompare(b);
+  });
+  const onlyDiff = h("input", { type: "checkbox", dataset: { testid: "only-diff" }, on: { change: () => renderParams() } });
+  const paramsBox = h("div", { class: "table-wrap" });
+  function renderParams() {
+    const rows = [];
+    for (const k of keys) {
+      const vals = flat.map((f) => (k in f ? JSON.stringify(f[k]) : undefined));
+      const differs = new Set(vals).size > 1;
+      if (onlyDiff.checked && !differs) continue;
+      rows.push(h("tr", { class: differs && "diff", dataset: { param: k, differs: differs ? "1" : "0" } },
+        h("th", { class: "mono" }, k),
+        flat.map((f) => h("td", { class: "mono" }, k in f ? fmtValue(f[k]) : h("span", { class: "muted" }, "—")))));
+    }
+    replace(paramsBox, h("table", { class: "table compare-params", dataset: { testid: "compare-params" } },
+      h("thead", null, h("tr", null, h("th", null, "Parameter"), runs.map((r) => h("th", null, h("span", { class: "swatch", style: { background: colorOf.get(r.id) } }), `#${r.id} ${r.name || ""}`)))),
+      h("tbody", null, rows.length ? rows : h("tr", null, h("td", { colspan: runs.length + 1, class: "empty" }, "These runs have identical settings.")))));
+  }
+  renderParams();
+
+  replace(root, h("div", { class: "page page-wide" },
+    h("div", { class: "page-head" }, h("h1", null, "Compare runs"), h("span", { class: "muted" }, `${runs.length} runs`)),
+    missing.length ? h("div", { class: "error-box" }, `No run with id ${missing.join(", ")}.`) : null,
+    chips,
+    h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Metrics"), charts.controls()), chartsBox),
+    h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Parameters"), h("label", { class: "ctl" }, onlyDiff, " Only differences"),
+      h("span", { class: "legend-note" }, h("span", { class: "diff-swatch" }), " differs between runs")), paramsBox)));
+
+  const streams = runs.filter((r) => ACTIVE.has(r.status)).slice(0, MAX_LIVE_STREAMS).map((r) =>
+    new LiveStream(`/api/v1/runs/${r.id}/events`, { metrics: (d) => d && d.points && charts.addPoints(r.id, d.points) }, { onResync: () => charts.load() }));
+
+  await charts.load();
+  return () => { charts.destroy(); streams.forEach((s) => s.close()); };
+}

@@ -1,0 +1,338 @@
+// New-run page: a form generated from the recipe's JSON schema (params) and the trainer
+// schema; 422 errors go next to their fields; "Clone" (#/new?clone=<id>) prefills it.
+
+import { h, replace, toast } from "../dom.js";
+import { recipes as recipesApi, runs as runsApi, projects as projectsApi } from "../api.js";
+
+// Used only when the server's recipe carries no trainer_schema.
+const FALLBACK_TRAINER_SCHEMA = {
+  type: "object",
+  properties: {
+    max_epochs: { type: "integer", minimum: 1, default: 3, description: "Stop after this many epochs." },
+    precision: { type: "string", enum: ["32-true", "16-mixed", "bf16-mixed", "64-true"], default: "32-true", description: "Numeric precision of training." },
+    limit_train_batches: { anyOf: [{ type: "integer" }, { type: "number" }], default: 1.0, description: "Fraction (float) or number (int) of training batches per epoch." },
+    fast_dev_run: { anyOf: [{ type: "boolean" }, { type: "integer" }], default: false, description: "Run 1 (or n) batch of train/val to smoke-test the recipe." },
+    early_stopping_monitor: { anyOf: [{ type: "string" }, { type: "null" }], default: null, description: "Metric to watch for early stopping (e.g. val_loss); empty disables it." },
+    early_stopping_patience: { type: "integer", minimum: 0, default: 3, description: "Epochs without improvement before stopping." },
+  },
+};
+
+// Trainer fields shown first, in this order; the rest follow alphabetically.
+const TRAINER_ORDER = ["max_epochs", "max_steps", "precision", "accelerator", "limit_train_batches", "limit_val_batches", "fast_dev_run",
+  "early_stopping", "early_stopping_monitor", "early_stopping_patience", "early_stopping_mode", "check_val_every_n_epoch", "log_every_n_steps", "seed"];
+
+function resolve(schema, root) {
+  let s = schema || {};
+  let guard = 0;
+  while (s.$ref && guard++ < 20) {
+    const path = s.$ref.replace(/^#\//, "").split("/");
+    let t = root;
+    for (const p of path) t = t && t[p];
+    s = { ...(t || {}), ...Object.fromEntries(Object.entries(s).filter(([k]) => k !== "$ref")) };
+  }
+  if (s.allOf && s.allOf.length === 1) s = { ...resolve(s.allOf[0], root), ...Object.fromEntries(Object.entries(s).filter(([k]) => k !== "allOf")) };
+  return s;
+}
+
+/** Classify a property schema into an input kind. */
+function kindOf(s, root) {
+  s = resolve(s, root);
+  if (s.enum) return { kind: "enum", options: s.enum, nullable: false, schema: s };
+  if (s.const !== undefined) return { kind: "enum", options: [s.const], schema: s };
+  const variants = s.anyOf || s.oneOf;
+  if (variants) {
+    const vs = variants.map((v) => resolve(v, root));
+    const nonNull = vs.filter((v) => v.type !== "null");
+    const nullable = nonNull.length < vs.length;
+    if (nonNull.length === 1) {
+      const k = kindOf({ ...nonNull[0], default: s.default, description: s.description ?? nonNull[0].description, title: s.title }, root);
+      return { ...k, nullable };
+    }
+    const types = nonNull.map((v) => v.enum ? v.enum.map((e) => JSON.stringify(e)).join("|") : v.type);
+    return { kind: "union", types, nullable, schema: s };
+  }
+  const t = Array.isArray(s.type) ? s.type.filter((x) => x !== "null") : [s.type];
+  if (t.length > 1) return { kind: "union", types: t, nullable: Array.isArray(s.type) && s.type.includes("null"), schema: s };
+  switch (t[0]) {
+    case "boolean": return { kind: "boolean", schema: s };
+    case "integer": return { kind: "integer", schema: s };
+    case "number": return { kind: "number", schema: s };
+    case "string": return { kind: "string", schema: s };
+    case "object": if (s.properties) return { kind: "object", schema: s }; return { kind: "json", schema: s };
+    case "array": return { kind: "json", schema: s };
+    default: return { kind: "json", schema: s };
+  }
+}
+
+function typeLabel(k) {
+  switch (k.kind) {
+    case "union": return k.types.join(" | ") + (k.nullable ? " | null" : "");
+    case "enum": return "choice";
+    case "json": return "JSON";
+    default: return k.kind + (k.nullable ? " | null" : "");
+  }
+}
+
+/** Parse a text value for a union field: bool, int, float, null, or string. */
+function parseLoose(text, types) {
+  const t = text.trim();
+  if (t === "") return undefined;
+  if (types.includes("boolean") && /^(true|false)$/i.test(t)) return t.toLowerCase() === "true";
+  if ((types.includes("integer") || types.includes("number")) && /^[-+]?\d+$/.test(t)) return parseInt(t, 10);
+  if (types.includes("number") && t !== "" && !isNaN(Number(t))) return Number(t);
+  if (t === "null") return null;
+  if (types.includes("array") || types.includes("object")) { try { return JSON.parse(t); } catch { /* keep text */ } }
+  return t;
+}
+
+/**
+ * Build the inputs of one schema group. Returns {el, fields}: `fields` maps a dotted
+ * path ("params.lr") to {get(), set(v), showError(msg), row}.
+ */
+function buildGroup(prefix, schema, root, values, order) {
+  schema = resolve(schema, root);
+  const props = schema.properties || {};
+  const required = new Set(schema.required || []);
+  let names = Object.keys(props);
+  if (order) {
+    names = [...order.filter((n) => n in props), ...names.filter((n) => !order.includes(n)).sort()];
+  }
+  const extra = Object.keys(values || {}).filter((k) => !(k in props));
+  const fields = new Map();
+  const rows = [];
+  for (const name of [...names, ...extra]) {
+    const path = `${prefix}.${name}`;
+    const propSchema = props[name] || {};
+    const k = props[name] ? kindOf(propSchema, root) : { kind: "json", schema: {} };
+    const s = resolve(propSchema, root);
+    const initial = values && name in values ? values[name] : (s.default !== undefined ? s.default : k.schema && k.schema.default);
+    if (k.kind === "object") {
+      const sub = buildGroup(path, k.schema, root, initial && typeof initial === "object" ? initial : {}, null);
+      for (const [p, f] of sub.fields) fields.set(p, f);
+      const fieldset = h("fieldset", { class: "subgroup" }, h("legend", null, s.title || name), sub.el);
+      rows.push(fieldset);
+      fields.set(path, { group: true, get: () => sub.collect(), set: () => {}, showError: (m) => sub.showGroupError(m), row: fieldset });
+      continue;
+    }
+    const f = buildField(path, name, k, s, initial, required.has(name), !props[name]);
+    fields.set(path, f);
+    rows.push(f.row);
+  }
+  const errBox = h("div", { class: "field-error", hidden: true });
+  const el = h("div", { class: "field-grid" }, rows, errBox);
+  const collect = () => {
+    const out = {};
+    for (const name of [...names, ...extra]) {
+      const f = fields.get(`${prefix}.${name}`);
+      if (!f) continue;
+      const v = f.get();
+      if (v !== undefined) out[name] = v;
+    }
+    return out;
+  };
+  return { el, fields, collect, showGroupError: (m) => { errBox.hidden = false; errBox.textContent = m; } };
+}
+
+function buildField(path, name, k, s, initial, required, isExtra) {
+  const id = `f-${path.replace(/[^a-zA-Z0-9_-]/g, "-")}`;
+  let input, get, set;
+  const markDirty = () => clearError();
+  switch (k.kind) {
+    case "boolean":
+      input = h("input", { type: "checkbox", id, class: "checkbox", on: { change: markDirty } });
+      get = () => input.checked;
+      set = (v) => { input.checked = !!v; };
+      break;
+    case "enum":
+      input = h("select", { id, class: "input", on: { change: markDirty } },
+        k.nullable ? h("option", { value: "" }, "—") : null,
+        k.options.map((o, i) => h("option", { value: String(i) }, String(o))));
+      get = () => (input.value === "" ? (k.nullable ? null : undefined) : k.options[Number(input.value)]);
+      set = (v) => { const i = k.options.findIndex((o) => o === v || String(o) === String(v)); input.value = i >= 0 ? String(i) : ""; };
+      break;
+    case "integer":
+    case "number":
+      input = h("input", { type: "number", id, class: "input", step: k.kind === "integer" ? "1" : "any",
+        min: s.minimum ?? (s.exclusiveMinimum !== undefined ? undefined : undefined), max: s.maximum, on: { input: markDirty } });
+      get = () => {
+        const t = input.value.trim();
+        if (t === "") {
+          if (input.validity.badInput) return "__invalid__";
+          return k.nullable ? null : undefined;
+        }
+        return k.kind === "integer" && /^[-+]?\d+$/.test(t) ? parseInt(t, 10) : Number(t);
+      };
+      set = (v) => { input.value = v === null || v === undefined ? "" : String(v); };
+      break;
+    case "string":
+      input = h("input", { type: "text", id, class: "input", on: { input: markDirty } });
+      get = () => (input.value === "" ? (k.nullable ? null : (required ? "" : undefined)) : input.value);
+      set = (v) => { input.value = v === null || v === undefined ? "" : String(v); };
+      break;
+    case "union":
+      input = h("input", { type: "text", id, class: "input", placeholder: k.types.join(" | "), on: { input: markDirty } });
+      get = () => { const v = parseLoose(input.value, k.types); return v === undefined && k.nullable ? null : v; };
+      set = (v) => { input.value = v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v); };
+      break;
+    default:
+      input = h("input", { type: "text", id, class: "input input-mono", placeholder: "JSON", on: { input: markDirty } });
+      get = () => { const t = input.value.trim(); if (t === "") return undefined; try { return JSON.parse(t); } catch { return t; } };
+      set = (v) => { input.value = v === undefined ? "" : JSON.stringify(v); };
+  }
+  input.name = path;
+  input.dataset.field = path;
+  if (required) input.required = true;
+  set(initial);
+  const err = h("div", { class: "field-error", id: `${id}-error`, role: "alert", hidden: true, dataset: { errorFor: path } });
+  input.setAttribute("aria-describedby", `${id}-error`);
+  const help = s.description ? h("div", { class: "field-help" }, s.description) : null;
+  const defaultNote = s.default !== undefined ? h("span", { class: "field-default" }, `default ${JSON.stringify(s.default)}`) : null;
+  const row = h("div", { class: ["field", k.kind === "boolean" && "field-bool"], dataset: { path } },
+    h("label", { for: id, class: "field-label" }, s.title && s.title.toLowerCase().replace(/ /g, "_") !== name.toLowerCase() ? s.title : name,
+      required ? h("span", { class: "req", title: "required" }, " *") : null,
+      h("span", { class: "field-type" }, isExtra ? "extra" : typeLabel(k))),
+    h("div", { class: "field-control" }, input, defaultNote),
+    help, err);
+  function clearError() { err.hidden = true; err.textContent = ""; row.classList.remove("invalid"); }
+  return {
+    row, input, get, set,
+    showError(msg) { err.hidden = false; err.textContent = msg; row.classList.add("invalid"); },
+    clearError,
+  };
+}
+
+export async function render(root, _params, query) {
+  const cloneId = query.get("clone");
+  const [recipeList, cloneRun, projectList] = await Promise.all([
+    recipesApi(),
+    cloneId ? runsApi.get(cloneId) : null,
+    projectsApi().catch(() => []),
+  ]);
+  const runnable = recipeList.filter((r) => r.name !== "external");
+  if (!runnable.length) {
+    replace(root, h("div", { class: "page" }, h("h1", null, "New run"), h("div", { class: "error-box" }, "The server has no recipes registered. Start a worker with built-in recipes, or list your modules in RUNYARD_RECIPES.")));
+    return;
+  }
+
+  let current = cloneRun && runnable.find((r) => r.name === cloneRun.recipe) ? cloneRun.recipe : runnable[0].name;
+  let groups = null;
+
+  const recipeSel = h("select", { id: "f-recipe", class: "input", name: "recipe", dataset: { field: "recipe" }, on: { change: (e) => { current = e.target.value; buildForm(null); } } },
+    runnable.map((r) => h("option", { value: r.name, selected: r.name === current }, r.name)));
+  const recipeDesc = h("p", { class: "recipe-desc" });
+  const nameInput = h("input", { id: "f-name", class: "input", name: "name", dataset: { field: "name" }, placeholder: "optional: a name for this run",
+    value: cloneRun ? `${cloneRun.name || "run-" + cloneRun.id}-clone` : "" });
+  const projectInput = h("input", { id: "f-project", class: "input", name: "project", dataset: { field: "project" }, list: "project-options",
+    value: cloneRun ? cloneRun.project : "default" });
+  const projectOptions = h("datalist", { id: "project-options" }, projectList.map((p) => h("option", { value: p.name })));
+  const topErrors = new Map([["recipe", errorSlot("recipe")], ["name", errorSlot("name")], ["project", errorSlot("project")]]);
+  const paramsBox = h("div", { class: "form-section-body" });
+  const trainerBox = h("div", { class: "form-section-body" });
+  const formError = h("div", { class: "error-box", role: "alert", hidden: true, dataset: { testid: "form-error" } });
+  const submitBtn = h("button", { type: "submit", class: "btn btn-primary", dataset: { testid: "submit-run" } }, "Start run");
+
+  function errorSlot(path) { return h("div", { class: "field-error", role: "alert", hidden: true, dataset: { errorFor: path } }); }
+
+  function buildForm(prefill) {
+    const recipe = runnable.find((r) => r.name === current);
+    recipeDesc.textContent = recipe.description || "";
+    const pSchema = recipe.params_schema || { properties: {} };
+    const tSchema = recipe.trainer_schema && recipe.trainer_schema.properties ? recipe.trainer_schema : FALLBACK_TRAINER_SCHEMA;
+    const params = buildGroup("params", pSchema, pSchema, prefill ? prefill.params : null, null);
+    const trainer = buildGroup("trainer", tSchema, tSchema, prefill ? prefill.trainer : null, TRAINER_ORDER);
+    replace(paramsBox, Object.keys(resolve(pSchema, pSchema).properties || {}).length || (prefill && Object.keys(prefill.params || {}).length)
+      ? params.el : h("p", { class: "muted" }, "This recipe takes no parameters."));
+    replace(trainerBox, trainer.el);
+    groups = { params, trainer };
+  }
+
+  function clearErrors() {
+    formError.hidden = true;
+    for (const slot of topErrors.values()) { slot.hidden = true; slot.textContent = ""; }
+    for (const g of Object.values(groups)) for (const f of g.fields.values()) if (f.clearError) f.clearError();
+    for (const el of root.querySelectorAll(".invalid")) el.classList.remove("invalid");
+  }
+
+  function fieldFor(path) {
+    for (const g of Object.values(groups)) if (g.fields.has(path)) return g.fields.get(path);
+    return null;
+  }
+
+  /** Find the field an error belongs to from FastAPI's loc list or our {field}. */
+  function locate(loc) {
+    let parts = (Array.isArray(loc) ? loc : String(loc).split(".")).map(String);
+    if (parts[0] === "body") parts = parts.slice(1);
+    const candidates = [parts.join(".")];
+    if (parts.length === 1) candidates.push(`params.${parts[0]}`, `trainer.${parts[0]}`);
+    if (parts.length > 1) candidates.push(`params.${parts.slice(-1)[0]}`, `trainer.${parts.slice(-1)[0]}`);
+    for (let i = parts.length; i > 0; i--) candidates.push(parts.slice(0, i).join("."));
+    for (const c of candidates) {
+      if (topErrors.has(c)) return { show: (m) => { const s = topErrors.get(c); s.hidden = false; s.textContent = m; s.closest(".field")?.classList.add("invalid"); } };
+      const f = fieldFor(c);
+      if (f) return f;
+    }
+    return null;
+  }
+
+  function showApiErrors(err) {
+    const unplaced = [];
+    const list = err.errors ? err.errors : [{ loc: err.field ? String(err.field).split(".") : null, msg: err.message }];
+    for (const e of list) {
+      const msg = e.msg || e.message || String(e);
+      const target = e.loc ? locate(e.loc) : null;
+      if (target && target.show) target.show(msg);
+      else if (target) target.showError(msg);
+      else unplaced.push(e.loc ? `${[].concat(e.loc).filter((x) => x !== "body").join(".")}: ${msg}` : msg);
+    }
+    if (unplaced.length || (err.errors === null && !err.field)) {
+      if (!unplaced.length) unplaced.push(err.message);
+    }
+    if (unplaced.length) { formError.hidden = false; formError.textContent = unplaced.join(" "); }
+    const first = root.querySelector(".invalid input, .invalid select");
+    if (first) first.focus();
+  }
+
+  async function submit(e) {
+    e.preventDefault();
+    clearErrors();
+    const params = groups.params.collect();
+    const trainer = groups.trainer.collect();
+    const bad = [];
+    for (const g of Object.values(groups)) for (const [path, f] of g.fields) if (!f.group && f.get() === "__invalid__") { f.showError("Enter a number."); bad.push(path); }
+    if (bad.length) return;
+    const body = { recipe: current, params, trainer, project: projectInput.value.trim() || "default" };
+    if (nameInput.value.trim()) body.name = nameInput.value.trim();
+    submitBtn.disabled = true;
+    submitBtn.textContent = "Starting…";
+    try {
+      const run = await runsApi.create(body);
+      toast(`Run #${run.id} queued`, "ok");
+      location.hash = `#/runs/${run.id}`;
+    } catch (err) {
+      if (err.status === 422 || err.status === 400 || err.status === 409) showApiErrors(err);
+      else { formError.hidden = false; formError.textContent = `The server could not start the run: ${err.message}`; }
+    } finally {
+      submitBtn.disabled = false;
+      submitBtn.textContent = "Start run";
+    }
+  }
+
+  buildForm(cloneRun ? { params: cloneRun.params || {}, trainer: cloneRun.trainer || {} } : null);
+
+  const topField = (label, input, slot, help) => h("div", { class: "field" }, h("label", { class: "field-label", for: input.id }, label), h("div", { class: "field-control" }, input), help ? h("div", { class: "field-help" }, help) : null, slot);
+
+  replace(root, h("div", { class: "page page-form" },
+    h("div", { class: "page-head" }, h("h1", null, cloneRun ? `Clone run #${cloneRun.id}` : "New run"),
+      cloneRun ? h("span", { class: "muted" }, "Settings copied from ", h("a", { href: `#/runs/${cloneRun.id}` }, cloneRun.name || `run ${cloneRun.id}`)) : null),
+    h("form", { class: "run-form", novalidate: true, dataset: { testid: "new-run-form" }, on: { submit } },
+      h("section", { class: "form-section" }, h("h2", null, "Run"),
+        h("div", { class: "field-grid" },
+          topField("recipe", recipeSel, topErrors.get("recipe"), null),
+          topField("name", nameInput, topErrors.get("name"), null),
+          topField("project", projectInput, topErrors.get("project"), null), projectOptions),
+        recipeDesc),
+      h("section", { class: "form-section" }, h("h2", null, "Parameters ", h("span", { class: "muted small" }, "from the recipe's schema")), paramsBox),
+      h("section", { class: "form-section" }, h("h2", null, "Trainer"), trainerBox),
+      formError,
+      h("div", { class: "form-actions" }, submitBtn, h("a", { class: "btn", href: "#/runs" }, "Cancel")))));
+}

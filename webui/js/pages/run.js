@@ -1,0 +1,241 @@
+// Run page: status and timing, live metric charts, params, model summary, checkpoints,
+// log tail; cancel (confirmed), resume from a checkpoint, clone.
+
+import { h, replace, toast, confirmDialog } from "../dom.js";
+import { runs as runsApi, downloadUrl } from "../api.js";
+import { LiveStream } from "../sse.js";
+import { MetricCharts } from "../charts.js";
+import { ACTIVE, fmtBytes, fmtCount, fmtDateTime, fmtDuration, fmtNumber, fmtValue, runDuration } from "../format.js";
+import { statusBadge } from "./runs.js";
+import { renderSummary } from "../summary.js";
+
+const MAX_LOG_LINES = 2000;
+
+export function kvTable(obj, { testid, empty = "None." } = {}) {
+  const entries = Object.entries(obj || {});
+  if (!entries.length) return h("p", { class: "muted small" }, empty);
+  return h("table", { class: "table kv", dataset: { testid } },
+    h("tbody", null, entries.sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) =>
+      h("tr", null, h("th", null, k), h("td", { class: typeof v === "number" ? "num mono" : "mono" }, fmtValue(v))))));
+}
+
+export async function render(root, { id }) {
+  let run = await runsApi.get(id);
+  const cleanups = [];
+
+  const head = h("div", { class: "page-head run-head" });
+  const info = h("div", { class: "info-grid", dataset: { testid: "run-info" } });
+  const errorBox = h("pre", { class: "error-box error-trace", hidden: true, dataset: { testid: "run-error" } });
+  const chartsBox = h("div", { class: "charts-grid", dataset: { testid: "charts" } });
+  const paramsBox = h("div");
+  const hparamsBox = h("div");
+  const summaryBox = h("div", { dataset: { testid: "model-summary" } });
+  const ckptBody = h("div", { dataset: { testid: "checkpoints" } });
+  const logPre = h("pre", { class: "log-tail", dataset: { testid: "log-tail" } });
+  const follow = h("input", { type: "checkbox", checked: true });
+  let checkpoints = [];
+  let logCount = 0;
+
+  const charts = new MetricCharts(chartsBox, { runs: [{ id: run.id, name: run.name }] });
+  cleanups.push(() => charts.destroy());
+
+  function renderHead() {
+    const actions = [];
+    if (ACTIVE.has(run.status)) {
+      actions.push(h("button", { class: "btn btn-danger", type: "button", dataset: { testid: "cancel-run" }, disabled: !!run.cancel_requested, on: { click: onCancel } },
+        run.cancel_requested ? "Cancelling…" : "Cancel"));
+    } else if (checkpoints.length && run.recipe !== "external") {
+      actions.push(h("button", { class: "btn", type: "button", dataset: { testid: "resume-run" }, on: { click: () => onResume(null) }, title: "Continue training from the last checkpoint in a new run" }, "Resume"));
+    }
+    if (run.recipe !== "external") actions.push(h("a", { class: "btn", href: `#/new?clone=${run.id}`, dataset: { testid: "clone-run" } }, "Clone"));
+    actions.push(h("a", { class: "btn", href: `#/compare?ids=${run.id}` }, "Compare…"));
+    replace(head,
+      h("div", { class: "run-title" },
+        h("a", { href: "#/runs", class: "crumb" }, "Runs"), h("span", { class: "crumb-sep" }, "/"),
+        h("h1", { dataset: { testid: "run-name" } }, run.name || `run ${run.id}`),
+        h("span", { class: "run-id" }, `#${run.id}`),
+        statusBadge(run.status)),
+      h("span", { class: "spacer" }),
+      actions);
+  }
+
+  function infoItem(label, value, testid) {
+    return h("div", { class: "info-item", dataset: testid ? { testid } : null }, h("div", { class: "info-label" }, label), h("div", { class: "info-value" }, value ?? "—"));
+  }
+
+  function renderInfo() {
+    replace(info,
+      infoItem("Project", run.project),
+      infoItem("Recipe", h("code", null, run.recipe)),
+      infoItem("Created", fmtDateTime(run.created_at)),
+      infoItem("Started", fmtDateTime(run.started_at)),
+      infoItem("Ended", fmtDateTime(run.ended_at)),
+      infoItem("Duration", h("span", { class: "live-duration" }, fmtDuration(runDuration(run)))),
+      infoItem("Worker", run.worker_host || "—", "worker"),
+      infoItem("Device", run.device || "—", "device"),
+      infoItem("Attempt", run.max_attempts ? `${run.attempt ?? 0} / ${run.max_attempts}` : String(run.attempt ?? 0)),
+      run.resumed_from_id ? infoItem("Resumed from", h("a", { href: `#/runs/${run.resumed_from_id}` }, `#${run.resumed_from_id}`)) : null);
+    errorBox.hidden = !run.error;
+    errorBox.textContent = run.error || "";
+  }
+
+  function renderParams() {
+    replace(paramsBox,
+      h("h3", { class: "sub" }, "Recipe parameters"), kvTable(run.params, { testid: "params-table" }),
+      h("h3", { class: "sub" }, "Trainer"), kvTable(run.trainer, { testid: "trainer-table" }));
+    replace(hparamsBox, kvTable(run.hyperparameters, { testid: "hparams-table", empty: "No hyperparameters logged yet." }));
+  }
+
+  function renderCheckpoints() {
+    if (!checkpoints.length) { replace(ckptBody, h("p", { class: "muted small" }, "No checkpoints yet.")); return; }
+    const rows = [...checkpoints].sort((a, b) => (b.step ?? 0) - (a.step ?? 0) || b.id - a.id).map((c) => {
+      const name = (c.path || "").split("/").pop();
+      const flags = [c.is_best ? h("span", { class: "tag tag-best" }, "best") : null, c.is_last ? h("span", { class: "tag tag-last" }, "last") : null];
+      return h("tr", { dataset: { ckptId: c.id } },
+        h("td", { class: "mono", title: c.path }, name),
+        h("td", { class: "num" }, c.epoch ?? "—"),
+        h("td", { class: "num" }, c.step ?? "—"),
+        h("td", { class: "num", title: c.monitor || "" }, c.score === null || c.score === undefined ? "—" : `${fmtNumber(c.score)}${c.monitor ? "" : ""}`),
+        h("td", { class: "num" }, fmtBytes(c.size)),
+        h("td", null, flags),
+        h("td", { class: "actions" },
+          h("a", { class: "btn btn-sm", href: downloadUrl(c.id), download: name || `checkpoint-${c.id}.ckpt`, dataset: { testid: "download-ckpt" } }, "Download"),
+          !ACTIVE.has(run.status) && run.recipe !== "external"
+            ? h("button", { class: "btn btn-sm", type: "button", dataset: { testid: "resume-from" }, on: { click: () => onResume(c.id) } }, "Resume") : null));
+    });
+    const monitor = checkpoints.find((c) => c.monitor)?.monitor;
+    replace(ckptBody, h("table", { class: "table" },
+      h("thead", null, h("tr", null, h("th", null, "File"), h("th", { class: "num" }, "Epoch"), h("th", { class: "num" }, "Step"),
+        h("th", { class: "num" }, monitor ? `Score (${monitor})` : "Score"), h("th", { class: "num" }, "Size"), h("th", null, ""), h("th", null, ""))),
+      h("tbody", null, rows)));
+  }
+
+  function appendLogs(lines) {
+    if (!lines || !lines.length) return;
+    const atBottom = logPre.scrollTop + logPre.clientHeight >= logPre.scrollHeight - 8;
+    const frag = document.createDocumentFragment();
+    for (const l of lines) {
+      const t = l.time ? fmtDateTime(l.time).slice(11) : "";
+      frag.append(h("div", { class: ["log-line", l.stream === "stderr" && "log-err"] }, h("span", { class: "log-time" }, t), l.text));
+    }
+    const empty = logPre.querySelector(".muted");
+    if (empty) empty.remove();
+    logPre.append(frag);
+    logCount += lines.length;
+    while (logPre.childElementCount > MAX_LOG_LINES) logPre.firstElementChild.remove();
+    if (follow.checked && (atBottom || logCount === lines.length)) logPre.scrollTop = logPre.scrollHeight;
+  }
+
+  async function loadCheckpoints() {
+    checkpoints = await runsApi.checkpoints(id).catch(() => checkpoints);
+    renderCheckpoints();
+    renderHead();
+  }
+
+  async function loadSummary() {
+    try {
+      const s = await runsApi.summary(id);
+      replace(summaryBox, renderSummary(s));
+    } catch (err) {
+      replace(summaryBox, h("p", { class: "muted small" }, err.status === 404 ? "No model summary yet: it is stored when fit starts." : `Could not load the summary: ${err.message}`));
+    }
+  }
+
+  async function loadLogs() {
+    const res = await runsApi.logs(id, { tail: 500 }).catch(() => null);
+    replace(logPre);
+    logCount = 0;
+    if (res && res.lines.length) appendLogs(res.lines);
+    else logPre.append(h("span", { class: "muted" }, "No log lines yet."));
+  }
+
+  async function onCancel() {
+    const ok = await confirmDialog({ title: `Cancel run #${run.id}?`, body: `“${run.name || "run " + run.id}” will stop at its next step and save a last checkpoint. This cannot be undone, but you can resume from a checkpoint later.`, confirmLabel: "Cancel run", danger: true });
+    if (!ok) return;
+    try {
+      run = await runsApi.cancel(id);
+      toast(`Cancel requested for run #${id}`, "info");
+      renderHead(); renderInfo();
+    } catch (err) { toast(err.message, "error"); }
+  }
+
+  async function onResume(checkpointId) {
+    try {
+      const next = await runsApi.resume(id, checkpointId);
+      toast(`Resumed as run #${next.id}`, "ok");
+      location.hash = `#/runs/${next.id}`;
+    } catch (err) { toast(err.message, "error"); }
+  }
+
+  renderHead(); renderInfo(); renderParams();
+  replace(root, h("div", { class: "page page-wide run-page", dataset: { runId: run.id } },
+    head, info, errorBox,
+    h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Metrics"), charts.controls()), chartsBox),
+    h("div", { class: "two-col" },
+      h("div", { class: "col" },
+        h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Model summary")), summaryBox),
+        h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Checkpoints")), ckptBody)),
+      h("div", { class: "col" },
+        h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Parameters")), paramsBox),
+        h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Hyperparameters")), hparamsBox))),
+    h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Logs"), h("label", { class: "ctl" }, follow, " Follow")), logPre)));
+
+  // Live stream first, then history, so nothing logged in between is missed (duplicates
+  // are dropped by step in MetricCharts.addPoints).
+  let summaryLoaded = false;
+  const stream = new LiveStream(`/api/v1/runs/${id}/events`, {
+    metrics: (d) => {
+      if (!d || !d.points) return;
+      charts.addPoints(id, d.points);
+      if (!summaryLoaded && run.status === "running") { summaryLoaded = true; loadSummary(); }
+    },
+    status: (d) => {
+      if (!d) return;
+      const was = run.status;
+      run = { ...run, ...d };
+      renderHead(); renderInfo(); renderParams();
+      if (was !== run.status) {
+        if (run.status === "running" && was === "queued" && run.attempt > 1) charts.load();
+        if (!ACTIVE.has(run.status)) { loadCheckpoints(); loadSummary(); }
+        if (run.status === "running") loadSummary();
+      }
+    },
+    log: (d) => appendLogs(d && d.lines),
+    checkpoint: (c) => {
+      if (!c) return;
+      checkpoints = checkpoints.filter((x) => x.id !== c.id);
+      // A new best/last flag clears the flag on older checkpoints.
+      if (c.is_best) checkpoints = checkpoints.map((x) => ({ ...x, is_best: false }));
+      if (c.is_last) checkpoints = checkpoints.map((x) => ({ ...x, is_last: false }));
+      checkpoints.push(c);
+      renderCheckpoints(); renderHead();
+      loadCheckpoints();
+    },
+  }, {
+    onResync: async () => {
+      run = await runsApi.get(id).catch(() => run);
+      renderHead(); renderInfo(); renderParams();
+      charts.load(); loadCheckpoints(); loadLogs();
+    },
+  });
+  cleanups.push(() => stream.close());
+
+  const tick = setInterval(() => {
+    if (run.status !== "running") return;
+    const el = info.querySelector(".live-duration");
+    if (el) el.textContent = fmtDuration(runDuration(run));
+  }, 1000);
+  cleanups.push(() => clearInterval(tick));
+
+  // Hyperparameters can be logged after start (PUT by the logger); refresh while running.
+  const hpTimer = setInterval(async () => {
+    if (!ACTIVE.has(run.status)) return;
+    try { const r = await runsApi.get(id); run = { ...run, ...r }; renderParams(); renderInfo(); } catch { /* server restarting */ }
+  }, 5000);
+  cleanups.push(() => clearInterval(hpTimer));
+
+  await Promise.all([charts.load(), loadCheckpoints(), loadSummary(), loadLogs()]);
+  return () => cleanups.forEach((f) => f());
+}
+
+export { fmtCount };

@@ -1,0 +1,254 @@
+// Runs page: the table of runs with live status, filters, sort, metric columns, compare.
+
+import { h, replace, toast } from "../dom.js";
+import { runs as runsApi, projects as projectsApi, recipes as recipesApi } from "../api.js";
+import { LiveStream } from "../sse.js";
+import { fmtDateTime, fmtDuration, fmtNumber, fmtRelative, runDuration, STATUSES } from "../format.js";
+
+const PAGE_SIZE = 100;
+// Fields the API sorts by (sort=[-]field or [-]metric:<key>); others are sorted in the page.
+const SERVER_SORTS = new Set(["id", "name", "created_at", "updated_at", "started_at", "ended_at", "status", "recipe"]);
+const serverSortable = (sort) => { const f = sort.replace(/^-/, ""); return SERVER_SORTS.has(f) || f.startsWith("metric:"); };
+const COLS_KEY = "runyard.metricColumns";
+
+// Filters survive navigating away and back.
+const state = { q: "", status: "", project: "", recipe: "", sort: "-created_at", offset: 0, selected: new Set() };
+
+export function statusBadge(status) {
+  return h("span", { class: ["badge", `badge-${status}`], dataset: { status } }, status);
+}
+
+const BASE_COLUMNS = [
+  { id: "status", label: "Status", sort: "status" },
+  { id: "name", label: "Name", sort: "name" },
+  { id: "project", label: "Project", sort: "project" },
+  { id: "recipe", label: "Recipe", sort: "recipe" },
+  { id: "started", label: "Started", sort: "started_at" },
+  { id: "duration", label: "Duration", sort: "duration_s" },
+];
+
+function loadMetricColumns() {
+  try { const v = JSON.parse(localStorage.getItem(COLS_KEY) || "null"); return Array.isArray(v) ? v : null; } catch { return null; }
+}
+
+function clientSort(items, sort) {
+  const desc = sort.startsWith("-");
+  const field = desc ? sort.slice(1) : sort;
+  const val = (r) => {
+    if (field.startsWith("metric:")) { const v = r.last_metrics && r.last_metrics[field.slice(7)]; return v === undefined || v === null ? null : Number(v); }
+    if (field === "duration_s") return runDuration(r);
+    return r[field] ?? null;
+  };
+  return [...items].sort((a, b) => {
+    const x = val(a), y = val(b);
+    if (x === null && y === null) return 0;
+    if (x === null) return 1;
+    if (y === null) return -1;
+    const c = typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y), undefined, { numeric: true });
+    return desc ? -c : c;
+  });
+}
+
+export async function render(root) {
+  let metricCols = loadMetricColumns();
+  let items = [];
+  let total = 0;
+  let knownKeys = new Set();
+  let serverSorts = true;
+  let loadSeq = 0;
+  let reloadTimer = null;
+
+  const tbody = h("tbody");
+  const thead = h("thead");
+  const countEl = h("span", { class: "muted", dataset: { testid: "run-count" } });
+  const pager = h("div", { class: "pager" });
+  const compareBtn = h("button", { class: "btn btn-primary", type: "button", disabled: true, dataset: { testid: "compare-selected" },
+    on: { click: () => { location.hash = `#/compare?ids=${[...state.selected].join(",")}`; } } }, "Compare");
+
+  const search = h("input", { type: "search", class: "input", placeholder: "Search names…", value: state.q, dataset: { testid: "search" },
+    on: { input: (e) => { state.q = e.target.value; state.offset = 0; scheduleReload(250); } } });
+  const mkSelect = (key, label, options) => h("select", { class: "input", dataset: { testid: `filter-${key}` }, "aria-label": label,
+    on: { change: (e) => { state[key] = e.target.value; state.offset = 0; load(); } } },
+    h("option", { value: "" }, `${label}: all`), options.map((o) => h("option", { value: o, selected: o === state[key] }, o)));
+  const statusSel = mkSelect("status", "Status", STATUSES);
+  const projectSel = mkSelect("project", "Project", state.project ? [state.project] : []);
+  const recipeSel = mkSelect("recipe", "Recipe", state.recipe ? [state.recipe] : []);
+
+  const colsInput = h("input", { class: "input", list: "metric-key-options", placeholder: "metric columns, e.g. val_loss, train_loss", dataset: { testid: "metric-columns" },
+    on: { change: (e) => setMetricCols(e.target.value.split(",").map((s) => s.trim()).filter(Boolean)) } });
+  const keyList = h("datalist", { id: "metric-key-options" });
+
+  function setMetricCols(cols) {
+    metricCols = cols;
+    localStorage.setItem(COLS_KEY, JSON.stringify(cols));
+    colsInput.value = cols.join(", ");
+    load();
+  }
+
+  // Options for project / recipe filters.
+  projectsApi().then((ps) => fillSelect(projectSel, "Project", ps.map((p) => p.name), state.project)).catch(() => {});
+  recipesApi().then((rs) => fillSelect(recipeSel, "Recipe", [...rs.map((r) => r.name), "external"], state.recipe)).catch(() => {});
+
+  function fillSelect(sel, label, values, current) {
+    replace(sel, h("option", { value: "" }, `${label}: all`), [...new Set(values)].map((v) => h("option", { value: v, selected: v === current }, v)));
+  }
+
+  const table = h("table", { class: "table runs-table", dataset: { testid: "runs-table" } }, thead, tbody);
+  replace(root, h("div", { class: "page page-wide" },
+    h("div", { class: "page-head" },
+      h("h1", null, "Runs"), countEl,
+      h("span", { class: "spacer" }),
+      compareBtn,
+      h("a", { class: "btn", href: "#/new" }, "New run")),
+    h("div", { class: "toolbar" }, search, statusSel, projectSel, recipeSel, h("label", { class: "ctl ctl-grow" }, "Columns ", colsInput), keyList),
+    h("div", { class: "table-wrap" }, table),
+    pager));
+
+  function columns() {
+    return [...BASE_COLUMNS, ...(metricCols || []).map((k) => ({ id: `metric:${k}`, label: k, sort: `metric:${k}`, metric: k }))];
+  }
+
+  function renderHead() {
+    const selAll = h("input", { type: "checkbox", "aria-label": "Select all", checked: items.length > 0 && items.every((r) => state.selected.has(r.id)),
+      on: { change: (e) => { for (const r of items) e.target.checked ? state.selected.add(r.id) : state.selected.delete(r.id); renderBody(); updateCompare(); } } });
+    const desc = state.sort.startsWith("-");
+    const active = desc ? state.sort.slice(1) : state.sort;
+    replace(thead, h("tr", null, h("th", { class: "col-check" }, selAll),
+      columns().map((c) => h("th", { class: ["sortable", c.metric && "num", active === c.sort && "sorted"], dataset: { sort: c.sort }, title: `Sort by ${c.label}`,
+        on: { click: () => { state.sort = active === c.sort && !desc ? `-${c.sort}` : c.sort; state.offset = 0; load(); } } },
+        c.label, h("span", { class: "sort-ind" }, active === c.sort ? (desc ? " ▼" : " ▲") : "")))));
+  }
+
+  function rowFor(run) {
+    const check = h("input", { type: "checkbox", "aria-label": `Select run ${run.id}`, checked: state.selected.has(run.id),
+      on: { change: (e) => { e.target.checked ? state.selected.add(run.id) : state.selected.delete(run.id); updateCompare(); } } });
+    const cells = columns().map((c) => {
+      switch (c.id) {
+        case "status": return h("td", null, statusBadge(run.status));
+        case "name": return h("td", { class: "cell-name" }, h("a", { href: `#/runs/${run.id}`, class: "run-link" }, run.name || `run ${run.id}`), h("span", { class: "run-id" }, `#${run.id}`));
+        case "project": return h("td", null, run.project);
+        case "recipe": return h("td", null, h("code", null, run.recipe));
+        case "started": return h("td", { title: fmtDateTime(run.started_at || run.created_at) }, run.started_at ? fmtRelative(run.started_at) : h("span", { class: "muted" }, `queued ${fmtRelative(run.created_at)}`));
+        case "duration": return h("td", { class: "num cell-duration" }, fmtDuration(runDuration(run)));
+        default: {
+          const v = run.last_metrics ? run.last_metrics[c.metric] : undefined;
+          return h("td", { class: "num", dataset: { metric: c.metric } }, v === undefined || v === null ? h("span", { class: "muted" }, "—") : fmtNumber(v));
+        }
+      }
+    });
+    return h("tr", { dataset: { runId: run.id, status: run.status }, class: state.selected.has(run.id) && "selected" }, h("td", { class: "col-check" }, check), cells);
+  }
+
+  function renderBody() {
+    if (!items.length) {
+      replace(tbody, h("tr", null, h("td", { colspan: columns().length + 1, class: "empty" },
+        state.q || state.status || state.project || state.recipe ? "No run matches these filters." : "No runs yet. Start one from New run, or log one from a script with RunyardLogger.")));
+    } else {
+      replace(tbody, items.map(rowFor));
+    }
+    countEl.textContent = `${total} run${total === 1 ? "" : "s"}`;
+    replace(pager, total > PAGE_SIZE ? [
+      h("button", { class: "btn btn-sm", disabled: state.offset === 0, on: { click: () => { state.offset = Math.max(0, state.offset - PAGE_SIZE); load(); } } }, "‹ Previous"),
+      h("span", { class: "muted" }, `${state.offset + 1}–${Math.min(total, state.offset + PAGE_SIZE)} of ${total}`),
+      h("button", { class: "btn btn-sm", disabled: state.offset + PAGE_SIZE >= total, on: { click: () => { state.offset += PAGE_SIZE; load(); } } }, "Next ›"),
+    ] : []);
+  }
+
+  function updateCompare() {
+    compareBtn.disabled = state.selected.size < 1;
+    compareBtn.textContent = state.selected.size ? `Compare ${state.selected.size}` : "Compare";
+  }
+
+  async function load() {
+    const seq = ++loadSeq;
+    const query = { q: state.q, status: state.status, project: state.project, recipe: state.recipe, limit: PAGE_SIZE, offset: state.offset,
+      metric_keys: metricCols && metricCols.length ? metricCols : undefined };
+    const byServer = serverSorts && serverSortable(state.sort);
+    query.sort = byServer ? state.sort : "-created_at";
+    let res;
+    try {
+      res = await runsApi.list(query);
+    } catch (err) {
+      if (serverSorts && err.status === 422) { serverSorts = false; return load(); }
+      if (seq === loadSeq) toast(`Could not load runs: ${err.message}`, "error");
+      return;
+    }
+    if (seq !== loadSeq) return;
+    items = byServer ? res.items : clientSort(res.items, state.sort);
+    total = res.total ?? items.length;
+    renderHead();
+    renderBody();
+    updateCompare();
+    root.querySelector(".runs-table").dataset.loaded = "1";
+    if (!metricCols) discoverKeys(true);
+  }
+
+  // Suggest metric columns from the most recent runs' keys; pick defaults the first time.
+  let discovered = false;
+  async function discoverKeys(pickDefaults) {
+    if (discovered) return;
+    discovered = true;
+    const recent = items.slice(0, 8);
+    const lists = await Promise.all(recent.map((r) => runsApi.metricKeys(r.id).catch(() => [])));
+    for (const l of lists) for (const k of l) knownKeys.add(k.key);
+    replace(keyList, [...knownKeys].sort().map((k) => h("option", { value: k })));
+    if (pickDefaults && !metricCols && knownKeys.size) {
+      const prefer = ["val_loss", "train_loss", "loss", "val_acc", "test_loss"];
+      const picks = prefer.filter((k) => knownKeys.has(k)).slice(0, 3);
+      setMetricCols(picks.length ? picks : [...knownKeys].sort().slice(0, 2));
+    }
+  }
+
+  function scheduleReload(ms = 500) {
+    clearTimeout(reloadTimer);
+    reloadTimer = setTimeout(load, ms);
+  }
+
+  function matchesFilters(run) {
+    if (state.status && run.status !== state.status) return false;
+    if (state.project && run.project !== state.project) return false;
+    if (state.recipe && run.recipe !== state.recipe) return false;
+    if (state.q && !(run.name || "").toLowerCase().includes(state.q.toLowerCase())) return false;
+    return true;
+  }
+
+  const stream = new LiveStream("/api/v1/events", {
+    run: (ev) => {
+      if (!ev || !ev.run) return;
+      const run = ev.run;
+      const idx = items.findIndex((r) => r.id === run.id);
+      if (ev.action === "deleted") {
+        if (idx >= 0) { items.splice(idx, 1); total -= 1; renderBody(); }
+        state.selected.delete(run.id);
+        return;
+      }
+      if (idx >= 0) {
+        items[idx] = { ...items[idx], ...run, last_metrics: { ...(items[idx].last_metrics || {}), ...(run.last_metrics || {}) } };
+        const old = tbody.querySelector(`tr[data-run-id="${run.id}"]`);
+        if (old) old.replaceWith(rowFor(items[idx]));
+        if (!matchesFilters(items[idx]) || state.sort.replace("-", "") === "status") scheduleReload(300);
+      } else if (matchesFilters(run)) {
+        scheduleReload(200);
+      }
+    },
+  }, { onResync: () => load() });
+
+  // Running durations tick; metric columns of running runs refresh every few seconds.
+  const tick = setInterval(() => {
+    for (const r of items) {
+      if (r.status !== "running") continue;
+      const cell = tbody.querySelector(`tr[data-run-id="${r.id}"] .cell-duration`);
+      if (cell) cell.textContent = fmtDuration(runDuration(r));
+    }
+  }, 1000);
+  const refresh = setInterval(() => {
+    if (metricCols && metricCols.length && items.some((r) => r.status === "running")) load();
+  }, 5000);
+
+  colsInput.value = (metricCols || []).join(", ");
+  renderHead();
+  await load();
+  discoverKeys(false);
+
+  return () => { stream.close(); clearInterval(tick); clearInterval(refresh); clearTimeout(reloadTimer); };
+}
