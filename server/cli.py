@@ -1,0 +1,411 @@
+"""The ``runyard`` command.
+
+    runyard up [--demo]            server + one local worker, embedded defaults; Ctrl-C stops both
+    runyard server                 the API and dashboard (uvicorn)
+    runyard worker [--gpus 0,1] [--concurrency N] [--queues runyard]
+    runyard submit RECIPE --param k=v --trainer k=v [--wait]
+    runyard db upgrade
+
+Child processes run in their own process groups and die with their parent (PR_SET_PDEATHSIG),
+so stopping ``runyard up`` or ``runyard worker`` never leaves an orphan behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from server.queue import DEFAULT_QUEUE
+from server.settings import Settings, get_settings
+
+STOP_TIMEOUT_S = 30.0
+
+
+# --------------------------------------------------------------------------- process supervision
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies (Linux), even by SIGKILL."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def spawn(args: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        list(args),
+        env={**os.environ, **(env or {})},
+        start_new_session=True,  # Ctrl-C reaches only us; we stop the children in order
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+    )
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_all(procs: Sequence[subprocess.Popen], timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM every child's process group, wait, then SIGKILL what is left."""
+    for proc in procs:
+        if proc.poll() is None:
+            _signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for proc in procs:
+        # The group too: a child's own children (DataLoader workers) go with it.
+        _signal_group(proc, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.wait(timeout=10)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: Any) -> None:
+    raise _Stop(signum)
+
+
+def supervise(procs: dict[str, subprocess.Popen], restart: dict[str, Any] | None = None) -> int:
+    """Wait until a signal arrives (stop all, return 0) or a child exits (restarted when
+    ``restart`` knows how, else stop all and return 1)."""
+    old = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            for name, proc in list(procs.items()):
+                code = proc.poll()
+                if code is None:
+                    continue
+                if restart and name in restart:
+                    print(f"runyard: {name} exited with {code}; starting it again", file=sys.stderr)
+                    time.sleep(1.0)
+                    procs[name] = restart[name]()
+                    continue
+                print(f"runyard: {name} exited with {code}; stopping the rest", file=sys.stderr)
+                stop_all(list(procs.values()))
+                return 1
+            time.sleep(0.2)
+    except _Stop:
+        print("runyard: stopping…", file=sys.stderr)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop_all(list(procs.values()))
+        return 0
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_db_upgrade(settings: Settings, _: argparse.Namespace) -> int:
+    from server.db import upgrade_database
+
+    settings.ensure_dirs()
+    upgrade_database(settings.database_url)
+    print(f"database at {_safe_url(settings.database_url)} is up to date")
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def cmd_server(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import create_app
+    from server.db import upgrade_database
+
+    settings.ensure_dirs()
+    upgrade_database(settings.database_url)
+    host = args.host or settings.host
+    port = args.port or settings.port
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=args.log_level, access_log=False)
+    return 0
+
+
+def detect_gpus() -> list[str]:
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return []
+    try:
+        import torch
+
+        count = torch.cuda.device_count()
+    except Exception:  # noqa: BLE001
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return [g.strip() for g in visible.split(",") if g.strip()][:count]
+    return [str(i) for i in range(count)]
+
+
+def worker_slots(gpus: str | None, concurrency: int | None) -> list[dict[str, str]]:
+    """The environment of each worker process: one per GPU (times ``concurrency``), else
+    ``concurrency`` (default 1) CPU processes with no GPU visible."""
+    if gpus is None or gpus == "auto":
+        gpu_ids = detect_gpus()
+    elif gpus in ("", "none", "cpu"):
+        gpu_ids = []
+    else:
+        gpu_ids = [g.strip() for g in gpus.split(",") if g.strip()]
+    if gpu_ids:
+        per_gpu = concurrency or 1
+        return [
+            {"CUDA_VISIBLE_DEVICES": gpu, "RUNYARD_WORKER_GPU": gpu, "RUNYARD_WORKER_SLOT": f"gpu{gpu}-{i}"}
+            for gpu in gpu_ids
+            for i in range(per_gpu)
+        ]
+    return [{"CUDA_VISIBLE_DEVICES": "", "RUNYARD_WORKER_SLOT": f"cpu{i}"} for i in range(concurrency or 1)]
+
+
+def celery_worker_command(queues: str, slot: str, loglevel: str = "INFO") -> list[str]:
+    return [
+        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+        "--pool", "solo", "--concurrency", "1", "--queues", queues,
+        "--hostname", f"runyard-{slot}@%h", "--without-gossip", "--without-mingle",
+        "--loglevel", loglevel,
+    ]
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    settings.ensure_dirs()
+    slots = worker_slots(args.gpus, args.concurrency)
+    queues = args.queues or DEFAULT_QUEUE
+    procs: dict[str, subprocess.Popen] = {}
+    restart = {}
+    for env in slots:
+        slot = env["RUNYARD_WORKER_SLOT"]
+        env = {**env, "RUNYARD_WORKER_NAME": f"{os.uname().nodename}/{slot}"}
+
+        def start(env: dict[str, str] = env, slot: str = slot) -> subprocess.Popen:
+            return spawn(celery_worker_command(queues, slot, args.log_level.upper()), env)
+
+        procs[f"worker {slot}"] = start()
+        restart[f"worker {slot}"] = start
+        where = f"GPU {env['CUDA_VISIBLE_DEVICES']}" if env["CUDA_VISIBLE_DEVICES"] else "CPU"
+        print(f"runyard: worker {slot} on {where}, queues {queues}, pid {procs[f'worker {slot}'].pid}", flush=True)
+    return supervise(procs, restart)
+
+
+def _request(method: str, url: str, body: Any = None, timeout: float = 30.0) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        payload = response.read()
+    return json.loads(payload) if payload else None
+
+
+def wait_healthy(base_url: str, timeout: float, procs: Sequence[subprocess.Popen] = ()) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            return False
+        try:
+            if _request("GET", f"{base_url}/healthz", timeout=2).get("status") == "ok":
+                return True
+        except (OSError, ValueError, urllib.error.URLError):
+            pass
+        time.sleep(0.25)
+    return False
+
+
+def demo_submission(settings: Settings) -> dict[str, Any]:
+    from worker.recipes.data import mnist_available
+
+    if mnist_available(settings.data_dir):
+        return {
+            "recipe": "mnist_autoencoder",
+            "name": "demo: MNIST autoencoder",
+            "params": {"dataset": "mnist", "batch_size": 64},
+            "trainer": {"max_epochs": 3, "log_every_n_steps": 10, "limit_train_batches": 300, "limit_val_batches": 50},
+        }
+    return {
+        "recipe": "digits_classifier",
+        "name": f"demo: digits (MNIST not found in {settings.data_dir})",
+        "params": {"dataset": "digits", "batch_size": 32},
+        "trainer": {"max_epochs": 30, "log_every_n_steps": 5},
+    }
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    host = args.host or settings.host
+    port = args.port or settings.port
+    base_url = f"http://{host}:{port}"
+    settings.ensure_dirs()
+    cmd_db_upgrade(settings, args)
+    me = [sys.executable, "-m", "server.cli"]
+    procs = {"server": spawn([*me, "server", "--host", host, "--port", str(port)])}
+    worker_args = [*me, "worker", "--queues", args.queues or DEFAULT_QUEUE]
+    if args.gpus:
+        worker_args += ["--gpus", args.gpus]
+    if args.concurrency:
+        worker_args += ["--concurrency", str(args.concurrency)]
+    procs["worker"] = spawn(worker_args)
+    try:
+        if not wait_healthy(base_url, 90, list(procs.values())):
+            print(f"runyard: the server did not come up on {base_url}", file=sys.stderr)
+            stop_all(list(procs.values()))
+            return 1
+        print(f"runyard: serving {settings.public_url if settings.public_url != f'http://{settings.host}:{settings.port}' else base_url}"
+              " — Ctrl-C stops server and worker", flush=True)
+        if args.demo:
+            body = demo_submission(settings)
+            run = _request("POST", f"{base_url}/api/v1/runs", body)
+            url = run.get("url") or f"{base_url}/#/runs/{run['id']}"
+            print(f"runyard: demo run {run['id']} ({body['recipe']}, dataset {body['params']['dataset']}): {url}",
+                  flush=True)
+    except BaseException:
+        stop_all(list(procs.values()))
+        raise
+    return supervise(procs)
+
+
+def parse_value(text: str) -> Any:
+    """``3`` -> 3, ``0.5`` -> 0.5, ``true`` -> True, ``null`` -> None, ``[1,2]`` -> list; else the string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_pairs(pairs: Sequence[str], option: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"runyard submit: {option} takes key=value, got {pair!r}")
+        out[key.strip()] = parse_value(value)
+    return out
+
+
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
+    base_url = (args.url or settings.public_url).rstrip("/")
+    body = {
+        "recipe": args.recipe,
+        "params": parse_pairs(args.param, "--param"),
+        "trainer": parse_pairs(args.trainer, "--trainer"),
+        "project": args.project,
+    }
+    if args.name:
+        body["name"] = args.name
+    try:
+        run = _request("POST", f"{base_url}/api/v1/runs", body)
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        print(f"runyard submit: the server refused the run ({exc.code}): {detail}", file=sys.stderr)
+        return 2
+    except urllib.error.URLError as exc:
+        print(f"runyard submit: cannot reach {base_url} ({exc.reason}); is `runyard up` running?", file=sys.stderr)
+        return 2
+    url = run.get("url") or f"{base_url}/#/runs/{run['id']}"
+    print(f"run {run['id']} queued: {url}", flush=True)
+    if not args.wait:
+        return 0
+    return follow(base_url, run["id"])
+
+
+def follow(base_url: str, run_id: int, poll: float = 1.0) -> int:
+    """Print status changes and new log lines until the run ends; 0 only when it succeeded."""
+    status, cursor = None, 0
+    while True:
+        try:
+            run = _request("GET", f"{base_url}/api/v1/runs/{run_id}")
+            logs = _request("GET", f"{base_url}/api/v1/runs/{run_id}/logs?after={cursor}&limit=500")
+        except (urllib.error.URLError, OSError) as exc:
+            print(f"runyard: lost the server ({exc}); retrying", file=sys.stderr)
+            time.sleep(poll * 3)
+            continue
+        for line in logs.get("lines", []):
+            print(f"  {line['text']}", flush=True)
+        cursor = logs.get("cursor", cursor) or cursor
+        if run["status"] != status:
+            status = run["status"]
+            extra = f" on {run.get('device')}, attempt {run.get('attempt')}" if status == "running" else ""
+            print(f"run {run_id}: {status}{extra}", flush=True)
+        if status in FINAL:
+            if status != "succeeded" and run.get("error"):
+                print(run["error"], file=sys.stderr)
+            last = run.get("last_metrics")
+            if last:
+                print("last metrics: " + ", ".join(f"{k}={v}" for k, v in last.items()), flush=True)
+            return 0 if status == "succeeded" else 1
+        time.sleep(poll)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="runyard", description="Experiment tracking and training jobs for PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="server and one local worker (embedded defaults); Ctrl-C stops both")
+    up.add_argument("--demo", action="store_true", help="submit a demo run once the server answers")
+    up.add_argument("--host")
+    up.add_argument("--port", type=int)
+    up.add_argument("--gpus", help="GPU ids for the local worker (default: all visible)")
+    up.add_argument("--concurrency", type=int)
+    up.add_argument("--queues")
+    up.set_defaults(func=cmd_up)
+
+    server = sub.add_parser("server", help="the API and dashboard")
+    server.add_argument("--host")
+    server.add_argument("--port", type=int)
+    server.add_argument("--log-level", default="info")
+    server.set_defaults(func=cmd_server)
+
+    worker = sub.add_parser("worker", help="Celery worker processes: one per GPU, or --concurrency on CPU")
+    worker.add_argument("--gpus", help="comma-separated GPU ids (default: all visible; 'none' for CPU)")
+    worker.add_argument("--concurrency", type=int, help="processes (CPU) or processes per GPU; default 1")
+    worker.add_argument("--queues", help=f"comma-separated queues (default {DEFAULT_QUEUE})")
+    worker.add_argument("--log-level", default="info")
+    worker.set_defaults(func=cmd_worker)
+
+    submit = sub.add_parser("submit", help="queue a run of a registered recipe")
+    submit.add_argument("recipe")
+    submit.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    submit.add_argument("--trainer", action="append", default=[], metavar="KEY=VALUE")
+    submit.add_argument("--name")
+    submit.add_argument("--project", default="default")
+    submit.add_argument("--url", help="server URL (default RUNYARD_PUBLIC_URL or http://host:port)")
+    submit.add_argument("--wait", action="store_true", help="follow the run; exit non-zero unless it succeeds")
+    submit.set_defaults(func=cmd_submit)
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="apply migrations")
+    upgrade.set_defaults(func=cmd_db_upgrade)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(get_settings(), args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
