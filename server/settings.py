@@ -20,11 +20,15 @@ class Settings(BaseSettings):
     broker_url: str = Field("", description="Celery broker; default: SQLAlchemy transport on a SQLite file.")
     data_dir: Path = Field(Path(""), description="RUNYARD_DATA_DIR: where recipes find datasets (MNIST).")
     recipes: str = Field("", description="Comma-separated modules that register user recipes.")
+    download_data: bool = Field(True, description="RUNYARD_DOWNLOAD_DATA: let recipes download missing datasets (MNIST).")
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = Field("", description="Base URL printed in links; default http://host:port.")
     heartbeat_timeout: float = Field(30.0, gt=0, description="Seconds without a worker heartbeat before a running run is requeued.")
     max_attempts: int = Field(3, ge=1, description="Attempts before a run that keeps failing is failed.")
+    sse_poll_interval: float = Field(0.2, gt=0, description="Seconds between database polls of a live event stream.")
+    max_metric_points: int = Field(10_000, ge=1, description="Most metric points one POST may carry (more: 413).")
+    reaper: bool = Field(True, description="Requeue runs with a stale heartbeat from inside the server too.")
 
     def model_post_init(self, __context: object) -> None:
         if not self.database_url:

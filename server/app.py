@@ -1,0 +1,113 @@
+"""The FastAPI application: ``create_app(settings=None)``.
+
+At startup the database is brought to the latest migration; a reaper requeues runs whose
+worker stopped heartbeating. The dashboard (``webui/``) is served at ``/`` when built, and
+plotly.js from the installed ``plotly`` package at ``/static/plotly.min.js``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import lru_cache
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from server import queue, store
+from server.api import checkpoints, events, logs, metrics, misc, runs
+from server.db import get_engine, session_factory, upgrade_database
+from server.errors import ApiError, install_error_handlers
+from server.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+WEBUI_DIR = Path(__file__).resolve().parent.parent / "webui"
+
+
+@lru_cache(maxsize=1)
+def plotly_js() -> bytes:
+    bundled = None
+    with contextlib.suppress(ImportError):
+        import plotly
+
+        candidate = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+        if candidate.is_file():
+            bundled = candidate.read_bytes()
+    if bundled is None:
+        from plotly.offline import get_plotlyjs
+
+        bundled = get_plotlyjs().encode()
+    return bundled
+
+
+def _reap(app: FastAPI) -> None:
+    session = app.state.sessionmaker()
+    try:
+        for run in store.requeue_stale_runs(session, app.state.settings.heartbeat_timeout):
+            log.warning("run %s lost its worker; requeued as task %s", run.id, run.task_id)
+            try:
+                queue.enqueue_run(run.id, run.task_id, settings=app.state.settings)
+            except Exception:  # noqa: BLE001 - the next reaper pass or a worker's reaper retries
+                log.exception("could not enqueue requeued run %s", run.id)
+    finally:
+        session.close()
+
+
+async def _reaper(app: FastAPI) -> None:
+    interval = max(1.0, app.state.settings.heartbeat_timeout / 3)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run_in_threadpool(_reap, app)
+        except Exception:  # noqa: BLE001 - keep reaping
+            log.exception("reaper pass failed")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    settings.ensure_dirs()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(upgrade_database, settings.database_url)
+        task = asyncio.create_task(_reaper(app)) if settings.reaper else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = FastAPI(title="Runyard", version="0.1.0", lifespan=lifespan,
+                  description="Experiment tracking and training jobs for PyTorch.")
+    app.state.settings = settings
+    app.state.engine = get_engine(settings.database_url)
+    app.state.sessionmaker = session_factory(app.state.engine)
+    install_error_handlers(app)
+    for module in (runs, metrics, checkpoints, logs, events, misc):
+        app.include_router(module.router)
+
+    @app.get("/static/plotly.min.js", include_in_schema=False)
+    def plotly_bundle() -> Response:
+        return Response(plotly_js(), media_type="application/javascript",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+    index = WEBUI_DIR / "index.html"
+
+    @app.get("/runs/{run_id}", include_in_schema=False)
+    def run_page(run_id: int) -> FileResponse:
+        if not index.is_file():
+            raise ApiError(404, "The dashboard is not built (webui/index.html is missing); the API is at /docs.")
+        return FileResponse(index)
+
+    if WEBUI_DIR.is_dir():
+        app.mount("/", StaticFiles(directory=WEBUI_DIR, html=True, check_dir=False), name="webui")
+    return app

@@ -1,0 +1,177 @@
+"""Pydantic schemas of the REST API (apart from the ORM models in server/models.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.models import Checkpoint, Run
+from server.store import encode_float, json_safe
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+FloatOut = float | str | None  # non-finite floats travel as "NaN", "Infinity", "-Infinity"
+
+
+class RunCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    recipe: str = Field(..., min_length=1, max_length=200, description='A registered recipe, or "external" for a script that trains elsewhere.')
+    name: str | None = Field(None, max_length=200)
+    project: str = Field("default", min_length=1, max_length=200)
+    params: dict[str, Any] = Field(default_factory=dict)
+    trainer: dict[str, Any] = Field(default_factory=dict)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Status | None = None
+    hyperparameters: dict[str, Any] | None = None
+    error: str | None = Field(None, max_length=1_000_000)
+    name: str | None = Field(None, min_length=1, max_length=200)
+
+
+class ResumeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint_id: int | None = Field(None, ge=1, le=2**63 - 1)
+
+
+class RunOut(BaseModel):
+    id: int
+    name: str
+    project: str
+    recipe: str
+    params: dict[str, Any]
+    trainer: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    status: Status
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    duration_s: float | None
+    error: str | None
+    worker_host: str | None
+    device: str | None
+    attempt: int
+    max_attempts: int
+    resumed_from_id: int | None
+    resume_checkpoint_id: int | None
+    cancel_requested: bool
+    url: str
+    last_metrics: dict[str, FloatOut] | None = None
+
+
+class RunList(BaseModel):
+    items: list[RunOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class CheckpointRegister(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(..., min_length=1, max_length=1000, description="Relative to the artifact root.")
+    epoch: int | None = Field(None, ge=0, le=2**31 - 1)
+    step: int | None = Field(None, ge=0, le=2**63 - 1)
+    monitor: str | None = Field(None, max_length=250)
+    score: float | None = None
+    is_best: bool = False
+    is_last: bool = False
+
+
+class CheckpointOut(BaseModel):
+    id: int
+    run_id: int
+    path: str
+    epoch: int | None
+    step: int | None
+    monitor: str | None
+    score: FloatOut
+    size: int | None
+    sha256: str | None
+    is_best: bool
+    is_last: bool
+    created_at: datetime
+    download_url: str
+
+
+class LogLineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stream: str = Field("stdout", max_length=16)
+    text: str = Field(..., max_length=1_000_000)
+    time: datetime | None = None
+
+
+class LogLinesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lines: list[LogLineIn] = Field(..., max_length=10_000)
+
+
+class LogLineOut(BaseModel):
+    id: int
+    stream: str
+    time: datetime
+    text: str
+
+
+class LogLinesOut(BaseModel):
+    lines: list[LogLineOut]
+    cursor: int
+
+
+class MetricKey(BaseModel):
+    key: str
+    last_value: FloatOut
+    last_step: int
+    count: int
+
+
+class ProjectOut(BaseModel):
+    name: str
+    run_count: int
+
+
+class RecipeOut(BaseModel):
+    name: str
+    description: str
+    params_schema: dict[str, Any]
+    trainer_schema: dict[str, Any]
+
+
+class Accepted(BaseModel):
+    accepted: int
+
+
+def run_out(run: Run, public_url: str, last_metrics: dict[str, Any] | None = None) -> RunOut:
+    duration = None
+    if run.started_at is not None:
+        end = run.ended_at or (None if run.status != "running" else datetime.now(run.started_at.tzinfo))
+        if end is not None:
+            duration = max(0.0, (end - run.started_at).total_seconds())
+    return RunOut(
+        id=run.id, name=run.name, project=run.project.name, recipe=run.recipe, params=json_safe(run.params or {}),
+        trainer=json_safe(run.trainer or {}), hyperparameters=json_safe(run.hyperparameters or {}),
+        status=run.status, created_at=run.created_at, updated_at=run.updated_at, started_at=run.started_at,
+        ended_at=run.ended_at, duration_s=duration, error=run.error, worker_host=run.worker_host,
+        device=run.device, attempt=run.attempt, max_attempts=run.max_attempts,
+        resumed_from_id=run.resumed_from_id, resume_checkpoint_id=run.resume_checkpoint_id,
+        cancel_requested=run.cancel_requested, url=f"{public_url.rstrip('/')}/runs/{run.id}",
+        last_metrics=None if last_metrics is None else {k: encode_float(v) for k, v in last_metrics.items()},
+    )
+
+
+def checkpoint_out(checkpoint: Checkpoint) -> CheckpointOut:
+    return CheckpointOut(
+        id=checkpoint.id, run_id=checkpoint.run_id, path=checkpoint.path, epoch=checkpoint.epoch,
+        step=checkpoint.step, monitor=checkpoint.monitor, score=encode_float(checkpoint.score),
+        size=checkpoint.size, sha256=checkpoint.sha256, is_best=checkpoint.is_best, is_last=checkpoint.is_last,
+        created_at=checkpoint.created_at, download_url=f"/api/v1/checkpoints/{checkpoint.id}/download",
+    )
