@@ -1,0 +1,328 @@
+"""``RunyardLogger``: track a script's training on a Runyard server over its REST API.
+
+Standard library only (urllib, json, threading): trainer_core never imports the server.
+The run is created (``recipe="external"``) on first use. ``log_metrics`` only appends to a
+buffer; a background thread sends batches (``POST /runs/{id}/metrics``, at most 10,000 points
+each), retrying with back-off while the server is briefly unreachable, so training never
+waits on the network. ``finalize`` flushes everything and sets the final status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from argparse import Namespace
+from collections import deque
+from typing import Any
+
+from trainer_core.loggers.logger import Logger
+
+log = logging.getLogger(__name__)
+
+MAX_POINTS_PER_REQUEST = 10_000
+STATUS_OF = {"success": "succeeded", "failed": "failed", "interrupted": "cancelled"}
+
+
+class RunyardError(RuntimeError):
+    pass
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            return _json_value(item())
+        except (TypeError, ValueError):
+            pass
+    return str(value)
+
+
+def _to_float(value: Any) -> float | None:
+    item = getattr(value, "item", None)
+    if callable(item):
+        value = item()
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class RunyardLogger(Logger):
+    """Send a run's hyperparameters, model summary, metrics, status and (optionally)
+    checkpoints to a Runyard server.
+
+    Args:
+        url: the server, e.g. ``http://127.0.0.1:8000`` (default ``RUNYARD_URL`` or that).
+        project: project name on the server.
+        name: run name (the server picks one when left out).
+        run_id: attach to an existing run instead of creating one.
+        upload_checkpoints: upload each saved checkpoint file (``PUT .../checkpoints/upload``).
+        flush_interval: seconds between background sends.
+        retry_for: how long (seconds) a send is retried while the server is unreachable before
+            the logger gives up on it with a warning (training is never interrupted).
+        timeout: seconds per HTTP request.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        project: str = "default",
+        name: str | None = None,
+        run_id: int | None = None,
+        upload_checkpoints: bool = False,
+        flush_interval: float = 0.5,
+        retry_for: float = 60.0,
+        timeout: float = 10.0,
+        max_buffered_points: int = 2_000_000,
+    ) -> None:
+        super().__init__()
+        self.url = (url or os.environ.get("RUNYARD_URL") or "http://127.0.0.1:8000").rstrip("/")
+        self.project = project
+        self._name = name
+        self._run_id = run_id
+        self._run: dict[str, Any] | None = None
+        self.upload_checkpoints = upload_checkpoints
+        self.flush_interval = flush_interval
+        self.retry_for = retry_for
+        self.timeout = timeout
+        self.max_buffered_points = max_buffered_points
+        self._ops: deque[tuple[str, Any]] = deque()  # ("points", [..]) | ("call", (method, path, body, raw))
+        self._cond = threading.Condition()
+        self._busy = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._uploaded: set[tuple[str, float]] = set()
+        self._dropped = 0
+        self._finalized = False
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _request(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
+                 query: dict[str, Any] | None = None, retry: bool = True) -> Any:
+        url = f"{self.url}/api/v1{path}"
+        if query:
+            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        data = raw
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            data = json.dumps(_json_value(body), allow_nan=False).encode()
+            headers["Content-Type"] = "application/json"
+        elif raw is not None:
+            headers["Content-Type"] = "application/octet-stream"
+        deadline = time.monotonic() + (self.retry_for if retry else 0)
+        delay = 0.2
+        while True:
+            request = urllib.request.Request(url, data=data, method=method, headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    payload = response.read()
+                return json.loads(payload) if payload else None
+            except urllib.error.HTTPError as exc:
+                detail = exc.read().decode(errors="replace")[:500]
+                if exc.code < 500 or time.monotonic() > deadline:
+                    raise RunyardError(f"{method} {url} failed with {exc.code}: {detail}") from None
+                problem = f"{exc.code}: {detail}"
+            except (urllib.error.URLError, OSError) as exc:
+                if time.monotonic() > deadline:
+                    raise RunyardError(f"The Runyard server at {self.url} is unreachable ({exc}); "
+                                       "start it or check the url.") from None
+                problem = str(exc)
+            log.debug("retrying %s %s in %.1fs (%s)", method, path, delay, problem)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    # ------------------------------------------------------------------ run
+
+    @property
+    def run_id(self) -> int:
+        if self._run_id is None:
+            run = self._request("POST", "/runs", {"recipe": "external", "project": self.project, "name": self._name})
+            self._run = run
+            self._run_id = int(run["id"])
+            self._name = run["name"]
+        return self._run_id
+
+    @property
+    def experiment(self) -> dict[str, Any] | None:
+        _ = self.run_id
+        return self._run
+
+    @property
+    def name(self) -> str | None:
+        return self._name
+
+    @property
+    def version(self) -> int | None:
+        return self._run_id
+
+    @property
+    def run_url(self) -> str:
+        return f"{self.url}/runs/{self.run_id}"
+
+    # ------------------------------------------------------------------ background sender
+
+    def _start(self) -> None:
+        if self._thread is None:
+            _ = self.run_id  # create the run in the caller's thread so errors surface early
+            self._thread = threading.Thread(target=self._loop, name="runyard-logger", daemon=True)
+            self._thread.start()
+
+    def _enqueue(self, kind: str, item: Any) -> None:
+        self._start()
+        with self._cond:
+            if kind == "points" and self._ops and self._ops[-1][0] == "points":
+                self._ops[-1][1].extend(item)
+            else:
+                self._ops.append((kind, item))
+            if kind != "points" or len(self._ops[-1][1]) >= MAX_POINTS_PER_REQUEST:
+                self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if not self._ops and not self._closed:
+                    self._cond.wait(self.flush_interval)
+                if not self._ops:
+                    if self._closed:
+                        return
+                    continue
+                kind, item = self._ops.popleft()
+                if kind == "points" and len(item) > MAX_POINTS_PER_REQUEST:
+                    self._ops.appendleft((kind, item[MAX_POINTS_PER_REQUEST:]))
+                    item = item[:MAX_POINTS_PER_REQUEST]
+                self._busy = True
+            try:
+                if kind == "points":
+                    self._request("POST", f"/runs/{self._run_id}/metrics", {"points": item})
+                else:
+                    method, path, body, raw, query = item
+                    self._request(method, path, body, raw=raw, query=query)
+            except RunyardError as exc:
+                log.warning("RunyardLogger dropped a %s request: %s", kind, exc)
+            except Exception:  # noqa: BLE001 - the sender must survive anything
+                log.exception("RunyardLogger sender error")
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything buffered is sent; False if ``timeout`` ran out first."""
+        if self._thread is None:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self._cond.notify_all()
+            while self._ops or self._busy:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(0.05 if remaining is None else min(0.05, remaining))
+                self._cond.notify_all()
+        return True
+
+    # ------------------------------------------------------------------ Logger API
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        now = time.time()
+        epoch = metrics.get("epoch")
+        epoch = int(_to_float(epoch)) if epoch is not None and _to_float(epoch) is not None else None
+        step = 0 if step is None else int(step)
+        points = []
+        for key, value in metrics.items():
+            number = _to_float(value)
+            if number is None:
+                continue
+            if not math.isfinite(number):
+                number = "NaN" if math.isnan(number) else ("Infinity" if number > 0 else "-Infinity")
+            points.append({"key": key, "step": step, "value": number, "epoch": epoch, "wall_time": now})
+        if not points:
+            return
+        with self._cond:
+            buffered = sum(len(i) for k, i in self._ops if k == "points")
+        if buffered + len(points) > self.max_buffered_points:
+            self._dropped += len(points)
+            if self._dropped == len(points):
+                log.warning("RunyardLogger: the server at %s is not keeping up; dropping metric points", self.url)
+            return
+        self._enqueue("points", points)
+
+    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+        if isinstance(params, Namespace):
+            params = vars(params)
+        params = dict(params or {})
+        self._enqueue("call", ("PUT", f"/runs/{self.run_id}/hyperparameters", _json_value(params), None,
+                               {"merge": "true"}))
+
+    def log_model_summary(self, summary: dict[str, Any]) -> None:
+        self._enqueue("call", ("PUT", f"/runs/{self.run_id}/summary", _json_value(summary), None, None))
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        if not self.upload_checkpoints:
+            return
+        path = (getattr(checkpoint_callback, "_last_checkpoint_saved", "") or
+                getattr(checkpoint_callback, "last_model_path", "") or
+                getattr(checkpoint_callback, "best_model_path", ""))
+        if not path or not os.path.isfile(path):
+            return
+        marker = (os.path.abspath(path), os.path.getmtime(path))
+        if marker in self._uploaded:
+            return
+        self._uploaded.add(marker)
+        with open(path, "rb") as f:
+            data = f.read()
+        best = os.path.abspath(getattr(checkpoint_callback, "best_model_path", "") or "") == marker[0]
+        score = getattr(checkpoint_callback, "best_model_score", None) if best else None
+        score = _to_float(score) if score is not None else None
+        trainer = getattr(checkpoint_callback, "_trainer", None)
+        query = {
+            "filename": os.path.basename(path).replace(" ", "_"),
+            "is_best": str(best).lower(),
+            "is_last": "true",
+            "monitor": getattr(checkpoint_callback, "monitor", None),
+            "score": score if score is not None and math.isfinite(score) else None,
+            "epoch": getattr(trainer, "current_epoch", None),
+            "step": getattr(trainer, "global_step", None),
+        }
+        self._enqueue("call", ("PUT", f"/runs/{self.run_id}/checkpoints/upload", None, data, query))
+
+    def save(self) -> None:
+        self.flush(timeout=self.retry_for)
+
+    def finalize(self, status: str) -> None:
+        if self._finalized:
+            return
+        self._finalized = True
+        if self._run_id is None and self._thread is None:
+            return  # nothing was ever logged: no run to close
+        complete = self.flush(timeout=self.retry_for + 5)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        final = STATUS_OF.get(status, "failed" if status != "success" else "succeeded")
+        body: dict[str, Any] = {"status": final}
+        if final == "failed":
+            body["error"] = f"The training script reported status {status!r}."
+        if not complete:
+            log.warning("RunyardLogger: not every metric reached %s before finalize", self.url)
+        try:
+            self._request("PATCH", f"/runs/{self.run_id}", body)
+        except RunyardError as exc:
+            log.warning("RunyardLogger could not set the final status: %s", exc)
