@@ -173,7 +173,7 @@ def _fit_and_test(run_id: int, snap: dict[str, Any], settings: Settings, engine,
     with Session(engine) as session:
         resume_path = _resume_from(session, run_id, snap, settings)
     ctx = RecipeContext(
-        data_dir=str(settings.data_dir), run_id=run_id, session_factory=session_factory(engine),
+        data_dir=str(settings.data_dir), download=settings.download_data, run_id=run_id, session_factory=session_factory(engine),
         artifact_root=str(settings.artifact_root),
     )
     built = recipe.build(snap["params"], ctx)

@@ -46,7 +46,7 @@ def _can_reach_mnist_mirror(timeout: float = 3.0) -> bool:
     return False
 
 
-def ensure_mnist(data_dir: str | Path) -> None:
+def ensure_mnist(data_dir: str | Path, download: bool = True) -> None:
     """Make MNIST available under ``data_dir`` (downloading it when the network allows) or
     raise :class:`DatasetMissing` at once with the folder and file names to provide."""
     data_dir = Path(data_dir)
@@ -54,7 +54,9 @@ def ensure_mnist(data_dir: str | Path) -> None:
         return
     from torchvision.datasets import MNIST
 
-    if _can_reach_mnist_mirror():
+    if not download:
+        reason = "downloads are off (RUNYARD_DOWNLOAD_DATA=0)"
+    elif _can_reach_mnist_mirror():
         try:
             MNIST(str(data_dir), train=True, download=True)
             MNIST(str(data_dir), train=False, download=True)
@@ -77,6 +79,7 @@ class MNISTDataModule(L.LightningDataModule):
     def __init__(
         self,
         data_dir: str = "",
+        download: bool = True,
         dataset: Annotated[Literal["mnist"], Field(description="The data this recipe trains on.")] = "mnist",
         batch_size: Annotated[int, Field(ge=1, le=4096, description="Samples per batch.")] = 64,
         val_fraction: Annotated[float, Field(gt=0, lt=1, description="Share of the training set kept for validation.")] = 0.2,
@@ -84,18 +87,19 @@ class MNISTDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.data_dir = data_dir
+        self.download = download
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.num_workers = num_workers
         self.train_set = self.val_set = self.test_set = None
 
     def prepare_data(self) -> None:
-        ensure_mnist(self.data_dir)
+        ensure_mnist(self.data_dir, self.download)
 
     def setup(self, stage: str | None = None) -> None:
         from torchvision import datasets, transforms
 
-        ensure_mnist(self.data_dir)
+        ensure_mnist(self.data_dir, self.download)
         transform = transforms.ToTensor()
         if stage in (None, "fit", "validate") and self.train_set is None:
             full = datasets.MNIST(self.data_dir, train=True, download=False, transform=transform)

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 # Arguments filled by the worker, never by the user.
-CONTEXT_ARGS = frozenset({"data_dir", "seed_workers"})
+CONTEXT_ARGS = frozenset({"data_dir", "download"})
 
 
 @dataclass
@@ -28,6 +28,7 @@ class RecipeContext:
     """What the worker knows when it builds a recipe (nothing here comes from the API)."""
 
     data_dir: str
+    download: bool = True
     run_id: int | None = None
     # Opens a database session (workers only); recipes that resolve other runs' checkpoints use it.
     session_factory: Callable[[], Any] | None = None
@@ -128,7 +129,7 @@ class Recipe:
     # -- building -------------------------------------------------------------------------
     def build(self, params: Mapping[str, Any], ctx: RecipeContext) -> Built:
         values = self.validate_params(params)
-        extra: dict[str, Any] = {"data_dir": ctx.data_dir}
+        extra: dict[str, Any] = {"data_dir": ctx.data_dir, "download": ctx.download}
         after_build = None
         if self.prepare is not None:
             more, after_build = self.prepare(values, ctx)

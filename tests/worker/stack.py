@@ -1,0 +1,155 @@
+"""A real Runyard on one machine for tests: a uvicorn server process and Celery worker
+processes (``celery -A worker.celery_app worker --pool solo``), on SQLite + the SQLite broker
+or on PostgreSQL + Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stack_env(home: Path, data_dir: Path, database_url: str = "", broker_url: str = "", **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_") or k == "RUNYARD_REQUIRE_SERVICES"}
+    env.update(
+        RUNYARD_HOME=str(home),
+        RUNYARD_DATA_DIR=str(data_dir),
+        RUNYARD_DOWNLOAD_DATA="0",
+        RUNYARD_HEARTBEAT_TIMEOUT="3",
+        RUNYARD_RECIPES="tests.worker.recipes_for_tests",
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+    )
+    if database_url:
+        env["RUNYARD_DATABASE_URL"] = database_url
+    if broker_url:
+        env["RUNYARD_BROKER_URL"] = broker_url
+    env.update(extra)
+    return env
+
+
+class Stack:
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        logs.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.env["RUNYARD_PORT"] = str(self.port)
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.server: subprocess.Popen | None = None
+        self.workers: list[subprocess.Popen] = []
+        self.client = httpx.Client(base_url=self.base_url, timeout=30)
+
+    def _spawn(self, args: list[str], name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        out = open(self.logs / f"{name}.log", "ab")
+        return subprocess.Popen(args, env={**self.env, **(env or {})}, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+    def start_server(self) -> None:
+        self.server = self._spawn([sys.executable, "-m", "server.cli", "server", "--port", str(self.port),
+                                   "--log-level", "warning"], "server")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.server.poll() is not None:
+                raise RuntimeError(f"server exited: {self.read_log('server')}")
+            try:
+                if self.client.get("/healthz").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"server did not answer: {self.read_log('server')}")
+
+    def start_worker(self, name: str = "worker") -> subprocess.Popen:
+        from server.cli import celery_worker_command
+
+        proc = self._spawn(celery_worker_command("runyard", f"test-{uuid.uuid4().hex[:6]}", "INFO"), name,
+                           {"CUDA_VISIBLE_DEVICES": ""})
+        self.workers.append(proc)
+        self.wait_log(name, "ready", timeout=90, proc=proc)
+        return proc
+
+    def read_log(self, name: str) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_log(self, name: str, text: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.read_log(name):
+                return
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{name} exited ({proc.returncode}): {self.read_log(name)[-4000:]}")
+            time.sleep(0.2)
+        raise TimeoutError(f"{name} never logged {text!r}: {self.read_log(name)[-4000:]}")
+
+    # -- API ----------------------------------------------------------------------------------------
+    def submit(self, recipe: str, params: dict | None = None, trainer: dict | None = None, **extra: Any) -> dict:
+        response = self.client.post("/api/v1/runs", json={"recipe": recipe, "params": params or {},
+                                                          "trainer": trainer or {}, **extra})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def run(self, run_id: int) -> dict:
+        response = self.client.get(f"/api/v1/runs/{run_id}")
+        response.raise_for_status()
+        return response.json()
+
+    def wait_status(self, run_id: int, statuses: tuple[str, ...] | str, timeout: float = 60) -> dict:
+        statuses = (statuses,) if isinstance(statuses, str) else statuses
+        deadline = time.monotonic() + timeout
+        run: dict = {}
+        while time.monotonic() < deadline:
+            run = self.run(run_id)
+            if run["status"] in statuses:
+                return run
+            if run["status"] in FINAL:
+                break
+            time.sleep(0.1)
+        logs = {name: self.read_log(name)[-3000:] for name in ("server", "worker", "worker2")}
+        raise AssertionError(f"run {run_id} is {run.get('status')}, expected {statuses}: {run}\n{logs}")
+
+    def metrics(self, run_id: int, keys: str = "") -> dict:
+        query = f"?keys={keys}&max_points=100000" if keys else "?max_points=100000"
+        return self.client.get(f"/api/v1/runs/{run_id}/metrics{query}").json()["series"]
+
+    def wait_metric(self, run_id: int, key: str, count: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            keys = {k["key"]: k for k in self.client.get(f"/api/v1/runs/{run_id}/metric-keys").json()}
+            if key in keys and keys[key]["count"] >= count:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"run {run_id} never logged {count} points of {key}: {self.run(run_id)}")
+
+    # -- teardown -----------------------------------------------------------------------------------
+    def kill_workers(self, sig: int = signal.SIGKILL) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=60)
+        self.workers = []
+
+    def close(self) -> None:
+        from server.cli import stop_all
+
+        procs = [p for p in [self.server, *self.workers] if p is not None]
+        stop_all(procs, timeout=20)
+        self.client.close()

@@ -1,0 +1,137 @@
+"""The `runyard` command, run as a real process: up (and its clean stop), submit --wait, db upgrade."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server.cli import parse_pairs, worker_slots
+from tests.worker.stack import ROOT, Stack, free_port, stack_env
+
+RUNYARD = [sys.executable, "-m", "server.cli"]
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_worker_slots_pin_one_process_per_gpu() -> None:
+    slots = worker_slots("0,1", None)
+    assert [s["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0", "1"]
+    assert [s["RUNYARD_WORKER_GPU"] for s in slots] == ["0", "1"]
+    assert len(worker_slots("2", 2)) == 2 and worker_slots("2", 2)[1]["CUDA_VISIBLE_DEVICES"] == "2"
+    cpu = worker_slots("none", None)
+    assert len(cpu) == 1 and cpu[0]["CUDA_VISIBLE_DEVICES"] == ""
+    assert len(worker_slots("none", 3)) == 3
+
+
+def test_parse_pairs() -> None:
+    assert parse_pairs(["a=1", "b=0.5", "c=true", "d=hello", "e=[1, 2]", "f=null"], "--param") == {
+        "a": 1, "b": 0.5, "c": True, "d": "hello", "e": [1, 2], "f": None}
+    with pytest.raises(SystemExit):
+        parse_pairs(["novalue"], "--param")
+
+
+def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
+    env = stack_env(tmp_path, tmp_path / "data")
+    result = subprocess.run([*RUNYARD, "db", "upgrade"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    tables = {r[0] for r in sqlite3.connect(tmp_path / "runyard.db").execute("select name from sqlite_master")}
+    assert {"runs", "metric_points", "checkpoints", "log_lines", "model_summaries"} <= tables
+
+
+@pytest.mark.slow
+def test_up_serves_submits_a_demo_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+    port = free_port()
+    env = stack_env(tmp_path / "home", tmp_path / "no-mnist-here", RUNYARD_PORT=str(port))
+    log = open(tmp_path / "up.log", "wb")
+    proc = subprocess.Popen([*RUNYARD, "up", "--demo"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        runs: list = []
+        while time.monotonic() < deadline and not runs:
+            assert proc.poll() is None, (tmp_path / "up.log").read_text()
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()["status"] == "ok"
+                runs = httpx.get(f"http://127.0.0.1:{port}/api/v1/runs", timeout=5).json()["items"]
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        assert runs, (tmp_path / "up.log").read_text()
+        demo = runs[0]
+        assert demo["recipe"] == "digits_classifier" and demo["params"]["dataset"] == "digits"
+        # the local worker takes it
+        deadline = time.monotonic() + 90
+        while httpx.get(f"http://127.0.0.1:{port}/api/v1/runs/{demo['id']}").json()["status"] == "queued":
+            assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()
+            time.sleep(0.2)
+        family = descendants(proc.pid)
+        assert len(family) >= 3, family  # server, worker supervisor, celery worker
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+    output = (tmp_path / "up.log").read_text()
+    assert code == 0, output
+    assert "demo run" in output and f"http://127.0.0.1:{port}" in output
+    time.sleep(0.5)
+    assert not [pid for pid in family if alive(pid)], f"orphans left: {family}"
+    # A run stopped by the shutdown goes back to the queue (or had finished already).
+    status = sqlite3.connect(tmp_path / "home" / "runyard.db").execute(
+        "select status from runs where id = ?", (demo["id"],)).fetchone()[0]
+    assert status in ("queued", "succeeded"), status
+
+
+@pytest.mark.slow
+def test_submit_wait_follows_the_run_and_reports_failure(sqlite_stack: Stack) -> None:
+    env = {**sqlite_stack.env, "RUNYARD_PUBLIC_URL": sqlite_stack.base_url}
+    ok = subprocess.run(
+        [*RUNYARD, "submit", "slow_regression", "--param", "n=64", "--trainer", "max_epochs=2", "--wait"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    first = ok.stdout.splitlines()[0]
+    assert first.startswith("run ") and "queued: http" in first and sqlite_stack.base_url in first
+    assert "succeeded" in ok.stdout
+
+    bad = subprocess.run(
+        [*RUNYARD, "submit", "slow_regression", "--param", "fail=true", "--wait"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "failed" in bad.stdout and "this dataset was asked to fail" in bad.stderr
+
+    refused = subprocess.run([*RUNYARD, "submit", "no_such_recipe"], env=env, cwd=ROOT, capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode == 2 and "422" in refused.stderr
