@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Path, Request
 from sqlalchemy.orm import Session
 
 from server.settings import Settings
@@ -20,3 +21,8 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
     finally:
         session.close()
+
+
+# Ids beyond 64 bits cannot exist; refusing them here keeps them away from the database driver.
+RunId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A run id.")]
+CheckpointId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A checkpoint id.")]

@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from server import store
-from server.deps import get_session, get_settings_dep
+from server.deps import CheckpointId, RunId, get_session, get_settings_dep
 from server.errors import ApiError
 from server.schemas import CheckpointOut, CheckpointRegister, checkpoint_out
 from server.settings import Settings
@@ -48,12 +48,12 @@ def sha256_of(path: Path) -> str:
 
 
 @router.get("/runs/{run_id}/checkpoints", response_model=list[CheckpointOut])
-def list_checkpoints(run_id: int, session: Session = Depends(get_session)) -> list[CheckpointOut]:
+def list_checkpoints(run_id: RunId, session: Session = Depends(get_session)) -> list[CheckpointOut]:
     return [checkpoint_out(c) for c in store.list_checkpoints(session, run_id)]
 
 
 @router.post("/runs/{run_id}/checkpoints", status_code=201, response_model=CheckpointOut)
-def register_checkpoint(run_id: int, body: CheckpointRegister, session: Session = Depends(get_session),
+def register_checkpoint(run_id: RunId, body: CheckpointRegister, session: Session = Depends(get_session),
                         settings: Settings = Depends(get_settings_dep)) -> CheckpointOut:
     store.require_run(session, run_id)
     target = resolve_inside(settings.artifact_root, body.path)
@@ -74,7 +74,7 @@ def register_checkpoint(run_id: int, body: CheckpointRegister, session: Session 
             openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"}}}}})
 async def upload_checkpoint(
-    run_id: int,
+    run_id: RunId,
     request: Request,
     filename: str = Query(..., description="File name (no folders), e.g. epoch=3-step=120.ckpt."),
     epoch: int | None = Query(None, ge=0, le=2**31 - 1),
@@ -156,7 +156,7 @@ def _stream(path: Path, start: int, length: int) -> Iterator[bytes]:
 
 @router.get("/checkpoints/{checkpoint_id}/download", response_class=StreamingResponse,
             responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "Partial content"}})
-def download_checkpoint(checkpoint_id: int, request: Request, session: Session = Depends(get_session),
+def download_checkpoint(checkpoint_id: CheckpointId, request: Request, session: Session = Depends(get_session),
                         settings: Settings = Depends(get_settings_dep)) -> StreamingResponse:
     checkpoint = store.get_checkpoint(session, checkpoint_id)
     if checkpoint is None:

@@ -22,6 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from server import store
+from server.deps import RunId
 from server.errors import ApiError
 from server.schemas import checkpoint_out, run_out
 from server.store import encode_float
@@ -60,7 +61,7 @@ def _point(row) -> dict:  # noqa: ANN001 - a result row
 class RunEventPoller:
     """One poll of the database for one run's stream (runs in a worker thread)."""
 
-    def __init__(self, request: Request, run_id: int, cursor: tuple[int, int, int] | None) -> None:
+    def __init__(self, request: Request, run_id: RunId, cursor: tuple[int, int, int] | None) -> None:
         self.app = request.app
         self.run_id = run_id
         self.cursor = cursor
@@ -128,7 +129,7 @@ async def _stream(request: Request, poll, interval: float) -> AsyncIterator[str]
 
 @router.get("/runs/{run_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}}})
-async def run_events(run_id: int, request: Request,
+async def run_events(run_id: RunId, request: Request,
                      cursor: str | None = Query(None, description="Resume after this event id.")) -> StreamingResponse:
     def exists() -> bool:
         session = request.app.state.sessionmaker()

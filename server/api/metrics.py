@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from server import store
-from server.deps import get_session
+from server.deps import RunId, get_session
 from server.errors import ApiError
 from server.schemas import Accepted, MetricKey
 from server.store import INT32_MAX, INT64_MAX, encode_float
@@ -85,7 +85,7 @@ def parse_points(payload: Any, limit: int) -> list[tuple]:
     return rows
 
 
-def _insert(request: Request, run_id: int, rows: list[tuple]) -> int:
+def _insert(request: Request, run_id: RunId, rows: list[tuple]) -> int:
     session: Session = request.app.state.sessionmaker()
     try:
         return store.add_metric_points(session, run_id, rows)
@@ -101,7 +101,7 @@ def _insert(request: Request, run_id: int, rows: list[tuple]) -> int:
                                     "value": {"oneOf": [{"type": "number"}, {"type": "string",
                                               "enum": ["NaN", "Infinity", "-Infinity"]}]},
                                     "epoch": {"type": "integer"}, "wall_time": {"type": "number"}}}}}}}}}})
-async def ingest_metrics(run_id: int, request: Request) -> Accepted:
+async def ingest_metrics(run_id: RunId, request: Request) -> Accepted:
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
         raise ApiError(413, f"The body is {int(length)} bytes; send at most {MAX_BODY_BYTES} bytes "
@@ -123,7 +123,7 @@ def _encode_series(series: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/runs/{run_id}/metrics")
 def read_metrics(
-    run_id: int,
+    run_id: RunId,
     keys: str | None = Query(None, description="Comma-separated metric keys; all keys when left out."),
     min_step: int | None = Query(None, ge=0, le=2**63 - 1),
     max_step: int | None = Query(None, ge=0, le=2**63 - 1),
@@ -137,6 +137,6 @@ def read_metrics(
 
 
 @router.get("/runs/{run_id}/metric-keys", response_model=list[MetricKey])
-def metric_keys(run_id: int, session: Session = Depends(get_session)) -> list[MetricKey]:
+def metric_keys(run_id: RunId, session: Session = Depends(get_session)) -> list[MetricKey]:
     return [MetricKey(key=k["key"], last_value=encode_float(k["last_value"] if k["last_value"] is not None else math.nan),
                       last_step=k["last_step"], count=k["count"]) for k in store.metric_keys(session, run_id)]

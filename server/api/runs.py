@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Depends, Query, Response
 from sqlalchemy.orm import Session
 
 from server import queue, store
-from server.deps import get_session, get_settings_dep
+from server.deps import RunId, get_session, get_settings_dep
 from server.errors import ApiError
 from server.schemas import ResumeRequest, RunCreate, RunList, RunOut, RunPatch, run_out
 from server.settings import Settings
@@ -44,7 +44,7 @@ def _validation_message(exc: Exception, prefix: str) -> tuple[str, str]:
     return f"Invalid {prefix}: {exc}", prefix
 
 
-def _enqueue(session: Session, run_id: int, settings: Settings) -> str:
+def _enqueue(session: Session, run_id: RunId, settings: Settings) -> str:
     task_id = uuid.uuid4().hex
     store.set_task_id(session, run_id, task_id)
     try:
@@ -112,13 +112,13 @@ def list_runs(
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
-def get_run(run_id: int, session: Session = Depends(get_session),
+def get_run(run_id: RunId, session: Session = Depends(get_session),
             settings: Settings = Depends(get_settings_dep)) -> RunOut:
     return run_out(store.require_run(session, run_id), settings.public_url)
 
 
 @router.patch("/runs/{run_id}", response_model=RunOut)
-def update_run(run_id: int, body: RunPatch, session: Session = Depends(get_session),
+def update_run(run_id: RunId, body: RunPatch, session: Session = Depends(get_session),
                settings: Settings = Depends(get_settings_dep)) -> RunOut:
     store.require_run(session, run_id)
     if body.name is not None or body.hyperparameters is not None or (body.error is not None and body.status is None):
@@ -130,7 +130,7 @@ def update_run(run_id: int, body: RunPatch, session: Session = Depends(get_sessi
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunOut)
-def cancel_run(run_id: int, session: Session = Depends(get_session),
+def cancel_run(run_id: RunId, session: Session = Depends(get_session),
                settings: Settings = Depends(get_settings_dep)) -> RunOut:
     run = store.request_cancel(session, run_id)
     if run.status == "cancelled" and run.task_id:
@@ -139,7 +139,7 @@ def cancel_run(run_id: int, session: Session = Depends(get_session),
 
 
 @router.post("/runs/{run_id}/resume", status_code=201, response_model=RunOut)
-def resume_run(run_id: int, body: ResumeRequest | None = Body(None), session: Session = Depends(get_session),
+def resume_run(run_id: RunId, body: ResumeRequest | None = Body(None), session: Session = Depends(get_session),
                settings: Settings = Depends(get_settings_dep)) -> RunOut:
     new = store.resume_run(session, run_id, checkpoint_id=body.checkpoint_id if body else None)
     _enqueue(session, new.id, settings)
@@ -147,25 +147,25 @@ def resume_run(run_id: int, body: ResumeRequest | None = Body(None), session: Se
 
 
 @router.delete("/runs/{run_id}", status_code=204)
-def delete_run(run_id: int, session: Session = Depends(get_session),
+def delete_run(run_id: RunId, session: Session = Depends(get_session),
                settings: Settings = Depends(get_settings_dep)) -> Response:
     store.delete_run(session, run_id, settings.artifact_root)
     return Response(status_code=204)
 
 
 @router.get("/runs/{run_id}/hyperparameters")
-def get_hyperparameters(run_id: int, session: Session = Depends(get_session)) -> dict[str, Any]:
+def get_hyperparameters(run_id: RunId, session: Session = Depends(get_session)) -> dict[str, Any]:
     return store.json_safe(store.require_run(session, run_id).hyperparameters or {})
 
 
 @router.put("/runs/{run_id}/hyperparameters")
-def put_hyperparameters(run_id: int, body: dict[str, Any], merge: bool = False,
+def put_hyperparameters(run_id: RunId, body: dict[str, Any], merge: bool = False,
                         session: Session = Depends(get_session)) -> dict[str, Any]:
     return store.json_safe(store.set_hyperparameters(session, run_id, body, merge=merge).hyperparameters)
 
 
 @router.get("/runs/{run_id}/summary")
-def get_summary(run_id: int, session: Session = Depends(get_session)) -> dict[str, Any]:
+def get_summary(run_id: RunId, session: Session = Depends(get_session)) -> dict[str, Any]:
     summary = store.get_summary(session, run_id)
     if summary is None:
         raise ApiError(404, f"Run {run_id} has no model summary yet; it is stored when training starts.")
@@ -173,6 +173,6 @@ def get_summary(run_id: int, session: Session = Depends(get_session)) -> dict[st
 
 
 @router.put("/runs/{run_id}/summary")
-def put_summary(run_id: int, body: dict[str, Any], session: Session = Depends(get_session)) -> dict[str, Any]:
+def put_summary(run_id: RunId, body: dict[str, Any], session: Session = Depends(get_session)) -> dict[str, Any]:
     store.set_summary(session, run_id, body)
     return store.json_safe(store.get_summary(session, run_id))
