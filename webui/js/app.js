@@ -53,5 +53,9 @@ async function route() {
   replace(root, h("div", { class: "page" }, h("div", { class: "error-box" }, `No page at ${path}.`), h("a", { href: "#/runs" }, "Go to runs")));
 }
 
+// The server also serves index.html at /runs/<id> (the `url` of a run): map it to the hash route.
+const direct = location.pathname.match(/^\/runs\/(\d+)\/?$/);
+if (direct && !location.hash) history.replaceState(null, "", `/#/runs/${direct[1]}`);
+
 window.addEventListener("hashchange", route);
 route();

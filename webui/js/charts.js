@@ -132,7 +132,9 @@ export class MetricCharts {
 
   /** Create/remove chart cards so there is one per key (sorted, filtered). */
   syncCards() {
-    const keys = [...this.data.keys()].sort((a, b) => a.localeCompare(b));
+    // Losses first (what people look at), then everything else by name.
+    const rank = (k) => (/loss/i.test(k) ? 0 : 1);
+    const keys = [...this.data.keys()].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
     this.keys = keys;
     const visible = keys.filter((k) => !this.filter || k.toLowerCase().includes(this.filter.toLowerCase()));
     for (const key of keys) {

@@ -4,7 +4,7 @@
 // it saw as the Last-Event-ID header, so the server resumes where we were. But when the
 // server is down long enough that a reconnect gets a refused connection or a non-200,
 // the browser gives up (readyState CLOSED). Then we open a fresh EventSource after a
-// backoff, passing the last id we saw as `last_event_id` in the query (the header cannot
+// backoff, passing the last id we saw as `cursor` in the query (the header cannot
 // be set from script) and call `onResync` so the page can reload anything it missed.
 
 const live = new Set();
@@ -41,7 +41,7 @@ export class LiveStream {
   connect() {
     if (this.closed) return;
     let url = this.url;
-    if (this.lastEventId) url += (url.includes("?") ? "&" : "?") + "last_event_id=" + encodeURIComponent(this.lastEventId);
+    if (this.lastEventId) url += (url.includes("?") ? "&" : "?") + "cursor=" + encodeURIComponent(this.lastEventId);
     const es = new EventSource(url);
     this.es = es;
     es.onopen = () => {

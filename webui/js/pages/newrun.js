@@ -17,9 +17,9 @@ const FALLBACK_TRAINER_SCHEMA = {
   },
 };
 
-// Trainer fields shown first, in this order; the rest follow alphabetically.
-const TRAINER_ORDER = ["max_epochs", "max_steps", "precision", "accelerator", "limit_train_batches", "limit_val_batches", "fast_dev_run",
-  "early_stopping", "early_stopping_monitor", "early_stopping_patience", "early_stopping_mode", "check_val_every_n_epoch", "log_every_n_steps", "seed"];
+// Trainer fields shown up front, in this order; the rest sit under "More trainer options".
+const TRAINER_PRIMARY = ["max_epochs", "precision", "accelerator", "limit_train_batches", "fast_dev_run",
+  "early_stopping", "early_stopping_monitor", "early_stopping_patience", "early_stopping_mode", "checkpoint_monitor", "seed"];
 
 function resolve(schema, root) {
   let s = schema || {};
@@ -89,44 +89,53 @@ function parseLoose(text, types) {
  * Build the inputs of one schema group. Returns {el, fields}: `fields` maps a dotted
  * path ("params.lr") to {get(), set(v), showError(msg), row}.
  */
-function buildGroup(prefix, schema, root, values, order) {
+function buildGroup(prefix, schema, root, values, primary) {
   schema = resolve(schema, root);
   const props = schema.properties || {};
   const required = new Set(schema.required || []);
   let names = Object.keys(props);
-  if (order) {
-    names = [...order.filter((n) => n in props), ...names.filter((n) => !order.includes(n)).sort()];
-  }
+  if (primary) names = [...primary.filter((n) => n in props), ...names.filter((n) => !primary.includes(n))];
   const extra = Object.keys(values || {}).filter((k) => !(k in props));
   const fields = new Map();
   const rows = [];
+  const advanced = [];
+  const defaults = {};
   for (const name of [...names, ...extra]) {
     const path = `${prefix}.${name}`;
     const propSchema = props[name] || {};
     const k = props[name] ? kindOf(propSchema, root) : { kind: "json", schema: {} };
     const s = resolve(propSchema, root);
     const initial = values && name in values ? values[name] : (s.default !== undefined ? s.default : k.schema && k.schema.default);
+    defaults[name] = s.default;
     if (k.kind === "object") {
       const sub = buildGroup(path, k.schema, root, initial && typeof initial === "object" ? initial : {}, null);
       for (const [p, f] of sub.fields) fields.set(p, f);
       const fieldset = h("fieldset", { class: "subgroup" }, h("legend", null, s.title || name), sub.el);
       rows.push(fieldset);
-      fields.set(path, { group: true, get: () => sub.collect(), set: () => {}, showError: (m) => sub.showGroupError(m), row: fieldset });
+      fields.set(path, { group: true, get: (onlyChanged) => sub.collect(onlyChanged), set: () => {}, showError: (m) => sub.showGroupError(m), row: fieldset });
       continue;
     }
     const f = buildField(path, name, k, s, initial, required.has(name), !props[name]);
     fields.set(path, f);
-    rows.push(f.row);
+    // Fields outside `primary` fold away unless a clone set them to something non-default.
+    const isAdvanced = primary && !primary.includes(name) && !(values && name in values && JSON.stringify(values[name]) !== JSON.stringify(s.default));
+    (isAdvanced ? advanced : rows).push(f.row);
   }
   const errBox = h("div", { class: "field-error", hidden: true });
-  const el = h("div", { class: "field-grid" }, rows, errBox);
-  const collect = () => {
+  const more = advanced.length ? h("details", { class: "more-fields", dataset: { testid: `${prefix}-more` } },
+    h("summary", null, `More ${prefix} options (${advanced.length})`), h("div", { class: "field-grid" }, advanced)) : null;
+  const el = h("div", null, h("div", { class: "field-grid" }, rows, errBox), more);
+  // onlyChanged: leave out values equal to the schema default (the API fills those in), so
+  // the run records what was actually chosen.
+  const collect = (onlyChanged = false) => {
     const out = {};
     for (const name of [...names, ...extra]) {
       const f = fields.get(`${prefix}.${name}`);
       if (!f) continue;
-      const v = f.get();
-      if (v !== undefined) out[name] = v;
+      const v = f.get(onlyChanged);
+      if (v === undefined) continue;
+      if (onlyChanged && !f.group && name in defaults && JSON.stringify(v) === JSON.stringify(defaults[name] ?? null)) continue;
+      out[name] = v;
     }
     return out;
   };
@@ -239,7 +248,7 @@ export async function render(root, _params, query) {
     const pSchema = recipe.params_schema || { properties: {} };
     const tSchema = recipe.trainer_schema && recipe.trainer_schema.properties ? recipe.trainer_schema : FALLBACK_TRAINER_SCHEMA;
     const params = buildGroup("params", pSchema, pSchema, prefill ? prefill.params : null, null);
-    const trainer = buildGroup("trainer", tSchema, tSchema, prefill ? prefill.trainer : null, TRAINER_ORDER);
+    const trainer = buildGroup("trainer", tSchema, tSchema, prefill ? prefill.trainer : null, TRAINER_PRIMARY);
     replace(paramsBox, Object.keys(resolve(pSchema, pSchema).properties || {}).length || (prefill && Object.keys(prefill.params || {}).length)
       ? params.el : h("p", { class: "muted" }, "This recipe takes no parameters."));
     replace(trainerBox, trainer.el);
@@ -288,6 +297,7 @@ export async function render(root, _params, query) {
       if (!unplaced.length) unplaced.push(err.message);
     }
     if (unplaced.length) { formError.hidden = false; formError.textContent = unplaced.join(" "); }
+    for (const d of root.querySelectorAll("details.more-fields")) if (d.querySelector(".invalid")) d.open = true;
     const first = root.querySelector(".invalid input, .invalid select");
     if (first) first.focus();
   }
@@ -296,7 +306,7 @@ export async function render(root, _params, query) {
     e.preventDefault();
     clearErrors();
     const params = groups.params.collect();
-    const trainer = groups.trainer.collect();
+    const trainer = groups.trainer.collect(true);
     const bad = [];
     for (const g of Object.values(groups)) for (const [path, f] of g.fields) if (!f.group && f.get() === "__invalid__") { f.showError("Enter a number."); bad.push(path); }
     if (bad.length) return;

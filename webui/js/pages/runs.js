@@ -179,7 +179,7 @@ export async function render(root) {
     renderHead();
     renderBody();
     updateCompare();
-    root.querySelector(".runs-table").dataset.loaded = "1";
+    table.dataset.loaded = "1";
     if (!metricCols) discoverKeys(true);
   }
 

@@ -1,0 +1,47 @@
+"""The run page's live stream survives a server restart: EventSource reconnects (with
+Last-Event-ID, or our own reconnect with ?cursor= when the browser gives up) and the
+chart keeps gaining points without a reload."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.webui.conftest import Server
+
+pytestmark = pytest.mark.browser
+
+
+def test_live_chart_reconnects_after_server_restart(browser, tmp_path):
+    server = Server(tmp_path / "home").start()
+    try:
+        run = server.external_run("restart-me")
+        rid = run["id"]
+        server.log_points(rid, [{"key": "loss", "step": s, "value": 1.0 / (s + 1)} for s in range(10)])
+        context = browser.new_context(base_url=server.url)
+        page = context.new_page()
+        page.goto(f"/#/runs/{rid}")
+        loss = page.locator(".chart-card[data-key='loss']")
+        expect(loss).to_have_attribute("data-total", "10")
+        expect(page.locator("#conn")).to_have_class("conn conn-ok")
+        page.evaluate("window.__noReload = 1")
+
+        server.stop()
+        expect(page.locator("#conn")).to_have_class("conn conn-down", timeout=10_000)
+        time.sleep(1.0)
+        server.start()
+        # Points logged right after the restart, possibly before the browser is back.
+        server.log_points(rid, [{"key": "loss", "step": s, "value": 1.0 / (s + 1)} for s in range(10, 15)])
+        expect(loss).to_have_attribute("data-total", "15", timeout=15_000)
+        expect(page.locator("#conn")).to_have_class("conn conn-ok")
+        # And the stream is live again, not just a one-off reload.
+        server.log_points(rid, [{"key": "loss", "step": 15, "value": 0.06}])
+        expect(loss).to_have_attribute("data-total", "16", timeout=5_000)
+        n = page.evaluate("document.querySelector(\".chart-card[data-key='loss'] .chart-plot\").data[0].x.length")
+        assert n == 16  # no duplicates from the overlap of history and stream
+        assert page.evaluate("window.__noReload") == 1
+        context.close()
+    finally:
+        server.stop()
