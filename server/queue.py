@@ -11,6 +11,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from celery import Celery
+from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import sqlalchemy as sqla_transport
+from sqlalchemy import create_engine, event
 
 from server.settings import Settings, get_settings
 
@@ -18,13 +21,52 @@ log = logging.getLogger(__name__)
 
 TASK_NAME = "runyard.execute_run"
 DEFAULT_QUEUE = "runyard"
+SQLITE_TRANSPORT = "runyard-sqla"
+SQLITE_POLLING_INTERVAL_S = 0.1
+
+
+class SQLiteChannel(sqla_transport.Channel):
+    """kombu's SQLAlchemy channel with two fixes for the embedded SQLite broker: kombu hands
+    every transport option to ``create_engine`` (so ``polling_interval`` would break it), and
+    SQLite shared by the server and worker processes wants WAL and a busy timeout."""
+
+    def _engine_from_config(self):
+        conninfo = self.connection.client
+        engine = create_engine(conninfo.hostname, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+
+
+class SQLiteTransport(sqla_transport.Transport):
+    Channel = SQLiteChannel
+    polling_interval = SQLITE_POLLING_INTERVAL_S
+
+
+TRANSPORT_ALIASES.setdefault(SQLITE_TRANSPORT, "server.queue:SQLiteTransport")
+
+
+def broker_url_for_kombu(url: str) -> str:
+    """``sqla+sqlite:///...`` runs on :class:`SQLiteTransport`; other URLs are kombu's own."""
+    if url.startswith("sqla+sqlite:"):
+        return SQLITE_TRANSPORT + url.removeprefix("sqla")
+    return url
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     if settings.broker_url.startswith("sqla+sqlite:///"):
         Path(settings.broker_url.removeprefix("sqla+sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    app = Celery("runyard", broker=settings.broker_url, set_as_current=False)
+    app = Celery("runyard", broker=broker_url_for_kombu(settings.broker_url), set_as_current=False)
+    # Redis: a SIGKILLed worker's message would come back after the visibility timeout; the
+    # heartbeat reaper requeues the run long before that (docs/architecture.md).
+    transport_options = {} if settings.broker_url.startswith("sqla+") else {"visibility_timeout": 3600}
     app.conf.update(
         task_default_queue=DEFAULT_QUEUE,
         task_acks_late=True,
@@ -34,8 +76,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
-        # The SQLAlchemy transport polls its table; 0.1 s keeps submit->running well under a second.
-        broker_transport_options={"polling_interval": 0.1, "visibility_timeout": 3600},
+        broker_transport_options=transport_options,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         enable_utc=True,
