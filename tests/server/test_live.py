@@ -1,0 +1,173 @@
+"""Against a real uvicorn process: SSE (with Last-Event-ID), the run list stream, and a
+script training with RunyardLogger."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def read_events(lines, want: int, timeout: float = 15.0) -> list[tuple[str, str | None, dict]]:
+    events, event, event_id, deadline = [], None, None, time.monotonic() + timeout
+    for line in lines:
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("id: "):
+            event_id = line[4:]
+        elif line.startswith("data: "):
+            events.append((event, event_id, json.loads(line[6:])))
+            if len(events) >= want:
+                break
+        if time.monotonic() > deadline:
+            break
+    return events
+
+
+def test_sse_metrics_status_and_resume(live_server):
+    url, _ = live_server
+    with httpx.Client(base_url=url, timeout=30) as c:
+        rid = c.post("/api/v1/runs", json={"recipe": "external", "name": "sse"}).json()["id"]
+        with c.stream("GET", f"/api/v1/runs/{rid}/events") as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            lines = response.iter_lines()
+            first = read_events(lines, 1)
+            assert first[0][0] == "status" and first[0][2]["status"] == "running"
+
+            def post_later():
+                time.sleep(0.3)
+                c.post(f"/api/v1/runs/{rid}/metrics", json={"points": [{"key": "loss", "step": 1, "value": 0.5}]})
+
+            threading.Thread(target=post_later).start()
+            started = time.monotonic()
+            got = read_events(lines, 1)
+            assert got[0][0] == "metrics" and got[0][2]["points"][0]["value"] == 0.5
+            assert time.monotonic() - started < 5
+            cursor = got[0][1]
+        # missed while disconnected: replayed after Last-Event-ID, nothing before it
+        c.post(f"/api/v1/runs/{rid}/metrics", json={"points": [{"key": "loss", "step": 2, "value": "NaN"}]})
+        c.post(f"/api/v1/runs/{rid}/logs", json={"lines": [{"text": "hello"}]})
+        c.patch(f"/api/v1/runs/{rid}", json={"status": "succeeded"})
+        with c.stream("GET", f"/api/v1/runs/{rid}/events", headers={"Last-Event-ID": cursor}) as response:
+            events = read_events(response.iter_lines(), 3)
+        kinds = {e[0]: e[2] for e in events}
+        assert kinds["metrics"]["points"] == [{**kinds["metrics"]["points"][0], "step": 2, "value": "NaN"}]
+        assert kinds["log"]["lines"][0]["text"] == "hello"
+        assert kinds["status"]["status"] == "succeeded"
+        bad = c.get(f"/api/v1/runs/{rid}/events", headers={"Last-Event-ID": "garbage"})
+        assert bad.status_code == 422
+        assert c.get("/api/v1/runs/999999/events").status_code == 404
+
+
+def test_run_list_stream(live_server):
+    url, _ = live_server
+    with httpx.Client(base_url=url, timeout=30) as c, c.stream("GET", "/api/v1/events") as response:
+        def create_later():
+            time.sleep(0.5)
+            c.post("/api/v1/runs", json={"recipe": "external", "name": "listed"})
+
+        threading.Thread(target=create_later).start()
+        events = read_events(response.iter_lines(), 1)
+        assert events[0][0] == "run" and events[0][2]["action"] == "created"
+        assert events[0][2]["run"]["name"] == "listed"
+
+
+SCRIPT = textwrap.dedent('''
+    import sys
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+    import trainer_core as L
+    from trainer_core.loggers import RunyardLogger
+
+    class Tiny(L.LightningModule):
+        def __init__(self, lr=0.05, hidden=4):
+            super().__init__()
+            self.save_hyperparameters()
+            self.net = torch.nn.Sequential(torch.nn.Linear(2, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 1))
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = torch.nn.functional.mse_loss(self.net(x), y)
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 2)
+    data = DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8)
+    logger = RunyardLogger(url=sys.argv[1], project="scripts", name="tiny")
+    trainer = L.Trainer(max_epochs=3, logger=logger, log_every_n_steps=1, enable_checkpointing=False,
+                        enable_progress_bar=False)
+    trainer.fit(Tiny(), data)
+    print("RUN", logger.version)
+''')
+
+
+def test_runyard_logger_script_shows_up_complete(live_server, tmp_path):
+    url, _ = live_server
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(script), url], capture_output=True, text=True, timeout=120,
+                          env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rid = int(done.stdout.split("RUN")[-1].strip())
+    with httpx.Client(base_url=url, timeout=30) as c:
+        run = c.get(f"/api/v1/runs/{rid}").json()
+        assert run["status"] == "succeeded" and run["project"] == "scripts" and run["name"] == "tiny"
+        assert run["hyperparameters"]["lr"] == 0.05 and run["hyperparameters"]["hidden"] == 4
+        summary = c.get(f"/api/v1/runs/{rid}/summary")
+        assert summary.status_code == 200 and summary.json()
+        series = c.get(f"/api/v1/runs/{rid}/metrics?keys=train_loss").json()["series"]["train_loss"]
+        assert series["total_points"] == 24  # 3 epochs x 8 batches, logged every step
+        assert len(set(series["steps"])) == 24
+
+
+def test_runyard_logger_batches_everything(live_server):
+    """Direct use of the Logger API: hyperparameters (with NaN), thousands of points in
+    batches, summary, final status."""
+    url, _ = live_server
+    from trainer_core.loggers.runyard import RunyardLogger
+
+    logger = RunyardLogger(url=url, name="direct", flush_interval=0.05)
+    logger.log_hyperparams({"a": 1, "nan": float("nan")})
+    for step in range(2500):
+        logger.log_metrics({"m": step * 0.5, "epoch": 0}, step=step)
+    logger.log_model_summary({"total_params": 3})
+    logger.finalize("success")
+    with httpx.Client(base_url=url, timeout=30) as c:
+        rid = logger.version
+        run = c.get(f"/api/v1/runs/{rid}").json()
+        assert run["status"] == "succeeded" and run["hyperparameters"] == {"a": 1, "nan": "NaN"}
+        keys = {k["key"]: k for k in c.get(f"/api/v1/runs/{rid}/metric-keys").json()}
+        assert keys["m"]["count"] == 2500 and keys["m"]["last_value"] == 2499 * 0.5
+        assert c.get(f"/api/v1/runs/{rid}/summary").json() == {"total_params": 3}
+
+
+def test_runyard_logger_retries_while_server_unreachable(live_server):
+    from tests.server.conftest import free_port
+    from trainer_core.loggers.runyard import RunyardLogger
+
+    url, _ = live_server
+    logger = RunyardLogger(url=url, name="flaky", flush_interval=0.05, retry_for=30)
+    rid = logger.run_id
+    logger.url = f"http://127.0.0.1:{free_port()}"  # nothing listens there: sends fail and are retried
+    for step in range(100):
+        logger.log_metrics({"m": float(step)}, step=step)
+    time.sleep(1.0)
+    logger.url = url  # the server is back
+    logger.finalize("success")
+    with httpx.Client(base_url=url, timeout=30) as c:
+        assert c.get(f"/api/v1/runs/{rid}").json()["status"] == "succeeded"
+        assert c.get(f"/api/v1/runs/{rid}/metric-keys").json()[0]["count"] == 100
