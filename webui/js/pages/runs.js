@@ -121,7 +121,7 @@ export async function render(root) {
 
   function rowFor(run) {
     const check = h("input", { type: "checkbox", "aria-label": `Select run ${run.id}`, checked: state.selected.has(run.id),
-      on: { change: (e) => { e.target.checked ? state.selected.add(run.id) : state.selected.delete(run.id); updateCompare(); } } });
+      on: { change: (e) => { e.target.checked ? state.selected.add(run.id) : state.selected.delete(run.id); e.target.closest("tr").classList.toggle("selected", e.target.checked); updateCompare(); } } });
     const cells = columns().map((c) => {
       switch (c.id) {
         case "status": return h("td", null, statusBadge(run.status));

@@ -1,0 +1,171 @@
+"""Runs that really train: submitted from the dashboard's form, executed by a real Celery
+worker process (as `runyard worker` starts it), followed live in the browser."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.webui.conftest import Worker, screenshot
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+RECIPE = "digits_classifier"  # scikit-learn's bundled digits: no download
+
+
+@pytest.fixture(scope="module")
+def worker_holder(server):
+    holder = {"worker": None}
+    yield holder
+    if holder["worker"] is not None:
+        holder["worker"].stop()
+
+
+def ensure_worker(server, holder) -> None:
+    if holder["worker"] is None:
+        holder["worker"] = Worker(server).start()
+
+
+def field(page, path: str):
+    return page.locator(f"[data-field='{path}']")
+
+
+def badge(page):
+    return page.locator(".run-title .badge")
+
+
+def test_bad_parameter_error_is_shown_on_its_field(page, server):
+    page.goto("/#/new")
+    page.locator("#f-recipe").select_option(RECIPE)
+    field(page, "params.hidden_dim").fill("99999")
+    page.get_by_test_id("submit-run").click()
+    error = page.locator("[data-path='params.hidden_dim'] .field-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("4096")
+    expect(page.locator("[data-path='params.hidden_dim']")).to_have_class("field invalid")
+    assert page.url.endswith("#/new")
+    # Fixing the value clears the error on input.
+    field(page, "params.hidden_dim").fill("32")
+    expect(error).to_be_hidden()
+    # A bad trainer argument lands on its own field too.
+    field(page, "trainer.max_epochs").fill("-5")
+    page.get_by_test_id("submit-run").click()
+    expect(page.locator("[data-path='trainer.max_epochs'] .field-error")).to_be_visible()
+    assert server.get("/api/v1/runs?limit=1")["total"] == 0  # nothing was queued
+
+
+def test_form_is_generated_from_the_recipe_schema(page, server):
+    page.goto("/#/new")
+    page.locator("#f-recipe").select_option(RECIPE)
+    hd = field(page, "params.hidden_dim")
+    assert hd.get_attribute("type") == "number" and hd.input_value() == "64"  # typed, with its default
+    expect(page.locator("[data-path='params.hidden_dim'] .field-help")).to_have_text("Width of the hidden layer.")
+    assert field(page, "params.dataset").evaluate("e => e.tagName") == "SELECT"
+    for name in ("max_epochs", "precision", "limit_train_batches", "fast_dev_run", "early_stopping_monitor", "early_stopping_patience"):
+        expect(field(page, f"trainer.{name}")).to_be_visible()
+    assert field(page, "trainer.fast_dev_run").input_value() == "false"
+    assert field(page, "trainer.early_stopping_patience").input_value() == "3"
+    screenshot(page, "new-run")
+
+
+def test_submit_from_form_and_follow_to_success(page, server, worker_holder):
+    page.goto("/#/new")
+    page.locator("#f-recipe").select_option(RECIPE)
+    page.locator("#f-name").fill("form-digits")
+    page.locator("#f-project").fill("webui")
+    field(page, "params.hidden_dim").fill("32")
+    field(page, "trainer.max_epochs").fill("12")
+    page.get_by_test_id("trainer-more").locator("summary").click()
+    field(page, "trainer.log_every_n_steps").fill("2")
+    page.get_by_test_id("submit-run").click()
+    page.wait_for_url("**/#/runs/*")
+    rid = int(page.url.rsplit("/", 1)[1])
+    run = server.get(f"/api/v1/runs/{rid}")
+    assert run["params"]["hidden_dim"] == 32 and run["trainer"]["max_epochs"] == 12 and run["project"] == "webui"
+    # No worker yet: the run waits in the queue.
+    expect(badge(page)).to_have_text("queued")
+    page.evaluate("""() => { window.__seen = []; setInterval(() => {
+        const b = document.querySelector('.run-title .badge'); const s = b && b.dataset.status;
+        if (s && window.__seen[window.__seen.length - 1] !== s) window.__seen.push(s); }, 10); }""")
+
+    ensure_worker(server, worker_holder)
+    expect(badge(page)).to_have_text("running", timeout=90_000)
+    loss = page.locator(".chart-card[data-key='train_loss']")
+    expect(loss).to_be_visible(timeout=60_000)
+    first = int(loss.get_attribute("data-total"))
+    page.wait_for_function(f"+document.querySelector(\".chart-card[data-key='train_loss']\").dataset.total > {first}", timeout=60_000)
+    expect(page.get_by_test_id("worker")).not_to_contain_text("—")
+    expect(page.get_by_test_id("device")).to_contain_text("cpu")
+    expect(badge(page)).to_have_text("succeeded", timeout=180_000)
+    assert page.evaluate("window.__seen") == ["queued", "running", "succeeded"]
+
+    # Model summary of the real model, with totals.
+    table = page.get_by_test_id("summary-table")
+    expect(table.locator("tbody tr").first).to_be_visible()
+    summary = server.get(f"/api/v1/runs/{rid}/summary")
+    expect(table.locator("tbody tr")).to_have_count(len(summary["layers"]))
+    expect(page.locator("[data-total='total_params'] td")).to_contain_text(f"{summary['total_params']:,}")
+
+    # Checkpoints: download one and compare with the file on disk.
+    rows = page.get_by_test_id("checkpoints").locator("tbody tr")
+    expect(rows.first).to_be_visible()
+    ckpts = server.get(f"/api/v1/runs/{rid}/checkpoints")
+    expect(rows).to_have_count(len(ckpts))
+    with page.expect_download() as info:
+        rows.first.get_by_test_id("download-ckpt").click()
+    ckpt = next(c for c in ckpts if str(c["id"]) == rows.first.get_attribute("data-ckpt-id"))
+    assert Path(info.value.path()).read_bytes() == Path(server.home, "artifacts", ckpt["path"]).read_bytes()
+    expect(page.get_by_test_id("log-tail")).not_to_contain_text("No log lines yet")
+    screenshot(page, "run-trained")
+
+    # Clone opens the form prefilled with this run's settings.
+    page.get_by_test_id("clone-run").click()
+    page.wait_for_url("**/#/new?clone=*")
+    expect(page.locator("#f-name")).to_have_value("form-digits-clone")
+    expect(page.locator("#f-recipe")).to_have_value(RECIPE)
+    expect(field(page, "params.hidden_dim")).to_have_value("32")
+    expect(field(page, "trainer.max_epochs")).to_have_value("12")
+    expect(field(page, "trainer.log_every_n_steps")).to_have_value("2")
+
+
+def test_cancel_running_run_then_resume(page, server, worker_holder):
+    ensure_worker(server, worker_holder)
+    run = server.post("/api/v1/runs", {"recipe": RECIPE, "name": "long-run",
+                                        "trainer": {"max_epochs": 1000, "log_every_n_steps": 5, "checkpoint_every_n_train_steps": 20}})
+    page.goto(f"/#/runs/{run['id']}")
+    expect(badge(page)).to_have_text("running", timeout=90_000)
+    expect(page.locator(".chart-card[data-key='train_loss']")).to_be_visible(timeout=60_000)
+    # Dismissing the confirmation keeps it running.
+    page.get_by_test_id("cancel-run").click()
+    page.get_by_test_id("confirm-cancel").click()
+    time.sleep(0.5)
+    assert server.get(f"/api/v1/runs/{run['id']}")["cancel_requested"] is False
+    page.get_by_test_id("cancel-run").click()
+    expect(page.get_by_test_id("confirm-dialog")).to_contain_text("Cancel run")
+    page.get_by_test_id("confirm-ok").click()
+    expect(badge(page)).to_have_text("cancelled", timeout=60_000)
+    # Resume from a checkpoint: a new run that continues this one.
+    expect(page.get_by_test_id("checkpoints").locator("tbody tr").first).to_be_visible(timeout=20_000)
+    page.get_by_test_id("resume-from").first.click()
+    page.wait_for_url(lambda url: url.endswith("#/runs/" + str(run["id"])) is False and "#/runs/" in url)
+    new_id = int(page.url.rsplit("/", 1)[1])
+    assert new_id != run["id"]
+    expect(page.get_by_test_id("run-info")).to_contain_text(f"#{run['id']}")
+    server.post(f"/api/v1/runs/{new_id}/cancel")
+    expect(badge(page)).to_have_text("cancelled", timeout=60_000)
+
+
+def test_cancel_queued_run(page, server, worker_holder):
+    # With the worker busy on a long run, the next one stays queued; cancel it from its page.
+    ensure_worker(server, worker_holder)
+    busy = server.post("/api/v1/runs", {"recipe": RECIPE, "name": "busy", "trainer": {"max_epochs": 1000}})
+    queued = server.post("/api/v1/runs", {"recipe": RECIPE, "name": "waiting"})
+    page.goto(f"/#/runs/{queued['id']}")
+    expect(badge(page)).to_have_text("queued")
+    page.get_by_test_id("cancel-run").click()
+    page.get_by_test_id("confirm-ok").click()
+    expect(badge(page)).to_have_text("cancelled", timeout=10_000)
+    server.post(f"/api/v1/runs/{busy['id']}/cancel")
