@@ -52,3 +52,15 @@ def _stop_runs(**_: object) -> None:
 
 # Celery's -A finds the app as ``celery``/``app``.
 celery = app
+
+
+def _load_recipes_now() -> None:
+    """Import the recipes (and torch) when the worker starts: a broken RUNYARD_RECIPES module
+    stops the worker with its error at once, and the first run does not pay the imports."""
+    from worker.recipes import get_registry
+
+    get_registry(settings.recipes)
+    import worker.runner  # noqa: F401
+
+
+_load_recipes_now()

@@ -16,8 +16,14 @@ WORKER_SHUTDOWN = threading.Event()
 
 class RunControl(L.Callback):
     """Stops training at the next step when ``stop`` is set (the heartbeat thread sets it when a
-    cancel is requested; reading an Event is all the loop pays), and saves resume checkpoints
-    every ``every_n_train_steps`` steps, else at each training epoch's end."""
+    cancel is requested; reading an Event is all the loop pays), and saves resume checkpoints.
+
+    Resume checkpoints are taken when a batch *starts*: by then the previous step's metrics
+    and any validation after it are logged, so the checkpoint at step S holds exactly what was
+    logged below step S, and a run resumed from it logs from step S on. Saved every
+    ``every_n_train_steps`` steps, else at the first batch of each new epoch, and once more
+    when fit ends (see the runner).
+    """
 
     def __init__(self, stop: threading.Event, tracking: Any, ckpt_dir: Path, every_n_train_steps: int | None = None) -> None:
         self.stop = stop
@@ -35,6 +41,10 @@ class RunControl(L.Callback):
         if self.tracking is not None:
             self.tracking.trainer = trainer
 
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        # a resumed run does not save again the step it starts from
+        self._last_saved_step = trainer.global_step
+
     def _should_stop(self) -> bool:
         return self.stop.is_set() or WORKER_SHUTDOWN.is_set()
 
@@ -42,28 +52,31 @@ class RunControl(L.Callback):
         if self._should_stop():
             trainer.should_stop = True
             self.stopped_early = True
+            return
+        step = trainer.global_step
+        n = self.every_n_train_steps
+        due = (step - self._last_saved_step >= n) if n else (batch_idx == 0 and step > self._last_saved_step)
+        if due:
+            self.save(trainer)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._should_stop():
             trainer.should_stop = True
             self.stopped_early = True
-            return
-        n = self.every_n_train_steps
-        if n and trainer.global_step % n == 0:
-            self.save(trainer)
 
-    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        if not self.every_n_train_steps and not self._should_stop():
-            self.save(trainer)
-
-    def save(self, trainer: Any) -> Path | None:
-        """Save ``last-epoch=E-step=S.ckpt`` (once per step) and register it as the run's last checkpoint."""
+    def save(self, trainer: Any, force: bool = False) -> Path | None:
+        """Save ``last-epoch=E-step=S.ckpt`` and register it as the run's last checkpoint (a file
+        already there for that step is kept unless ``force``: the state at the end of fit)."""
         step, epoch = trainer.global_step, trainer.current_epoch
-        if step == self._last_saved_step or getattr(trainer, "sanity_checking", False):
+        path = self.ckpt_dir / self._name(epoch, step)
+        if path.exists() and not force:
             return None
-        path = self.ckpt_dir / f"last-epoch={epoch}-step={step}.ckpt"
         trainer.save_checkpoint(str(path))
         self._last_saved_step = step
         if self.tracking is not None:
             self.tracking.register_checkpoint(path, step=step, epoch=epoch)
         return path
+
+    @staticmethod
+    def _name(epoch: int, step: int) -> str:
+        return f"last-epoch={epoch}-step={step}.ckpt"

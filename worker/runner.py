@@ -116,7 +116,7 @@ def _resume_from(session: Session, run_id: int, snap: dict[str, Any], settings: 
     own = store_ext.resumable_checkpoint(session, run_id, settings.artifact_root)
     if own is not None:
         path = settings.artifact_root / own.path
-        store_ext.delete_points_logged_after(session, run_id, own.step or 0, path.stat().st_mtime)
+        store_ext.delete_metric_points_from(session, run_id, own.step or 0)
         print(f"[runyard] attempt {snap['attempt']}: resuming from {own.path} (step {own.step})")
         return path
     # No checkpoint of its own: whatever an earlier attempt logged is replayed from the start.
@@ -191,13 +191,13 @@ def _fit_and_test(run_id: int, snap: dict[str, Any], settings: Settings, engine,
     if beat.lost.is_set():
         return "failed"  # not written: the run belongs to another attempt now
     if beat.cancel.is_set() or WORKER_SHUTDOWN.is_set():
-        control.save(trainer)
+        control.save(trainer, force=True)
         if beat.cancel.is_set():
             print(f"[runyard] run {run_id} cancelled at step {trainer.global_step}")
             return "cancelled"
         print(f"[runyard] worker shutting down: run {run_id} stopped at step {trainer.global_step}, back to the queue")
         return "requeued"
-    control.save(trainer)
+    control.save(trainer, force=True)
     if built.has_test:
         if built.datamodule is not None:
             trainer.test(built.model, datamodule=built.datamodule)

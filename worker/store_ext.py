@@ -120,18 +120,6 @@ def current_flags(session: Session, run_id: int) -> tuple[str | None, str | None
     return best, last
 
 
-def delete_points_logged_after(session: Session, run_id: int, step: int, saved_at: float | None) -> int:
-    """Before resuming from a checkpoint at ``step`` saved at ``saved_at`` (epoch seconds): delete
-    what the run logged from that step on, and anything logged after the file was written
-    (an epoch-end value logged just after a step checkpoint), since the resumed run logs it again."""
-    condition = MetricPoint.step >= step
-    if saved_at is not None:
-        condition = condition | (MetricPoint.wall_time > saved_at)
-    result = session.execute(delete(MetricPoint).where(MetricPoint.run_id == run_id, condition))
-    session.commit()
-    return result.rowcount
-
-
 def reset_run_records(session: Session, run_id: int) -> None:
     """A run starting over with no checkpoint to resume from: its old points and checkpoint rows go."""
     session.execute(delete(MetricPoint).where(MetricPoint.run_id == run_id))

@@ -130,7 +130,7 @@ class TrackingLogger(Logger):
     def register_checkpoint(self, path: str | Path, *, step: int, epoch: int, last: bool = True) -> None:
         """A checkpoint saved outside a ModelCheckpoint (the run's resume checkpoints)."""
         self._push(("checkpoint", {"files": {str(path): (None, None)}, "best": None, "last": str(path) if last else None,
-                                   "step": step, "epoch": epoch, "prune_last": last}))
+                                   "step": step, "epoch": epoch, "prune_last": last, "refresh": True}))
 
     def save(self) -> None:
         self._wake.set()
@@ -248,7 +248,7 @@ class TrackingLogger(Logger):
             rel = self._relative(file)
             # Names carry epoch and step, so a file registered before is unchanged; a new one was
             # saved just now, at the trainer state of the snapshot.
-            if rel in known or not file.is_file():
+            if (rel in known and not snap.get("refresh")) or not file.is_file():
                 continue
             store_ext.upsert_checkpoint(
                 session, self.run_id, rel, epoch=snap["epoch"], step=snap["step"], monitor=monitor, score=score,
