@@ -114,9 +114,9 @@ class RunyardLogger(Logger):
 
     def _request(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
                  query: dict[str, Any] | None = None, retry: bool = True) -> Any:
-        url = f"{self.url}/api/v1{path}"
+        suffix = f"/api/v1{path}"
         if query:
-            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+            suffix += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
         data = raw
         headers = {"Accept": "application/json"}
         if body is not None:
@@ -127,6 +127,7 @@ class RunyardLogger(Logger):
         deadline = time.monotonic() + (self.retry_for if retry else 0)
         delay = 0.2
         while True:
+            url = self.url + suffix  # read each try: the server may have moved (tests, failover)
             request = urllib.request.Request(url, data=data, method=method, headers=headers)
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
