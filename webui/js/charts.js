@@ -90,6 +90,7 @@ export class MetricCharts {
     this.drawTimer = null;
     this.destroyed = false;
     this.seq = 0;
+    this.pending = []; // live points seen before/while history loads (see load)
   }
 
   series(key, runId) {
@@ -105,6 +106,9 @@ export class MetricCharts {
     const Plotly = await waitForPlotly();
     this.Plotly = Plotly;
     const seq = ++this.seq;
+    // Live points that arrive while history loads are kept and replayed on top of it, so a
+    // point written between the history read and its arrival here is never lost.
+    this.pending = this.pending || [];
     const results = await Promise.all(this.runs.map((r) => runsApi.metrics(r.id, { max_points: this.maxPoints }).then((res) => [r, res])));
     if (this.destroyed || seq !== this.seq) return;
     this.data.clear();
@@ -115,6 +119,10 @@ export class MetricCharts {
         this.data.get(key).set(run.id, { ...series, detail: null });
       }
     }
+    const pending = this.pending;
+    this.pending = null;
+    for (const [runId, points] of pending) this.addPoints(runId, points, true);
+    this.dirty.clear();
     this.syncCards();
     const fetchedMs = performance.now() - t0;
     await this.drawAll();
@@ -253,7 +261,7 @@ export class MetricCharts {
 
   async drawKey(key) {
     const c = this.cards.get(key);
-    if (!c || this.destroyed || !c.card.isConnected) return;
+    if (!c || this.destroyed || !c.card.isConnected || !this.Plotly) return;
     const t0 = performance.now();
     const traces = this.traces(key);
     await this.Plotly.react(c.plot, traces, this.layout(), { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d", "toggleSpikelines"] });
@@ -280,7 +288,8 @@ export class MetricCharts {
   }
 
   /** SSE metric points: [{key, step, value, epoch, wall_time}] for one run. */
-  addPoints(runId, points) {
+  addPoints(runId, points, replay = false) {
+    if (this.pending && !replay) this.pending.push([runId, points]);
     const newKeys = [];
     for (const p of points) {
       if (!this.data.has(p.key)) newKeys.push(p.key);
@@ -300,13 +309,14 @@ export class MetricCharts {
       s.total += 1;
       this.dirty.add(p.key);
     }
+    if (replay) return;
     if (newKeys.length) this.syncCards();
     if (this.dirty.size) this.scheduleDraw();
   }
 
   async onRelayout(key, ev) {
     if (!ev) return;
-    if (ev["xaxis.autorange"] || ev["autosize"]) {
+    if (ev["xaxis.autorange"]) {
       let changed = false;
       for (const s of (this.data.get(key) || new Map()).values()) if (s.detail) { s.detail = null; changed = true; }
       if (changed) this.scheduleDraw(key);
