@@ -1,0 +1,528 @@
+"""``LightningModule``: an ``nn.Module`` that also says how it is trained, validated, tested, predicted."""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from trainer_core.core.hparams import AttributeDict, save_hyperparameters
+
+_REDUCE_FX = {"mean": "mean", "avg": "mean", "sum": "sum", "max": "max", "min": "min"}
+
+
+def _reduce_name(reduce_fx: Any) -> str:
+    if isinstance(reduce_fx, str):
+        name = _REDUCE_FX.get(reduce_fx.lower())
+    else:
+        name = {torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min"}.get(reduce_fx)
+    if name is None:
+        raise ValueError(
+            f"self.log(reduce_fx={reduce_fx!r}) is not supported; use 'mean', 'sum', 'max' or 'min' "
+            "(or torch.mean, torch.sum, torch.max, torch.min)."
+        )
+    return name
+
+
+class LightningModule(nn.Module):
+    """Organises a PyTorch model's training code; ``Trainer`` runs it."""
+
+    CHECKPOINT_HYPER_PARAMS_KEY = "hyper_parameters"
+    CHECKPOINT_HYPER_PARAMS_NAME = "hparams_name"
+    CHECKPOINT_HYPER_PARAMS_TYPE = "hparams_type"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._trainer: Any = None
+        self._automatic_optimization = True
+        self._example_input_array: Any = None
+        self._hparams_name: str | None = None
+        self._log_hyperparams = True
+        self._strict_loading: bool | None = None
+        self.prepare_data_per_node = True
+        self.allow_zero_length_dataloader_with_multiple_devices = False
+
+    # ------------------------------------------------------------------ attributes
+    def __getattr__(self, name: str) -> Any:
+        # nn.Module only calls this when normal lookup fails: fall back to a saved hyperparameter,
+        # so `model.learning_rate` works after `save_hyperparameters()` (as the tutorial shows).
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            hparams = self.__dict__.get("_hparams")
+            if hparams is not None and name in hparams:
+                return hparams[name]
+            raise
+
+    @property
+    def trainer(self) -> Any:
+        if self._trainer is None:
+            raise RuntimeError(f"{self.__class__.__qualname__} is not attached to a `Trainer`.")
+        return self._trainer
+
+    @trainer.setter
+    def trainer(self, trainer: Any) -> None:
+        self._trainer = trainer
+
+    @property
+    def automatic_optimization(self) -> bool:
+        return self._automatic_optimization
+
+    @automatic_optimization.setter
+    def automatic_optimization(self, value: bool) -> None:
+        self._automatic_optimization = bool(value)
+
+    @property
+    def strict_loading(self) -> bool:
+        return True if self._strict_loading is None else self._strict_loading
+
+    @strict_loading.setter
+    def strict_loading(self, value: bool) -> None:
+        self._strict_loading = value
+
+    @property
+    def example_input_array(self) -> Any:
+        return self._example_input_array
+
+    @example_input_array.setter
+    def example_input_array(self, example: Any) -> None:
+        self._example_input_array = example
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for t in self.parameters():
+            return t.dtype
+        return torch.get_default_dtype()
+
+    @property
+    def current_epoch(self) -> int:
+        return self._trainer.current_epoch if self._trainer is not None else 0
+
+    @property
+    def global_step(self) -> int:
+        return self._trainer.global_step if self._trainer is not None else 0
+
+    @property
+    def global_rank(self) -> int:
+        return 0
+
+    @property
+    def local_rank(self) -> int:
+        return 0
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def logger(self) -> Any:
+        return self._trainer.logger if self._trainer is not None else None
+
+    @property
+    def loggers(self) -> list:
+        return self._trainer.loggers if self._trainer is not None else []
+
+    @property
+    def hparams(self) -> AttributeDict:
+        if "_hparams" not in self.__dict__:
+            self.__dict__["_hparams"] = AttributeDict()
+        return self.__dict__["_hparams"]
+
+    @property
+    def hparams_initial(self) -> AttributeDict:
+        if "_hparams_initial" not in self.__dict__:
+            return AttributeDict()
+        return AttributeDict(self.__dict__["_hparams_initial"])
+
+    def _set_hparams(self, hparams: Mapping[str, Any]) -> None:
+        self.__dict__["_hparams"] = AttributeDict(hparams)
+
+    @property
+    def _hparams_initial(self) -> Any:
+        return self.__dict__.get("_hparams_initial")
+
+    @_hparams_initial.setter
+    def _hparams_initial(self, value: Any) -> None:
+        self.__dict__["_hparams_initial"] = value
+
+    def save_hyperparameters(
+        self,
+        *args: Any,
+        ignore: Sequence[str] | str | None = None,
+        frame: Any = None,
+        logger: bool = True,
+    ) -> None:
+        """Store the ``__init__`` arguments (all, the named ones, or a dict) in ``self.hparams``."""
+        self._log_hyperparams = logger
+        if frame is None:
+            frame = inspect.currentframe().f_back
+        save_hyperparameters(self, *args, ignore=ignore, frame=frame)
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        print(*args, **kwargs)
+
+    # ------------------------------------------------------------------ logging
+    def log(
+        self,
+        name: str,
+        value: Any,
+        prog_bar: bool = False,
+        logger: bool | None = None,
+        on_step: bool | None = None,
+        on_epoch: bool | None = None,
+        reduce_fx: Any = "mean",
+        enable_graph: bool = False,
+        sync_dist: bool = False,
+        sync_dist_group: Any = None,
+        add_dataloader_idx: bool = True,
+        batch_size: int | None = None,
+        metric_attribute: str | None = None,
+        rank_zero_only: bool = False,
+    ) -> None:
+        """Record a scalar; the trainer reduces it per step and/or per epoch (see ``trainer/results.py``).
+
+        ``sync_dist`` is accepted and has nothing to do on one device.
+        """
+        trainer = self._trainer
+        results = trainer._results if trainer is not None else None
+        if results is None:
+            if trainer is None:
+                warnings.warn(
+                    "You are trying to `self.log()` but the `self.trainer` reference is not registered on the "
+                    "model yet. This is most likely because the model hasn't been passed to the `Trainer`",
+                    stacklevel=2,
+                )
+            return
+        if results.fx is None:
+            raise RuntimeError(
+                f"You are trying to `self.log({name!r}, ...)` outside the hooks the Trainer manages; "
+                "log from training_step, validation_step, test_step or the *_epoch_end / *_batch_end hooks."
+            )
+        if isinstance(value, Tensor):
+            if value.numel() != 1:
+                raise ValueError(
+                    f"`self.log({name}, {value})` was called, but the tensor must have a single element. "
+                    f"You can try doing `self.log({name}, {value}.mean())`"
+                )
+            value = value.detach()
+            if value.dim():
+                value = value.reshape(())
+        elif isinstance(value, numbers.Number):
+            value = torch.tensor(float(value))
+        elif isinstance(value, Mapping):
+            raise ValueError(f"self.log({name!r}, value) got a dict; use self.log_dict for several values.")
+        else:
+            raise ValueError(
+                f"`self.log({name}, {value!r})` was called, but `{type(value).__name__}` values cannot be "
+                "logged; log a number or a one-element tensor."
+            )
+        results.log(name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, add_dataloader_idx, batch_size)
+
+    def log_dict(
+        self,
+        dictionary: Mapping[str, Any],
+        prog_bar: bool = False,
+        logger: bool | None = None,
+        on_step: bool | None = None,
+        on_epoch: bool | None = None,
+        reduce_fx: Any = "mean",
+        enable_graph: bool = False,
+        sync_dist: bool = False,
+        sync_dist_group: Any = None,
+        add_dataloader_idx: bool = True,
+        batch_size: int | None = None,
+        rank_zero_only: bool = False,
+    ) -> None:
+        for k, v in dictionary.items():
+            self.log(
+                k,
+                v,
+                prog_bar=prog_bar,
+                logger=logger,
+                on_step=on_step,
+                on_epoch=on_epoch,
+                reduce_fx=reduce_fx,
+                add_dataloader_idx=add_dataloader_idx,
+                batch_size=batch_size,
+            )
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return super().forward(*args, **kwargs)
+
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("`training_step` must be implemented to be used with the Trainer.")
+
+    def validation_step(self, *args: Any, **kwargs: Any) -> Any:
+        """Not implemented: validation is skipped unless a subclass defines it."""
+
+    def test_step(self, *args: Any, **kwargs: Any) -> Any:
+        """Not implemented: `trainer.test` needs a subclass to define it."""
+
+    def predict_step(self, *args: Any, **kwargs: Any) -> Any:
+        batch = kwargs.get("batch", args[0])
+        return self(batch)
+
+    def configure_optimizers(self) -> Any:
+        raise NotImplementedError(
+            "`configure_optimizers` must be implemented to be used with the Trainer "
+            "(return an optimizer, a list of them, or a dict with 'optimizer' and 'lr_scheduler')."
+        )
+
+    def configure_callbacks(self) -> Any:
+        return []
+
+    def configure_model(self) -> None: ...
+
+    def configure_sharded_model(self) -> None: ...
+
+    # ------------------------------------------------------------------ optimization
+    def optimizers(self, use_pl_optimizer: bool = True) -> Any:
+        trainer = self.trainer
+        opts = trainer._lightning_optimizers if use_pl_optimizer else trainer.optimizers
+        if isinstance(opts, list) and len(opts) == 1:
+            return opts[0]
+        return opts
+
+    def lr_schedulers(self) -> Any:
+        configs = self.trainer.lr_scheduler_configs
+        if not configs:
+            return None
+        schedulers = [c.scheduler for c in configs]
+        return schedulers[0] if len(schedulers) == 1 else schedulers
+
+    def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        if self.automatic_optimization:
+            raise RuntimeError(
+                "manual_backward can only be used with manual optimization (self.automatic_optimization = False)."
+            )
+        self.trainer._precision.backward(self, loss, *args, **kwargs)
+
+    def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        loss.backward(*args, **kwargs)
+
+    def toggle_optimizer(self, optimizer: Any) -> None:
+        """Only the given optimizer's parameters require grad until ``untoggle_optimizer``."""
+        optimizer = getattr(optimizer, "optimizer", optimizer)
+        keep = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        self._param_requires_grad_state = {}
+        for opt in self.trainer.optimizers:
+            for g in opt.param_groups:
+                for p in g["params"]:
+                    if id(p) not in keep and id(p) not in self._param_requires_grad_state:
+                        self._param_requires_grad_state[id(p)] = (p, p.requires_grad)
+                        p.requires_grad = False
+
+    def untoggle_optimizer(self, optimizer: Any) -> None:
+        for p, flag in getattr(self, "_param_requires_grad_state", {}).values():
+            p.requires_grad = flag
+        self._param_requires_grad_state = {}
+
+    def clip_gradients(
+        self,
+        optimizer: Any,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        if gradient_clip_val is None or gradient_clip_val == 0:
+            return
+        algorithm = gradient_clip_algorithm or "norm"
+        optimizer = getattr(optimizer, "optimizer", optimizer)
+        self.trainer._precision.unscale_gradients(optimizer)
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        elif algorithm == "norm":
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+        else:
+            raise ValueError(f"gradient_clip_algorithm={algorithm!r} is not valid; use 'norm' or 'value'.")
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: Any,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        optimizer.step(closure=optimizer_closure)
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Any) -> None:
+        optimizer.zero_grad(set_to_none=True)
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        if metric is None:
+            scheduler.step()
+        else:
+            scheduler.step(metric)
+
+    # ------------------------------------------------------------------ hooks
+    def on_fit_start(self) -> None: ...
+    def on_fit_end(self) -> None: ...
+    def on_train_start(self) -> None: ...
+    def on_train_end(self) -> None: ...
+    def on_validation_start(self) -> None: ...
+    def on_validation_end(self) -> None: ...
+    def on_test_start(self) -> None: ...
+    def on_test_end(self) -> None: ...
+    def on_predict_start(self) -> None: ...
+    def on_predict_end(self) -> None: ...
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None: ...
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None: ...
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_validation_batch_end(
+        self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None: ...
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_test_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_predict_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_predict_batch_end(
+        self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None: ...
+    def on_train_epoch_start(self) -> None: ...
+    def on_train_epoch_end(self) -> None: ...
+    def on_validation_epoch_start(self) -> None: ...
+    def on_validation_epoch_end(self) -> None: ...
+    def on_test_epoch_start(self) -> None: ...
+    def on_test_epoch_end(self) -> None: ...
+    def on_predict_epoch_start(self) -> None: ...
+    def on_predict_epoch_end(self) -> None: ...
+    def on_before_zero_grad(self, optimizer: Any) -> None: ...
+    def on_before_backward(self, loss: Tensor) -> None: ...
+    def on_after_backward(self) -> None: ...
+    def on_before_optimizer_step(self, optimizer: Any) -> None: ...
+    def on_validation_model_zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    def on_validation_model_eval(self) -> None:
+        self.eval()
+
+    def on_validation_model_train(self) -> None:
+        self.train()
+
+    def on_test_model_eval(self) -> None:
+        self.eval()
+
+    def on_test_model_train(self) -> None:
+        self.train()
+
+    def on_predict_model_eval(self) -> None:
+        self.eval()
+
+    def prepare_data(self) -> None: ...
+    def setup(self, stage: str) -> None: ...
+    def teardown(self, stage: str) -> None: ...
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return move_data_to_device(batch, device)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return batch
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...
+
+    # ------------------------------------------------------------------ freezing & checkpoints
+    def freeze(self) -> None:
+        """No parameter requires grad, and the module is in eval mode."""
+        for param in self.parameters():
+            param.requires_grad = False
+        self.eval()
+
+    def unfreeze(self) -> None:
+        for param in self.parameters():
+            param.requires_grad = True
+        self.train()
+
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: str | os.PathLike,
+        map_location: Any = None,
+        hparams_file: str | os.PathLike | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Rebuild the module from the checkpoint's hyperparameters (``kwargs`` override them), then load weights."""
+        from trainer_core.checkpoint_io import load_checkpoint
+
+        checkpoint = load_checkpoint(checkpoint_path, map_location=map_location)
+        if hparams_file is not None:
+            import yaml
+
+            with open(hparams_file) as f:
+                checkpoint[cls.CHECKPOINT_HYPER_PARAMS_KEY] = yaml.safe_load(f) or {}
+        obj = _instantiate_from_checkpoint(cls, checkpoint, kwargs)
+        if strict is None:
+            strict = obj.strict_loading
+        obj.on_load_checkpoint(checkpoint)
+        result = obj.load_state_dict(checkpoint["state_dict"], strict=strict)
+        if not strict:
+            if result.missing_keys:
+                warnings.warn(f"Found keys that are in the model state dict but not in the checkpoint: {result.missing_keys}", stacklevel=2)
+            if result.unexpected_keys:
+                warnings.warn(f"Found keys that are not in the model state dict but in the checkpoint: {result.unexpected_keys}", stacklevel=2)
+        device = next((t.device for t in checkpoint["state_dict"].values() if isinstance(t, Tensor)), None)
+        if device is not None:
+            obj.to(device)
+        return obj
+
+
+def _instantiate_from_checkpoint(cls: type, checkpoint: dict[str, Any], overrides: dict[str, Any]) -> Any:
+    params = inspect.signature(cls.__init__).parameters
+    varkw = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
+    init_names = [
+        n
+        for i, (n, p) in enumerate(params.items())
+        if i > 0 and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    ]
+    loaded = dict(checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY) or {})
+    args_name = checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_NAME)
+    if args_name and args_name in init_names:
+        loaded = {args_name: loaded}
+    kwargs = {**loaded, **overrides}
+    if not varkw:
+        kwargs = {k: v for k, v in kwargs.items() if k in init_names}
+    return cls(**kwargs)
+
+
+def move_data_to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor in a (nested) batch to ``device``; tensors already there are left alone."""
+    if isinstance(batch, Tensor):
+        if batch.device == device:
+            return batch
+        return batch.to(device, non_blocking=device.type == "cuda")
+    if isinstance(batch, (list, tuple)):
+        moved = [move_data_to_device(b, device) for b in batch]
+        if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
+            return type(batch)(*moved)
+        return type(batch)(moved) if not isinstance(batch, list) else moved
+    if isinstance(batch, Mapping):
+        return type(batch)({k: move_data_to_device(v, device) for k, v in batch.items()}) if not isinstance(
+            batch, dict
+        ) else {k: move_data_to_device(v, device) for k, v in batch.items()}
+    if hasattr(batch, "to") and callable(batch.to):
+        try:
+            return batch.to(device)
+        except TypeError:
+            return batch
+    return batch

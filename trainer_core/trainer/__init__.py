@@ -1,0 +1,3 @@
+from trainer_core.trainer.trainer import Trainer
+
+__all__ = ["Trainer"]

@@ -1,0 +1,198 @@
+"""Normalising ``configure_optimizers`` return values into optimizers and scheduler configs."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+try:
+    from torch.optim.lr_scheduler import LRScheduler as _LRScheduler
+except ImportError:  # pragma: no cover
+    pass
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+_CONFIG_KEYS = {"scheduler", "name", "interval", "frequency", "reduce_on_plateau", "monitor", "strict", "opt_idx"}
+
+
+@dataclass
+class LRSchedulerConfig:
+    scheduler: Any
+    name: str | None = None
+    interval: str = "epoch"
+    frequency: int = 1
+    reduce_on_plateau: bool = False
+    monitor: str | None = None
+    strict: bool = True
+    opt_idx: int | None = None
+
+
+class LightningOptimizer:
+    """Wraps an optimizer so ``step`` goes through the precision plugin and counts towards ``global_step``."""
+
+    def __init__(self, optimizer: Optimizer, trainer: Any) -> None:
+        self._optimizer = optimizer
+        self._trainer = trainer
+
+    @property
+    def optimizer(self) -> Optimizer:
+        return self._optimizer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._optimizer, name)
+
+    def step(self, closure: Any = None, **kwargs: Any) -> Any:
+        trainer = self._trainer
+        progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        if trainer.lightning_module.automatic_optimization:
+            progress = trainer.fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step
+        progress.increment_ready()
+        if closure is None:
+            closure = _no_closure
+        out = trainer._precision.optimizer_step(self._optimizer, closure, **kwargs)
+        progress.increment_completed()
+        return out
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self._optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return self._optimizer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self._optimizer.load_state_dict(state)
+
+    def __repr__(self) -> str:
+        return f"LightningOptimizer({self._optimizer!r})"
+
+
+def _no_closure() -> None:
+    return None
+
+
+
+def _scheduler_config(obj: Any, monitor: str | None) -> LRSchedulerConfig:
+    if isinstance(obj, Mapping):
+        if "scheduler" not in obj:
+            raise ValueError(
+                'The lr scheduler dict must have the key "scheduler" with its item being an lr scheduler; '
+                f"got keys {sorted(obj)}."
+            )
+        extra = set(obj) - _CONFIG_KEYS
+        if extra:
+            warnings.warn(
+                f"Found unsupported keys in the lr scheduler dict: {sorted(extra)}. "
+                f"Allowed keys: {sorted(_CONFIG_KEYS)}.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        interval = obj.get("interval", "epoch")
+        if interval not in ("step", "epoch"):
+            raise ValueError(f'The "interval" key in lr scheduler dict must be "step" or "epoch" but is "{interval}"')
+        frequency = obj.get("frequency", 1)
+        if not isinstance(frequency, int) or frequency < 1:
+            raise ValueError(f'The "frequency" key in lr scheduler dict must be a positive integer, got {frequency!r}.')
+        scheduler = obj["scheduler"]
+        plateau = obj.get("reduce_on_plateau", isinstance(scheduler, ReduceLROnPlateau))
+        config = LRSchedulerConfig(
+            scheduler=scheduler,
+            name=obj.get("name"),
+            interval=interval,
+            frequency=frequency,
+            reduce_on_plateau=plateau,
+            monitor=obj.get("monitor", monitor),
+            strict=obj.get("strict", True),
+            opt_idx=obj.get("opt_idx"),
+        )
+    else:
+        config = LRSchedulerConfig(
+            scheduler=obj, reduce_on_plateau=isinstance(obj, ReduceLROnPlateau), monitor=monitor
+        )
+    if config.reduce_on_plateau and config.monitor is None:
+        raise ValueError(
+            "`configure_optimizers` must include a monitor when a `ReduceLROnPlateau` scheduler is used. "
+            'For example: {"optimizer": optimizer, "lr_scheduler": scheduler, "monitor": "metric_to_track"}'
+        )
+    if not hasattr(config.scheduler, "step") or not hasattr(config.scheduler, "state_dict"):
+        raise TypeError(
+            f"The provided lr scheduler `{type(config.scheduler).__name__}` has no `step`/`state_dict`; "
+            "return a torch.optim.lr_scheduler object."
+        )
+    return config
+
+
+def _is_optimizer(obj: Any) -> bool:
+    return isinstance(obj, Optimizer) or (hasattr(obj, "step") and hasattr(obj, "param_groups"))
+
+
+def normalize_optimizers(returned: Any) -> tuple[list[Optimizer], list[LRSchedulerConfig]]:
+    """Every Lightning return form of ``configure_optimizers`` -> (optimizers, scheduler configs)."""
+    if returned is None:
+        warnings.warn(
+            "`LightningModule.configure_optimizers` returned `None`, this fit will run with no optimizer",
+            UserWarning,
+            stacklevel=3,
+        )
+        return [], []
+    optimizers: list[Optimizer] = []
+    configs: list[LRSchedulerConfig] = []
+    if _is_optimizer(returned):
+        optimizers = [returned]
+    elif isinstance(returned, Mapping):
+        optimizers, configs = _from_dict(returned)
+    elif isinstance(returned, Sequence) and not isinstance(returned, str):
+        items = list(returned)
+        if (
+            len(items) == 2
+            and isinstance(items[0], Sequence)
+            and not isinstance(items[0], str)
+            and all(_is_optimizer(o) for o in items[0])
+        ):
+            optimizers = list(items[0])
+            scheds = items[1] if isinstance(items[1], Sequence) else [items[1]]
+            configs = [_scheduler_config(s, None) for s in scheds]
+        elif items and all(isinstance(i, Mapping) for i in items):
+            for d in items:
+                opts, cfgs = _from_dict(d)
+                optimizers += opts
+                configs += cfgs
+        elif all(_is_optimizer(o) for o in items):
+            optimizers = items
+        else:
+            optimizers = []
+    if not optimizers:
+        raise ValueError(
+            "Unknown configuration for model optimizers. Output from `model.configure_optimizers()` should be "
+            "one of: an optimizer; a list of optimizers; a tuple of ([optimizers], [schedulers]); a dict with "
+            '"optimizer" and optionally "lr_scheduler" and "monitor"; or a list of such dicts. '
+            f"Got {type(returned).__name__}."
+        )
+    for config in configs:
+        scheduler_opt = getattr(config.scheduler, "optimizer", None)
+        if scheduler_opt is not None and all(scheduler_opt is not o for o in optimizers):
+            raise ValueError("Some schedulers are attached to an optimizer that wasn't returned from `configure_optimizers`.")
+    return optimizers, configs
+
+
+def _from_dict(d: Mapping[str, Any]) -> tuple[list[Optimizer], list[LRSchedulerConfig]]:
+    extra = set(d) - {"optimizer", "lr_scheduler", "monitor"}
+    if extra:
+        warnings.warn(
+            f"Found unsupported keys in the optimizer configuration: {sorted(extra)}. "
+            "Allowed keys: 'optimizer', 'lr_scheduler', 'monitor'.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    if "optimizer" not in d:
+        raise ValueError('The optimizer configuration dict must have the key "optimizer".')
+    configs = []
+    if d.get("lr_scheduler") is not None:
+        configs = [_scheduler_config(d["lr_scheduler"], d.get("monitor"))]
+    return [d["optimizer"]], configs
+
+
+__all__ = ["LRSchedulerConfig", "LightningOptimizer", "ReduceLROnPlateau", "normalize_optimizers", "torch"]
