@@ -129,7 +129,7 @@ export class MetricCharts {
     const ms = performance.now() - t0;
     let total = 0, drawn = 0;
     for (const m of this.data.values()) for (const s of m.values()) { total += s.total; drawn += s.steps.length; }
-    const timing = { ms: Math.round(ms), fetch_ms: Math.round(fetchedMs), points_total: total, points_drawn: drawn, keys: this.keys.length };
+    const timing = { ms: Math.round(ms), fetch_ms: Math.round(fetchedMs), since_page_load_ms: Math.round(performance.now()), points_total: total, points_drawn: drawn, keys: this.keys.length };
     window.__runyard = window.__runyard || {};
     window.__runyard.lastDraw = timing;
     this.container.dataset.drawMs = String(timing.ms);

@@ -64,12 +64,15 @@ function kindOf(s, root) {
   }
 }
 
+const SHORT = { integer: "int", number: "float", boolean: "bool", string: "text", array: "list", object: "dict" };
+
 function typeLabel(k) {
+  const opt = k.nullable ? ", optional" : "";
   switch (k.kind) {
-    case "union": return k.types.join(" | ") + (k.nullable ? " | null" : "");
-    case "enum": return "choice";
+    case "union": return k.types.map((t) => SHORT[t] || t).join(" | ") + opt;
+    case "enum": return "choice" + opt;
     case "json": return "JSON";
-    default: return k.kind + (k.nullable ? " | null" : "");
+    default: return (SHORT[k.kind] || k.kind) + opt;
   }
 }
 
@@ -146,6 +149,8 @@ function buildField(path, name, k, s, initial, required, isExtra) {
   const id = `f-${path.replace(/[^a-zA-Z0-9_-]/g, "-")}`;
   let input, get, set;
   const markDirty = () => clearError();
+  // A checkbox cannot say "not set": optional booleans get a three-way select.
+  if (k.kind === "boolean" && k.nullable) k = { ...k, kind: "enum", options: [true, false] };
   switch (k.kind) {
     case "boolean":
       input = h("input", { type: "checkbox", id, class: "checkbox", on: { change: markDirty } });
@@ -154,7 +159,7 @@ function buildField(path, name, k, s, initial, required, isExtra) {
       break;
     case "enum":
       input = h("select", { id, class: "input", on: { change: markDirty } },
-        k.nullable ? h("option", { value: "" }, "—") : null,
+        k.nullable ? h("option", { value: "" }, "— not set —") : null,
         k.options.map((o, i) => h("option", { value: String(i) }, String(o))));
       get = () => (input.value === "" ? (k.nullable ? null : undefined) : k.options[Number(input.value)]);
       set = (v) => { const i = k.options.findIndex((o) => o === v || String(o) === String(v)); input.value = i >= 0 ? String(i) : ""; };
@@ -162,7 +167,7 @@ function buildField(path, name, k, s, initial, required, isExtra) {
     case "integer":
     case "number":
       input = h("input", { type: "number", id, class: "input", step: k.kind === "integer" ? "1" : "any",
-        min: s.minimum ?? (s.exclusiveMinimum !== undefined ? undefined : undefined), max: s.maximum, on: { input: markDirty } });
+        min: s.minimum, max: s.maximum, placeholder: k.nullable ? "not set" : null, on: { input: markDirty } });
       get = () => {
         const t = input.value.trim();
         if (t === "") {
@@ -174,12 +179,12 @@ function buildField(path, name, k, s, initial, required, isExtra) {
       set = (v) => { input.value = v === null || v === undefined ? "" : String(v); };
       break;
     case "string":
-      input = h("input", { type: "text", id, class: "input", on: { input: markDirty } });
+      input = h("input", { type: "text", id, class: "input", placeholder: k.nullable ? "not set" : null, on: { input: markDirty } });
       get = () => (input.value === "" ? (k.nullable ? null : (required ? "" : undefined)) : input.value);
       set = (v) => { input.value = v === null || v === undefined ? "" : String(v); };
       break;
     case "union":
-      input = h("input", { type: "text", id, class: "input", placeholder: k.types.join(" | "), on: { input: markDirty } });
+      input = h("input", { type: "text", id, class: "input", placeholder: k.types.map((t) => SHORT[t] || t).join(" or ") + (k.nullable ? ", or empty" : ""), on: { input: markDirty } });
       get = () => { const v = parseLoose(input.value, k.types); return v === undefined && k.nullable ? null : v; };
       set = (v) => { input.value = v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v); };
       break;
@@ -194,13 +199,15 @@ function buildField(path, name, k, s, initial, required, isExtra) {
   set(initial);
   const err = h("div", { class: "field-error", id: `${id}-error`, role: "alert", hidden: true, dataset: { errorFor: path } });
   input.setAttribute("aria-describedby", `${id}-error`);
-  const help = s.description ? h("div", { class: "field-help" }, s.description) : null;
-  const defaultNote = s.default !== undefined ? h("span", { class: "field-default" }, `default ${JSON.stringify(s.default)}`) : null;
+  const defaultText = s.default === undefined ? null : s.default === null ? "not set" : typeof s.default === "string" ? s.default : JSON.stringify(s.default);
+  const help = s.description || defaultText !== null
+    ? h("div", { class: "field-help" }, s.description || "", defaultText !== null ? h("span", { class: "field-default" }, `${s.description ? " " : ""}Default: ${defaultText}`) : null)
+    : null;
   const row = h("div", { class: ["field", k.kind === "boolean" && "field-bool"], dataset: { path } },
     h("label", { for: id, class: "field-label" }, s.title && s.title.toLowerCase().replace(/ /g, "_") !== name.toLowerCase() ? s.title : name,
       required ? h("span", { class: "req", title: "required" }, " *") : null,
       h("span", { class: "field-type" }, isExtra ? "extra" : typeLabel(k))),
-    h("div", { class: "field-control" }, input, defaultNote),
+    h("div", { class: "field-control" }, input),
     help, err);
   function clearError() { err.hidden = true; err.textContent = ""; row.classList.remove("invalid"); }
   return {
