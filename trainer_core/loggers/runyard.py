@@ -85,7 +85,7 @@ class RunyardLogger(Logger):
         name: str | None = None,
         run_id: int | None = None,
         upload_checkpoints: bool = False,
-        flush_interval: float = 0.5,
+        flush_interval: float = 1.0,
         retry_for: float = 60.0,
         timeout: float = 10.0,
         max_buffered_points: int = 2_000_000,
@@ -108,6 +108,7 @@ class RunyardLogger(Logger):
         self._thread: threading.Thread | None = None
         self._uploaded: set[tuple[str, float]] = set()
         self._dropped = 0
+        self._buffered = 0
         self._finalized = False
 
     # ------------------------------------------------------------------ HTTP
@@ -206,10 +207,14 @@ class RunyardLogger(Logger):
                 if kind == "points" and len(item) > MAX_POINTS_PER_REQUEST:
                     self._ops.appendleft((kind, item[MAX_POINTS_PER_REQUEST:]))
                     item = item[:MAX_POINTS_PER_REQUEST]
+                if kind == "points":
+                    self._buffered -= len(item)
                 self._busy = True
             try:
                 if kind == "points":
-                    self._request("POST", f"/runs/{self._run_id}/metrics", {"points": item})
+                    self._request("POST", f"/runs/{self._run_id}/metrics", {"points": [
+                        {"key": k, "step": st, "value": v, "wall_time": w,
+                         "epoch": None if e is None else int(_to_float(e) or 0)} for k, st, v, e, w in item]})
                 else:
                     method, path, body, raw, query = item
                     self._request(method, path, body, raw=raw, query=query)
@@ -240,28 +245,35 @@ class RunyardLogger(Logger):
     # ------------------------------------------------------------------ Logger API
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        # Hot path (every logged step): tuples only; the sender thread builds the JSON.
         now = time.time()
         epoch = metrics.get("epoch")
-        epoch = int(_to_float(epoch)) if epoch is not None and _to_float(epoch) is not None else None
         step = 0 if step is None else int(step)
         points = []
         for key, value in metrics.items():
-            number = _to_float(value)
-            if number is None:
-                continue
-            if not math.isfinite(number):
-                number = "NaN" if math.isnan(number) else ("Infinity" if number > 0 else "-Infinity")
-            points.append({"key": key, "step": step, "value": number, "epoch": epoch, "wall_time": now})
+            if type(value) is not float:
+                value = _to_float(value)
+                if value is None:
+                    continue
+            points.append((key, step, value, epoch, now))
         if not points:
             return
+        if self._thread is None:
+            self._start()
         with self._cond:
-            buffered = sum(len(i) for k, i in self._ops if k == "points")
-        if buffered + len(points) > self.max_buffered_points:
-            self._dropped += len(points)
-            if self._dropped == len(points):
-                log.warning("RunyardLogger: the server at %s is not keeping up; dropping metric points", self.url)
-            return
-        self._enqueue("points", points)
+            self._buffered += len(points)
+            if self._buffered > self.max_buffered_points:
+                self._buffered -= len(points)
+                self._dropped += len(points)
+                if self._dropped == len(points):
+                    log.warning("RunyardLogger: the server at %s is not keeping up; dropping metric points", self.url)
+                return
+            if self._ops and self._ops[-1][0] == "points":
+                self._ops[-1][1].extend(points)
+            else:
+                self._ops.append(("points", points))
+            if len(self._ops[-1][1]) >= MAX_POINTS_PER_REQUEST:
+                self._cond.notify()
 
     def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
         if isinstance(params, Namespace):
