@@ -295,3 +295,21 @@ def test_resume_copies_history_up_to_checkpoint(client, app_settings):
     ext = external_run(client)["id"]
     client.patch(f"/api/v1/runs/{ext}", json={"status": "succeeded"})
     assert client.post(f"/api/v1/runs/{ext}/resume").status_code == 409
+
+
+def test_recipe_runs_are_validated_and_queued(client, app_settings):
+    need_service("Redis", app_settings.broker_url.startswith("redis://"), "the broker for queued runs")
+    recipes = {r["name"]: r for r in client.get("/api/v1/recipes").json()}
+    assert "digits_classifier" in recipes and recipes["digits_classifier"]["params_schema"]["properties"]
+    r = client.post("/api/v1/runs", json={"recipe": "no_such_recipe"})
+    assert r.status_code == 422 and r.json()["field"] == "recipe" and "digits_classifier" in r.json()["detail"]
+    r = client.post("/api/v1/runs", json={"recipe": "digits_classifier", "params": {"lr": "fast"}})
+    assert r.status_code == 422 and r.json()["field"].startswith("params.lr"), r.text
+    r = client.post("/api/v1/runs", json={"recipe": "digits_classifier", "trainer": {"max_epochs": -5}})
+    assert r.status_code == 422 and r.json()["field"].startswith("trainer"), r.text
+    r = client.post("/api/v1/runs", json={"recipe": "digits_classifier", "params": {}, "trainer": {"max_epochs": 1}})
+    assert r.status_code == 201, r.text
+    run = r.json()
+    assert run["status"] == "queued" and run["attempt"] == 0
+    cancelled = client.post(f"/api/v1/runs/{run['id']}/cancel").json()
+    assert cancelled["status"] == "cancelled"
