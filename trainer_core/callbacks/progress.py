@@ -319,8 +319,10 @@ class TQDMProgressBar(ProgressBar):
         self.train_progress_bar = _tqdm_class()(disable=True)  # placeholder, as Lightning does
 
     def on_sanity_check_end(self, trainer: Any, pl_module: Any) -> None:
-        self.train_progress_bar.close()
-        self.val_progress_bar.close()
+        if self._train_progress_bar is not None:
+            self._train_progress_bar.close()
+        if self._val_progress_bar is not None:  # on_validation_end may have closed it already
+            self._val_progress_bar.close()
         self._train_progress_bar = None
         self._val_progress_bar = None
         self.reset_dataloader_idx_tracker()

@@ -52,13 +52,15 @@ class LightningModule(nn.Module):
     def __getattr__(self, name: str) -> Any:
         # nn.Module only calls this when normal lookup fails: fall back to a saved hyperparameter,
         # so `model.learning_rate` works after `save_hyperparameters()` (as the tutorial shows).
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            hparams = self.__dict__.get("_hparams")
-            if hparams is not None and name in hparams:
-                return hparams[name]
-            raise
+        d = self.__dict__
+        for store in ("_parameters", "_buffers", "_modules"):
+            values = d.get(store)
+            if values is not None and name in values:
+                return values[name]
+        hparams = d.get("_hparams")
+        if hparams is not None and name in hparams:
+            return hparams[name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     @property
     def trainer(self) -> Any:
