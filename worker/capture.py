@@ -60,6 +60,14 @@ class LineTee:
     def isatty(self) -> bool:
         return False
 
+    @property
+    def encoding(self) -> str:
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+    @property
+    def errors(self) -> str:
+        return getattr(self._stream, "errors", None) or "strict"
+
     def fileno(self) -> int:
         return self._stream.fileno()
 

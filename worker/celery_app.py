@@ -24,6 +24,8 @@ app.conf.update(
     # One run at a time per process; the process is the unit of GPU pinning.
     worker_concurrency=1,
     worker_pool="solo",
+    # The run's own capture turns prints into log lines; Celery's logging proxy would get in between.
+    worker_redirect_stdouts=False,
     # The SQLite broker has no fanout exchange for remote control; Redis has.
     worker_enable_remote_control=not settings.broker_url.startswith("sqla+"),
 )

@@ -243,8 +243,11 @@ class TrackingLogger(Logger):
 
     def _sync_checkpoints(self, session: Session, snap: dict[str, Any]) -> None:
         known = set(store_ext.checkpoint_paths(session, self.run_id))
+        own_dir = (self.artifact_root / str(self.run_id)).resolve()
         for path, (monitor, score) in snap["files"].items():
             file = Path(path)
+            if not file.resolve().is_relative_to(own_dir):
+                continue  # e.g. the best path a resumed run inherited from the run it resumed
             rel = self._relative(file)
             # Names carry epoch and step, so a file registered before is unchanged; a new one was
             # saved just now, at the trainer state of the snapshot.
@@ -258,7 +261,11 @@ class TrackingLogger(Logger):
         # Forget files a ModelCheckpoint deleted (top-k rotation).
         store_ext.forget_checkpoints(session, self.run_id, [r for r in known if not (self.artifact_root / r).is_file()])
         current_best, current_last = store_ext.current_flags(session, self.run_id)
-        best = self._relative(snap["best"]) if snap["best"] and Path(snap["best"]).is_file() else current_best
+        best = snap["best"]
+        if best and Path(best).is_file() and Path(best).resolve().is_relative_to(own_dir):
+            best = self._relative(best)
+        else:
+            best = current_best
         last = self._relative(snap["last"]) if snap["last"] else current_last
         store_ext.set_checkpoint_flags(session, self.run_id, best, last)
         if snap["prune_last"] and last:
