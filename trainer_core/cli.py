@@ -24,14 +24,18 @@ from typing import Any, Union
 import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
+
 from trainer_core.callbacks.callback import Callback
 
 try:
     from jsonargparse import ActionConfigFile, ArgumentParser, Namespace, class_from_function
 
     _JSONARGPARSE_AVAILABLE = True
+    # jsonargparse 4.49 renamed instantiate_classes -> instantiate and skip_none -> skip_unset
+    _NEW_JSONARGPARSE_API = hasattr(ArgumentParser, "instantiate")
 except ImportError:  # pragma: no cover - exercised only without the extra
     _JSONARGPARSE_AVAILABLE = False
+    _NEW_JSONARGPARSE_API = False
     ArgumentParser = object  # type: ignore[assignment,misc]
     Namespace = dict  # type: ignore[assignment,misc]
 
@@ -183,8 +187,10 @@ class SaveConfigCallback(Callback):
                     'to disable config saving, or set `LightningCLI(save_config_kwargs={"overwrite": True})`.'
                 )
             os.makedirs(log_dir, exist_ok=True)
+            # keep None values in the file (jsonargparse >= 4.49 renamed skip_none to skip_unset)
+            skip = {"skip_unset": False} if _NEW_JSONARGPARSE_API else {"skip_none": False}
             self.parser.save(
-                self.config, config_path, skip_none=False, overwrite=self.overwrite, multifile=self.multifile
+                self.config, config_path, overwrite=self.overwrite, multifile=self.multifile, **skip
             )
         self.save_config(trainer, pl_module, stage)
         self.already_saved = True
@@ -341,7 +347,9 @@ class LightningCLI:
             sub_kwargs.setdefault("description", description)
             sub_parser = self.init_parser(**sub_kwargs)
             self._add_arguments(sub_parser)
-            added = sub_parser.add_method_arguments(trainer_class, name, skip=set(self.subcommands()[name]))
+            added = sub_parser.add_method_arguments(
+                trainer_class, name, skip=set(self.subcommands()[name]), fail_untyped=False
+            )
             self._subcommand_method_arguments[name] = added
             self._subcommand_parsers[name] = sub_parser
             subcommands.add_subcommand(name, sub_parser, help=description)
@@ -378,7 +386,8 @@ class LightningCLI:
         """Override to run code after the classes are created."""
 
     def instantiate_classes(self) -> None:
-        self.config_init = self.parser.instantiate_classes(self.config)
+        instantiate = self.parser.instantiate if _NEW_JSONARGPARSE_API else self.parser.instantiate_classes
+        self.config_init = instantiate(self.config)
         self.datamodule = self._get(self.config_init, "data")
         self.model = self._get(self.config_init, "model")
         self._add_configure_optimizers_method_to_model(self.subcommand)

@@ -6,7 +6,6 @@ import sys
 from typing import Any
 
 from trainer_core.callbacks.callback import Callback
-
 from trainer_core.summary import ModelSummaryData, format_summary, summarize
 
 

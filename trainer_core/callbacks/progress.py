@@ -330,7 +330,8 @@ class TQDMProgressBar(ProgressBar):
     # -- training ------------------------------------------------------------------------
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self._trainer = trainer
-        self.train_progress_bar = self.init_train_tqdm()
+        if not self._leave:  # with leave=True each epoch opens its own bar
+            self.train_progress_bar = self.init_train_tqdm()
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         if self._leave:
