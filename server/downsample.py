@@ -7,6 +7,9 @@ ignored). A read of ``max_points`` from a long series splits the step range into
 in exactly one bucket and each bucket's min and max are exact; blocks cut by min_step/max_step
 are read point by point. Short ranges are read point by point and bucketed with numpy.
 The series' first and last points are always kept.
+
+Whoever deletes points (the store, a worker, SQL by hand), a database trigger records the
+touched blocks in ``metric_blocks_dirty`` and the next read of that key recomputes them.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from server.models import BLOCK_STEPS, MetricBlock, MetricPoint
+from server.models import BLOCK_STEPS, MetricBlock, MetricBlockDirty, MetricPoint
 
 B = BLOCK_STEPS
 
@@ -98,11 +101,14 @@ def upsert_blocks(session: Session, rows: list[dict[str, Any]]) -> None:
 def rebuild_blocks(session: Session, run_id: int, min_block: int | None = None) -> None:
     """Recompute the run's rollups (from ``min_block`` on) from its points."""
     condition = [MetricBlock.run_id == run_id]
+    dirty_condition = [MetricBlockDirty.run_id == run_id]
     point_condition = [MetricPoint.run_id == run_id]
     if min_block is not None:
         condition.append(MetricBlock.block >= min_block)
+        dirty_condition.append(MetricBlockDirty.block >= min_block)
         point_condition.append(MetricPoint.step >= min_block * B)
     session.execute(delete(MetricBlock).where(*condition))
+    session.execute(delete(MetricBlockDirty).where(*dirty_condition))
     rows = session.execute(
         select(MetricPoint.id, MetricPoint.key, MetricPoint.step, MetricPoint.value).where(*point_condition)
     ).all()
@@ -112,6 +118,36 @@ def rebuild_blocks(session: Session, run_id: int, min_block: int | None = None) 
             run_id, list(keys), np.array(steps, dtype=np.int64),
             np.array([np.nan if v is None else v for v in values], dtype=np.float64), np.array(ids, dtype=np.int64),
         ))
+
+
+def heal_blocks(session: Session, run_id: int, key: str) -> None:
+    """Recompute the blocks of ``key`` that a deletion marked dirty (see migration 0002)."""
+    dirty = sorted(session.scalars(select(MetricBlockDirty.block).where(
+        MetricBlockDirty.run_id == run_id, MetricBlockDirty.key == key)))
+    if not dirty:
+        return
+    # contiguous ranges of blocks -> one point query each
+    ranges: list[list[int]] = []
+    for block in dirty:
+        if ranges and block == ranges[-1][1] + 1:
+            ranges[-1][1] = block
+        else:
+            ranges.append([block, block])
+    rows: list[Any] = []
+    for first, last in ranges:
+        session.execute(delete(MetricBlock).where(MetricBlock.run_id == run_id, MetricBlock.key == key,
+                                                  MetricBlock.block.between(first, last)))
+        rows += session.execute(select(MetricPoint.id, MetricPoint.step, MetricPoint.value).where(
+            MetricPoint.run_id == run_id, MetricPoint.key == key,
+            MetricPoint.step >= first * B, MetricPoint.step < (last + 1) * B)).all()
+    if rows:
+        ids, steps, values = zip(*rows, strict=True)
+        upsert_blocks(session, block_rollups(
+            run_id, [key] * len(rows), np.array(steps, dtype=np.int64),
+            np.array([np.nan if v is None else v for v in values], dtype=np.float64), np.array(ids, dtype=np.int64)))
+    session.execute(delete(MetricBlockDirty).where(MetricBlockDirty.run_id == run_id, MetricBlockDirty.key == key,
+                                                   MetricBlockDirty.block.in_(dirty)))
+    session.commit()
 
 
 # --------------------------------------------------------------------------- reading
@@ -191,6 +227,7 @@ def _bucket_extremes(bucket: np.ndarray, values: np.ndarray, ids: np.ndarray) ->
 
 def read_series(session: Session, run_id: int, key: str, lo: int | None, hi: int | None,
                 max_points: int) -> dict[str, Any]:
+    heal_blocks(session, run_id, key)
     k = max(1, (max_points - 2) // 2)
     params: list[Any] = [run_id, key]
     blocks = _fetch(

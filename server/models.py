@@ -146,6 +146,17 @@ class MetricBlock(Base):
     max_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
+class MetricBlockDirty(Base):
+    """Blocks whose points were deleted by anyone (a trigger on metric_points writes these);
+    the next read of the key recomputes them, so the rollups stay right whatever deletes points."""
+
+    __tablename__ = "metric_blocks_dirty"
+
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)
+    block: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+
+
 class Checkpoint(Base):
     __tablename__ = "checkpoints"
 

@@ -62,6 +62,7 @@ from server.models import (
     Checkpoint,
     LogLine,
     MetricBlock,
+    MetricBlockDirty,
     MetricPoint,
     ModelSummary,
     Project,
@@ -355,6 +356,7 @@ def delete_run(session: Session, run_id: int, artifact_root: Path | str) -> None
                                                                              updated_at=Run.updated_at))
     session.execute(delete(MetricBlock).where(MetricBlock.run_id == run_id))
     session.execute(delete(MetricPoint).where(MetricPoint.run_id == run_id))
+    session.execute(delete(MetricBlockDirty).where(MetricBlockDirty.run_id == run_id))
     session.execute(delete(LogLine).where(LogLine.run_id == run_id))
     session.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id))
     session.execute(delete(ModelSummary).where(ModelSummary.run_id == run_id))
@@ -564,6 +566,8 @@ def add_metric_points(session: Session, run_id: int, points: Iterable[Any], *, c
     rows = [(run_id, *_normalise_point(p, now)) for p in points]
     if not rows:
         return 0
+    if min(r[2] for r in rows) < 0:
+        raise Invalid("Metric steps must be 0 or more.", "step")
     connection = session.connection()
     n = len(rows)
     if connection.dialect.name == "postgresql":

@@ -64,3 +64,21 @@ def test_delete_points_after_step_keeps_rollups_right(session):
     assert min(series["values"]) == -1.0 and max(series["values"]) == 499.0
     keys = store.metric_keys(session, run.id)
     assert keys[0]["count"] == 1000
+
+
+def test_rollups_survive_deletes_by_other_code(session):
+    """A worker deleting points with its own SQL (not through the store) must not leave stale
+    rollups behind: the delete trigger marks blocks and the next read recomputes them."""
+    from sqlalchemy import delete
+
+    from server.models import MetricPoint
+
+    run = store.create_run(session, recipe="external", status="running")
+    store.add_metric_points(session, run.id, [("loss", i, float(i % 97), 0, 0.0) for i in range(5000)])
+    store.add_metric_points(session, run.id, [("loss", 4000, 1000.0, 0, 0.0)])  # the max, about to go
+    session.execute(delete(MetricPoint).where(MetricPoint.run_id == run.id, MetricPoint.step >= 3000))
+    session.commit()
+    store.add_metric_points(session, run.id, [("loss", i, -1.0, 1, 0.0) for i in range(3000, 3500)])
+    series = store.read_metrics(session, run.id, ["loss"], max_points=50)["loss"]
+    assert series["total_points"] == 3500 and series["steps"][-1] == 3499
+    assert max(series["values"]) == 96.0 and min(series["values"]) == -1.0
