@@ -313,3 +313,23 @@ def test_recipe_runs_are_validated_and_queued(client, app_settings):
     assert run["status"] == "queued" and run["attempt"] == 0
     cancelled = client.post(f"/api/v1/runs/{run['id']}/cancel").json()
     assert cancelled["status"] == "cancelled"
+
+
+def test_dashboard_and_plotly_are_served(client):
+    index = client.get("/")
+    assert index.status_code == 200 and "text/html" in index.headers["content-type"]
+    assert client.get("/runs/1").text == index.text  # deep links get the dashboard
+    js = client.get("/static/plotly.min.js")
+    assert js.status_code == 200 and "javascript" in js.headers["content-type"] and len(js.content) > 1_000_000
+
+
+def test_healthz_reports_unreachable_database(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+    from server.settings import Settings
+
+    settings = Settings(home=tmp_path, database_url="postgresql://nobody@127.0.0.1:1/none", reaper=False)
+    app = create_app(settings)
+    r = TestClient(app, raise_server_exceptions=False).get("/healthz")  # no `with`: no startup migration
+    assert r.status_code == 503 and r.json()["database"].startswith("unreachable")

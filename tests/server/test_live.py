@@ -3,6 +3,7 @@ script training with RunyardLogger."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -106,8 +107,9 @@ SCRIPT = textwrap.dedent('''
     torch.manual_seed(0)
     x = torch.randn(64, 2)
     data = DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8)
-    logger = RunyardLogger(url=sys.argv[1], project="scripts", name="tiny")
-    trainer = L.Trainer(max_epochs=3, logger=logger, log_every_n_steps=1, enable_checkpointing=False,
+    logger = RunyardLogger(url=sys.argv[1], project="scripts", name="tiny", upload_checkpoints=True)
+    checkpoint = L.callbacks.ModelCheckpoint(dirpath="ckpts", monitor="train_loss", save_last=True)
+    trainer = L.Trainer(max_epochs=3, logger=logger, log_every_n_steps=1, callbacks=[checkpoint],
                         enable_progress_bar=False)
     trainer.fit(Tiny(), data)
     print("RUN", logger.version)
@@ -132,6 +134,13 @@ def test_runyard_logger_script_shows_up_complete(live_server, tmp_path):
         series = c.get(f"/api/v1/runs/{rid}/metrics?keys=train_loss").json()["series"]["train_loss"]
         assert series["total_points"] == 24  # 3 epochs x 8 batches, logged every step
         assert len(set(series["steps"])) == 24
+        checkpoints = c.get(f"/api/v1/runs/{rid}/checkpoints").json()
+        assert checkpoints, "after_save_checkpoint uploaded nothing"
+        local = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "ckpts").glob("*.ckpt")}
+        newest = checkpoints[-1]
+        assert newest["sha256"] in local.values() and newest["is_last"]
+        download = c.get(newest["download_url"])
+        assert hashlib.sha256(download.content).hexdigest() == newest["sha256"]
 
 
 def test_runyard_logger_batches_everything(live_server):
