@@ -36,7 +36,7 @@ def _parse_device_index(devices: Any, name: str) -> int:
         if len(devices) != 1:
             raise ValueError(
                 f"Trainer(devices={list(devices)!r}) asks for {len(devices)} devices; trainer_core trains on a "
-                "single device for now. Use devices=1 or devices=[<index>]."
+                "single device for now. Allowed values: 'auto', 1, -1 or a one-element list like [0]."
             )
         return int(devices[0])
     if isinstance(devices, int):
@@ -46,7 +46,7 @@ def _parse_device_index(devices: Any, name: str) -> int:
             raise ValueError(f"Trainer(devices={devices!r}) is not valid; use 'auto', 1 or [<index>].")
         raise ValueError(
             f"Trainer(devices={devices}) asks for {devices} devices; trainer_core trains on a single device for "
-            "now. Use devices=1 or devices=[<index>]."
+            "now. Allowed values: 'auto', 1, -1 or a one-element list like [0]."
         )
     raise ValueError(f"Trainer(devices={devices!r}) is not valid; use 'auto', 1, or a one-element list like [0].")
 

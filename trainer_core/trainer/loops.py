@@ -612,7 +612,7 @@ class _TrainingEpochLoop(_Loop):
         if val_check_batch == float("inf"):
             return is_last
         current = self.total_batch_idx if trainer.check_val_every_n_epoch is None else batch_idx
-        return is_last or (current + 1) % val_check_batch == 0
+        return (current + 1) % val_check_batch == 0
 
     def run_validation(self) -> None:
         trainer = self.trainer
