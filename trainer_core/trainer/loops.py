@@ -362,7 +362,8 @@ class _EvaluationLoop(_Loop):
         forward_context = trainer._precision.forward_context
         bp = self.batch_progress
         bp.reset_on_run()
-        was_training = module.training
+        # remember each submodule's mode, so a backbone the user put in eval mode stays there afterwards
+        modes = [(m, m.training) for m in module.modules()]
 
         trainer._call_hook(f"on_{prefix}_model_eval", module_only=True)
         grad_context = torch.no_grad() if in_fit or not trainer.inference_mode else torch.inference_mode()
@@ -422,8 +423,11 @@ class _EvaluationLoop(_Loop):
             results.fx = f"on_{prefix}_end"
             trainer._call_hook(f"on_{prefix}_end")
         results.fx = None
-        if in_fit and was_training:
+        if trainer._module_hook(f"on_{prefix}_model_train") is not None:
             trainer._call_hook(f"on_{prefix}_model_train", module_only=True)
+        else:
+            for m, mode in modes:
+                m.training = mode
         if sanity:
             return []
         outputs = []

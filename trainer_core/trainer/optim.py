@@ -9,11 +9,6 @@ from typing import Any
 
 import torch
 from torch.optim import Optimizer
-
-try:
-    from torch.optim.lr_scheduler import LRScheduler as _LRScheduler
-except ImportError:  # pragma: no cover
-    pass
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 _CONFIG_KEYS = {"scheduler", "name", "interval", "frequency", "reduce_on_plateau", "monitor", "strict", "opt_idx"}
