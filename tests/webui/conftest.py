@@ -86,6 +86,12 @@ class Server:
         if self.proc is not None:
             _kill_group(self.proc)
 
+    def kill(self) -> None:
+        """Stop at once, like a crash (SIGTERM would wait for open event streams)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
     def request(self, method: str, path: str, body=None, timeout: float = 30, raw: bytes | None = None,
                 content_type: str = "application/json"):
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
@@ -168,6 +174,7 @@ def page(browser, server):
 def screenshot(page, name: str, full_page: bool = True) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
+    page.evaluate("window.scrollTo(0, 0)")  # the sticky top bar belongs at the top of a full-page shot
     page.screenshot(path=str(path), full_page=full_page)
     return path
 

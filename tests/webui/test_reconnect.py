@@ -28,7 +28,7 @@ def test_live_chart_reconnects_after_server_restart(browser, tmp_path):
         expect(page.locator("#conn")).to_have_class("conn conn-ok")
         page.evaluate("window.__noReload = 1")
 
-        server.stop()
+        server.kill()
         expect(page.locator("#conn")).to_have_class("conn conn-down", timeout=10_000)
         time.sleep(1.0)
         server.start()

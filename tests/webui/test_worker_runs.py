@@ -3,6 +3,7 @@ worker process (as `runyard worker` starts it), followed live in the browser."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def test_form_is_generated_from_the_recipe_schema(page, server):
     page.locator("#f-recipe").select_option(RECIPE)
     hd = field(page, "params.hidden_dim")
     assert hd.get_attribute("type") == "number" and hd.input_value() == "64"  # typed, with its default
-    expect(page.locator("[data-path='params.hidden_dim'] .field-help")).to_have_text("Width of the hidden layer.")
+    expect(page.locator("[data-path='params.hidden_dim'] .field-help")).to_have_text("Width of the hidden layer. Default: 64")
     assert field(page, "params.dataset").evaluate("e => e.tagName") == "SELECT"
     for name in ("max_epochs", "precision", "limit_train_batches", "fast_dev_run", "early_stopping_monitor", "early_stopping_patience"):
         expect(field(page, f"trainer.{name}")).to_be_visible()
@@ -94,12 +95,13 @@ def test_submit_from_form_and_follow_to_success(page, server, worker_holder):
     ensure_worker(server, worker_holder)
     expect(badge(page)).to_have_text("running", timeout=90_000)
     loss = page.locator(".chart-card[data-key='train_loss']")
-    expect(loss).to_be_visible(timeout=60_000)
+    expect(loss).to_have_attribute("data-total", re.compile(r"^\d+$"), timeout=60_000)
     first = int(loss.get_attribute("data-total"))
     page.wait_for_function(f"+document.querySelector(\".chart-card[data-key='train_loss']\").dataset.total > {first}", timeout=60_000)
     expect(page.get_by_test_id("worker")).not_to_contain_text("—")
     expect(page.get_by_test_id("device")).to_contain_text("cpu")
-    expect(badge(page)).to_have_text("succeeded", timeout=180_000)
+    expect(badge(page)).to_have_text(re.compile("succeeded|failed|cancelled"), timeout=180_000)
+    assert badge(page).text_content() == "succeeded", server.get(f"/api/v1/runs/{rid}")["error"]
     assert page.evaluate("window.__seen") == ["queued", "running", "succeeded"]
 
     # Model summary of the real model, with totals.
@@ -119,6 +121,8 @@ def test_submit_from_form_and_follow_to_success(page, server, worker_holder):
     ckpt = next(c for c in ckpts if str(c["id"]) == rows.first.get_attribute("data-ckpt-id"))
     assert Path(info.value.path()).read_bytes() == Path(server.home, "artifacts", ckpt["path"]).read_bytes()
     expect(page.get_by_test_id("log-tail")).not_to_contain_text("No log lines yet")
+    # test_acc is logged once, after fit: shown as a number rather than a lone dot.
+    expect(page.locator(".chart-card[data-key='test_acc']")).to_have_class(re.compile(r"\bscalar\b"))
     screenshot(page, "run-trained")
 
     # Clone opens the form prefilled with this run's settings.

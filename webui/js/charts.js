@@ -165,11 +165,12 @@ export class MetricCharts {
 
   makeCard(key) {
     const plot = h("div", { class: "chart-plot" });
+    const scalar = h("div", { class: "chart-scalar" });
     const meta = h("span", { class: "chart-meta" });
     const card = h("section", { class: "chart-card", dataset: { key } },
       h("header", { class: "chart-head" }, h("span", { class: "chart-title", title: key }, key), meta),
-      plot);
-    const c = { card, plot, meta, bound: false };
+      plot, scalar);
+    const c = { card, plot, scalar, meta, bound: false };
     return c;
   }
 
@@ -263,6 +264,24 @@ export class MetricCharts {
     const c = this.cards.get(key);
     if (!c || this.destroyed || !c.card.isConnected || !this.Plotly) return;
     const t0 = performance.now();
+    // A metric logged once per run (test_acc after fit) reads better as a number than as
+    // a lone dot on a chart; it turns into a chart when a second point arrives.
+    const byRunAll = this.data.get(key) || new Map();
+    const counts = this.runs.map((r) => (byRunAll.get(r.id) ? byRunAll.get(r.id).steps.length : 0));
+    const isScalar = counts.some((n) => n > 0) && counts.every((n) => n <= 1);
+    c.card.classList.toggle("scalar", isScalar);
+    if (isScalar) {
+      const multi = this.runs.length > 1;
+      c.scalar.classList.toggle("multi", multi);
+      replace(c.scalar, this.runs.filter((r) => byRunAll.get(r.id)?.steps.length).map((r) => {
+        const s = byRunAll.get(r.id);
+        return h("div", { class: "scalar-row" },
+          multi ? h("span", { class: "swatch", style: { background: r.color } }) : null,
+          multi ? h("span", { class: "scalar-note" }, `#${r.id} ${r.name || ""}`) : null,
+          h("span", { class: "scalar-value" }, fmtNumber(s.values[0])),
+          h("span", { class: "scalar-note" }, `step ${s.steps[0]}${s.epochs[0] != null ? ` · epoch ${s.epochs[0]}` : ""}`));
+      }));
+    }
     const traces = this.traces(key);
     await this.Plotly.react(c.plot, traces, this.layout(), { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d", "toggleSpikelines"] });
     if (!c.bound) {
