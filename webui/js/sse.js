@@ -8,6 +8,9 @@
 // be set from script) and call `onResync` so the page can reload anything it missed.
 
 const live = new Set();
+// Counters for diagnostics (and the browser tests): opens, and reconnects we made ourselves.
+window.__runyard = window.__runyard || {};
+const stats = (window.__runyard.sse = window.__runyard.sse || { opens: 0, manualReconnects: 0, errors: 0 });
 
 function updateIndicator() {
   const el = document.getElementById("conn");
@@ -45,6 +48,8 @@ export class LiveStream {
     const es = new EventSource(url);
     this.es = es;
     es.onopen = () => {
+      stats.opens += 1;
+      this.closedInRow = 0;
       this.open = true;
       this.retryMs = 500;
       updateIndicator();
@@ -53,12 +58,18 @@ export class LiveStream {
       if (this.opts.onOpen) this.opts.onOpen();
     };
     es.onerror = () => {
+      stats.errors += 1;
       this.open = false;
       this.hadError = true;
       updateIndicator();
       if (es.readyState === EventSource.CLOSED) {
         // The browser gave up; try again ourselves, backing off to 5 s.
         clearTimeout(this.timer);
+        stats.manualReconnects += 1;
+        // A cursor the server refuses (say its database was replaced) would fail forever:
+        // after two refusals start fresh; onResync reloads everything anyway.
+        this.closedInRow = (this.closedInRow || 0) + 1;
+        if (this.closedInRow >= 2) this.lastEventId = null;
         this.timer = setTimeout(() => this.connect(), this.retryMs);
         this.retryMs = Math.min(this.retryMs * 2, 5000);
       }
