@@ -119,36 +119,89 @@ def sse_latency(c: httpx.Client, url: str, samples: int = 40) -> tuple[float, fl
     return latencies[len(latencies) // 2] * 1000, latencies[int(len(latencies) * 0.95) - 1] * 1000
 
 
-def logger_overhead(url: str, steps: int = 600) -> tuple[float, float, float]:
-    """A small MLP training loop (batch 64, 3 metrics a step), with and without RunyardLogger."""
+def logger_overhead(url: str, steps: int = 1000, every: int = 1) -> tuple[float, float, float, float]:
+    """trainer_core.Trainer fitting a small MLP (batch 64) for ``steps`` steps, with
+    ``logger=False``, with a logger that does nothing (the trainer's own cost of producing
+    logged metrics) and with RunyardLogger (``log_every_n_steps=every``); CPU ms per step."""
     import torch
+    from torch.utils.data import DataLoader, TensorDataset
 
+    import trainer_core as L
     from trainer_core.loggers.runyard import RunyardLogger
 
     torch.set_num_threads(1)
 
-    def train(logger: RunyardLogger | None) -> float:
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
-        opt = torch.optim.SGD(model.parameters(), lr=0.01)
-        x, y = torch.randn(64, 64), torch.randint(0, 10, (64,))
-        t0 = time.perf_counter()
-        for step in range(steps):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if logger is not None:
-                logger.log_metrics({"train_loss": loss.item(), "lr": 0.01, "epoch": 0}, step=step)
-        elapsed = time.perf_counter() - t0
-        if logger is not None:
-            logger.finalize("success")
-        return elapsed / steps
+    class MLP(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
 
-    train(None)  # warm up
-    base = min(train(None) for _ in range(3))
-    logged = min(train(RunyardLogger(url=url, name="overhead")) for _ in range(3))
-    return base * 1000, logged * 1000, (logged / base - 1) * 100
+        def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
+            x, y = batch
+            loss = torch.nn.functional.cross_entropy(self.net(x), y)
+            self.log("train_loss", loss)
+            self.log("lr", 0.01)
+            return loss
+
+        def configure_optimizers(self):  # noqa: ANN201
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    torch.manual_seed(0)
+    data = DataLoader(TensorDataset(torch.randn(64 * 50, 64), torch.randint(0, 10, (64 * 50,))), batch_size=64)
+
+    def fit(logger: object, steps: int) -> float:
+        trainer = L.Trainer(max_steps=steps, logger=logger, log_every_n_steps=every, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+        model = MLP()
+        # CPU time of this process (all threads, so the sender thread's work counts): the
+        # machine is shared and wall time swings by tens of percent with others' load.
+        t0 = time.process_time()
+        trainer.fit(model, data)  # includes finalize: the logger's final flush is counted
+        return time.process_time() - t0
+
+    class NullLogger(L.loggers.Logger):
+        name = "null"
+        version = 0
+
+        def log_metrics(self, metrics, step=None):  # noqa: ANN001, ANN201
+            pass
+
+        def log_hyperparams(self, params, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+            pass
+
+    def per_step(make_logger) -> float:  # noqa: ANN001
+        # The slope between a short and a long fit: the cost per step, without the one-off
+        # costs (creating the run over HTTP, the model summary, the final flush and PATCH).
+        short = min(fit(make_logger(), steps // 5) for _ in range(5))
+        long = min(fit(make_logger(), steps) for _ in range(5))
+        return (long - short) / (steps - steps // 5)
+
+    fit(False, 50)  # warm up
+    base = per_step(lambda: False)
+    base = min(base, min(fit(False, steps) for _ in range(3)) / steps)
+    null = per_step(NullLogger)
+    logged = per_step(lambda: RunyardLogger(url=url, name="overhead"))
+    return base * 1000, null * 1000, logged * 1000, (logged / base - 1) * 100
+
+
+def logger_cpu_per_step(url: str, calls: int = 20_000) -> float:
+    """CPU time (all threads, so the sender's JSON and HTTP count) per ``log_metrics`` call of
+    three metrics, including the final flush: the logger's own cost per logged step, in ms."""
+    from trainer_core.loggers.runyard import RunyardLogger
+
+    best = float("inf")
+    for _ in range(3):
+        logger = RunyardLogger(url=url, name="logger-cpu")
+        _ = logger.run_id
+        metrics = {"train_loss": 0.5, "lr": 0.01, "epoch": 0}
+        t0 = time.process_time()
+        for step in range(calls):
+            metrics["train_loss"] = 1.0 / (step + 1)
+            logger.log_metrics(metrics, step=step)
+        logger.flush()
+        best = min(best, (time.process_time() - t0) / calls)
+        logger.finalize("success")
+    return best * 1000
 
 
 def main() -> None:
@@ -183,9 +236,15 @@ def main() -> None:
                                   f"(max {worst:.1f} ms)")
                             p50, p95 = sse_latency(c, url)
                             print(f"{label}: POST -> SSE client latency: p50 {p50:.0f} ms, p95 {p95:.0f} ms")
-                            base, logged, pct = logger_overhead(url)
-                            print(f"RunyardLogger: {base:.3f} ms/step without, {logged:.3f} ms/step with "
-                                  f"({pct:+.1f}%)")
+                            own = logger_cpu_per_step(url)
+                            print(f"RunyardLogger own CPU per logged step (3 metrics, sender included): "
+                                  f"{own * 1000:.1f} us")
+                            for every in (50, 1):
+                                base, null, logged, pct = logger_overhead(url, every=every)
+                                print(f"RunyardLogger (Trainer, log_every_n_steps={every}): CPU {base:.3f} ms/step "
+                                      f"without a logger, {null:.3f} with a do-nothing logger, {logged:.3f} with "
+                                      f"RunyardLogger ({pct:+.1f}% vs no logger); logger's own cost / step: "
+                                      f"{own / every / base * 100:.2f}%")
                         else:
                             median, worst, n = downsampled_read(c)
                             print(f"{label}: 1,000,000-point series -> {n} points: median {median:.1f} ms "

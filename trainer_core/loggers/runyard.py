@@ -62,6 +62,25 @@ def _to_float(value: Any) -> float | None:
         return None
 
 
+_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def _encode_points(points: list[tuple]) -> bytes:
+    """``{"points": [...]}`` from ``(key, step, value, epoch, wall_time)`` tuples, without a
+    generic walk over the payload (this runs for every point logged)."""
+    out = []
+    for key, step, value, epoch, wall_time in points:
+        if value != value:
+            value = "NaN"
+        elif value in _NON_FINITE:
+            value = _NON_FINITE[value]
+        if epoch is not None and type(epoch) is not int:
+            epoch = _to_float(epoch)
+            epoch = int(epoch) if epoch is not None and math.isfinite(epoch) else None
+        out.append({"key": key, "step": step, "value": value, "epoch": epoch, "wall_time": wall_time})
+    return json.dumps({"points": out}, separators=(",", ":")).encode()
+
+
 class RunyardLogger(Logger):
     """Send a run's hyperparameters, model summary, metrics, status and (optionally)
     checkpoints to a Runyard server.
@@ -114,7 +133,8 @@ class RunyardLogger(Logger):
     # ------------------------------------------------------------------ HTTP
 
     def _request(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
-                 query: dict[str, Any] | None = None, retry: bool = True) -> Any:
+                 query: dict[str, Any] | None = None, retry: bool = True,
+                 content_type: str = "application/octet-stream") -> Any:
         suffix = f"/api/v1{path}"
         if query:
             suffix += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
@@ -124,7 +144,7 @@ class RunyardLogger(Logger):
             data = json.dumps(_json_value(body), allow_nan=False).encode()
             headers["Content-Type"] = "application/json"
         elif raw is not None:
-            headers["Content-Type"] = "application/octet-stream"
+            headers["Content-Type"] = content_type
         deadline = time.monotonic() + (self.retry_for if retry else 0)
         delay = 0.2
         while True:
@@ -212,9 +232,8 @@ class RunyardLogger(Logger):
                 self._busy = True
             try:
                 if kind == "points":
-                    self._request("POST", f"/runs/{self._run_id}/metrics", {"points": [
-                        {"key": k, "step": st, "value": v, "wall_time": w,
-                         "epoch": None if e is None else int(_to_float(e) or 0)} for k, st, v, e, w in item]})
+                    self._request("POST", f"/runs/{self._run_id}/metrics", raw=_encode_points(item),
+                                  content_type="application/json")
                 else:
                     method, path, body, raw, query = item
                     self._request(method, path, body, raw=raw, query=query)
@@ -315,7 +334,9 @@ class RunyardLogger(Logger):
         self._enqueue("call", ("PUT", f"/runs/{self.run_id}/checkpoints/upload", None, data, query))
 
     def save(self) -> None:
-        self.flush(timeout=self.retry_for)
+        """Nothing to do: the trainer calls save() after every log_metrics (as Lightning does),
+        and blocking there, or waking the sender for a request per step, would slow training.
+        The sender sends every ``flush_interval``; ``flush()`` and ``finalize()`` wait for it."""
 
     def finalize(self, status: str) -> None:
         if self._finalized:
