@@ -14,6 +14,14 @@ import trainer_core as L
 from trainer_core.callbacks import EarlyStopping, ModelCheckpoint
 
 
+@pytest.fixture(autouse=True)
+def _restore_deterministic_flag():
+    """Trainer(deterministic=True) switches a process-wide torch flag; leave it as we found it."""
+    before = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
 class Regressor(L.LightningModule):
     def __init__(self, lr: float = 0.05):
         super().__init__()

@@ -470,3 +470,20 @@ def test_trainer_attributes_during_fit(tmp_path):
         "validating": True,
     }
     assert trainer.estimated_stepping_batches == 3
+
+
+def test_seed_everything_reproducible_and_worker_seeding(tmp_path, monkeypatch):
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    monkeypatch.delenv("PL_SEED_WORKERS", raising=False)
+    assert L.seed_everything(42) == 42
+    a = torch.rand(3)
+    L.seed_everything(42)
+    assert torch.equal(a, torch.rand(3))
+    assert os.environ["PL_GLOBAL_SEED"] == "42"
+    with pytest.raises(ValueError, match="out of bounds"):
+        L.seed_everything(2**40)
+
+    L.seed_everything(3, workers=True)
+    loader = DataLoader(torch.randn(8, 2), batch_size=2, num_workers=1)
+    _quiet(tmp_path, max_steps=1).fit(Tiny(), loader)
+    assert loader.worker_init_fn is not None

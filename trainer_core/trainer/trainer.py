@@ -711,6 +711,21 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def _loader_from(self, stage: str, explicit: Any) -> Any:
+        loaders = self._find_loader(stage, explicit)
+        if os.environ.get("PL_SEED_WORKERS") == "1":
+            from functools import partial
+
+            from torch.utils.data import DataLoader
+
+            from trainer_core.seed import pl_worker_init_function
+
+            for dl in self._as_list(loaders):
+                # seed_everything(workers=True): each worker gets its own seed, derived from the global one
+                if isinstance(dl, DataLoader) and dl.worker_init_fn is None and dl.num_workers > 0:
+                    dl.worker_init_fn = partial(pl_worker_init_function, rank=0)
+        return loaders
+
+    def _find_loader(self, stage: str, explicit: Any) -> Any:
         if explicit is not None:
             return explicit
         hook = f"{stage}_dataloader"
