@@ -35,10 +35,10 @@ def latency(broker: str, runs: int) -> list[float]:
         data = write_mnist(home / "mnist", 64, 16)
         extra = {}
         if broker == "redis":
-            extra["broker_url"] = "redis://127.0.0.1:6379/14"
             import redis
 
-            redis.Redis(db=14).flushdb()
+            db = next(n for n in range(15, 0, -1) if redis.Redis(db=n).dbsize() == 0)  # an unused database
+            extra["broker_url"] = f"redis://127.0.0.1:6379/{db}"
         stack = Stack(stack_env(home / "home", data, **extra), home / "logs")
         try:
             stack.start_server()
@@ -83,28 +83,39 @@ def step_overhead(steps: int, rounds: int) -> dict[str, list[float]]:
     recipe = get_registry("")["mnist_classifier"]
 
     class StepTimer(L.Callback):
+        """Each step's wall time (batch start to next batch start); the median resists the
+        bursts of other processes on a shared machine, the mean shows them."""
+
+        def __init__(self) -> None:
+            self.starts: list[tuple[float, float, float]] = []
+
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if batch_idx == 20:  # skip warm-up
-                self.t0 = time.perf_counter()
+            self.starts.append((time.perf_counter(), time.thread_time(), time.process_time()))
 
         def on_train_end(self, trainer, pl_module):
-            self.per_step = (time.perf_counter() - self.t0) / (trainer.global_step - 20)
+            s = self.starts[20:]  # skip warm-up
+            self.per_step = {
+                "wall": statistics.median(b[0] - a[0] for a, b in zip(s, s[1:], strict=False)),
+                "loop_cpu": (s[-1][1] - s[0][1]) / (len(s) - 1),  # the training thread only
+                "process_cpu": (s[-1][2] - s[0][2]) / (len(s) - 1),  # + the writer and heartbeat threads
+            }
 
-    def one(variant: str, log_every: int) -> float:
+    def one(variant: str, log_every: int) -> dict[str, float]:
         L.seed_everything(0)
         built = recipe.build({"hidden_dim": 256, "batch_size": 32}, RecipeContext(data_dir=str(data), download=False))
         timer = StepTimer()
         callbacks: list = [timer]
         logger: object = False
         cleanup = []
-        if variant == "tracked":
+        if variant in ("tracked", "control_only"):
             with Session(engine) as s:
                 run = store.create_run(s, recipe="mnist_classifier", status="queued")
                 run = store.claim_run(s, run.id, "bench", "cpu")
             beat = RunHeartbeat(engine, run.id, run.attempt, 0.5).start()
-            logger = TrackingLogger(engine, run.id, settings.artifact_root)
-            callbacks.insert(0, RunControl(beat.stop_requested, logger, tmp / "ckpt", every_n_train_steps=10**9))
-            cleanup = [beat.close, logger.close]
+            tracking = TrackingLogger(engine, run.id, settings.artifact_root)
+            callbacks.insert(0, RunControl(beat.stop_requested, tracking, tmp / "ckpt", every_n_train_steps=10**9))
+            cleanup = [beat.close, tracking.close]
+            logger = tracking if variant == "tracked" else False
         trainer = L.Trainer(max_steps=steps, max_epochs=1, logger=logger, callbacks=callbacks, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                             log_every_n_steps=log_every)
@@ -113,21 +124,56 @@ def step_overhead(steps: int, rounds: int) -> dict[str, list[float]]:
             close()
         return timer.per_step
 
-    results: dict[str, list[float]] = {"plain": [], "tracked": [], "tracked_every_step": []}
-    for _ in range(rounds):
-        results["plain"].append(one("plain", 50))
-        results["tracked"].append(one("tracked", 50))
-        results["tracked_every_step"].append(one("tracked", 1))
+    variants = {"plain": ("plain", 50), "control_only": ("control_only", 50), "tracked": ("tracked", 50),
+                "tracked_every_step": ("tracked", 1)}
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    names = list(variants)
+    for i in range(rounds):
+        for name in names[i % len(names):] + names[: i % len(names)]:  # rotate the order each round
+            results[name].append(one(*variants[name]))
     return results
+
+
+def hook_costs(n: int = 200_000) -> dict[str, float]:
+    """Microseconds the training thread spends per call in our code, timed in a tight loop:
+    the cancel/checkpoint checks of RunControl (two hooks a step) and TrackingLogger.log_metrics."""
+    import threading
+
+    import trainer_core as L
+    from server.db import get_engine, upgrade_database
+    from server.settings import Settings
+    from worker.control import RunControl
+    from worker.tracking import TrackingLogger
+
+    tmp = Path(tempfile.mkdtemp())
+    settings = Settings(home=tmp)
+    settings.ensure_dirs()
+    upgrade_database(settings.database_url)
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    control = RunControl(threading.Event(), None, tmp, every_n_train_steps=10**9)
+    t0 = time.perf_counter()
+    for i in range(n):
+        control.on_train_batch_start(trainer, None, None, i)
+        control.on_train_batch_end(trainer, None, None, None, i)
+    per_step_control = (time.perf_counter() - t0) / n
+    tracking = TrackingLogger(get_engine(settings.database_url), 1, settings.artifact_root, flush_interval=3600)
+    metrics = {"train_loss": 0.5, "train_acc": 0.9, "epoch": 0}
+    t0 = time.perf_counter()
+    for i in range(n):
+        tracking.log_metrics(metrics, i)
+    per_log = (time.perf_counter() - t0) / n
+    tracking._ops.clear()
+    tracking.close(timeout=1)
+    return {"control_us_per_step": per_step_control * 1e6, "log_metrics_us_per_call": per_log * 1e6}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=25)
     parser.add_argument("--skip-redis", action="store_true")
-    parser.add_argument("--only", choices=["latency", "overhead"])
+    parser.add_argument("--only", choices=["latency", "overhead", "hooks"])
     args = parser.parse_args()
 
     if args.only in (None, "latency"):
@@ -136,14 +182,22 @@ def main() -> None:
             values = latency(broker, args.runs)
             print(f"submit->running, {broker} broker, {len(values)} runs: median {statistics.median(values):.3f} s, "
                   f"min {min(values):.3f} s, max {max(values):.3f} s")
+    if args.only in (None, "hooks"):
+        costs = hook_costs()
+        print(f"RunControl cancel/checkpoint checks: {costs['control_us_per_step']:.2f} us per step; "
+              f"TrackingLogger.log_metrics: {costs['log_metrics_us_per_call']:.2f} us per call (2 metrics)")
     if args.only in (None, "overhead"):
         r = step_overhead(args.steps, args.rounds)
-        plain = statistics.median(r["plain"])
-        for name in ("tracked", "tracked_every_step"):
-            value = statistics.median(r[name])
-            print(f"step time {name}: {value * 1e3:.3f} ms vs plain {plain * 1e3:.3f} ms "
-                  f"-> overhead {100 * (value / plain - 1):+.2f}% (rounds: "
-                  f"{', '.join(f'{v * 1e3:.2f}' for v in r[name])} vs {', '.join(f'{v * 1e3:.2f}' for v in r['plain'])})")
+        print(f"overhead per training step vs no logger, {args.rounds} rounds of {args.steps} steps, "
+              "median of per-round ratios (each round runs every variant back to back) [quartiles]:")
+        for measure in ("loop_cpu", "process_cpu", "wall"):
+            for name in ("control_only", "tracked", "tracked_every_step"):
+                ratios = sorted(100 * (x[measure] / p[measure] - 1) for x, p in zip(r[name], r["plain"], strict=True))
+                q1, med, q3 = statistics.quantiles(ratios, n=4)
+                ms = statistics.median(x[measure] for x in r[name]) * 1e3
+                plain_ms = statistics.median(x[measure] for x in r["plain"]) * 1e3
+                print(f"  {measure:11s} {name:18s}: {med:+5.1f}% [{q1:+.1f}, {q3:+.1f}]  "
+                      f"({ms:.3f} ms vs {plain_ms:.3f} ms per step)")
 
 
 if __name__ == "__main__":

@@ -133,7 +133,8 @@ class TrackingLogger(Logger):
                                    "step": step, "epoch": epoch, "prune_last": last, "refresh": True}))
 
     def save(self) -> None:
-        self._wake.set()
+        """The trainer calls this after each logging step: the writer's own rhythm
+        (``flush_interval``) already bounds how stale the database is, so nothing to do."""
 
     def finalize(self, status: str) -> None:
         self.flush()
