@@ -174,7 +174,11 @@ def page(browser, server):
 def screenshot(page, name: str, full_page: bool = True) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
+    page.mouse.move(0, 0)  # no hover labels or plotly mode bars in the picture
     page.evaluate("window.scrollTo(0, 0)")  # the sticky top bar belongs at the top of a full-page shot
+    page.wait_for_timeout(150)  # let charts follow any reflow (ResizeObserver, 50 ms debounce)
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"{name}: the page is {overflow}px wider than the window"
     page.screenshot(path=str(path), full_page=full_page)
     return path
 

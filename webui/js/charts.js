@@ -141,7 +141,9 @@ export class MetricCharts {
   /** Create/remove chart cards so there is one per key (sorted, filtered). */
   syncCards() {
     // Losses first (what people look at), then everything else by name.
-    const rank = (k) => (/loss/i.test(k) ? 0 : 1);
+    // Metrics logged once per run (test results) go last, as number cards.
+    const single = (k) => [...this.data.get(k).values()].every((s) => s.steps.length <= 1);
+    const rank = (k) => (single(k) ? 2 : 0) + (/loss/i.test(k) ? 0 : 1);
     const keys = [...this.data.keys()].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
     this.keys = keys;
     const visible = keys.filter((k) => !this.filter || k.toLowerCase().includes(this.filter.toLowerCase()));
@@ -149,7 +151,7 @@ export class MetricCharts {
       if (!this.cards.has(key)) this.cards.set(key, this.makeCard(key));
     }
     for (const [key, c] of this.cards) {
-      if (!this.data.has(key)) { this.Plotly.purge(c.plot); c.card.remove(); this.cards.delete(key); }
+      if (!this.data.has(key)) { if (c.resizer) c.resizer.disconnect(); this.Plotly.purge(c.plot); c.card.remove(); this.cards.delete(key); }
     }
     const nodes = visible.map((k) => this.cards.get(k).card);
     if (!nodes.length) {
@@ -171,6 +173,20 @@ export class MetricCharts {
       h("header", { class: "chart-head" }, h("span", { class: "chart-title", title: key }, key), meta),
       plot, scalar);
     const c = { card, plot, scalar, meta, bound: false };
+    // plotly's `responsive` follows window resizes only; cards also change size when the
+    // grid reflows or a scrollbar appears, so watch the element itself.
+    if (window.ResizeObserver) {
+      let pendingResize = null;
+      c.resizer = new ResizeObserver(() => {
+        if (pendingResize || !plot.data || !this.Plotly) return;
+        pendingResize = setTimeout(() => {
+          pendingResize = null;
+          // Hidden plots (scalar cards, filtered out) cannot be resized; they redraw when shown.
+          if (plot.isConnected && plot.data && plot.offsetParent !== null) Promise.resolve(this.Plotly.Plots.resize(plot)).catch(() => {});
+        }, 50);
+      });
+      c.resizer.observe(plot);
+    }
     return c;
   }
 
@@ -282,9 +298,11 @@ export class MetricCharts {
           h("span", { class: "scalar-note" }, `step ${s.steps[0]}${s.epochs[0] != null ? ` · epoch ${s.epochs[0]}` : ""}`));
       }));
     }
-    const traces = this.traces(key);
-    await this.Plotly.react(c.plot, traces, this.layout(), { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d", "toggleSpikelines"] });
-    if (!c.bound) {
+    if (!isScalar) {
+      const traces = this.traces(key);
+      await this.Plotly.react(c.plot, traces, this.layout(), { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d", "toggleSpikelines"] });
+    }
+    if (!c.bound && !isScalar) {
       c.bound = true;
       c.plot.on("plotly_relayout", (ev) => this.onRelayout(key, ev));
     }
@@ -412,6 +430,9 @@ export class MetricCharts {
   destroy() {
     this.destroyed = true;
     clearTimeout(this.drawTimer);
-    if (this.Plotly) for (const c of this.cards.values()) this.Plotly.purge(c.plot);
+    for (const c of this.cards.values()) {
+      if (c.resizer) c.resizer.disconnect();
+      if (this.Plotly) this.Plotly.purge(c.plot);
+    }
   }
 }
