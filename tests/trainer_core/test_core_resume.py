@@ -211,3 +211,33 @@ def test_ckpt_path_last_without_checkpoints_warns_and_trains(tmp_path):
     with pytest.warns(UserWarning, match="no last checkpoint"):
         trainer.fit(Regressor(), train, ckpt_path="last")
     assert trainer.global_step == 10
+
+
+def test_resume_from_last_batch_checkpoint_runs_the_pending_validation(tmp_path):
+    ref = _reference(tmp_path / "ref", 2)
+
+    L.seed_everything(7)
+    model = Regressor()
+    train, val = _loaders()
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=10, save_top_k=-1)
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(tmp_path / "a", 2, [ckpt, _StopAt(11)]).fit(model, train, val)
+    path = os.path.join(tmp_path / "ck", "epoch=0-step=10.ckpt")  # written before epoch 0's validation ran
+
+    events = []
+
+    class Spy(L.Callback):
+        def on_validation_end(self, trainer, pl_module):
+            events.append(("val", trainer.current_epoch, trainer.global_step))
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            events.append(("epoch_end", trainer.current_epoch, trainer.global_step))
+
+    model2 = Regressor()
+    train2, val2 = _loaders()
+    trainer = _trainer(tmp_path / "b", 2, [Spy()])
+    trainer.fit(model2, train2, val2, ckpt_path=path)
+    assert events == [("val", 0, 10), ("epoch_end", 0, 10), ("val", 1, 20), ("epoch_end", 1, 20)]
+    assert "val_loss" in trainer.callback_metrics
+    for (name, a), b in zip(ref.state_dict().items(), model2.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

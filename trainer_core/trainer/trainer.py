@@ -963,6 +963,10 @@ class Trainer:
             and _is_overridden("validation_step", model, LightningModule)
             and self.limit_val_batches > 0
         )
+        if self._val_loaders and not _is_overridden("validation_step", model, LightningModule):
+            warnings.warn(
+                "You passed in a `val_dataloader` but have no `validation_step`. Skipping val loop.", stacklevel=3
+            )
         self._set_val_check_batch()
 
         if model.automatic_optimization is False:
