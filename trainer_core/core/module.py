@@ -14,21 +14,6 @@ from torch import Tensor, nn
 
 from trainer_core.core.hparams import AttributeDict, save_hyperparameters
 
-_REDUCE_FX = {"mean": "mean", "avg": "mean", "sum": "sum", "max": "max", "min": "min"}
-
-
-def _reduce_name(reduce_fx: Any) -> str:
-    if isinstance(reduce_fx, str):
-        name = _REDUCE_FX.get(reduce_fx.lower())
-    else:
-        name = {torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min"}.get(reduce_fx)
-    if name is None:
-        raise ValueError(
-            f"self.log(reduce_fx={reduce_fx!r}) is not supported; use 'mean', 'sum', 'max' or 'min' "
-            "(or torch.mean, torch.sum, torch.max, torch.min)."
-        )
-    return name
-
 
 class LightningModule(nn.Module):
     """Organises a PyTorch model's training code; ``Trainer`` runs it."""

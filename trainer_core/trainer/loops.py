@@ -8,13 +8,14 @@ counters are plain ints, and nothing syncs the device.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from trainer_core.trainer.precision import Precision
 
 # ---------------------------------------------------------------- progress counters (Lightning layout)
 
@@ -741,7 +742,7 @@ class _TrainingEpochLoop(_Loop):
         results = trainer._train_results
         precision = trainer._precision
         forward_context = precision.forward_context
-        plain_precision = type(precision).__name__ == "Precision"
+        plain_precision = type(precision) is Precision
         training_step = module.training_step
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
         accumulate = trainer.accumulate_grad_batches
@@ -1007,8 +1008,6 @@ class _FitLoop(_Loop):
         if not resumed_mid_epoch:
             self.epoch_progress.increment_started()
         self.epoch_loop.run(loader, start_batch, val_pending)
-        if trainer.should_stop and not self._can_stop_early and self.epoch_loop.batch_progress.current.processed:
-            pass  # min_epochs/min_steps not met: the epoch ended normally and training goes on
         self.epoch_progress.increment_processed()
         results = trainer._train_results
         results.epoch_end_reached = True
@@ -1031,4 +1030,4 @@ class _FitLoop(_Loop):
         self.epoch_progress.increment_completed()
 
 
-__all__ = ["_FitLoop", "_EvaluationLoop", "_PredictionLoop", "limit_batches", "math"]
+__all__ = ["_EvaluationLoop", "_FitLoop", "_PredictionLoop", "limit_batches"]

@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
@@ -190,4 +189,4 @@ def _from_dict(d: Mapping[str, Any]) -> tuple[list[Optimizer], list[LRSchedulerC
     return [d["optimizer"]], configs
 
 
-__all__ = ["LRSchedulerConfig", "LightningOptimizer", "ReduceLROnPlateau", "normalize_optimizers", "torch"]
+__all__ = ["LRSchedulerConfig", "LightningOptimizer", "normalize_optimizers"]

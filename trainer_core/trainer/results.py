@@ -33,7 +33,7 @@ FX_OPTIONS: dict[str, tuple] = {
     "optimizer_zero_grad": _STEP_HOOK,
     "lr_scheduler_step": _EPOCH_HOOK,
     "on_train_start": _EPOCH_HOOK,
-    "on_train_epoch_start": _STEP_HOOK,
+    "on_train_epoch_start": ((False, True), (False, True), False, True),
     "on_train_epoch_end": _EPOCH_HOOK,
     "on_validation_start": _EPOCH_HOOK,
     "on_test_start": _EPOCH_HOOK,
@@ -48,8 +48,6 @@ FX_OPTIONS: dict[str, tuple] = {
     "on_validation_epoch_end": _EPOCH_HOOK,
     "on_test_epoch_end": _EPOCH_HOOK,
 }
-_FX_OPTIONS_STEP_FIRST = {"on_train_epoch_start": ((False, True), (False, True), False, True)}
-FX_OPTIONS.update(_FX_OPTIONS_STEP_FIRST)
 
 _REDUCE_NAMES = {"mean": "mean", "avg": "mean", "sum": "sum", "max": "max", "min": "min"}
 _REDUCE_FUNCS = {torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min"}
