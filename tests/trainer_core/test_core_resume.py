@@ -241,3 +241,33 @@ def test_resume_from_last_batch_checkpoint_runs_the_pending_validation(tmp_path)
     assert "val_loss" in trainer.callback_metrics
     for (name, a), b in zip(ref.state_dict().items(), model2.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("save_at_batch", [0, 3])
+def test_resume_from_checkpoint_saved_at_batch_start(tmp_path, save_at_batch):
+    """A checkpoint taken in on_train_batch_start (before that batch trains) resumes with that batch."""
+    ref = _reference(tmp_path / "ref", 3)
+    path = str(tmp_path / "start.ckpt")
+
+    class SaveAtStart(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.current_epoch == 1 and batch_idx == save_at_batch:
+                trainer.save_checkpoint(path)
+                raise KeyboardInterrupt
+
+    L.seed_everything(7)
+    model = Regressor()
+    train, val = _loaders()
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(tmp_path / "a", 3, [SaveAtStart()]).fit(model, train, val)
+
+    torch.manual_seed(4321)
+    model2 = Regressor()
+    train2, val2 = _loaders()
+    trainer = _trainer(tmp_path / "b", 3)
+    trainer.fit(model2, train2, val2, ckpt_path=path)
+    assert trainer.global_step == 30
+    progress = trainer.fit_loop.epoch_progress.current
+    assert progress.completed == 3 and progress.ready == 3 and progress.started == 3
+    for (name, a), b in zip(ref.state_dict().items(), model2.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

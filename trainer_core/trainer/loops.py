@@ -249,9 +249,13 @@ class _SkipBatchSampler:
         return max(0, len(self.batch_sampler) - self.skip)
 
 
-def iterate_from(loader: Any, skip: int) -> Any:
-    """An iterator over ``loader`` starting at batch ``skip``; map-style DataLoaders skip without loading."""
-    if skip <= 0:
+def iterate_from(loader: Any, skip: int, resumed: bool = False) -> Any:
+    """An iterator over ``loader`` starting at batch ``skip``; map-style DataLoaders skip without loading.
+
+    ``resumed``: continuing an epoch whose iterator was already created before the checkpoint, so the
+    global RNG must not be drawn from again (a DataLoader iterator draws its worker base seed from it).
+    """
+    if skip <= 0 and not resumed:
         return iter(loader)
     from torch.utils.data import DataLoader, IterableDataset
 
@@ -275,7 +279,7 @@ def iterate_from(loader: Any, skip: int) -> Any:
             kwargs["prefetch_factor"] = loader.prefetch_factor
         return iter(DataLoader(loader.dataset, **kwargs))
     it = iter(loader)
-    for _ in range(skip):
+    for _ in range(max(skip, 0)):
         if next(it, None) is None:
             break
     return it
@@ -626,7 +630,7 @@ class _TrainingEpochLoop(_Loop):
         trainer.training = True
 
     # -- the batch loop
-    def run(self, loader: Any, start_batch: int, val_pending: bool) -> None:  # noqa: C901 - one readable loop
+    def run(self, loader: Any, start_batch: int, val_pending: bool, resumed: bool = False) -> None:  # noqa: C901
         trainer = self.trainer
         module = trainer.lightning_module
         fit_loop = trainer.fit_loop
@@ -663,7 +667,7 @@ class _TrainingEpochLoop(_Loop):
                 self.run_validation()
         if start_batch >= limit:
             return
-        iterator = iterate_from(loader, start_batch)
+        iterator = iterate_from(loader, start_batch, resumed)
         batch_idx = start_batch - 1
         nxt = next(iterator, _END) if infinite else None
         while True:
@@ -949,25 +953,31 @@ class _FitLoop(_Loop):
     def on_load_checkpoint(self, state_dict: dict) -> None:
         self._restore = state_dict.get("trainer_core")
 
-    def _resume_point(self) -> tuple[int, bool]:
-        """(batches already done in the current epoch, whether that batch's validation is still pending)."""
+    def _resume_point(self) -> tuple[int, bool, bool]:
+        """(batches already done in the epoch, whether that batch's validation is pending, mid-epoch?)."""
         ep = self.epoch_progress.current
-        bp = self.epoch_loop.batch_progress.current
+        bp = self.epoch_loop.batch_progress
         if ep.processed > ep.completed:
             # saved in on_train_epoch_end: that epoch is over
             ep.completed = ep.processed
             ep.ready = ep.started = ep.processed
-            return 0, False
-        if ep.started > ep.completed and bp.processed > 0:
-            return bp.processed, bp.completed < bp.processed
-        return 0, False
+            return 0, False, False
+        if ep.started > ep.completed:
+            # saved inside an epoch (batch start/end, or after a validation): continue that epoch
+            done = bp.current.processed
+            pending = bp.current.completed < done
+            for tracker in (bp.current, bp.total):
+                tracker.ready = tracker.started = tracker.processed
+                tracker.completed = tracker.processed
+            return done, pending, True
+        return 0, False, False
 
     def run(self) -> None:
         trainer = self.trainer
-        start_batch, val_pending = (0, False)
+        start_batch, val_pending, mid_epoch = 0, False, False
         restore = self._restore
         if restore is not None or trainer._restarting:
-            start_batch, val_pending = self._resume_point()
+            start_batch, val_pending, mid_epoch = self._resume_point()
             if restore is not None and "rng" in restore:
                 from trainer_core.seed import restore_rng_state
 
@@ -977,22 +987,23 @@ class _FitLoop(_Loop):
             return
         trainer.training = True
         trainer._call_hook("on_train_start")
-        boundary_restore = restore if start_batch == 0 else None
-        mid_restore = restore.get("sampler") if (restore is not None and start_batch > 0) else None
-        if boundary_restore is not None and boundary_restore.get("sampler"):
-            self.sampler_state.on_boundary_restore(trainer.train_dataloader, boundary_restore["sampler"])
+        mid_restore = None
+        if restore is not None and restore.get("sampler"):
+            if mid_epoch:
+                mid_restore = restore["sampler"]
+            else:
+                self.sampler_state.on_boundary_restore(trainer.train_dataloader, restore["sampler"])
         self._restore = None
         while not self.done:
-            self._run_epoch(start_batch, val_pending, mid_restore)
-            start_batch, val_pending, mid_restore = 0, False, None
+            self._run_epoch(start_batch, val_pending, mid_epoch, mid_restore)
+            start_batch, val_pending, mid_epoch, mid_restore = 0, False, False, None
         trainer._call_hook("on_train_end")
 
-    def _run_epoch(self, start_batch: int, val_pending: bool, sampler_restore: dict | None) -> None:
+    def _run_epoch(self, start_batch: int, val_pending: bool, resumed_mid_epoch: bool, sampler_restore: dict | None) -> None:
         trainer = self.trainer
         epoch = self.epoch_progress.current.completed
         trainer._maybe_reload_train_dataloader(epoch)
         loader = trainer.train_dataloader
-        resumed_mid_epoch = start_batch > 0 or val_pending
         if not resumed_mid_epoch:
             self.epoch_loop.batch_progress.reset_on_run()
             self.epoch_progress.increment_ready()
@@ -1007,7 +1018,7 @@ class _FitLoop(_Loop):
         trainer._call_hook("on_train_epoch_start")
         if not resumed_mid_epoch:
             self.epoch_progress.increment_started()
-        self.epoch_loop.run(loader, start_batch, val_pending)
+        self.epoch_loop.run(loader, start_batch, val_pending, resumed_mid_epoch)
         self.epoch_progress.increment_processed()
         results = trainer._train_results
         results.epoch_end_reached = True
