@@ -15,8 +15,9 @@ WORKER_SHUTDOWN = threading.Event()
 
 
 class RunControl(L.Callback):
-    """Stops training at the next step when ``stop`` is set (the heartbeat thread sets it when a
-    cancel is requested; reading an Event is all the loop pays), and saves resume checkpoints.
+    """Stops training at the next batch start when ``stop`` is set (the heartbeat thread sets it
+    when a cancel is requested; reading an Event is all the loop pays), after saving a resume
+    checkpoint there, and saves resume checkpoints as training goes.
 
     Resume checkpoints are taken when a batch *starts*: by then the previous step's metrics
     and any validation after it are logged, so the checkpoint at step S holds exactly what was
@@ -50,19 +51,17 @@ class RunControl(L.Callback):
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         if self._should_stop():
+            if not self.stopped_early:
+                # Checkpoint here, at a batch start, so a requeued run resumes mid-epoch where it stopped.
+                self.stopped_early = True
+                self.save(trainer)
             trainer.should_stop = True
-            self.stopped_early = True
             return
         step = trainer.global_step
         n = self.every_n_train_steps
         due = (step - self._last_saved_step >= n) if n else (batch_idx == 0 and step > self._last_saved_step)
         if due:
             self.save(trainer)
-
-    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._should_stop():
-            trainer.should_stop = True
-            self.stopped_early = True
 
     def save(self, trainer: Any, force: bool = False) -> Path | None:
         """Save ``last-epoch=E-step=S.ckpt`` and register it as the run's last checkpoint (a file

@@ -179,10 +179,10 @@ def _fit_and_test(run_id: int, snap: dict[str, Any], settings: Settings, engine,
     built = recipe.build(snap["params"], ctx)
     control = RunControl(beat.stop_requested, tracking, ckpt_dir, trainer_args.checkpoint_every_n_train_steps)
     trainer, _ = build_trainer(snap["trainer"], run_dir, tracking, control)
-    print(f"[runyard] run {run_id} attempt {snap['attempt']}: recipe {recipe.name} on {describe_device(snap['trainer'])}, "
-          f"built in {time.perf_counter() - started:.1f} s")
-    if beat.stop_requested.is_set():
-        return "cancelled" if beat.cancel.is_set() else "failed"
+    print(f"[runyard] run {run_id} attempt {snap['attempt']}: recipe {recipe.name} on {describe_device(snap['trainer'])}"
+          f" ({trainer.strategy.root_device}, precision {trainer.precision}), built in {time.perf_counter() - started:.1f} s")
+    if beat.stop_requested.is_set() or WORKER_SHUTDOWN.is_set():
+        return "cancelled" if beat.cancel.is_set() else "requeued" if WORKER_SHUTDOWN.is_set() else "failed"
     if built.datamodule is not None:
         trainer.fit(built.model, datamodule=built.datamodule, ckpt_path=str(resume_path) if resume_path else None)
     else:
@@ -190,14 +190,14 @@ def _fit_and_test(run_id: int, snap: dict[str, Any], settings: Settings, engine,
                     ckpt_path=str(resume_path) if resume_path else None)
     if beat.lost.is_set():
         return "failed"  # not written: the run belongs to another attempt now
-    if beat.cancel.is_set() or WORKER_SHUTDOWN.is_set():
-        control.save(trainer, force=True)
-        if beat.cancel.is_set():
-            print(f"[runyard] run {run_id} cancelled at step {trainer.global_step}")
-            return "cancelled"
+    if not control.stopped_early:
+        control.save(trainer, force=True)  # the state at the end of fit
+    if beat.cancel.is_set():
+        print(f"[runyard] run {run_id} cancelled at step {trainer.global_step}")
+        return "cancelled"
+    if WORKER_SHUTDOWN.is_set():
         print(f"[runyard] worker shutting down: run {run_id} stopped at step {trainer.global_step}, back to the queue")
         return "requeued"
-    control.save(trainer, force=True)
     if built.has_test:
         if built.datamodule is not None:
             trainer.test(built.model, datamodule=built.datamodule)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -34,7 +35,8 @@ def test_cancel_queued_and_running_runs(sqlite_stack: Stack) -> None:
     steps = sqlite_stack.metrics(long, "train_loss")["train_loss"]["steps"]
     checkpoints = client.get(f"/api/v1/runs/{long}/checkpoints").json()
     last = [c for c in checkpoints if c["is_last"]]
-    assert len(last) == 1 and last[0]["step"] == max(steps) + 1, (last, steps[-3:])
+    # saved where the run stopped: at the start of the batch that was running
+    assert len(last) == 1 and last[0]["step"] == max(steps), (last, steps[-3:])
     assert client.post(f"/api/v1/runs/{long}/cancel").status_code == 409
 
     # The cancelled message is skipped, and the worker goes on with the next run.
@@ -70,3 +72,25 @@ def test_sigkilled_worker_run_resumes_from_last_checkpoint(sqlite_stack: Stack) 
     assert steps == list(range(total)), f"duplicates or gaps: {len(steps)} points, {sorted(set(range(total)) - set(steps))[:10]}"
     logs = client.get(f"/api/v1/runs/{run_id}/logs?tail=500").json()["lines"]
     assert any("attempt 2: resuming from" in line["text"] for line in logs)
+
+
+def test_sigterm_stops_the_run_at_a_checkpoint_and_requeues_it(sqlite_stack: Stack) -> None:
+    client = sqlite_stack.client
+    if not sqlite_stack.workers:
+        sqlite_stack.start_worker("worker3")
+    total = 120
+    run_id = sqlite_stack.submit("slow_regression", {"step_delay": 0.03, "n": total * 8},
+                                 {"max_epochs": 1, "log_every_n_steps": 1, "limit_val_batches": 1})["id"]
+    sqlite_stack.wait_status(run_id, "running", timeout=60)
+    sqlite_stack.wait_metric(run_id, "train_loss", 20)
+    sqlite_stack.kill_workers(signal.SIGTERM)  # warm shutdown: the worker exits by itself
+    run = sqlite_stack.run(run_id)
+    assert run["status"] == "queued" and run["attempt"] == 0, run  # a clean stop costs no attempt
+    last = [c for c in client.get(f"/api/v1/runs/{run_id}/checkpoints").json() if c["is_last"]]
+    assert len(last) == 1 and last[0]["step"] >= 20
+
+    sqlite_stack.start_worker("worker4")
+    run = sqlite_stack.wait_status(run_id, "succeeded", timeout=90)
+    assert run["attempt"] == 1
+    steps = sqlite_stack.metrics(run_id, "train_loss")["train_loss"]["steps"]
+    assert steps == sorted(set(steps)) and steps[0] == 0 and steps[-1] == total - 1

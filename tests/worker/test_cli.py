@@ -135,3 +135,34 @@ def test_submit_wait_follows_the_run_and_reports_failure(sqlite_stack: Stack) ->
     refused = subprocess.run([*RUNYARD, "submit", "no_such_recipe"], env=env, cwd=ROOT, capture_output=True,
                              text=True, timeout=60)
     assert refused.returncode == 2 and "422" in refused.stderr
+
+
+@pytest.mark.slow
+def test_worker_concurrency_runs_two_at_once_and_stops_cleanly(sqlite_stack: Stack) -> None:
+    sqlite_stack.kill_workers(signal.SIGTERM)
+    log = open(sqlite_stack.logs / "pool.log", "wb")
+    proc = subprocess.Popen([*RUNYARD, "worker", "--gpus", "none", "--concurrency", "2"], env=sqlite_stack.env,
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        sqlite_stack.wait_log("pool", "ready", timeout=90, proc=proc)
+        ids = [sqlite_stack.submit("slow_regression", {"step_delay": 0.05, "n": 480}, {"max_epochs": 1})["id"]
+               for _ in range(2)]
+        deadline = time.monotonic() + 90
+        while True:
+            runs = [sqlite_stack.run(i) for i in ids]
+            if all(r["status"] == "running" for r in runs):
+                break
+            assert time.monotonic() < deadline and not any(r["status"] in ("failed", "succeeded") for r in runs), runs
+            time.sleep(0.1)
+        assert runs[0]["worker_host"] != runs[1]["worker_host"]  # two processes, at the same time
+        assert {r["device"] for r in runs} == {"cpu"}
+        for run_id in ids:
+            sqlite_stack.wait_status(run_id, "succeeded", timeout=90)
+        family = descendants(proc.pid)
+        assert len(family) >= 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    assert code == 0
+    time.sleep(0.3)
+    assert not [pid for pid in family if alive(pid)]

@@ -90,3 +90,19 @@ def test_resume_from_another_runs_checkpoint_continues_its_steps(settings: Setti
     with Session(get_engine(settings.database_url)) as s:
         steps = store.read_metrics(s, resumed, ["train_loss"])["train_loss"]["steps"]
     assert steps == [6, 7, 8]
+
+
+def test_trainer_precision_and_accelerator_are_honoured(settings: Settings) -> None:
+    run_id = new_run(settings, "digits_classifier", {}, {**TINY, "accelerator": "cpu", "precision": "bf16-mixed"})
+    assert execute_run(run_id, settings) == "succeeded", get(settings, run_id).error
+    run = get(settings, run_id)
+    assert run.device == "cpu"
+    with Session(get_engine(settings.database_url)) as s:
+        texts = [line.text for line in store.get_log_lines(s, run_id, tail=200)[0]]
+    assert any("precision bf16-mixed" in t and "(cpu," in t for t in texts), texts
+
+    if torch.cuda.is_available():
+        return
+    gpu_run = new_run(settings, "digits_classifier", {}, {**TINY, "accelerator": "gpu"})
+    assert execute_run(gpu_run, settings) == "failed"
+    assert "GPU" in get(settings, gpu_run).error or "CUDA" in get(settings, gpu_run).error
