@@ -245,7 +245,7 @@ def test_compare_two_runs(page, server):
     expect(params.locator("tr[data-param='params.batch_size']")).to_have_count(0)
     expect(params.locator("tr[data-param='params.lr']")).to_be_visible()
     page.get_by_test_id("only-diff").uncheck()
-    screenshot(page, "compare")
+    screenshot(page, "compare-two")
 
 
 def test_large_series_draws_fast_and_zoom_refetches_detail(page, server):

@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.webui.conftest import Worker, screenshot
+from tests.webui.test_pages import record
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -47,6 +48,7 @@ def test_bad_parameter_error_is_shown_on_its_field(page, server):
     expect(error).to_be_visible()
     expect(error).to_contain_text("4096")
     expect(page.locator("[data-path='params.hidden_dim']")).to_have_class("field invalid")
+    screenshot(page, "new-run-error", full_page=False)
     assert page.url.endswith("#/new")
     # Fixing the value clears the error on input.
     field(page, "params.hidden_dim").fill("32")
@@ -101,6 +103,11 @@ def test_submit_from_form_and_follow_to_success(page, server, worker_holder):
     expect(page.get_by_test_id("worker")).not_to_contain_text("—")
     expect(page.get_by_test_id("device")).to_contain_text("cpu")
     expect(badge(page)).to_have_text(re.compile("succeeded|failed|cancelled"), timeout=180_000)
+    # Lag from the worker logging a point (its wall_time) to the browser receiving it.
+    lags = sorted(page.evaluate("window.__runyard.pointLags || []"))
+    assert lags, "no live metric points reached the page"
+    record("worker_point_to_browser_s", {"p50": round(lags[len(lags) // 2], 3), "p95": round(lags[int(len(lags) * 0.95)], 3),
+                                         "max": round(lags[-1], 3), "events": len(lags)})
     assert badge(page).text_content() == "succeeded", server.get(f"/api/v1/runs/{rid}")["error"]
     assert page.evaluate("window.__seen") == ["queued", "running", "succeeded"]
 

@@ -327,6 +327,15 @@ export class MetricCharts {
   /** SSE metric points: [{key, step, value, epoch, wall_time}] for one run. */
   addPoints(runId, points, replay = false) {
     if (this.pending && !replay) this.pending.push([runId, points]);
+    if (!replay && points.length) {
+      // Diagnostics: how long after it was logged (its wall_time) a batch of points got here.
+      const wt = toNumber(points[0].wall_time); // the oldest point of the batch: the worst case
+      if (Number.isFinite(wt)) {
+        const lags = ((window.__runyard = window.__runyard || {}).pointLags = window.__runyard.pointLags || []);
+        lags.push(Date.now() / 1000 - wt);
+        if (lags.length > 500) lags.shift();
+      }
+    }
     const newKeys = [];
     for (const p of points) {
       if (!this.data.has(p.key)) newKeys.push(p.key);

@@ -294,8 +294,11 @@ export async function render(root, _params, query) {
     const unplaced = [];
     const list = err.errors ? err.errors : [{ loc: err.field ? String(err.field).split(".") : null, msg: err.message }];
     for (const e of list) {
-      const msg = e.msg || e.message || String(e);
+      const raw = e.msg || e.message || String(e);
       const target = e.loc ? locate(e.loc) : null;
+      // Next to its field the "Invalid value for params.x:" prefix only repeats the label.
+      const short = raw.replace(/^Invalid value for [\w.\[\]]+: /, "");
+      const msg = target ? short.charAt(0).toUpperCase() + short.slice(1) : raw;
       if (target && target.show) target.show(msg);
       else if (target) target.showError(msg);
       else unplaced.push(e.loc ? `${[].concat(e.loc).filter((x) => x !== "body").join(".")}: ${msg}` : msg);
