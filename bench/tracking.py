@@ -119,7 +119,7 @@ def sse_latency(c: httpx.Client, url: str, samples: int = 40) -> tuple[float, fl
     return latencies[len(latencies) // 2] * 1000, latencies[int(len(latencies) * 0.95) - 1] * 1000
 
 
-def logger_overhead(url: str, steps: int = 1000, every: int = 1) -> tuple[float, float, float, float]:
+def logger_overhead(url: str, steps: int = 1500, every: int = 1) -> tuple[float, float, float, float]:
     """trainer_core.Trainer fitting a small MLP (batch 64) for ``steps`` steps, with
     ``logger=False``, with a logger that does nothing (the trainer's own cost of producing
     logged metrics) and with RunyardLogger (``log_every_n_steps=every``); CPU ms per step."""
@@ -169,18 +169,13 @@ def logger_overhead(url: str, steps: int = 1000, every: int = 1) -> tuple[float,
         def log_hyperparams(self, params, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
             pass
 
-    def per_step(make_logger) -> float:  # noqa: ANN001
-        # The slope between a short and a long fit: the cost per step, without the one-off
-        # costs (creating the run over HTTP, the model summary, the final flush and PATCH).
-        short = min(fit(make_logger(), steps // 5) for _ in range(5))
-        long = min(fit(make_logger(), steps) for _ in range(5))
-        return (long - short) / (steps - steps // 5)
-
     fit(False, 50)  # warm up
-    base = per_step(lambda: False)
-    base = min(base, min(fit(False, steps) for _ in range(3)) / steps)
-    null = per_step(NullLogger)
-    logged = per_step(lambda: RunyardLogger(url=url, name="overhead"))
+    runs: dict[str, list[float]] = {"none": [], "null": [], "runyard": []}
+    for _ in range(5):  # interleaved, best of 5: the machine is shared
+        runs["none"].append(fit(False, steps) / steps)
+        runs["null"].append(fit(NullLogger(), steps) / steps)
+        runs["runyard"].append(fit(RunyardLogger(url=url, name="overhead"), steps) / steps)
+    base, null, logged = (min(runs[k]) for k in ("none", "null", "runyard"))
     return base * 1000, null * 1000, logged * 1000, (logged / base - 1) * 100
 
 

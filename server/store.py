@@ -577,11 +577,16 @@ def add_metric_points(session: Session, run_id: int, points: Iterable[Any], *, c
             {"n": n},
         ).scalars())
         raw = connection.connection.driver_connection
-        with raw.cursor() as cursor, cursor.copy(
-            "COPY metric_points (id, run_id, key, step, value, epoch, wall_time) FROM STDIN"
-        ) as copy:
-            for point_id, row in zip(ids, rows, strict=True):
-                copy.write_row((point_id, *row))
+        try:
+            with raw.cursor() as cursor, cursor.copy(
+                "COPY metric_points (id, run_id, key, step, value, epoch, wall_time) FROM STDIN"
+            ) as copy:
+                for point_id, row in zip(ids, rows, strict=True):
+                    copy.write_row((point_id, *row))
+        except Exception as exc:  # psycopg.DataError & co. arrive unwrapped from COPY
+            session.rollback()
+            raise Invalid(f"PostgreSQL refused the points ({type(exc).__name__}: {exc}); check keys and "
+                          "numbers.", "points") from exc
         id_array = np.array(ids, dtype=np.int64)
     else:
         connection.exec_driver_sql(

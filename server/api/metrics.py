@@ -47,9 +47,9 @@ def parse_points(payload: Any, limit: int) -> list[tuple]:
         value = p.get("value")
         epoch = p.get("epoch")
         wall_time = p.get("wall_time")
-        if type(key) is not str or not key or len(key) > 250:
-            raise ApiError(422, f"points[{i}].key must be a non-empty string of at most 250 characters.",
-                           f"points[{i}].key")
+        if type(key) is not str or not key or len(key) > 250 or "\x00" in key:
+            raise ApiError(422, f"points[{i}].key must be a non-empty string of at most 250 characters "
+                                "without NUL characters.", f"points[{i}].key")
         if type(step) is not int or not 0 <= step <= INT64_MAX:
             if type(step) is float and step.is_integer() and 0 <= step <= INT64_MAX:
                 step = int(step)

@@ -333,3 +333,22 @@ def test_healthz_reports_unreachable_database(tmp_path):
     app = create_app(settings)
     r = TestClient(app, raise_server_exceptions=False).get("/healthz")  # no `with`: no startup migration
     assert r.status_code == 503 and r.json()["database"].startswith("unreachable")
+
+
+def test_odd_but_valid_json_is_stored_or_refused_never_500(client):
+    rid = external_run(client)["id"]
+    deep = '{"a":' + "[" * 5000 + "]" * 5000 + "}"
+    r = client.put(f"/api/v1/runs/{rid}/hyperparameters", content=deep, headers={"Content-Type": "application/json"})
+    assert 400 <= r.status_code < 500
+    r = client.put(f"/api/v1/runs/{rid}/hyperparameters", content='{"a": 1e999, "b": NaN, "c": 123456789012345678901234567890}',
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 200 and r.json()["a"] == "Infinity" and r.json()["b"] == "NaN"
+    for method, path, body in [
+        ("POST", "/api/v1/runs", {"recipe": "external", "name": "nul\x00name"}),
+        ("POST", f"/api/v1/runs/{rid}/logs", {"lines": [{"text": "nul\x00text"}]}),
+        ("PUT", f"/api/v1/runs/{rid}/summary", {"k\x00": "v\x00"}),
+        ("POST", f"/api/v1/runs/{rid}/metrics", {"points": [{"key": "nul\x00key", "step": 1, "value": 1}]}),
+    ]:
+        r = client.request(method, path, json=body)
+        assert r.status_code in (200, 201, 422), (path, r.status_code, r.text)
+    assert client.get(f"/api/v1/runs/{rid}").status_code == 200
