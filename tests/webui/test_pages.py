@@ -294,3 +294,17 @@ def test_large_series_draws_fast_and_zoom_refetches_detail(page, server):
     # Back to the full view (double click = autorange) drops the detail.
     page.evaluate(f"Plotly.relayout(document.querySelector(\"{plot}\"), {{'xaxis.autorange': true}})")
     expect(card(page, "train_loss")).to_have_attribute("data-zoomed", "0", timeout=10_000)
+
+
+def test_delete_finished_run(page, server):
+    run = server.external_run("delete-me")
+    server.request("PATCH", f"/api/v1/runs/{run['id']}", {"status": "succeeded"})
+    page.goto(f"/#/runs/{run['id']}")
+    page.get_by_test_id("delete-run").click()
+    page.get_by_test_id("confirm-cancel").click()  # "Back": nothing happens
+    assert server.get(f"/api/v1/runs/{run['id']}")["id"] == run["id"]
+    page.get_by_test_id("delete-run").click()
+    page.get_by_test_id("confirm-ok").click()
+    page.wait_for_url("**/#/runs")
+    expect(page.locator(f"tr[data-run-id='{run['id']}']")).to_have_count(0)
+    assert server.get(f"/api/v1/runs?q=delete-me")["total"] == 0

@@ -60,6 +60,7 @@ export const runs = {
   get: (id) => api(`runs/${id}`),
   create: (body) => api("runs", { method: "POST", body }),
   cancel: (id) => api(`runs/${id}/cancel`, { method: "POST" }),
+  remove: (id) => api(`runs/${id}`, { method: "DELETE" }),
   resume: (id, checkpointId) => api(`runs/${id}/resume`, { method: "POST", body: checkpointId ? { checkpoint_id: checkpointId } : {} }),
   metricKeys: (id) => api(`runs/${id}/metric-keys`),
   metrics: (id, query, signal) => api(`runs/${id}/metrics`, { query, signal }),

@@ -76,10 +76,10 @@ export function toast(message, kind = "info", ms = 4000) {
 /**
  * A modal confirmation built on <dialog>. Resolves true when confirmed.
  */
-export function confirmDialog({ title, body, confirmLabel = "Confirm", danger = false }) {
+export function confirmDialog({ title, body, confirmLabel = "Confirm", dismissLabel = "Back", danger = false }) {
   return new Promise((resolve) => {
     const ok = h("button", { class: ["btn", danger ? "btn-danger" : "btn-primary"], type: "button", dataset: { testid: "confirm-ok" } }, confirmLabel);
-    const cancel = h("button", { class: "btn", type: "button", dataset: { testid: "confirm-cancel" } }, "Keep running");
+    const cancel = h("button", { class: "btn", type: "button", dataset: { testid: "confirm-cancel" } }, dismissLabel);
     const dlg = h("dialog", { class: "dialog", dataset: { testid: "confirm-dialog" } },
       h("h3", null, title),
       h("p", null, body),

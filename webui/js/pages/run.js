@@ -49,6 +49,9 @@ export async function render(root, { id }) {
     }
     if (run.recipe !== "external") actions.push(h("a", { class: "btn", href: `#/new?clone=${run.id}`, dataset: { testid: "clone-run" } }, "Clone"));
     actions.push(h("a", { class: "btn", href: `#/compare?ids=${run.id}` }, "Compare…"));
+    if (!ACTIVE.has(run.status)) {
+      actions.push(h("button", { class: "btn btn-danger", type: "button", dataset: { testid: "delete-run" }, on: { click: onDelete } }, "Delete"));
+    }
     replace(head,
       h("div", { class: "run-title" },
         h("a", { href: "#/runs", class: "crumb" }, "Runs"), h("span", { class: "crumb-sep" }, "/"),
@@ -150,12 +153,22 @@ export async function render(root, { id }) {
   }
 
   async function onCancel() {
-    const ok = await confirmDialog({ title: `Cancel run #${run.id}?`, body: `“${run.name || "run " + run.id}” will stop at its next step and save a last checkpoint. This cannot be undone, but you can resume from a checkpoint later.`, confirmLabel: "Cancel run", danger: true });
+    const ok = await confirmDialog({ title: `Cancel run #${run.id}?`, body: `“${run.name || "run " + run.id}” will stop at its next step and save a last checkpoint. This cannot be undone, but you can resume from a checkpoint later.`, confirmLabel: "Cancel run", dismissLabel: "Keep running", danger: true });
     if (!ok) return;
     try {
       run = await runsApi.cancel(id);
       toast(`Cancel requested for run #${id}`, "info");
       renderHead(); renderInfo();
+    } catch (err) { toast(err.message, "error"); }
+  }
+
+  async function onDelete() {
+    const ok = await confirmDialog({ title: `Delete run #${run.id}?`, body: `“${run.name || "run " + run.id}”, its metrics, logs and checkpoint files will be removed for good.`, confirmLabel: "Delete run", danger: true });
+    if (!ok) return;
+    try {
+      await runsApi.remove(id);
+      toast(`Run #${id} deleted`, "info");
+      location.hash = "#/runs";
     } catch (err) { toast(err.message, "error"); }
   }
 
