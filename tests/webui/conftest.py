@@ -19,8 +19,15 @@ import pytest
 from tests.conftest import need_service
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-output" / "screenshots"
 
@@ -69,7 +76,12 @@ class Server:
         out = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server.cli", "server", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=REPO,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -92,10 +104,19 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
 
-    def request(self, method: str, path: str, body=None, timeout: float = 30, raw: bytes | None = None,
-                content_type: str = "application/json"):
+    def request(
+        self,
+        method: str,
+        path: str,
+        body=None,
+        timeout: float = 30,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
+    ):
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers={"Content-Type": content_type})
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": content_type}
+        )
         with urllib.request.urlopen(req, timeout=timeout) as res:
             payload = res.read()
         return json.loads(payload) if payload else None
@@ -107,11 +128,13 @@ class Server:
         return self.request("POST", path, body if body is not None else {})
 
     def external_run(self, name: str, project: str = "default", params: dict | None = None) -> dict:
-        return self.post("/api/v1/runs", {"recipe": "external", "name": name, "project": project, "params": params or {}})
+        return self.post(
+            "/api/v1/runs", {"recipe": "external", "name": name, "project": project, "params": params or {}}
+        )
 
     def log_points(self, run_id: int, points: list[dict]) -> None:
         for i in range(0, len(points), 10_000):
-            self.post(f"/api/v1/runs/{run_id}/metrics", {"points": points[i:i + 10_000]})
+            self.post(f"/api/v1/runs/{run_id}/metrics", {"points": points[i : i + 10_000]})
 
 
 class Worker:
@@ -125,10 +148,21 @@ class Worker:
     def start(self) -> Worker:
         from server.cli import celery_worker_command
 
-        env = {**self.server.env, "CUDA_VISIBLE_DEVICES": "", "RUNYARD_WORKER_SLOT": "cpu0", "RUNYARD_WORKER_NAME": "webui-test/cpu0"}
+        env = {
+            **self.server.env,
+            "CUDA_VISIBLE_DEVICES": "",
+            "RUNYARD_WORKER_SLOT": "cpu0",
+            "RUNYARD_WORKER_NAME": "webui-test/cpu0",
+        }
         out = open(self.log, "ab")
-        self.proc = subprocess.Popen(celery_worker_command("runyard", "webui-cpu0", "WARNING"), cwd=REPO, env=env,
-                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            celery_worker_command("runyard", "webui-cpu0", "WARNING"),
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         return self
 
     def stop(self) -> None:
@@ -161,7 +195,9 @@ def server(tmp_path_factory):
 
 @pytest.fixture
 def page(browser, server):
-    context = browser.new_context(base_url=server.url, viewport={"width": 1440, "height": 900}, accept_downloads=True)
+    context = browser.new_context(
+        base_url=server.url, viewport={"width": 1440, "height": 900}, accept_downloads=True
+    )
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))

@@ -127,7 +127,12 @@ def test_escaped_run_name(page, server):
     assert page.evaluate("window.__xss") is None
     assert dialogs == []
     # No inline handler attributes anywhere in the DOM we built.
-    assert page.evaluate("[...document.querySelectorAll('*')].some(e => [...e.attributes].some(a => a.name.startsWith('on')))") is False
+    assert (
+        page.evaluate(
+            "[...document.querySelectorAll('*')].some(e => [...e.attributes].some(a => a.name.startsWith('on')))"
+        )
+        is False
+    )
 
 
 def test_run_page_curve_gains_points_live(page, server):
@@ -137,25 +142,47 @@ def test_run_page_curve_gains_points_live(page, server):
     page.goto(f"/#/runs/{rid}")
     expect(page.get_by_test_id("charts")).to_contain_text("No metrics logged yet")
     expect(page.get_by_test_id("hparams-table")).to_contain_text("hidden_dim")
-    server.log_points(rid, [{"key": "train_loss", "step": s, "value": 1.0 / (s + 1), "epoch": 0} for s in range(5)])
+    server.log_points(
+        rid, [{"key": "train_loss", "step": s, "value": 1.0 / (s + 1), "epoch": 0} for s in range(5)]
+    )
     expect(card(page, "train_loss")).to_have_attribute("data-total", "5", timeout=5000)
 
     latencies = []
     for i in range(8):
         step = 5 + i
         t0 = time.perf_counter()
-        server.post(f"/api/v1/runs/{rid}/metrics", {"points": [{"key": "train_loss", "step": step, "value": 1.0 / (step + 1), "epoch": 0}]})
-        page.wait_for_function(f"document.querySelector(\".chart-card[data-key='train_loss']\").dataset.total === '{step + 1}'", polling=10, timeout=5000)
+        server.post(
+            f"/api/v1/runs/{rid}/metrics",
+            {"points": [{"key": "train_loss", "step": step, "value": 1.0 / (step + 1), "epoch": 0}]},
+        )
+        page.wait_for_function(
+            f"document.querySelector(\".chart-card[data-key='train_loss']\").dataset.total === '{step + 1}'",
+            polling=10,
+            timeout=5000,
+        )
         latencies.append(time.perf_counter() - t0)
     p50 = statistics.median(latencies)
-    record("sse_point_latency_s", {"p50": round(p50, 3), "max": round(max(latencies), 3), "samples": [round(x, 3) for x in latencies]})
+    record(
+        "sse_point_latency_s",
+        {"p50": round(p50, 3), "max": round(max(latencies), 3), "samples": [round(x, 3) for x in latencies]},
+    )
     assert p50 <= 1.0, latencies
     # The plotted trace has every point.
-    n = page.evaluate("document.querySelector(\".chart-card[data-key='train_loss'] .chart-plot\").data[0].x.length")
+    n = page.evaluate(
+        "document.querySelector(\".chart-card[data-key='train_loss'] .chart-plot\").data[0].x.length"
+    )
     assert n == 13
 
     # Log tail follows live too.
-    server.post(f"/api/v1/runs/{rid}/logs", {"lines": [{"stream": "stdout", "text": "epoch 0: loss 0.07"}, {"stream": "stderr", "text": "warning: <b>not bold</b>"}]})
+    server.post(
+        f"/api/v1/runs/{rid}/logs",
+        {
+            "lines": [
+                {"stream": "stdout", "text": "epoch 0: loss 0.07"},
+                {"stream": "stderr", "text": "warning: <b>not bold</b>"},
+            ]
+        },
+    )
     expect(page.get_by_test_id("log-tail")).to_contain_text("epoch 0: loss 0.07", timeout=5000)
     expect(page.locator(".log-err")).to_contain_text("warning: <b>not bold</b>")
 
@@ -167,15 +194,17 @@ def test_chart_controls_x_axis_log_smoothing(page, server):
     plot = ".chart-card[data-key='train_loss'] .chart-plot"
     expect(card(page, "train_loss")).to_have_attribute("data-total", "200")
     page.get_by_test_id("x-mode").select_option("epoch")
-    page.wait_for_function(f"document.querySelector(\"{plot}\").data[0].x[199] === 9")
+    page.wait_for_function(f'document.querySelector("{plot}").data[0].x[199] === 9')
     page.get_by_test_id("x-mode").select_option("wall")
     page.wait_for_function(f"document.querySelector(\"{plot}\").layout.xaxis.type === 'date'")
     page.get_by_test_id("x-mode").select_option("step")
     page.get_by_test_id("log-scale").check()
     page.wait_for_function(f"document.querySelector(\"{plot}\").layout.yaxis.type === 'log'")
     page.get_by_test_id("smoothing").fill("0.9")
-    page.wait_for_function(f"document.querySelector(\"{plot}\").data.length === 2")  # raw (faded) + smoothed
-    raw, smoothed = page.evaluate(f"[document.querySelector(\"{plot}\").data[0].y, document.querySelector(\"{plot}\").data[1].y]")
+    page.wait_for_function(f'document.querySelector("{plot}").data.length === 2')  # raw (faded) + smoothed
+    raw, smoothed = page.evaluate(
+        f'[document.querySelector("{plot}").data[0].y, document.querySelector("{plot}").data[1].y]'
+    )
     assert _roughness(smoothed) < _roughness(raw) / 3
     # Hover shows values.
     box = page.locator(plot).bounding_box()
@@ -208,8 +237,12 @@ def test_model_summary_table(page, server):
 def test_checkpoint_download_bytes_match_disk(page, server):
     run = server.external_run("with-checkpoint")
     blob = os.urandom(300_000)
-    ckpt = server.request("PUT", f"/api/v1/runs/{run['id']}/checkpoints/upload?filename=epoch%3D1-step%3D20.ckpt&epoch=1&step=20&is_best=true&is_last=true",
-                          raw=blob, content_type="application/octet-stream")
+    ckpt = server.request(
+        "PUT",
+        f"/api/v1/runs/{run['id']}/checkpoints/upload?filename=epoch%3D1-step%3D20.ckpt&epoch=1&step=20&is_best=true&is_last=true",
+        raw=blob,
+        content_type="application/octet-stream",
+    )
     page.goto(f"/#/runs/{run['id']}")
     row = page.locator(f"[data-testid=checkpoints] tr[data-ckpt-id='{ckpt['id']}']")
     expect(row).to_contain_text("epoch=1-step=20.ckpt")
@@ -233,8 +266,10 @@ def test_compare_two_runs(page, server):
     for key in ("train_loss", "val_loss", "val_acc", "lr"):
         expect(card(page, key)).to_be_visible()
     plot = ".chart-card[data-key='val_loss'] .chart-plot"
-    page.wait_for_function(f"document.querySelector(\"{plot}\").data && document.querySelector(\"{plot}\").data.length === 2")
-    names = page.evaluate(f"document.querySelector(\"{plot}\").data.map(t => t.name)")
+    page.wait_for_function(
+        f'document.querySelector("{plot}").data && document.querySelector("{plot}").data.length === 2'
+    )
+    names = page.evaluate(f'document.querySelector("{plot}").data.map(t => t.name)')
     assert names == [f"#{a['id']} cmp-fast", f"#{b['id']} cmp-slow"]
     expect(page.locator(f"{plot} .legend")).to_contain_text("cmp-fast")
     params = page.get_by_test_id("compare-params")
@@ -263,10 +298,20 @@ def test_large_series_draws_fast_and_zoom_refetches_detail(page, server):
     n = 1_000_000
     with Session(engine) as session:
         for start in range(0, n, 200_000):
-            store.add_metric_points(session, rid, [
-                ("train_loss", s, 2.0 * (0.999995 ** s) + 0.05 * ((s * 7919) % 97) / 97, s // 10_000, t0 + s * 0.01)
-                for s in range(start, min(n, start + 200_000))
-            ])
+            store.add_metric_points(
+                session,
+                rid,
+                [
+                    (
+                        "train_loss",
+                        s,
+                        2.0 * (0.999995**s) + 0.05 * ((s * 7919) % 97) / 97,
+                        s // 10_000,
+                        t0 + s * 0.01,
+                    )
+                    for s in range(start, min(n, start + 200_000))
+                ],
+            )
     times, from_load = [], []
     for _ in range(2):
         page.goto(f"/#/runs/{rid}")
@@ -280,7 +325,10 @@ def test_large_series_draws_fast_and_zoom_refetches_detail(page, server):
     expect(card(page, "train_loss")).to_have_attribute("data-total", str(n), timeout=20_000)
     drawn = int(card(page, "train_loss").get_attribute("data-points"))
     assert drawn <= 4_000  # server downsampling, not a million SVG points
-    record("large_series_draw_ms", {"points": n, "drawn": drawn, "fetch_and_draw_ms": times, "from_page_load_ms": from_load})
+    record(
+        "large_series_draw_ms",
+        {"points": n, "drawn": drawn, "fetch_and_draw_ms": times, "from_page_load_ms": from_load},
+    )
     assert min(times) <= 1000, times
     expect(card(page, "train_loss").locator(".chart-meta")).to_contain_text("1.0 M pts")
     screenshot(page, "run-1m-points")
@@ -289,7 +337,7 @@ def test_large_series_draws_fast_and_zoom_refetches_detail(page, server):
     plot = ".chart-card[data-key='train_loss'] .chart-plot"
     page.evaluate(f"Plotly.relayout(document.querySelector(\"{plot}\"), {{'xaxis.range': [500000, 501000]}})")
     expect(card(page, "train_loss")).to_have_attribute("data-zoomed", "1", timeout=10_000)
-    xs = page.evaluate(f"document.querySelector(\"{plot}\").data[0].x.filter(x => x >= 500000 && x <= 501000)")
+    xs = page.evaluate(f'document.querySelector("{plot}").data[0].x.filter(x => x >= 500000 && x <= 501000)')
     assert xs == list(range(500000, 501001))
     # Back to the full view (double click = autorange) drops the detail.
     page.evaluate(f"Plotly.relayout(document.querySelector(\"{plot}\"), {{'xaxis.autorange': true}})")
@@ -307,4 +355,4 @@ def test_delete_finished_run(page, server):
     page.get_by_test_id("confirm-ok").click()
     page.wait_for_url("**/#/runs")
     expect(page.locator(f"tr[data-run-id='{run['id']}']")).to_have_count(0)
-    assert server.get(f"/api/v1/runs?q=delete-me")["total"] == 0
+    assert server.get("/api/v1/runs?q=delete-me")["total"] == 0

@@ -39,7 +39,9 @@ def test_live_chart_reconnects_after_server_restart(browser, tmp_path):
         # And the stream is live again, not just a one-off reload.
         server.log_points(rid, [{"key": "loss", "step": 15, "value": 0.06}])
         expect(loss).to_have_attribute("data-total", "16", timeout=5_000)
-        n = page.evaluate("document.querySelector(\".chart-card[data-key='loss'] .chart-plot\").data[0].x.length")
+        n = page.evaluate(
+            "document.querySelector(\".chart-card[data-key='loss'] .chart-plot\").data[0].x.length"
+        )
         assert n == 16  # no duplicates from the overlap of history and stream
         assert page.evaluate("window.__noReload") == 1
         sse = page.evaluate("window.__runyard.sse")
@@ -83,7 +85,12 @@ def test_page_reconnects_itself_with_cursor_when_the_browser_gives_up(browser, t
         assert page.evaluate("window.__runyard.sse.manualReconnects") >= 1
         server.log_points(rid, [{"key": "loss", "step": 15, "value": 0.06}])
         expect(loss).to_have_attribute("data-total", "16", timeout=5_000)
-        assert page.evaluate("document.querySelector(\".chart-card[data-key='loss'] .chart-plot\").data[0].x.length") == 16
+        assert (
+            page.evaluate(
+                "document.querySelector(\".chart-card[data-key='loss'] .chart-plot\").data[0].x.length"
+            )
+            == 16
+        )
         context.close()
     finally:
         server.stop()

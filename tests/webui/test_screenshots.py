@@ -35,25 +35,56 @@ def seeded(server):
         rid = run["id"]
         ids[name] = rid
         steps = 300 if status != "running" else 180
-        server.log_points(rid, training_curves(seed=i, steps=steps, lr=params["lr"], start=now - 900 + i * 60))
-        server.request("PUT", f"/api/v1/runs/{rid}/hyperparameters", {**params, "optimizer": "Adam", "scheduler": "cosine"})
+        server.log_points(
+            rid, training_curves(seed=i, steps=steps, lr=params["lr"], start=now - 900 + i * 60)
+        )
+        server.request(
+            "PUT",
+            f"/api/v1/runs/{rid}/hyperparameters",
+            {**params, "optimizer": "Adam", "scheduler": "cosine"},
+        )
         server.request("PUT", f"/api/v1/runs/{rid}/summary", SUMMARY)
         for epoch, step in ((4, 149), (9, 299)):
             if step >= steps:
                 continue
-            server.request("PUT", f"/api/v1/runs/{rid}/checkpoints/upload?filename=epoch%3D{epoch}-step%3D{step}.ckpt"
-                           f"&epoch={epoch}&step={step}&monitor=val_loss&score={0.1 + 0.3 / (epoch + 1):.4f}"
-                           f"&is_best={'true' if epoch == 9 or steps < 300 else 'false'}&is_last={'true' if step + 1 >= steps - 150 else 'false'}",
-                           raw=os.urandom(40_000 + 1000 * i), content_type="application/octet-stream")
-        server.post(f"/api/v1/runs/{rid}/logs", {"lines": [
-            {"stream": "stdout", "text": "  | Name    | Type       | Params | Mode"},
-            {"stream": "stdout", "text": "0 | encoder | Sequential | 50.4 K | train"},
-            {"stream": "stdout", "text": "1 | decoder | Sequential | 51.2 K | train"},
-            *({"stream": "stdout", "text": f"Epoch {e}: 100%|██████████| 30/30 [00:02<00:00, 14.2it/s, train_loss={1.8 / (e + 1):.3f}]"} for e in range(steps // 30)),
-            {"stream": "stderr", "text": "UserWarning: The dataloader does not have many workers which may be a bottleneck."},
-        ]})
+            server.request(
+                "PUT",
+                f"/api/v1/runs/{rid}/checkpoints/upload?filename=epoch%3D{epoch}-step%3D{step}.ckpt"
+                f"&epoch={epoch}&step={step}&monitor=val_loss&score={0.1 + 0.3 / (epoch + 1):.4f}"
+                f"&is_best={'true' if epoch == 9 or steps < 300 else 'false'}&is_last={'true' if step + 1 >= steps - 150 else 'false'}",
+                raw=os.urandom(40_000 + 1000 * i),
+                content_type="application/octet-stream",
+            )
+        server.post(
+            f"/api/v1/runs/{rid}/logs",
+            {
+                "lines": [
+                    {"stream": "stdout", "text": "  | Name    | Type       | Params | Mode"},
+                    {"stream": "stdout", "text": "0 | encoder | Sequential | 50.4 K | train"},
+                    {"stream": "stdout", "text": "1 | decoder | Sequential | 51.2 K | train"},
+                    *(
+                        {
+                            "stream": "stdout",
+                            "text": f"Epoch {e}: 100%|██████████| 30/30 [00:02<00:00, 14.2it/s, train_loss={1.8 / (e + 1):.3f}]",
+                        }
+                        for e in range(steps // 30)
+                    ),
+                    {
+                        "stream": "stderr",
+                        "text": "UserWarning: The dataloader does not have many workers which may be a bottleneck.",
+                    },
+                ]
+            },
+        )
         if status == "failed":
-            server.request("PATCH", f"/api/v1/runs/{rid}", {"status": "failed", "error": "Traceback (most recent call last):\n  File \"train.py\", line 42, in training_step\nRuntimeError: CUDA out of memory."})
+            server.request(
+                "PATCH",
+                f"/api/v1/runs/{rid}",
+                {
+                    "status": "failed",
+                    "error": 'Traceback (most recent call last):\n  File "train.py", line 42, in training_step\nRuntimeError: CUDA out of memory.',
+                },
+            )
         elif status != "running":
             server.request("PATCH", f"/api/v1/runs/{rid}", {"status": status})
     return ids
@@ -61,7 +92,9 @@ def seeded(server):
 
 def test_screenshot_runs_page(page, server, seeded):
     page.goto("/#/runs")
-    page.evaluate("localStorage.setItem('runyard.metricColumns', JSON.stringify(['val_loss', 'val_acc', 'train_loss']))")
+    page.evaluate(
+        "localStorage.setItem('runyard.metricColumns', JSON.stringify(['val_loss', 'val_acc', 'train_loss']))"
+    )
     page.reload()
     table = page.get_by_test_id("runs-table")
     expect(table.locator("tbody tr")).to_have_count(len(RUNS))

@@ -65,9 +65,18 @@ def test_form_is_generated_from_the_recipe_schema(page, server):
     page.locator("#f-recipe").select_option(RECIPE)
     hd = field(page, "params.hidden_dim")
     assert hd.get_attribute("type") == "number" and hd.input_value() == "64"  # typed, with its default
-    expect(page.locator("[data-path='params.hidden_dim'] .field-help")).to_have_text("Width of the hidden layer. Default: 64")
+    expect(page.locator("[data-path='params.hidden_dim'] .field-help")).to_have_text(
+        "Width of the hidden layer. Default: 64"
+    )
     assert field(page, "params.dataset").evaluate("e => e.tagName") == "SELECT"
-    for name in ("max_epochs", "precision", "limit_train_batches", "fast_dev_run", "early_stopping_monitor", "early_stopping_patience"):
+    for name in (
+        "max_epochs",
+        "precision",
+        "limit_train_batches",
+        "fast_dev_run",
+        "early_stopping_monitor",
+        "early_stopping_patience",
+    ):
         expect(field(page, f"trainer.{name}")).to_be_visible()
     assert field(page, "trainer.fast_dev_run").input_value() == "false"
     assert field(page, "trainer.early_stopping_patience").input_value() == "3"
@@ -87,7 +96,9 @@ def test_submit_from_form_and_follow_to_success(page, server, worker_holder):
     page.wait_for_url("**/#/runs/*")
     rid = int(page.url.rsplit("/", 1)[1])
     run = server.get(f"/api/v1/runs/{rid}")
-    assert run["params"]["hidden_dim"] == 32 and run["trainer"]["max_epochs"] == 12 and run["project"] == "webui"
+    assert (
+        run["params"]["hidden_dim"] == 32 and run["trainer"]["max_epochs"] == 12 and run["project"] == "webui"
+    )
     # No worker yet: the run waits in the queue.
     expect(badge(page)).to_have_text("queued")
     page.evaluate("""() => { window.__seen = []; setInterval(() => {
@@ -99,15 +110,25 @@ def test_submit_from_form_and_follow_to_success(page, server, worker_holder):
     loss = page.locator(".chart-card[data-key='train_loss']")
     expect(loss).to_have_attribute("data-total", re.compile(r"^\d+$"), timeout=60_000)
     first = int(loss.get_attribute("data-total"))
-    page.wait_for_function(f"+document.querySelector(\".chart-card[data-key='train_loss']\").dataset.total > {first}", timeout=60_000)
+    page.wait_for_function(
+        f"+document.querySelector(\".chart-card[data-key='train_loss']\").dataset.total > {first}",
+        timeout=60_000,
+    )
     expect(page.get_by_test_id("worker")).not_to_contain_text("—")
     expect(page.get_by_test_id("device")).to_contain_text("cpu")
     expect(badge(page)).to_have_text(re.compile("succeeded|failed|cancelled"), timeout=180_000)
     # Lag from the worker logging a point (its wall_time) to the browser receiving it.
     lags = sorted(page.evaluate("window.__runyard.pointLags || []"))
     assert lags, "no live metric points reached the page"
-    record("worker_point_to_browser_s", {"p50": round(lags[len(lags) // 2], 3), "p95": round(lags[int(len(lags) * 0.95)], 3),
-                                         "max": round(lags[-1], 3), "events": len(lags)})
+    record(
+        "worker_point_to_browser_s",
+        {
+            "p50": round(lags[len(lags) // 2], 3),
+            "p95": round(lags[int(len(lags) * 0.95)], 3),
+            "max": round(lags[-1], 3),
+            "events": len(lags),
+        },
+    )
     assert badge(page).text_content() == "succeeded", server.get(f"/api/v1/runs/{rid}")["error"]
     assert page.evaluate("window.__seen") == ["queued", "running", "succeeded"]
 
@@ -144,8 +165,14 @@ def test_submit_from_form_and_follow_to_success(page, server, worker_holder):
 
 def test_cancel_running_run_then_resume(page, server, worker_holder):
     ensure_worker(server, worker_holder)
-    run = server.post("/api/v1/runs", {"recipe": RECIPE, "name": "long-run",
-                                        "trainer": {"max_epochs": 1000, "log_every_n_steps": 5, "checkpoint_every_n_train_steps": 20}})
+    run = server.post(
+        "/api/v1/runs",
+        {
+            "recipe": RECIPE,
+            "name": "long-run",
+            "trainer": {"max_epochs": 1000, "log_every_n_steps": 5, "checkpoint_every_n_train_steps": 20},
+        },
+    )
     page.goto(f"/#/runs/{run['id']}")
     expect(badge(page)).to_have_text("running", timeout=90_000)
     expect(page.locator(".chart-card[data-key='train_loss']")).to_be_visible(timeout=60_000)
