@@ -67,8 +67,8 @@ def block_rollups(run_id: int, keys: list[str], steps: np.ndarray, values: np.nd
     ends = np.concatenate((change, [len(steps)])) - 1
     group = np.repeat(np.arange(len(starts)), np.diff(np.concatenate((starts, [len(steps)]))))
     nan = np.isnan(values)
-    imin = _group_first(group, np.lexsort((nan, np.where(nan, np.inf, values), group)), len(starts))
-    imax = _group_first(group, np.lexsort((nan, -np.where(nan, -np.inf, values), group)), len(starts))
+    imin = _group_first(group, np.lexsort((nan, np.where(nan, np.inf, values), group)))
+    imax = _group_first(group, np.lexsort((nan, -np.where(nan, -np.inf, values), group)))
     rows = []
     for g in range(len(starts)):
         s, e, lo, hi = starts[g], ends[g], imin[g], imax[g]
@@ -84,7 +84,7 @@ def block_rollups(run_id: int, keys: list[str], steps: np.ndarray, values: np.nd
     return rows
 
 
-def _group_first(group: np.ndarray, order: np.ndarray, n_groups: int) -> np.ndarray:
+def _group_first(group: np.ndarray, order: np.ndarray) -> np.ndarray:
     """Index of the first element of each group in ``order`` (order sorted by group first)."""
     sorted_groups = group[order]
     firsts = np.flatnonzero(np.concatenate(([True], sorted_groups[1:] != sorted_groups[:-1])))
@@ -220,8 +220,8 @@ def _bucket_extremes(bucket: np.ndarray, values: np.ndarray, ids: np.ndarray) ->
     bucket, values, ids = bucket[keep], values[keep], ids[keep]
     if len(ids) == 0:
         return set()
-    lo = _group_first(bucket, np.lexsort((values, bucket)), 0)
-    hi = _group_first(bucket, np.lexsort((-values, bucket)), 0)
+    lo = _group_first(bucket, np.lexsort((values, bucket)))
+    hi = _group_first(bucket, np.lexsort((-values, bucket)))
     return set(ids[lo].tolist()) | set(ids[hi].tolist())
 
 
@@ -298,7 +298,7 @@ def read_series(session: Session, run_id: int, key: str, lo: int | None, hi: int
             b_, v_, i_ = bucket[keep], values[keep], ids[keep]
             if len(i_):
                 order = np.lexsort((v_, b_)) if ids is ids_min else np.lexsort((-v_, b_))
-                chosen |= set(i_[_group_first(b_, order, 0)].tolist())
+                chosen |= set(i_[_group_first(b_, order)].tolist())
     # series first and last: smallest (step, id) and largest
     ends_step = np.concatenate((fb[:, 1], fb[:, 3], ep[:, 1])).astype(np.int64)
     ends_id = np.concatenate((fb[:, 2], fb[:, 4], ep[:, 0])).astype(np.int64)
