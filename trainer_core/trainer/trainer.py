@@ -886,14 +886,14 @@ class Trainer:
             self._results = None
 
     def _teardown(self, model: Any, stage: str, status: str) -> None:
-        if self.state.fn == TrainerFn.FITTING or status != "success":
-            for logger in self.loggers:
-                logger.finalize(status)
         if self.datamodule is not None:
             self.datamodule.teardown(stage)
         for hook in self._hooks.get("teardown", ()):
             hook(self, model, stage)
         model.teardown(stage)
+        # like Lightning, after every entry point (fit, validate, test, predict)
+        for logger in self.loggers:
+            logger.finalize(status)
 
     def _attach_model_callbacks(self, model: LightningModule) -> None:
         extra = model.configure_callbacks()
