@@ -487,3 +487,50 @@ def test_seed_everything_reproducible_and_worker_seeding(tmp_path, monkeypatch):
     loader = DataLoader(torch.randn(8, 2), batch_size=2, num_workers=1)
     _quiet(tmp_path, max_steps=1).fit(Tiny(), loader)
     assert loader.worker_init_fn is not None
+
+
+def _with_cpu_scaler(trainer):
+    """The GradScaler code paths, exercised on the CPU (normally only 16-mixed on CUDA has a scaler)."""
+    from trainer_core.trainer.precision import MixedPrecision
+
+    precision = MixedPrecision("16-mixed", torch.device("cpu"))
+    precision.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    trainer._precision = precision
+    return precision
+
+
+def test_grad_scaler_paths_checkpoint_and_resume(tmp_path):
+    trainer = _quiet(tmp_path, max_steps=4, enable_checkpointing=True, gradient_clip_val=0.5)
+    precision = _with_cpu_scaler(trainer)
+    model = Tiny()
+    before = model.layer.weight.detach().clone()
+    trainer.fit(model, _data())
+    assert trainer.global_step == 4 and not torch.equal(before, model.layer.weight)
+    ckpt = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=True)
+    assert ckpt["MixedPrecision"]["scale"] == precision.scaler.get_scale()
+
+    resumed = _quiet(tmp_path / "r", max_steps=6)
+    precision2 = _with_cpu_scaler(resumed)
+    precision2.scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
+    resumed.fit(Tiny(), _data(), ckpt_path=trainer.checkpoint_callback.best_model_path)
+    assert resumed.global_step == 6
+    assert precision2.scaler.get_scale() == ckpt["MixedPrecision"]["scale"] == 2.0**8  # restored, not 1.0
+
+    class Manual(Tiny):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+
+        def training_step(self, batch, batch_idx):
+            opt = self.optimizers()
+            opt.zero_grad()
+            self.manual_backward(self(batch).pow(2).mean())
+            self.clip_gradients(opt, gradient_clip_val=0.1)
+            opt.step()
+
+    manual = _quiet(tmp_path / "m", max_steps=3)
+    _with_cpu_scaler(manual)
+    model = Manual()
+    before = model.layer.weight.detach().clone()
+    manual.fit(model, _data())
+    assert manual.global_step == 3 and not torch.equal(before, model.layer.weight)

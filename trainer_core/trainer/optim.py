@@ -45,8 +45,6 @@ class LightningOptimizer:
         if trainer.lightning_module.automatic_optimization:
             progress = trainer.fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step
         progress.increment_ready()
-        if closure is None:
-            closure = _no_closure
         out = trainer._precision.optimizer_step(self._optimizer, closure, **kwargs)
         progress.increment_completed()
         return out
@@ -62,10 +60,6 @@ class LightningOptimizer:
 
     def __repr__(self) -> str:
         return f"LightningOptimizer({self._optimizer!r})"
-
-
-def _no_closure() -> None:
-    return None
 
 
 
