@@ -321,7 +321,13 @@ export class MetricCharts {
       const s = this.data.get(key)?.get(run.id);
       if (s && s.values.length) lastVals.push(fmtNumber(s.values[s.values.length - 1]));
     }
-    c.meta.textContent = `${this.runs.length === 1 && lastVals.length ? "last " + lastVals[0] + " · " : ""}${fmtCount(total)} pts${down ? ` · ${fmtCount(drawn)} shown` : ""}${zoomed ? " · zoomed, full detail" : ""}`;
+    let noX = false;
+    if (this.xMode === "epoch" || this.xMode === "wall" || this.xMode === "relative") {
+      noX = [...(this.data.get(key) || new Map()).values()].every((s) => s.steps.length === 0 ||
+        (this.xMode === "epoch" ? s.epochs.every((e) => e === null || e === undefined) : s.wall.every((w) => !Number.isFinite(w))));
+    }
+    c.card.classList.toggle("no-x", noX && !isScalar);
+    c.meta.textContent = `${noX ? `no ${this.xMode === "epoch" ? "epoch" : "wall time"} logged · ` : ""}${this.runs.length === 1 && lastVals.length ? "last " + lastVals[0] + " · " : ""}${fmtCount(total)} pts${down ? ` · ${fmtCount(drawn)} shown` : ""}${zoomed ? " · zoomed, full detail" : ""}`;
   }
 
   /** SSE metric points: [{key, step, value, epoch, wall_time}] for one run. */
