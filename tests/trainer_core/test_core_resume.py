@@ -271,3 +271,27 @@ def test_resume_from_checkpoint_saved_at_batch_start(tmp_path, save_at_batch):
     assert progress.completed == 3 and progress.ready == 3 and progress.started == 3
     for (name, a), b in zip(ref.state_dict().items(), model2.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_resume_from_lightning_style_checkpoint_without_our_extras(tmp_path):
+    """A checkpoint written by Lightning has the same loop counters but none of our RNG/sampler state."""
+    model = Regressor()
+    train, val = _loaders()
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=13, save_top_k=-1)
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(tmp_path / "a", 3, [ckpt, _StopAt(14)]).fit(model, train, val)
+    path = tmp_path / "ck" / "epoch=1-step=13.ckpt"
+    state = torch.load(path, weights_only=True)
+    del state["loops"]["fit_loop"]["state_dict"]["trainer_core"]
+    del state["trainer_core_version"]
+    torch.save(state, tmp_path / "lightning.ckpt")
+
+    seen = []
+
+    class Spy(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append((trainer.current_epoch, batch_idx))
+
+    trainer = _trainer(tmp_path / "b", 3, [Spy()])
+    trainer.fit(Regressor(), train, val, ckpt_path=str(tmp_path / "lightning.ckpt"))
+    assert seen[0] == (1, 3) and trainer.global_step == 30 and trainer.current_epoch == 3
