@@ -534,3 +534,12 @@ def test_grad_scaler_paths_checkpoint_and_resume(tmp_path):
     before = model.layer.weight.detach().clone()
     manual.fit(model, _data())
     assert manual.global_step == 3 and not torch.equal(before, model.layer.weight)
+
+
+def test_plain_iterables_as_train_data_and_several_train_loaders_rejected(tmp_path):
+    model = Tiny()
+    trainer = _quiet(tmp_path, max_epochs=1)
+    trainer.fit(model, [torch.randn(2, 2) for _ in range(3)])
+    assert model.counts["train"] == 3
+    with pytest.raises(ValueError, match="Several train dataloaders"):
+        _quiet(tmp_path, max_epochs=1).fit(Tiny(), [_data(), _data()])

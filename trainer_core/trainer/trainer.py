@@ -954,6 +954,16 @@ class Trainer:
                 "No `train_dataloader()` found: pass `train_dataloaders=` to `Trainer.fit`, a datamodule, or define "
                 "`train_dataloader()` on the LightningModule."
             )
+        from torch.utils.data import DataLoader
+
+        nested = self.train_dataloader
+        if isinstance(nested, Mapping) or (
+            isinstance(nested, (list, tuple)) and nested and all(isinstance(d, DataLoader) for d in nested)
+        ):
+            raise ValueError(
+                "Several train dataloaders (a list or dict of DataLoaders, Lightning's CombinedLoader modes) are not "
+                "supported yet; pass a single DataLoader (or any iterable of batches) as `train_dataloaders`."
+            )
         self.val_dataloaders = self._loader_from("val", val)
         self._val_loaders = self._as_list(self.val_dataloaders)
         self.num_training_batches = limit_batches(self.train_dataloader, self.limit_train_batches, "train")
