@@ -132,7 +132,7 @@ class RunyardLogger(Logger):
 
     # ------------------------------------------------------------------ HTTP
 
-    def _request(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
+    def _request(self, method: str, path: str, body: Any = None, raw: bytes | str | None = None,
                  query: dict[str, Any] | None = None, retry: bool = True,
                  content_type: str = "application/octet-stream") -> Any:
         suffix = f"/api/v1{path}"
@@ -149,6 +149,14 @@ class RunyardLogger(Logger):
         delay = 0.2
         while True:
             url = self.url + suffix  # read each try: the server may have moved (tests, failover)
+            upload = None
+            if isinstance(raw, str):  # a file to stream (checkpoints can be large): reopen per try
+                try:
+                    upload = open(raw, "rb")  # noqa: SIM115 - closed in finally
+                except OSError as exc:
+                    raise RunyardError(f"Cannot read {raw} to upload it: {exc}") from None
+                headers["Content-Length"] = str(os.fstat(upload.fileno()).st_size)
+                data = upload
             request = urllib.request.Request(url, data=data, method=method, headers=headers)
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
@@ -164,6 +172,9 @@ class RunyardLogger(Logger):
                     raise RunyardError(f"The Runyard server at {self.url} is unreachable ({exc}); "
                                        "start it or check the url.") from None
                 problem = str(exc)
+            finally:
+                if upload is not None:
+                    upload.close()
             log.debug("retrying %s %s in %.1fs (%s)", method, path, delay, problem)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -316,8 +327,6 @@ class RunyardLogger(Logger):
         if marker in self._uploaded:
             return
         self._uploaded.add(marker)
-        with open(path, "rb") as f:
-            data = f.read()
         best = os.path.abspath(getattr(checkpoint_callback, "best_model_path", "") or "") == marker[0]
         score = getattr(checkpoint_callback, "best_model_score", None) if best else None
         score = _to_float(score) if score is not None else None
@@ -331,7 +340,9 @@ class RunyardLogger(Logger):
             "epoch": getattr(trainer, "current_epoch", None),
             "step": getattr(trainer, "global_step", None),
         }
-        self._enqueue("call", ("PUT", f"/runs/{self.run_id}/checkpoints/upload", None, data, query))
+        # Streamed from disk by the sender. A checkpoint deleted before it is sent (top-k
+        # rotation) is skipped with a warning.
+        self._enqueue("call", ("PUT", f"/runs/{self.run_id}/checkpoints/upload", None, os.path.abspath(path), query))
 
     def save(self) -> None:
         """Nothing to do: the trainer calls save() after every log_metrics (as Lightning does),
