@@ -204,6 +204,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=300_000, help="points per ingest measurement")
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
+    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     backends = [("SQLite", None)]
     pg_db = None
     if not args.no_postgres:
@@ -248,6 +249,7 @@ def main() -> None:
                     proc.terminate()
                     proc.wait(10)
     finally:
+        print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         if pg_db:
             import psycopg
 
