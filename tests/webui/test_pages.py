@@ -356,3 +356,21 @@ def test_delete_finished_run(page, server):
     page.wait_for_url("**/#/runs")
     expect(page.locator(f"tr[data-run-id='{run['id']}']")).to_have_count(0)
     assert server.get("/api/v1/runs?q=delete-me")["total"] == 0
+
+
+def test_live_series_stays_bounded_in_the_browser(page, server):
+    """Points streamed live are decimated in the page (min/max), so a fast logger cannot make
+    every redraw slower; zoom still fetches full detail from the server."""
+    run = server.external_run("fast-logger")
+    rid = run["id"]
+    page.goto(f"/#/runs/{rid}")
+    expect(page.get_by_test_id("charts")).to_contain_text("No metrics logged yet")
+    server.log_points(
+        rid, [{"key": "loss", "step": s, "value": 1.0 + (s % 100) / 100} for s in range(30_000)]
+    )
+    loss = card(page, "loss")
+    expect(loss).to_have_attribute("data-total", "30000", timeout=15_000)
+    drawn = int(loss.get_attribute("data-points"))
+    assert drawn <= 8_000, drawn
+    ys = page.evaluate("document.querySelector(\".chart-card[data-key='loss'] .chart-plot\").data[0].y")
+    assert min(ys) == 1.0 and max(ys) == 1.99  # extremes survive the decimation

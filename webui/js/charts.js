@@ -63,6 +63,33 @@ export function smooth(values, weight) {
   return out;
 }
 
+/**
+ * Min/max decimation in place, like the server's: the first and last points and each
+ * bucket's lowest and highest value, in step order. Keeps a series that grows live (SSE)
+ * bounded, so redraws stay cheap however much a run logs.
+ */
+export function decimate(s, buckets) {
+  const n = s.steps.length;
+  if (n <= buckets * 2) return;
+  const keep = [0];
+  const size = (n - 2) / buckets;
+  for (let b = 0; b < buckets; b++) {
+    const lo = 1 + Math.floor(b * size), hi = Math.min(n - 1, 1 + Math.floor((b + 1) * size));
+    let iMin = -1, iMax = -1;
+    for (let i = lo; i < hi; i++) {
+      const v = s.values[i];
+      if (!Number.isFinite(v)) { if (iMin < 0) iMin = i; continue; }
+      if (iMin < 0 || !Number.isFinite(s.values[iMin]) || v < s.values[iMin]) iMin = i;
+      if (iMax < 0 || v > s.values[iMax]) iMax = i;
+    }
+    if (iMin >= 0 && iMax >= 0 && iMin !== iMax) keep.push(Math.min(iMin, iMax), Math.max(iMin, iMax));
+    else if (iMin >= 0) keep.push(iMin);
+  }
+  keep.push(n - 1);
+  for (const name of ["steps", "values", "epochs", "wall"]) s[name] = keep.map((i) => s[name][i]);
+  s.downsampled = true;
+}
+
 function lowerBound(arr, x) {
   let lo = 0, hi = arr.length;
   while (lo < hi) { const mid = (lo + hi) >> 1; if (arr[mid] < x) lo = mid + 1; else hi = mid; }
@@ -360,6 +387,10 @@ export class MetricCharts {
       s.wall.push(p.wall_time != null ? toNumber(p.wall_time) : Date.now() / 1000);
       s.total += 1;
       this.dirty.add(p.key);
+    }
+    for (const key of this.dirty) {
+      const s = this.data.get(key)?.get(runId);
+      if (s && s.steps.length > this.maxPoints * 4) decimate(s, this.maxPoints / 2);
     }
     if (replay) return;
     if (newKeys.length) this.syncCards();
