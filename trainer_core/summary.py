@@ -10,6 +10,7 @@ renders Lightning 2.x's table.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,9 +146,12 @@ def _record_sizes(module: nn.Module, layers: dict[str, tuple[nn.Module, LayerSum
     for mod, summary in layers.values():
         handles.append(mod.register_forward_hook(make_hook(summary), with_kwargs=True))
     modes = {m: m.training for m in module.modules()}
+    first = next(iter(module.parameters()), None)
+    device = first.device if first is not None else torch.device("cpu")
+    # under "16-true"/"bf16-true"/"64-true" the weights are not float32: cast float inputs to match
+    dtype = first.dtype if first is not None and first.is_floating_point() else None
     try:
-        device = next(iter(module.parameters()), torch.empty(0)).device
-        example = _to_device(example, device)
+        example = _to_device(example, device, dtype)
         module.eval()
         with torch.no_grad():
             if isinstance(example, (list, tuple)):
@@ -156,6 +160,14 @@ def _record_sizes(module: nn.Module, layers: dict[str, tuple[nn.Module, LayerSum
                 module(**example)
             else:
                 module(example)
+    except Exception as e:  # noqa: BLE001 - a summary must not end the run; say why sizes are missing
+        warnings.warn(
+            f"The model summary could not run `example_input_array` through {type(module).__name__} "
+            f"({type(e).__name__}: {e}); In/Out sizes are shown as '?'.",
+            stacklevel=3,
+        )
+        for _mod, summary in layers.values():
+            summary.in_size = summary.out_size = UNKNOWN_SIZE
     finally:
         for h in handles:
             h.remove()
@@ -164,13 +176,15 @@ def _record_sizes(module: nn.Module, layers: dict[str, tuple[nn.Module, LayerSum
     return True
 
 
-def _to_device(value: Any, device: torch.device) -> Any:
+def _to_device(value: Any, device: torch.device, dtype: torch.dtype | None = None) -> Any:
     if isinstance(value, torch.Tensor):
+        if dtype is not None and value.is_floating_point():
+            return value.to(device=device, dtype=dtype)
         return value.to(device)
     if isinstance(value, (list, tuple)):
-        return type(value)(_to_device(v, device) for v in value)
+        return type(value)(_to_device(v, device, dtype) for v in value)
     if isinstance(value, dict):
-        return {k: _to_device(v, device) for k, v in value.items()}
+        return {k: _to_device(v, device, dtype) for k, v in value.items()}
     return value
 
 

@@ -155,3 +155,13 @@ def test_needs_a_logger_and_a_valid_interval(tmp_path):
     )
     with pytest.raises(ValueError, match="no logger"):
         trainer.fit(Model(), loader())
+
+
+def test_fast_dev_run_turns_the_monitor_off(tmp_path):
+    # "fast_dev_run ... will disable ... loggers and logger callbacks like LearningRateMonitor"
+    monitor = LearningRateMonitor()
+    trainer = L.Trainer(
+        fast_dev_run=2, callbacks=[monitor], default_root_dir=tmp_path, enable_progress_bar=False
+    )
+    trainer.fit(Model(scheduler="step", interval="step"), loader())
+    assert trainer.global_step == 2 and not os.path.exists(tmp_path / "lightning_logs")

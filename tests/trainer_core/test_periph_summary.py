@@ -127,3 +127,18 @@ def test_unknown_sizes_for_layers_not_called():
     data = summarize(Partial())
     assert data.layers[1].in_size == "?" and data.layers[1].out_size == "?"
     assert data.layers[0].in_size == [1, 3]
+
+
+def test_example_input_is_cast_to_the_weights_dtype():
+    model = Net(example=True).to(torch.bfloat16)  # what precision="bf16-true" does to the module
+    data = summarize(model, max_depth=1)
+    assert data.layers[0].in_size == [4, 256] and data.layers[0].out_size == [4, 512]
+
+
+def test_a_failing_example_forward_warns_and_leaves_sizes_unknown():
+    model = Net()
+    model.example_input_array = torch.zeros(4, 3)  # wrong width: Linear(256, ...) fails
+    with pytest.warns(UserWarning, match="could not run `example_input_array`"):
+        data = summarize(model, max_depth=2)
+    assert all(layer.in_size == "?" and layer.out_size == "?" for layer in data.layers)
+    assert model.training and not model.net[0]._forward_hooks

@@ -33,6 +33,8 @@ class LearningRateMonitor(Callback):
         self.last_weight_decay_values: dict[str, float | None] = {}
 
     def on_train_start(self, trainer: Any, *args: Any, **kwargs: Any) -> None:
+        if not trainer.loggers and getattr(trainer, "fast_dev_run", False):
+            return  # fast_dev_run turns loggers and logger callbacks off; nothing to log to
         if not trainer.loggers:
             raise ValueError(
                 "Cannot use the `LearningRateMonitor` callback with a Trainer that has no logger; "
@@ -79,6 +81,8 @@ class LearningRateMonitor(Callback):
         self._log(trainer, interval)
 
     def _log(self, trainer: Any, interval: str) -> None:
+        if not trainer.loggers:
+            return
         stats = self._extract_stats(trainer, interval)
         if stats:
             step = _batches_that_stepped(trainer)

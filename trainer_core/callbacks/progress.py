@@ -273,7 +273,11 @@ class TQDMProgressBar(ProgressBar):
         return self._new_bar(self.sanity_check_description, 2 * self.process_position, leave=False)
 
     def init_train_tqdm(self) -> Any:
-        return self._new_bar(self.train_description, 2 * self.process_position, leave=True, smoothing=0)
+        # the total is known already: the first draw shows "0/938", not "0/?"
+        total = _convert_inf(self.total_train_batches) if self._trainer is not None else None
+        return self._new_bar(
+            self.train_description, 2 * self.process_position, leave=True, smoothing=0, total=total
+        )
 
     def init_validation_tqdm(self) -> Any:
         has_main_bar = self.trainer.state.fn != "validate"
