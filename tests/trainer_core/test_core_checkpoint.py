@@ -322,3 +322,17 @@ def test_datamodule_state_and_hparams_in_checkpoint(tmp_path):
     assert ck[type(dm).__qualname__] == {"counter": 1}
     dm2 = DM.load_from_checkpoint(trainer.checkpoint_callback.best_model_path)
     assert dm2.hparams.batch_size == 8 and dm2.counter == 1
+
+
+def test_copies_of_a_trained_module_leave_the_trainer_behind(tmp_path):
+    import copy
+    import pickle
+
+    model = Net()
+    train, _ = _loaders()
+    _trainer(tmp_path, max_epochs=1, enable_checkpointing=False).fit(model, train)
+    clone = copy.deepcopy(model)
+    assert clone._trainer is None and model._trainer is not None
+    assert torch.equal(clone.encoder.weight, model.encoder.weight) and clone.hparams == model.hparams
+    restored = pickle.loads(pickle.dumps(model))
+    assert restored.lr == 0.1 and restored._trainer is None

@@ -47,6 +47,12 @@ class LightningModule(nn.Module):
             return hparams[name]
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
+    def __getstate__(self) -> dict[str, Any]:
+        # copies and pickles of the module must not drag the trainer (loaders, loggers) along
+        state = dict(self.__dict__)
+        state["_trainer"] = None
+        return state
+
     @property
     def trainer(self) -> Any:
         if self._trainer is None:
