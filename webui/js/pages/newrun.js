@@ -303,9 +303,6 @@ export async function render(root, _params, query) {
       else if (target) target.showError(msg);
       else unplaced.push(e.loc ? `${[].concat(e.loc).filter((x) => x !== "body").join(".")}: ${msg}` : msg);
     }
-    if (unplaced.length || (err.errors === null && !err.field)) {
-      if (!unplaced.length) unplaced.push(err.message);
-    }
     if (unplaced.length) { formError.hidden = false; formError.textContent = unplaced.join(" "); }
     for (const d of root.querySelectorAll("details.more-fields")) if (d.querySelector(".invalid")) d.open = true;
     const first = root.querySelector(".invalid input, .invalid select");

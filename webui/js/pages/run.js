@@ -5,7 +5,7 @@ import { h, replace, toast, confirmDialog } from "../dom.js";
 import { runs as runsApi, downloadUrl } from "../api.js";
 import { LiveStream } from "../sse.js";
 import { MetricCharts } from "../charts.js";
-import { ACTIVE, fmtBytes, fmtCount, fmtDateTime, fmtDuration, fmtNumber, fmtValue, runDuration } from "../format.js";
+import { ACTIVE, fmtBytes, fmtDateTime, fmtDuration, fmtNumber, fmtValue, runDuration } from "../format.js";
 import { statusBadge } from "./runs.js";
 import { renderSummary } from "../summary.js";
 
@@ -98,7 +98,7 @@ export async function render(root, { id }) {
         h("td", { class: "mono", title: c.path }, name),
         h("td", { class: "num" }, c.epoch ?? "—"),
         h("td", { class: "num" }, c.step ?? "—"),
-        h("td", { class: "num", title: c.monitor || "" }, c.score === null || c.score === undefined ? "—" : `${fmtNumber(c.score)}${c.monitor ? "" : ""}`),
+        h("td", { class: "num", title: c.monitor || "" }, c.score === null || c.score === undefined ? "—" : fmtNumber(c.score)),
         h("td", { class: "num" }, fmtBytes(c.size)),
         h("td", null, flags),
         h("td", { class: "actions" },
@@ -251,4 +251,3 @@ export async function render(root, { id }) {
   return () => cleanups.forEach((f) => f());
 }
 
-export { fmtCount };
