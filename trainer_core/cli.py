@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Iterable
 from functools import partial, update_wrapper
 from types import MethodType
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch.optim import Optimizer
@@ -58,6 +58,14 @@ LRSchedulerTypeUnion = Union[LRScheduler, ReduceLROnPlateau]  # noqa: UP007 - us
 ArgsType = Union[list[str], dict[str, Any], Namespace, None]  # noqa: UP007
 OptimizerCallable = Callable[[Iterable], Optimizer]
 LRSchedulerCallable = Callable[[Optimizer], LRSchedulerTypeUnion]
+
+
+def _import_builtin_callbacks_and_loggers() -> None:
+    """Import every built-in callback and logger so jsonargparse resolves short names like ``CSVLogger``."""
+    import trainer_core.callbacks.lr_monitor  # noqa: F401
+    import trainer_core.callbacks.model_summary  # noqa: F401
+    import trainer_core.callbacks.progress  # noqa: F401
+    import trainer_core.loggers  # noqa: F401
 
 
 def _core_classes() -> tuple[type, type, type]:
@@ -113,13 +121,47 @@ class LightningArgumentParser(ArgumentParser):
             return self.add_subclass_arguments(
                 lightning_class, nested_key, fail_untyped=False, required=required
             )
-        return self.add_class_arguments(
-            lightning_class,
-            nested_key,
-            fail_untyped=False,
-            instantiate=not issubclass(lightning_class, Trainer),
-            sub_configs=True,
+        if issubclass(lightning_class, Trainer):
+            return self._add_trainer_arguments(lightning_class, nested_key)
+        return self.add_class_arguments(lightning_class, nested_key, fail_untyped=False, sub_configs=True)
+
+    def _add_trainer_arguments(self, trainer_class: type, nested_key: str) -> list[str]:
+        """The Trainer's arguments, with ``callbacks`` and ``logger`` typed as Lightning types them.
+
+        So ``--trainer.callbacks+=EarlyStopping --trainer.callbacks.monitor=val_loss`` and
+        ``--trainer.logger=CSVLogger`` work whatever annotations the trainer class carries.
+        """
+        import inspect
+
+        _import_builtin_callbacks_and_loggers()
+        from trainer_core.loggers.logger import Logger
+
+        params = inspect.signature(trainer_class.__init__).parameters
+        typed = {"callbacks", "logger"} & set(params)
+        added = self.add_class_arguments(
+            trainer_class, nested_key, fail_untyped=False, instantiate=False, sub_configs=True, skip=typed
         )
+        if "callbacks" in typed:
+            self.add_argument(
+                f"--{nested_key}.callbacks",
+                type=Optional[Union[list[Callback], Callback]],  # noqa: UP007, UP045 - evaluated by jsonargparse
+                default=params["callbacks"].default
+                if params["callbacks"].default is not inspect.Parameter.empty
+                else None,
+                help="Callbacks to add (class path or short name, e.g. EarlyStopping).",
+            )
+            added.append(f"{nested_key}.callbacks")
+        if "logger" in typed:
+            self.add_argument(
+                f"--{nested_key}.logger",
+                type=Optional[Union[bool, Logger, list[Logger]]],  # noqa: UP007, UP045
+                default=params["logger"].default
+                if params["logger"].default is not inspect.Parameter.empty
+                else None,
+                help="Logger(s) (class path or short name, e.g. CSVLogger), or false for none.",
+            )
+            added.append(f"{nested_key}.logger")
+        return added
 
     def add_optimizer_args(
         self,

@@ -271,3 +271,44 @@ def test_missing_jsonargparse_names_the_extra(tmp_path):
         env=dict(os.environ, PYTHONPATH=repo),
     )
     assert "pip install runyard[cli]" in out.stdout, out.stderr[-2000:]
+
+
+def test_callbacks_and_logger_by_short_name(tmp_path):
+    cli = LightningCLI(
+        RegressionModel,
+        RandomData,
+        args=[
+            "fit",
+            "--trainer.max_epochs=5",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.callbacks+=EarlyStopping",
+            "--trainer.callbacks.monitor=val_loss",
+            "--trainer.callbacks.patience=1",
+            "--trainer.callbacks.stopping_threshold=1e9",  # any value stops at the first check
+            "--trainer.callbacks+=LearningRateMonitor",
+            "--trainer.logger=CSVLogger",
+            f"--trainer.logger.save_dir={tmp_path}",
+            "--trainer.logger.name=csv",
+            *QUIET,
+        ],
+    )
+    names = [type(c).__name__ for c in cli.trainer.callbacks]
+    assert "EarlyStopping" in names and "LearningRateMonitor" in names
+    assert cli.trainer.current_epoch == 1  # stopped by the threshold after epoch 0
+    (logger,) = cli.trainer.loggers
+    assert type(logger).__name__ == "CSVLogger" and logger.log_dir == str(tmp_path / "csv" / "version_0")
+    saved = yaml.safe_load(open(os.path.join(logger.log_dir, "config.yaml")))
+    assert saved["trainer"]["callbacks"][0]["class_path"].endswith("EarlyStopping")
+    assert saved["trainer"]["logger"]["init_args"]["name"] == "csv"
+    # the saved config reproduces the run's classes
+    cli = LightningCLI(
+        RegressionModel,
+        RandomData,
+        args=[
+            "fit",
+            "--config",
+            os.path.join(logger.log_dir, "config.yaml"),
+            "--trainer.logger.version=again",
+        ],
+    )
+    assert cli.trainer.current_epoch == 1 and cli.trainer.loggers[0].version == "again"
