@@ -374,3 +374,12 @@ def test_live_series_stays_bounded_in_the_browser(page, server):
     assert drawn <= 8_000, drawn
     ys = page.evaluate("document.querySelector(\".chart-card[data-key='loss'] .chart-plot\").data[0].y")
     assert min(ys) == 1.0 and max(ys) == 1.99  # extremes survive the decimation
+
+
+def test_run_url_opens_the_run_page(page, server):
+    run = server.external_run("deep-link")
+    page.goto(
+        run["url"].replace(server.url, "") if run["url"].startswith(server.url) else f"/runs/{run['id']}"
+    )
+    expect(page.get_by_test_id("run-name")).to_have_text("deep-link")
+    assert page.url.endswith(f"/#/runs/{run['id']}")
