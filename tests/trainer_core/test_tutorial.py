@@ -345,7 +345,7 @@ def test_early_stopping(workdir):
     early_stop_callback = EarlyStopping(
         monitor="val_accuracy", min_delta=0.00, patience=3, verbose=False, mode="max"
     )
-    trainer = Trainer(callbacks=[early_stop_callback], max_epochs=50, logger=False)
+    trainer = Trainer(callbacks=[early_stop_callback], max_epochs=50, logger=False, default_root_dir="second")
     trainer.fit(LitModel())
     assert trainer.current_epoch == 4 and early_stop_callback.wait_count == 3
 

@@ -269,12 +269,21 @@ class TQDMProgressBar(ProgressBar):
             **kwargs,
         )
 
+    def _first_total(self, attr: str) -> int | float | None:
+        """The first dataloader's batch count, so a new bar's first draw shows "0/8", not "0/?"."""
+        try:
+            return _convert_inf(getattr(self, attr))
+        except (AttributeError, TypeError, IndexError):
+            return None
+
     def init_sanity_tqdm(self) -> Any:
-        return self._new_bar(self.sanity_check_description, 2 * self.process_position, leave=False)
+        total = self._first_total("total_val_batches_current_dataloader")
+        return self._new_bar(
+            self.sanity_check_description, 2 * self.process_position, leave=False, total=total
+        )
 
     def init_train_tqdm(self) -> Any:
-        # the total is known already: the first draw shows "0/938", not "0/?"
-        total = _convert_inf(self.total_train_batches) if self._trainer is not None else None
+        total = self._first_total("total_train_batches") if self._trainer is not None else None
         return self._new_bar(
             self.train_description, 2 * self.process_position, leave=True, smoothing=0, total=total
         )
@@ -282,14 +291,21 @@ class TQDMProgressBar(ProgressBar):
     def init_validation_tqdm(self) -> Any:
         has_main_bar = self.trainer.state.fn != "validate"
         return self._new_bar(
-            self.validation_description, 2 * self.process_position + has_main_bar, leave=not has_main_bar
+            self.validation_description,
+            2 * self.process_position + has_main_bar,
+            leave=not has_main_bar,
+            total=self._first_total("total_val_batches_current_dataloader"),
         )
 
     def init_test_tqdm(self) -> Any:
-        return self._new_bar(self.test_description, 2 * self.process_position, leave=True)
+        total = self._first_total("total_test_batches_current_dataloader")
+        return self._new_bar(self.test_description, 2 * self.process_position, leave=True, total=total)
 
     def init_predict_tqdm(self) -> Any:
-        return self._new_bar(self.predict_description, 2 * self.process_position, leave=True, smoothing=0)
+        total = self._first_total("total_predict_batches_current_dataloader")
+        return self._new_bar(
+            self.predict_description, 2 * self.process_position, leave=True, smoothing=0, total=total
+        )
 
     # -- drawing -------------------------------------------------------------------------
     def _advance(self, bar: Any, n: int, metrics_for: tuple[Any, Any] | None = None) -> None:
@@ -312,9 +328,9 @@ class TQDMProgressBar(ProgressBar):
 
     @staticmethod
     def _reset(bar: Any, total: int | float | None, desc: str) -> None:
-        bar.reset(_convert_inf(total))
+        bar.set_description(desc, refresh=False)  # before reset(), which redraws: "Epoch 1: 0/938"
         bar.initial = 0
-        bar.set_description(desc, refresh=False)
+        bar.reset(_convert_inf(total))
 
     # -- sanity check --------------------------------------------------------------------
     def on_sanity_check_start(self, trainer: Any, pl_module: Any) -> None:
