@@ -65,10 +65,14 @@ def test_runs_page_live_status_filters_sort_and_select(page, server):
     assert page.evaluate("window.__noReload") == 1
 
     # A chosen metric column shows each run's last value.
-    cols = page.get_by_test_id("metric-columns")
-    cols.fill("train_loss")
-    cols.press("Enter")
-    cols.dispatch_event("change")
+    # First visit: a loss column is picked from the runs' keys; remove it, add it back.
+    header = page.locator("th[data-sort='metric:train_loss']")
+    expect(header).to_be_visible()
+    page.get_by_test_id("metric-column-chips").get_by_role("button", name="Remove column train_loss").click()
+    expect(header).to_have_count(0)
+    add = page.get_by_test_id("add-metric-column")
+    expect(add.locator("option[value='train_loss']")).to_have_count(1)  # discovered from the runs
+    add.select_option("train_loss")
     expect(row_a.locator("td[data-metric='train_loss']")).to_have_text("0.05")
     expect(row_b.locator("td[data-metric='train_loss']")).to_have_text("0.2")
 

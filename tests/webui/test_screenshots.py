@@ -98,6 +98,7 @@ def test_screenshot_runs_page(page, server, seeded):
     page.reload()
     table = page.get_by_test_id("runs-table")
     expect(table.locator("tbody tr")).to_have_count(len(RUNS))
+    expect(page.get_by_test_id("add-metric-column").locator("option[value='lr']")).to_have_count(1)
     expect(table.locator(f"tr[data-run-id='{seeded['classifier-dropout']}'] .badge")).to_have_text("failed")
     page.locator(f"tr[data-run-id='{seeded['autoencoder-baseline']}'] input[type=checkbox]").check()
     page.locator(f"tr[data-run-id='{seeded['autoencoder-wide']}'] input[type=checkbox]").check()

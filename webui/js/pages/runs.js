@@ -74,14 +74,27 @@ export async function render(root) {
   const projectSel = mkSelect("project", "Project", state.project ? [state.project] : []);
   const recipeSel = mkSelect("recipe", "Recipe", state.recipe ? [state.recipe] : []);
 
-  const colsInput = h("input", { class: "input", list: "metric-key-options", placeholder: "metric columns, e.g. val_loss, train_loss", dataset: { testid: "metric-columns" },
-    on: { change: (e) => setMetricCols(e.target.value.split(",").map((s) => s.trim()).filter(Boolean)) } });
-  const keyList = h("datalist", { id: "metric-key-options" });
+  // Metric columns: chips for the chosen keys, a select to add one (keys seen in the listed
+  // runs), or type any key and press Enter.
+  const colChips = h("span", { class: "col-chips", dataset: { testid: "metric-column-chips" } });
+  const addCol = h("select", { class: "input input-sm", "aria-label": "Add a metric column", dataset: { testid: "add-metric-column" },
+    on: { change: (e) => { if (e.target.value) setMetricCols([...(metricCols || []), e.target.value]); } } });
+  const colsInput = h("input", { class: "input input-sm", placeholder: "or type a key", dataset: { testid: "metric-columns" }, size: 12,
+    on: { keydown: (e) => { if (e.key === "Enter" && e.target.value.trim()) { setMetricCols([...(metricCols || []), ...e.target.value.split(",").map((x) => x.trim()).filter(Boolean)]); e.target.value = ""; } } } });
+
+  function renderColumnChooser() {
+    const chosen = metricCols || [];
+    replace(colChips, chosen.map((k) => h("span", { class: "chip chip-sm", dataset: { key: k } }, k,
+      h("button", { type: "button", class: "chip-x", title: `Remove the ${k} column`, "aria-label": `Remove column ${k}`,
+        on: { click: () => setMetricCols(chosen.filter((x) => x !== k)) } }, "×"))));
+    const options = [...knownKeys].filter((k) => !chosen.includes(k)).sort();
+    replace(addCol, h("option", { value: "" }, "+ metric column"), options.map((k) => h("option", { value: k }, k)));
+  }
 
   function setMetricCols(cols) {
-    metricCols = cols;
-    localStorage.setItem(COLS_KEY, JSON.stringify(cols));
-    colsInput.value = cols.join(", ");
+    metricCols = [...new Set(cols)];
+    localStorage.setItem(COLS_KEY, JSON.stringify(metricCols));
+    renderColumnChooser();
     load();
   }
 
@@ -100,7 +113,7 @@ export async function render(root) {
       h("span", { class: "spacer" }),
       compareBtn,
       h("a", { class: "btn", href: "#/new" }, "New run")),
-    h("div", { class: "toolbar" }, search, statusSel, projectSel, recipeSel, h("label", { class: "ctl ctl-grow" }, "Columns ", colsInput), keyList),
+    h("div", { class: "toolbar" }, search, statusSel, projectSel, recipeSel, h("span", { class: "ctl ctl-grow" }, "Columns", colChips, addCol, colsInput)),
     h("div", { class: "table-wrap" }, table),
     pager));
 
@@ -180,18 +193,20 @@ export async function render(root) {
     renderBody();
     updateCompare();
     table.dataset.loaded = "1";
-    if (!metricCols) discoverKeys(true);
+    discoverKeys(!metricCols);
   }
 
   // Suggest metric columns from the most recent runs' keys; pick defaults the first time.
-  let discovered = false;
+  const keysAsked = new Set();
   async function discoverKeys(pickDefaults) {
-    if (discovered) return;
-    discovered = true;
-    const recent = items.slice(0, 8);
-    const lists = await Promise.all(recent.map((r) => runsApi.metricKeys(r.id).catch(() => [])));
+    // Keys of up to 8 listed runs not asked before (a run's keys rarely change after it starts).
+    const fresh = items.filter((r) => !keysAsked.has(r.id) || r.status === "running").slice(0, 8);
+    if (!fresh.length) return;
+    for (const r of fresh) keysAsked.add(r.id);
+    const lists = await Promise.all(fresh.map((r) => runsApi.metricKeys(r.id).catch(() => [])));
+    const before = knownKeys.size;
     for (const l of lists) for (const k of l) knownKeys.add(k.key);
-    replace(keyList, [...knownKeys].sort().map((k) => h("option", { value: k })));
+    if (knownKeys.size !== before) renderColumnChooser();
     if (pickDefaults && !metricCols && knownKeys.size) {
       const prefer = ["val_loss", "train_loss", "loss", "val_acc", "test_loss"];
       const picks = prefer.filter((k) => knownKeys.has(k)).slice(0, 3);
@@ -245,10 +260,9 @@ export async function render(root) {
     if (metricCols && metricCols.length && items.some((r) => r.status === "running")) load();
   }, 5000);
 
-  colsInput.value = (metricCols || []).join(", ");
+  renderColumnChooser();
   renderHead();
   await load();
-  discoverKeys(false);
 
   return () => { stream.close(); clearInterval(tick); clearInterval(refresh); clearTimeout(reloadTimer); };
 }
