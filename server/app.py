@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import lru_cache
@@ -70,12 +72,33 @@ async def _reaper(app: FastAPI) -> None:
             log.exception("reaper pass failed")
 
 
+def _watch_shutdown_signals(app: FastAPI) -> None:
+    """Let live event streams end when the server is asked to stop.
+
+    uvicorn waits for open responses before it shuts down, and an SSE stream never ends by
+    itself, so without this one open dashboard keeps the server alive after Ctrl-C/SIGTERM.
+    The handlers uvicorn installed are chained, not replaced (and it restores its own later)."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # e.g. a test client running the app in a thread: no signals there
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: object, previous=previous) -> None:  # noqa: ANN001
+            app.state.shutting_down.set()
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.ensure_dirs()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _watch_shutdown_signals(app)
         await run_in_threadpool(upgrade_database, settings.database_url)
         task = asyncio.create_task(_reaper(app)) if settings.reaper else None
         try:
@@ -89,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Runyard", version="0.1.0", lifespan=lifespan,
                   description="Experiment tracking and training jobs for PyTorch.")
     app.state.settings = settings
+    app.state.shutting_down = threading.Event()
     app.state.engine = get_engine(settings.database_url)
     app.state.sessionmaker = session_factory(app.state.engine)
     install_error_handlers(app)

@@ -112,8 +112,9 @@ class RunEventPoller:
 async def _stream(request: Request, poll, interval: float) -> AsyncIterator[str]:  # noqa: ANN001
     yield "retry: 1000\n\n"
     last_sent = time.monotonic()
+    shutting_down = request.app.state.shutting_down
     while True:
-        if await request.is_disconnected():
+        if shutting_down.is_set() or await request.is_disconnected():
             return
         events = await run_in_threadpool(poll)
         for event in events:

@@ -180,3 +180,32 @@ def test_runyard_logger_retries_while_server_unreachable(live_server):
     with httpx.Client(base_url=url, timeout=30) as c:
         assert c.get(f"/api/v1/runs/{rid}").json()["status"] == "succeeded"
         assert c.get(f"/api/v1/runs/{rid}/metric-keys").json()[0]["count"] == 100
+
+
+def test_sigterm_stops_the_server_with_an_open_event_stream(tmp_path):
+    import signal
+
+    from tests.server.conftest import free_port
+
+    port = free_port()
+    env = {**os.environ, "RUNYARD_HOME": str(tmp_path), "RUNYARD_REAPER": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "server.app:create_app", "--factory", "--port",
+                             str(port), "--log-level", "warning"], cwd=REPO, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        with httpx.Client(base_url=url, timeout=30) as c:
+            rid = c.post("/api/v1/runs", json={"recipe": "external"}).json()["id"]
+            with c.stream("GET", f"/api/v1/runs/{rid}/events") as response:
+                assert read_events(response.iter_lines(), 1)[0][0] == "status"
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=15)  # an open dashboard must not keep the server alive
+                assert proc.returncode is not None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
