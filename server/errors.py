@@ -60,6 +60,9 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"There is no {request.url.path}; see /docs for the API."
+        elif exc.status_code == 400 and detail == "There was an error parsing the body":
+            detail = ("The request body could not be parsed (not JSON, or nested too deeply); "
+                      "send a JSON object as described at /docs.")
         elif exc.status_code == 405:
             detail = f"{request.method} is not allowed on {request.url.path}; see /docs for the API."
         return JSONResponse(error_body(str(detail)), status_code=exc.status_code, headers=exc.headers)
