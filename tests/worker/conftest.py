@@ -22,16 +22,22 @@ def small_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_mnist(tmp_path_factory.mktemp("mnist"), n_train=256, n_test=64)
 
 
-@pytest.fixture(scope="module")
-def sqlite_stack(tmp_path_factory: pytest.TempPathFactory, small_mnist: Path) -> Iterator[Stack]:
+@pytest.fixture(scope="session")
+def _sqlite_stack_for_session(tmp_path_factory: pytest.TempPathFactory, small_mnist: Path) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("runyard")
     stack = Stack(stack_env(home, small_mnist), home / "logs")
     try:
         stack.start_server()
-        stack.start_worker()
         yield stack
     finally:
         stack.close()
+
+
+@pytest.fixture
+def sqlite_stack(_sqlite_stack_for_session: Stack) -> Stack:
+    """One server for the session; a live worker for each test (tests may kill theirs)."""
+    _sqlite_stack_for_session.ensure_worker()
+    return _sqlite_stack_for_session
 
 
 @pytest.fixture(scope="session")

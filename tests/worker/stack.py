@@ -86,6 +86,11 @@ class Stack:
         self.wait_log(name, "ready", timeout=90, proc=proc)
         return proc
 
+    def ensure_worker(self) -> None:
+        self.workers = [p for p in self.workers if p.poll() is None]
+        if not self.workers:
+            self.start_worker(f"worker-{uuid.uuid4().hex[:6]}")
+
     def read_log(self, name: str) -> str:
         path = self.logs / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -123,7 +128,7 @@ class Stack:
             if run["status"] in FINAL:
                 break
             time.sleep(0.1)
-        logs = {name: self.read_log(name)[-3000:] for name in ("server", "worker", "worker2")}
+        logs = {path.stem: path.read_text(errors="replace")[-3000:] for path in self.logs.glob("*.log")}
         raise AssertionError(f"run {run_id} is {run.get('status')}, expected {statuses}: {run}\n{logs}")
 
     def metrics(self, run_id: int, keys: str = "") -> dict:

@@ -76,8 +76,6 @@ def test_sigkilled_worker_run_resumes_from_last_checkpoint(sqlite_stack: Stack) 
 
 def test_sigterm_stops_the_run_at_a_checkpoint_and_requeues_it(sqlite_stack: Stack) -> None:
     client = sqlite_stack.client
-    if not sqlite_stack.workers:
-        sqlite_stack.start_worker("worker3")
     total = 120
     run_id = sqlite_stack.submit("slow_regression", {"step_delay": 0.03, "n": total * 8},
                                  {"max_epochs": 1, "log_every_n_steps": 1, "limit_val_batches": 1})["id"]
