@@ -179,7 +179,13 @@ def worker_slots(gpus: str | None, concurrency: int | None) -> list[dict[str, st
             for gpu in gpu_ids
             for i in range(per_gpu)
         ]
-    return [{"CUDA_VISIBLE_DEVICES": "", "RUNYARD_WORKER_SLOT": f"cpu{i}"} for i in range(concurrency or 1)]
+    n = concurrency or 1
+    slots = [{"CUDA_VISIBLE_DEVICES": "", "RUNYARD_WORKER_SLOT": f"cpu{i}"} for i in range(n)]
+    if "OMP_NUM_THREADS" not in os.environ:
+        # N CPU runs side by side share the cores instead of each starting one thread per core.
+        for slot in slots:
+            slot["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
+    return slots
 
 
 def celery_worker_command(queues: str, slot: str, loglevel: str = "INFO") -> list[str]:

@@ -57,6 +57,12 @@ def test_worker_slots_pin_one_process_per_gpu() -> None:
     assert len(worker_slots("none", 3)) == 3
 
 
+def test_cpu_slots_share_the_cores(monkeypatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    slots = worker_slots("none", 2)
+    assert all(int(s["OMP_NUM_THREADS"]) == max(1, (os.cpu_count() or 1) // 2) for s in slots)
+
+
 def test_parse_pairs() -> None:
     assert parse_pairs(["a=1", "b=0.5", "c=true", "d=hello", "e=[1, 2]", "f=null"], "--param") == {
         "a": 1, "b": 0.5, "c": True, "d": "hello", "e": [1, 2], "f": None}
