@@ -39,6 +39,20 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def children_of(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.append(int(entry))
+    return out
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -164,8 +178,15 @@ def test_worker_concurrency_runs_two_at_once_and_stops_cleanly(sqlite_stack: Sta
         assert {r["device"] for r in runs} == {"cpu"}
         for run_id in ids:
             sqlite_stack.wait_status(run_id, "succeeded", timeout=90)
+        children = set(children_of(proc.pid))
+        assert len(children) == 2
+        # a Celery process that dies is started again by the supervisor
+        os.kill(min(children), signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not (set(children_of(proc.pid)) - children):
+            assert time.monotonic() < deadline, "the supervisor did not restart the killed worker"
+            time.sleep(0.2)
         family = descendants(proc.pid)
-        assert len(family) >= 2
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
