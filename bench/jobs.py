@@ -37,7 +37,9 @@ def latency(broker: str, runs: int) -> list[float]:
         if broker == "redis":
             import redis
 
-            db = next(n for n in range(15, 0, -1) if redis.Redis(db=n).dbsize() == 0)  # an unused database
+            # an unused database (15 is the server tests')
+            db = next(n for n in range(14, 0, -1) if redis.Redis(db=n).dbsize() == 0
+                      and redis.Redis(db=n).set("runyard-bench", "1", nx=True))
             extra["broker_url"] = f"redis://127.0.0.1:6379/{db}"
         stack = Stack(stack_env(home / "home", data, **extra), home / "logs")
         try:
@@ -56,6 +58,8 @@ def latency(broker: str, runs: int) -> list[float]:
             return out
         finally:
             stack.close()
+            if broker == "redis":
+                redis.Redis(db=db).flushdb()
 
 
 def step_overhead(steps: int, rounds: int) -> dict[str, list[float]]:
