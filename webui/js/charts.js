@@ -130,13 +130,16 @@ export class MetricCharts {
   /** Read every key's history for every run; resolves once everything is drawn. */
   async load() {
     const t0 = performance.now();
-    const Plotly = await waitForPlotly();
-    this.Plotly = Plotly;
     const seq = ++this.seq;
     // Live points that arrive while history loads are kept and replayed on top of it, so a
     // point written between the history read and its arrival here is never lost.
     this.pending = this.pending || [];
-    const results = await Promise.all(this.runs.map((r) => runsApi.metrics(r.id, { max_points: this.maxPoints }).then((res) => [r, res])));
+    // The history request goes out while plotly.js may still be loading.
+    const fetching = Promise.all(this.runs.map((r) => runsApi.metrics(r.id, { max_points: this.maxPoints }).then((res) => [r, res])));
+    this.Plotly = await waitForPlotly();
+    const plotlyReady = performance.now();
+    const results = await fetching;
+    const fetched = performance.now();
     if (this.destroyed || seq !== this.seq) return;
     this.data.clear();
     for (const [run, res] of results) {
@@ -151,12 +154,13 @@ export class MetricCharts {
     for (const [runId, points] of pending) this.addPoints(runId, points, true);
     this.dirty.clear();
     this.syncCards();
-    const fetchedMs = performance.now() - t0;
     await this.drawAll();
-    const ms = performance.now() - t0;
+    const done = performance.now();
+    const ms = done - t0;
     let total = 0, drawn = 0;
     for (const m of this.data.values()) for (const s of m.values()) { total += s.total; drawn += s.steps.length; }
-    const timing = { ms: Math.round(ms), fetch_ms: Math.round(fetchedMs), since_page_load_ms: Math.round(performance.now()), points_total: total, points_drawn: drawn, keys: this.keys.length };
+    const timing = { ms: Math.round(ms), fetch_ms: Math.round(fetched - t0), plotly_wait_ms: Math.round(plotlyReady - t0),
+      draw_ms: Math.round(done - Math.max(fetched, plotlyReady)), since_page_load_ms: Math.round(done), points_total: total, points_drawn: drawn, keys: this.keys.length };
     window.__runyard = window.__runyard || {};
     window.__runyard.lastDraw = timing;
     this.container.dataset.drawMs = String(timing.ms);
