@@ -106,3 +106,22 @@ def test_trainer_precision_and_accelerator_are_honoured(settings: Settings) -> N
     gpu_run = new_run(settings, "digits_classifier", {}, {**TINY, "accelerator": "gpu"})
     assert execute_run(gpu_run, settings) == "failed"
     assert "GPU" in get(settings, gpu_run).error or "CUDA" in get(settings, gpu_run).error
+
+
+def test_checkpoint_monitor_and_early_stopping_arguments(settings: Settings) -> None:
+    trainer = {**TINY, "max_epochs": 4, "limit_val_batches": 2, "checkpoint_monitor": "val_loss",
+               "checkpoint_save_top_k": 2, "early_stopping_monitor": "val_loss", "early_stopping_patience": 10}
+    run_id = new_run(settings, "digits_classifier", {}, trainer)
+    assert execute_run(run_id, settings) == "succeeded", get(settings, run_id).error
+    with Session(get_engine(settings.database_url)) as s:
+        rows = store.list_checkpoints(s, run_id)
+        val = store.read_metrics(s, run_id, ["val_loss"])["val_loss"]
+    scored = [r for r in rows if r.monitor == "val_loss"]
+    assert len(scored) == 2  # top 2 of 4 epochs kept, the others deleted (files and rows)
+    best = next(r for r in rows if r.is_best)
+    assert best.score == pytest.approx(min(val["values"]))
+    assert sum(r.is_last for r in rows) == 1
+    for row in rows:
+        assert (settings.artifact_root / row.path).is_file()
+    files = sorted(p.name for p in (settings.artifact_root / str(run_id) / "checkpoints").iterdir())
+    assert len(files) == len(rows), files
