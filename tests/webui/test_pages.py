@@ -37,7 +37,7 @@ def test_plotly_and_pages_are_served_locally(page, server):
     page.on("request", lambda r: requests.append(r.url))
     page.goto("/")
     expect(page.locator("h1")).to_have_text("Runs")
-    assert page.evaluate("typeof window.Plotly") == "object"
+    page.wait_for_function("typeof window.Plotly === 'object'")  # loaded async
     assert all(u.startswith(server.url) or u.startswith("data:") for u in requests), requests
     assert any(u.endswith("/static/plotly.min.js") for u in requests)
 
