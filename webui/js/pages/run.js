@@ -214,6 +214,10 @@ export async function render(root, { id }) {
       }
     },
     log: (d) => appendLogs(d && d.lines),
+    deleted: () => {
+      toast(`Run #${id} was deleted`, "info");
+      location.hash = "#/runs";
+    },
     checkpoint: (c) => {
       if (!c) return;
       checkpoints = checkpoints.filter((x) => x.id !== c.id);
