@@ -87,8 +87,16 @@ def test_end_to_end_on_postgres_and_redis(pg_redis_stack: Stack) -> None:
     torch.load(io.BytesIO(download(pg_redis_stack, last["id"])), weights_only=True)
 
 
+def broker_messages(stack: Stack) -> int:
+    import sqlite3
+
+    with sqlite3.connect(f"{stack.env['RUNYARD_HOME']}/broker.db") as db:
+        return db.execute("select count(*) from kombu_message").fetchone()[0]
+
+
 def test_unknown_recipe_and_bad_params_are_422_and_queue_nothing(sqlite_stack: Stack) -> None:
     before = sqlite_stack.client.get("/api/v1/runs?limit=1000").json()["total"]
+    messages = broker_messages(sqlite_stack)
     cases = [
         {"recipe": "rm_rf", "params": {}},
         {"recipe": "mnist_autoencoder", "params": {"hidden_dim": -3}},
@@ -103,3 +111,4 @@ def test_unknown_recipe_and_bad_params_are_422_and_queue_nothing(sqlite_stack: S
         assert response.json()["detail"]
     time.sleep(0.5)
     assert sqlite_stack.client.get("/api/v1/runs?limit=1000").json()["total"] == before
+    assert broker_messages(sqlite_stack) == messages
