@@ -119,8 +119,12 @@ def _resume_from(session: Session, run_id: int, snap: dict[str, Any], settings: 
         store_ext.delete_metric_points_from(session, run_id, own.step or 0)
         print(f"[runyard] attempt {snap['attempt']}: resuming from {own.path} (step {own.step})")
         return path
-    # No checkpoint of its own: whatever an earlier attempt logged is replayed from the start.
+    # No checkpoint of its own: whatever an earlier attempt logged or saved is redone from the start.
     store_ext.reset_run_records(session, run_id)
+    ckpt_dir = settings.artifact_root / str(run_id) / "checkpoints"
+    if snap["attempt"] > 1 and ckpt_dir.is_dir():
+        for stale in ckpt_dir.glob("*.ckpt"):
+            stale.unlink(missing_ok=True)
     if snap["resume_checkpoint_id"] is not None:
         ckpt = store.get_checkpoint(session, snap["resume_checkpoint_id"])
         if ckpt is None:

@@ -101,14 +101,16 @@ def forget_checkpoints(session: Session, run_id: int, paths: list[str]) -> None:
 
 
 def resumable_checkpoint(session: Session, run_id: int, artifact_root: Path) -> Checkpoint | None:
-    """The run's newest registered checkpoint whose file is still there (last first, then by step)."""
+    """The run's newest registered resume checkpoint (``last-*.ckpt``, see worker/control.py)
+    whose file is still there. ModelCheckpoint files are not used to resume: one saved at a
+    batch end precedes that step's metrics, so it is not a clean cut of the history."""
     rows = session.scalars(
         select(Checkpoint)
         .where(Checkpoint.run_id == run_id)
         .order_by(Checkpoint.is_last.desc(), Checkpoint.step.desc().nulls_last(), Checkpoint.id.desc())
     ).all()
     for row in rows:
-        if (artifact_root / row.path).is_file():
+        if Path(row.path).name.startswith("last-") and (artifact_root / row.path).is_file():
             return row
     return None
 
