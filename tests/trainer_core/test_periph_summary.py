@@ -7,7 +7,10 @@ import json
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
+import trainer_core as L
+from trainer_core.callbacks.model_summary import ModelSummary
 from trainer_core.summary import format_summary, get_human_readable_count, summarize
 
 
@@ -142,3 +145,54 @@ def test_a_failing_example_forward_warns_and_leaves_sizes_unknown():
         data = summarize(model, max_depth=2)
     assert all(layer.in_size == "?" and layer.out_size == "?" for layer in data.layers)
     assert model.training and not model.net[0]._forward_hooks
+
+
+class LitNet(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(256, 512), nn.BatchNorm1d(512))
+        self.example_input_array = torch.zeros(2, 256)
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        return self(batch).pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def _fit(tmp_path, **kwargs):
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        **kwargs,
+    )
+    trainer.fit(LitNet(), DataLoader(torch.randn(8, 256), batch_size=4))
+    return trainer
+
+
+def test_model_summary_callback_prints_at_fit_start(tmp_path, capsys):
+    callback = ModelSummary(max_depth=2)
+    _fit(tmp_path, callbacks=[callback])
+    out = capsys.readouterr().out
+    assert "  | Name  | Type        | Params | Mode  | In sizes | Out sizes" in out
+    assert "2 | net.1 | BatchNorm1d | 1.0 K  | train | [2, 512] | [2, 512] " in out
+    assert "132 K     Total params" in out
+    assert callback.last_summary is not None and len(callback.last_summary.layers) == 3
+
+
+def test_model_summary_off(tmp_path, capsys):
+    _fit(tmp_path, callbacks=[ModelSummary(max_depth=0)])
+    assert "Total params" not in capsys.readouterr().out
+    _fit(tmp_path, enable_model_summary=False)
+    assert "Total params" not in capsys.readouterr().out
+    _fit(tmp_path)  # the default: depth 1
+    out = capsys.readouterr().out
+    assert "0 | net  | Sequential | 132 K  | train" in out and "net.0" not in out
+    with pytest.raises(ValueError, match="max_depth"):
+        ModelSummary(max_depth=-3)
