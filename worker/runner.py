@@ -87,7 +87,7 @@ def _train(run_id: int, snap: dict[str, Any], settings: Settings, engine, beat: 
     from worker.capture import capture_output
     from worker.tracking import TrackingLogger
 
-    tracking = TrackingLogger(engine, run_id, settings.artifact_root)
+    tracking = TrackingLogger(engine, run_id, settings.artifact_root, attempt=snap["attempt"])
     try:
         with capture_output(tracking.log_lines):
             try:

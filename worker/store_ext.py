@@ -32,6 +32,16 @@ def heartbeat_attempt(session: Session, run_id: int, attempt: int) -> str:
     return CANCEL if cancel else OK
 
 
+def owns_run(session: Session, run_id: int, attempt: int) -> bool:
+    """True while ``run_id`` is running as ``attempt``. Locks the run row (PostgreSQL) until the
+    caller's transaction ends, so the next attempt cannot claim it between this check and the
+    caller's write; on SQLite the write itself fails if a claim committed in between."""
+    row = session.execute(
+        select(Run.status, Run.attempt).where(Run.id == run_id).with_for_update()
+    ).first()
+    return row is not None and row.status == "running" and row.attempt == attempt
+
+
 def finish_run(session: Session, run_id: int, attempt: int, status: str, error: str | None = None) -> bool:
     """``running -> status`` for this attempt only (False when the run is no longer ours)."""
     now = utcnow()

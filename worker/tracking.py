@@ -61,10 +61,15 @@ class TrackingLogger(Logger):
         *,
         flush_interval: float = 0.5,
         on_error: Callable[[BaseException], None] | None = None,
+        attempt: int | None = None,
     ) -> None:
         super().__init__()
         self.engine = engine
         self.run_id = run_id
+        # When set, every write first checks (row-locked) that the run is still this attempt's: a
+        # worker the reaper gave up on must not add points after the next attempt trimmed them.
+        self.attempt = attempt
+        self.lost = False
         self.artifact_root = Path(artifact_root)
         self.flush_interval = flush_interval
         self.on_error = on_error
@@ -186,6 +191,12 @@ class TrackingLogger(Logger):
             try:
                 with Session(self.engine) as session:
                     while ops:
+                        if self.attempt is not None and not store_ext.owns_run(session, self.run_id, self.attempt):
+                            self.lost = True
+                            log.warning("run %s is no longer attempt %s's: dropping %d records", self.run_id,
+                                        self.attempt, len(ops))
+                            session.rollback()
+                            return
                         kind, payload = ops[0]
                         self._apply(session, kind, payload)
                         ops.pop(0)

@@ -148,3 +148,21 @@ def test_reaper_requeues_stale_runs_and_fails_them_after_max_attempts(settings: 
     with Session(engine) as s:
         run = store.require_run(s, run_id)
         assert run.status == "failed" and "2 attempts" in run.error
+
+
+def test_a_logger_whose_run_moved_to_another_attempt_writes_nothing(settings: Settings) -> None:
+    engine, run_id, attempt = running_run(settings)
+    logger = TrackingLogger(engine, run_id, settings.artifact_root, flush_interval=0.05, attempt=attempt)
+    logger.log_metrics({"loss": 1.0}, 0)
+    assert logger.flush(timeout=30) and not logger.lost
+    # the reaper requeued the run and another worker claimed it (attempt 2)
+    with Session(engine) as s:
+        s.execute(update(Run).where(Run.id == run_id).values(status="queued"))
+        s.commit()
+        assert store.claim_run(s, run_id, "other", "cpu").attempt == attempt + 1
+    logger.log_metrics({"loss": 2.0}, 1)
+    assert logger.flush(timeout=30)
+    assert logger.lost
+    with Session(engine) as s:
+        assert store.read_metrics(s, run_id, ["loss"])["loss"]["steps"] == [0]
+    logger.close()
