@@ -276,8 +276,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
             print(f"runyard: the server did not come up on {base_url}", file=sys.stderr)
             stop_all(list(procs.values()))
             return 1
-        print(f"runyard: serving {settings.public_url if settings.public_url != f'http://{settings.host}:{settings.port}' else base_url}"
-              " — Ctrl-C stops server and worker", flush=True)
+        print(f"runyard: serving {base_url} — Ctrl-C stops server and worker", flush=True)
         if args.demo:
             body = demo_submission(settings)
             run = _request("POST", f"{base_url}/api/v1/runs", body)
