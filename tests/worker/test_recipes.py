@@ -38,6 +38,14 @@ def test_validate_params_fills_defaults_and_rejects_bad_values() -> None:
             recipe.validate_params(bad)
 
 
+def test_cross_parameter_rules_are_validation_errors() -> None:
+    recipe = get_registry("")["transfer_learning"]
+    assert recipe.validate_params({"source_run_id": 3})["source_run_id"] == 3
+    for bad in ({}, {"source_run_id": 3, "source_checkpoint_id": 4}):
+        with pytest.raises(ValidationError, match="exactly one"):
+            recipe.validate_params(bad)
+
+
 def test_trainer_whitelist_and_schema() -> None:
     schema = trainer_schema()
     for name in ("max_epochs", "max_steps", "precision", "accelerator", "devices", "limit_train_batches",

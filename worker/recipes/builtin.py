@@ -226,6 +226,11 @@ def _prepare_transfer(params: dict[str, Any], ctx: RecipeContext):
     return {"backbone": backbone}, load_weights
 
 
+def _one_source(params: Any) -> None:
+    if (params.source_run_id is None) == (params.source_checkpoint_id is None):
+        raise ValueError("give exactly one of source_run_id (an mnist_autoencoder run) or source_checkpoint_id")
+
+
 BUILTIN_RECIPES = [
     Recipe(
         "mnist_autoencoder",
@@ -247,5 +252,6 @@ BUILTIN_RECIPES = [
         description="An earlier mnist_autoencoder run's encoder, frozen, under a linear head classifying MNIST.",
         hidden=("backbone",),
         prepare=_prepare_transfer,
+        check=_one_source,
     ),
 ]

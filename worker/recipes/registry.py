@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 # Arguments filled by the worker, never by the user.
 CONTEXT_ARGS = frozenset({"data_dir", "download"})
@@ -91,6 +91,7 @@ class Recipe:
         hidden: tuple[str, ...] = (),
         prepare: Callable[[dict[str, Any], RecipeContext], tuple[dict[str, Any], Callable[[Any], None] | None]]
         | None = None,
+        check: Callable[[Any], None] | None = None,
     ) -> None:
         self.name = name
         self.model = model
@@ -98,6 +99,8 @@ class Recipe:
         self.description = description or (inspect.getdoc(model) or "").split("\n\n")[0]
         self.hidden = frozenset(hidden) | CONTEXT_ARGS
         self.prepare = prepare
+        # Rules across parameters (raise ValueError): they become part of the pydantic validation.
+        self.check = check
         self._params_model: type[BaseModel] | None = None
 
     # -- schema -------------------------------------------------------------------------
@@ -108,8 +111,17 @@ class Recipe:
                 for name, spec in _schema_fields(self.data, self.hidden).items():
                     fields.setdefault(name, spec)
             model_name = "".join(part.title() for part in self.name.split("_")) + "Params"
+            validators = {}
+            if self.check is not None:
+                check = self.check
+
+                def _check(values: Any) -> Any:
+                    check(values)
+                    return values
+
+                validators["recipe_check"] = model_validator(mode="after")(_check)
             self._params_model = create_model(
-                model_name, __config__=ConfigDict(extra="forbid"), **fields
+                model_name, __config__=ConfigDict(extra="forbid"), __validators__=validators, **fields
             )  # type: ignore[call-overload]
         return self._params_model
 
