@@ -312,3 +312,19 @@ def test_callbacks_and_logger_by_short_name(tmp_path):
         ],
     )
     assert cli.trainer.current_epoch == 1 and cli.trainer.loggers[0].version == "again"
+
+
+def test_args_as_dict_and_trainer_defaults(tmp_path):
+    from trainer_core.callbacks.lr_monitor import LearningRateMonitor
+
+    monitor = LearningRateMonitor()
+    cli = LightningCLI(
+        RegressionModel,
+        RandomData,
+        trainer_defaults={"max_epochs": 1, "default_root_dir": str(tmp_path), "callbacks": [monitor]},
+        seed_everything_default=3,
+        args={"fit": {"model": {"hidden": 6}, "trainer": {"enable_progress_bar": False}}},
+    )
+    assert cli.model.net[0].out_features == 6 and cli.trainer.current_epoch == 1
+    assert monitor in cli.trainer.callbacks and cli.config.fit.seed_everything == 3
+    assert monitor.lrs == {"lr-SGD": [0.01]}  # logged at the start of the only epoch
