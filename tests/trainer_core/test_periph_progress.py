@@ -179,3 +179,16 @@ def test_progress_bar_base_is_abstract_for_enable_disable():
         ProgressBar().disable()
     with pytest.raises(ValueError, match="refresh_rate"):
         TQDMProgressBar(refresh_rate=-1)
+
+
+def test_several_validation_dataloaders_get_their_own_description(tmp_path):
+    class TwoLoaders(Regressor):
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            self.log("val_loss", F.mse_loss(self(batch), batch.sum(1, keepdim=True)))
+
+    stream = io.StringIO()
+    t = trainer(tmp_path, TQDMProgressBar(file=stream), max_epochs=1, logger=False, num_sanity_val_steps=0)
+    t.fit(TwoLoaders(), loader(8), [loader(8), loader(12)])
+    text = stream.getvalue()
+    assert re.search(r"Validation DataLoader 0: 100%\|.*\| 2/2 ", text), text
+    assert re.search(r"Validation DataLoader 1: 100%\|.*\| 3/3 ", text), text
