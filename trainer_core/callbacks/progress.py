@@ -400,7 +400,9 @@ class TQDMProgressBar(ProgressBar):
         self._advance(self._val_progress_bar, batch_idx + 1)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-        if self._val_progress_bar is not None and trainer.state.fn == "fit":
+        # Lightning leaves the bar of `trainer.validate()` to the garbage collector; closing it here
+        # ends its line before the results table is printed
+        if self._val_progress_bar is not None:
             self._val_progress_bar.close()
             self._val_progress_bar = None
         self.reset_dataloader_idx_tracker()
