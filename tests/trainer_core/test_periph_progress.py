@@ -95,7 +95,10 @@ def test_test_and_predict_bars(tmp_path, capsys):
 def test_validate_bar_is_the_main_bar(tmp_path, capsys):
     t = trainer(tmp_path, TQDMProgressBar(), logger=False)
     t.validate(Regressor(), loader(12))
-    assert re.search(r"Validation: 100%\|█+\| 3/3 ", capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert re.search(r"Validation: 100%\|█+\| 3/3 ", out)
+    # the bar is closed, so its line ends before the results table
+    assert re.search(r"3/3 \[[^\]]*\]\n", out), out
 
 
 class CountingBar(TQDMProgressBar):
