@@ -82,14 +82,19 @@ def redis_url() -> Iterator[str]:
         client.close()
 
 
-@pytest.fixture(scope="module")
-def pg_redis_stack(tmp_path_factory: pytest.TempPathFactory, small_mnist: Path, postgres_url: str,
-                   redis_url: str) -> Iterator[Stack]:
+@pytest.fixture(scope="session")
+def _pg_redis_stack_for_session(tmp_path_factory: pytest.TempPathFactory, small_mnist: Path, postgres_url: str,
+                                redis_url: str) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("runyard-pg")
     stack = Stack(stack_env(home, small_mnist, database_url=postgres_url, broker_url=redis_url), home / "logs")
     try:
         stack.start_server()
-        stack.start_worker()
         yield stack
     finally:
         stack.close()
+
+
+@pytest.fixture
+def pg_redis_stack(_pg_redis_stack_for_session: Stack) -> Stack:
+    _pg_redis_stack_for_session.ensure_worker()
+    return _pg_redis_stack_for_session

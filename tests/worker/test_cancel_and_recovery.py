@@ -45,14 +45,17 @@ def test_cancel_queued_and_running_runs(sqlite_stack: Stack) -> None:
     assert sqlite_stack.run(queued)["status"] == "cancelled" and sqlite_stack.run(queued)["attempt"] == 0
 
 
-def test_sigkilled_worker_run_resumes_from_last_checkpoint(sqlite_stack: Stack) -> None:
-    client = sqlite_stack.client
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres_redis", marks=[pytest.mark.postgres,
+                                                                                       pytest.mark.redis])])
+def test_sigkilled_worker_run_resumes_from_last_checkpoint(backend: str, request: pytest.FixtureRequest) -> None:
+    stack: Stack = request.getfixturevalue("sqlite_stack" if backend == "sqlite" else "pg_redis_stack")
+    client = stack.client
     total = 150
-    run_id = sqlite_stack.submit(
+    run_id = stack.submit(
         "slow_regression", {"step_delay": 0.03, "n": total * 8},
         {"max_epochs": 1, "log_every_n_steps": 1, "checkpoint_every_n_train_steps": 20, "limit_val_batches": 1},
     )["id"]
-    sqlite_stack.wait_status(run_id, "running", timeout=60)
+    stack.wait_status(run_id, "running", timeout=60)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         last = [c for c in client.get(f"/api/v1/runs/{run_id}/checkpoints").json() if c["is_last"]]
@@ -61,14 +64,14 @@ def test_sigkilled_worker_run_resumes_from_last_checkpoint(sqlite_stack: Stack) 
         time.sleep(0.1)
     else:
         pytest.fail("no checkpoint at step 40")
-    sqlite_stack.wait_metric(run_id, "train_loss", last[0]["step"] + 5)
-    sqlite_stack.kill_workers()  # SIGKILL: no cleanup, no ack, no final status
-    assert sqlite_stack.run(run_id)["status"] == "running"
+    stack.wait_metric(run_id, "train_loss", last[0]["step"] + 5)
+    stack.kill_workers()  # SIGKILL: no cleanup, no ack, no final status
+    assert stack.run(run_id)["status"] == "running"
 
-    sqlite_stack.start_worker("worker2")
-    run = sqlite_stack.wait_status(run_id, "succeeded", timeout=90)
+    stack.start_worker("worker2")
+    run = stack.wait_status(run_id, "succeeded", timeout=90)
     assert run["attempt"] == 2
-    steps = sqlite_stack.metrics(run_id, "train_loss")["train_loss"]["steps"]
+    steps = stack.metrics(run_id, "train_loss")["train_loss"]["steps"]
     assert steps == list(range(total)), f"duplicates or gaps: {len(steps)} points, {sorted(set(range(total)) - set(steps))[:10]}"
     logs = client.get(f"/api/v1/runs/{run_id}/logs?tail=500").json()["lines"]
     assert any("attempt 2: resuming from" in line["text"] for line in logs)
