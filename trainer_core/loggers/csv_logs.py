@@ -14,10 +14,9 @@ from argparse import Namespace
 from typing import Any
 
 from trainer_core.loggers.logger import (
-    Logger,
+    VersionedDirLogger,
     add_prefix,
     convert_params,
-    next_version,
     save_hparams_to_yaml,
     to_float,
 )
@@ -90,7 +89,7 @@ class ExperimentWriter:
         os.replace(tmp, self.metrics_file_path)
 
 
-class CSVLogger(Logger):
+class CSVLogger(VersionedDirLogger):
     LOGGER_JOIN_CHAR = "-"
 
     def __init__(
@@ -105,35 +104,10 @@ class CSVLogger(Logger):
             raise ValueError(
                 f"CSVLogger(flush_logs_every_n_steps=) must be a positive integer, got {flush_logs_every_n_steps!r}"
             )
-        self._save_dir = os.fspath(save_dir)
-        self._name = name or ""
-        self._version = version
+        self._init_dirs(save_dir, name, version)
         self._prefix = prefix
         self._flush_every = flush_logs_every_n_steps
         self._experiment: ExperimentWriter | None = None
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def version(self) -> int | str:
-        if self._version is None:
-            self._version = next_version(self.root_dir)
-        return self._version
-
-    @property
-    def save_dir(self) -> str:
-        return self._save_dir
-
-    @property
-    def root_dir(self) -> str:
-        return os.path.join(self._save_dir, self._name)
-
-    @property
-    def log_dir(self) -> str:
-        version = self.version if isinstance(self.version, str) else f"version_{self.version}"
-        return os.path.join(self.root_dir, version)
 
     @property
     def experiment(self) -> ExperimentWriter:

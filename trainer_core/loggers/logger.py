@@ -98,6 +98,42 @@ class DummyLogger(Logger):
 # -- helpers shared by the file loggers ---------------------------------------------------------
 
 
+class VersionedDirLogger(Logger):
+    """A logger that writes under ``save_dir/name/version_N`` (CSV and TensorBoard)."""
+
+    _save_dir: str
+    _name: str
+    _version: int | str | None
+
+    def _init_dirs(self, save_dir: str | os.PathLike, name: str | None, version: int | str | None) -> None:
+        self._save_dir = os.fspath(save_dir)
+        self._name = name or ""
+        self._version = version
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def version(self) -> int | str:
+        if self._version is None:
+            self._version = next_version(self.root_dir)
+        return self._version
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def root_dir(self) -> str:
+        return os.path.join(self._save_dir, self._name)
+
+    @property
+    def log_dir(self) -> str:
+        version = self.version if isinstance(self.version, str) else f"version_{self.version}"
+        return os.path.join(self.root_dir, version)
+
+
 def convert_params(params: Mapping[str, Any] | Namespace | None) -> dict[str, Any]:
     if params is None:
         return {}

@@ -13,11 +13,10 @@ from argparse import Namespace
 from typing import Any
 
 from trainer_core.loggers.logger import (
-    Logger,
+    VersionedDirLogger,
     add_prefix,
     convert_params,
     flatten_dict,
-    next_version,
     save_hparams_to_yaml,
     to_float,
 )
@@ -27,7 +26,7 @@ def tensorboard_available() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
 
-class TensorBoardLogger(Logger):
+class TensorBoardLogger(VersionedDirLogger):
     LOGGER_JOIN_CHAR = "-"
     NAME_HPARAMS_FILE = "hparams.yaml"
 
@@ -48,9 +47,7 @@ class TensorBoardLogger(Logger):
                 "Install it with `pip install runyard[tensorboard]` (or `pip install tensorboard`), "
                 "or use CSVLogger instead."
             )
-        self._save_dir = os.fspath(save_dir)
-        self._name = name or ""
-        self._version = version
+        self._init_dirs(save_dir, name, version)
         self._log_graph = log_graph
         self._default_hp_metric = default_hp_metric
         self._prefix = prefix
@@ -60,31 +57,12 @@ class TensorBoardLogger(Logger):
         self.hparams: dict[str, Any] = {}
 
     @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def version(self) -> int | str:
-        if self._version is None:
-            self._version = next_version(self.root_dir)
-        return self._version
-
-    @property
-    def save_dir(self) -> str:
-        return self._save_dir
-
-    @property
-    def root_dir(self) -> str:
-        return os.path.join(self._save_dir, self._name)
-
-    @property
     def sub_dir(self) -> str | None:
         return self._sub_dir
 
     @property
     def log_dir(self) -> str:
-        version = self.version if isinstance(self.version, str) else f"version_{self.version}"
-        log_dir = os.path.join(self.root_dir, version)
+        log_dir = super().log_dir
         if self._sub_dir:
             log_dir = os.path.join(log_dir, self._sub_dir)
         return os.path.expandvars(os.path.expanduser(log_dir))
