@@ -214,8 +214,12 @@ class LightningModule(nn.Module):
             value = value.detach()
             if value.dim():
                 value = value.reshape(())
+            if value.dtype in (torch.float16, torch.bfloat16):
+                value = value.float()  # as Lightning: metrics are float32 (or float64) whatever the step's dtype
         elif isinstance(value, numbers.Number):
-            value = torch.tensor(float(value))
+            # float32 (float64 under "64-true"), never the half dtype a "*16-true" step runs under
+            value = torch.tensor(float(value), dtype=torch.float64 if torch.get_default_dtype() is torch.float64
+                                 else torch.float32)
         elif isinstance(value, Mapping):
             raise ValueError(f"self.log({name!r}, value) got a dict; use self.log_dict for several values.")
         else:

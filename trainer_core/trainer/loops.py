@@ -196,6 +196,14 @@ class _ManualOptimization(_Loop):
 # ---------------------------------------------------------------- helpers
 
 
+def _input_converter(precision: Precision) -> Any:
+    """``precision.convert_input`` when the precision casts batches (the ``*-true`` ones but 32), else None.
+
+    Like Lightning, only the ``*_step`` methods get the cast batch; batch hooks and callbacks see it as loaded.
+    """
+    return precision.convert_input if precision.input_dtype is not None else None
+
+
 def call_hooks(hooks: list, *args: Any) -> None:
     for hook in hooks:
         hook(*args)
@@ -365,6 +373,7 @@ class _EvaluationLoop(_Loop):
         multi = len(loaders) > 1
         transfer = trainer._batch_transfer
         forward_context = trainer._precision.forward_context
+        convert = _input_converter(trainer._precision)
         bp = self.batch_progress
         bp.reset_on_run()
         # remember each submodule's mode, so a backbone the user put in eval mode stays there afterwards
@@ -398,11 +407,12 @@ class _EvaluationLoop(_Loop):
                             mod_batch_start(batch, batch_idx, *extra)
                     bp.increment_started()
                     results.fx = f"{'test' if testing else 'validation'}_step"
+                    step_batch = batch if convert is None else convert(batch)
                     with forward_context():
                         if multi:
-                            output = step_fn(batch, batch_idx, dataloader_idx=dl_idx)
+                            output = step_fn(step_batch, batch_idx, dataloader_idx=dl_idx)
                         else:
-                            output = step_fn(batch, batch_idx)
+                            output = step_fn(step_batch, batch_idx)
                     bp.increment_processed()
                     if cb_batch_end or mod_batch_end is not None:
                         results.fx = f"on_{prefix}_batch_end"
@@ -503,6 +513,7 @@ class _PredictionLoop(_Loop):
         multi = len(loaders) > 1
         transfer = trainer._batch_transfer
         forward_context = trainer._precision.forward_context
+        convert = _input_converter(trainer._precision)
         self.batch_progress.reset_on_run()
         all_predictions: list[list] = []
         trainer._call_hook("on_predict_model_eval", module_only=True)
@@ -524,11 +535,12 @@ class _PredictionLoop(_Loop):
                         if mod_start is not None:
                             mod_start(batch, batch_idx, *extra)
                         self.batch_progress.increment_started()
+                        step_batch = batch if convert is None else convert(batch)
                         with forward_context():
                             if multi:
-                                output = module.predict_step(batch, batch_idx, dataloader_idx=dl_idx)
+                                output = module.predict_step(step_batch, batch_idx, dataloader_idx=dl_idx)
                             else:
-                                output = module.predict_step(batch, batch_idx)
+                                output = module.predict_step(step_batch, batch_idx)
                         self.batch_progress.increment_processed()
                         for hook in cb_end:
                             hook(trainer, module, output, batch, batch_idx, *extra)
@@ -746,6 +758,7 @@ class _TrainingEpochLoop(_Loop):
         results = trainer._train_results
         precision = trainer._precision
         forward_context = precision.forward_context
+        convert = _input_converter(precision)
         plain_precision = type(precision) is Precision
         training_step = module.training_step
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
@@ -793,8 +806,9 @@ class _TrainingEpochLoop(_Loop):
         def run_step(batch: Any, batch_idx: int, accumulating: bool, is_last: bool) -> Any:
             def closure() -> Tensor | None:
                 results.fx = "training_step"
+                step_batch = batch if convert is None else convert(batch)
                 with forward_context():
-                    output = training_step(batch, batch_idx)
+                    output = training_step(step_batch, batch_idx)
                 if isinstance(output, Tensor):
                     loss, extra = output, None
                 elif output is None:
@@ -884,8 +898,10 @@ class _TrainingEpochLoop(_Loop):
         trainer = self.trainer
         module = trainer.lightning_module
         trainer._train_results.fx = "training_step"
-        with trainer._precision.forward_context():
-            output = module.training_step(batch, batch_idx)
+        precision = trainer._precision
+        step_batch = precision.convert_input(batch)
+        with precision.forward_context():
+            output = module.training_step(step_batch, batch_idx)
         if output is not None and not isinstance(output, (Tensor, dict)):
             raise RuntimeError(
                 "In manual optimization, `training_step` must either return a Tensor, a dict with extras to pass "

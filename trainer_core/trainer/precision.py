@@ -1,11 +1,20 @@
-"""Numerical precision: autocast contexts, GradScaler for fp16 on CUDA, backward and optimizer step."""
+"""Numerical precision: autocast contexts, GradScaler for fp16 on CUDA, backward and optimizer step.
+
+``"16-true"``, ``"bf16-true"`` and ``"64-true"`` run the whole module in that dtype, as Lightning's
+``HalfPrecision`` and ``DoublePrecision`` plugins do: the module's floating-point parameters and
+buffers are converted, every ``*_step`` receives its batch with floating-point tensors cast to that
+dtype, and tensors created inside a step default to it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
+from torch import Tensor
 
 PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
 _LEGACY = {
@@ -26,10 +35,42 @@ def parse_precision(precision: Any) -> str:
     return value
 
 
+def cast_floating_point(data: Any, dtype: torch.dtype) -> Any:
+    """``data`` with every floating-point tensor cast to ``dtype``, through tuples (namedtuples too),
+    lists and mappings; integer and boolean tensors and anything else are returned as they are."""
+    if isinstance(data, Tensor):
+        return data.to(dtype) if data.is_floating_point() else data
+    if isinstance(data, (list, tuple)):
+        items = [cast_floating_point(d, dtype) for d in data]
+        if isinstance(data, tuple) and hasattr(data, "_fields"):  # namedtuple
+            return type(data)(*items)
+        return items if type(data) is list else type(data)(items)
+    if isinstance(data, Mapping):
+        items = {k: cast_floating_point(v, dtype) for k, v in data.items()}
+        if type(data) is dict:
+            return items
+        if isinstance(data, defaultdict):
+            return type(data)(data.default_factory, items)
+        return type(data)(items)
+    return data
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 class Precision:
-    """32-bit (or 64-bit) training: nothing to wrap."""
+    """32-bit training (``"32-true"``): nothing to wrap or convert."""
 
     name = "32-true"
+    # the dtype that ``convert_input`` casts floating-point batch tensors to; None: batches are left alone
+    input_dtype: torch.dtype | None = None
 
     def __init__(self, name: str = "32-true") -> None:
         self.name = name
@@ -38,13 +79,11 @@ class Precision:
         return contextlib.nullcontext()
 
     def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
-        if self.name == "64-true":
-            return module.double()
-        if self.name == "16-true":
-            return module.half()
-        if self.name == "bf16-true":
-            return module.bfloat16()
         return module
+
+    def convert_input(self, data: Any) -> Any:
+        """The batch as a ``*_step`` receives it."""
+        return data
 
     def backward(self, module: Any, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         module.backward(loss, *args, **kwargs)
@@ -62,6 +101,49 @@ class Precision:
     @property
     def checkpoint_key(self) -> str:
         return type(self).__qualname__
+
+
+class _TruePrecision(Precision):
+    """The module, its inputs and the tensors created in its steps all in one dtype."""
+
+    dtype: torch.dtype
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.input_dtype = self.dtype
+
+    def forward_context(self) -> contextlib.AbstractContextManager:
+        return _default_dtype(self.dtype)
+
+    def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module.to(dtype=self.dtype)
+
+    def convert_input(self, data: Any) -> Any:
+        return cast_floating_point(data, self.dtype)
+
+
+class HalfPrecision(_TruePrecision):
+    """``"16-true"`` and ``"bf16-true"``: no autocast and no GradScaler, as in Lightning."""
+
+    def __init__(self, name: str) -> None:
+        self.dtype = torch.bfloat16 if name == "bf16-true" else torch.float16
+        super().__init__(name)
+
+
+class DoublePrecision(_TruePrecision):
+    """``"64-true"``."""
+
+    dtype = torch.float64
+
+
+def _float16_matmul_works(device: torch.device) -> bool:
+    """Whether this torch build multiplies float16 matrices on ``device`` (CPU support came late)."""
+    try:
+        a = torch.ones(2, 2, dtype=torch.float16, device=device)
+        torch.nn.functional.linear(a, a, a[0])
+    except RuntimeError:
+        return False
+    return True
 
 
 class MixedPrecision(Precision):
@@ -120,4 +202,14 @@ class MixedPrecision(Precision):
 def make_precision(name: str, device: torch.device) -> Precision:
     if name in ("16-mixed", "bf16-mixed"):
         return MixedPrecision(name, device)
+    if name == "16-true" and device.type == "cpu" and not _float16_matmul_works(device):
+        raise RuntimeError(
+            f"Trainer(precision='16-true') cannot run on the CPU with this torch build ({torch.__version__}): it "
+            "has no float16 matrix multiplication there. Use precision='bf16-true', 'bf16-mixed' or '32-true' on "
+            "the CPU, or train on a GPU."
+        )
+    if name in ("16-true", "bf16-true"):
+        return HalfPrecision(name)
+    if name == "64-true":
+        return DoublePrecision(name)
     return Precision(name)

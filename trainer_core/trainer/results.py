@@ -92,6 +92,11 @@ def _maybe_batch_size(value: Any) -> int | None:
         return None
 
 
+def _accumulator(value: Tensor) -> Tensor:
+    """``value`` in the dtype an epoch value accumulates in: float64 stays, anything else is float32."""
+    return value if value.dtype is torch.float64 else value.float()
+
+
 class _Entry:
     __slots__ = (
         "name", "forked", "sig", "on_step", "on_epoch", "prog_bar", "logger", "reduce",
@@ -167,12 +172,12 @@ class ResultCollection:
                         batch_size = 1 if self.batch is None else extract_batch_size(self.batch)
                         self.batch_size = batch_size
                 if acc is None:
-                    entry.acc = value.float() * batch_size
+                    entry.acc = _accumulator(value) * batch_size
                 else:
                     acc.add_(value, alpha=batch_size)
                 entry.count += batch_size
             elif acc is None:
-                entry.acc = value.float().clone()
+                entry.acc = _accumulator(value).clone()
             elif reduce == "sum":
                 acc.add_(value)
             elif reduce == "max":
