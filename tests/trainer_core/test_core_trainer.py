@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 
@@ -11,7 +12,8 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
 import trainer_core as L
-from trainer_core.callbacks import ModelCheckpoint
+from trainer_core.callbacks import LearningRateMonitor, ModelCheckpoint
+from trainer_core.loggers import CSVLogger, DummyLogger
 
 
 class Tiny(L.LightningModule):
@@ -125,7 +127,7 @@ def test_fast_dev_run(tmp_path, capsys):
     trainer.fit(model, _data(), _data())
     assert "fast_dev_run" in capsys.readouterr().out
     assert model.counts["train"] == 1 and model.counts["val"] == 1
-    assert trainer.loggers == [] and not os.path.exists(tmp_path / "lightning_logs")
+    assert [type(lg) for lg in trainer.loggers] == [DummyLogger] and not os.path.exists(tmp_path / "lightning_logs")
     assert not any(f.endswith(".ckpt") for _, _, fs in os.walk(tmp_path) for f in fs)
     trainer.test(model, _data())
     preds = trainer.predict(model, _data())
@@ -137,6 +139,49 @@ def test_fast_dev_run(tmp_path, capsys):
     assert model.counts["train"] == 7 and model.counts["val"] == 7 and trainer.global_step == 7
     with pytest.raises(ValueError, match="fast_dev_run"):
         trainer.test(ckpt_path="best")
+
+
+@pytest.mark.parametrize(
+    "logger", [None, True, "csv", "several"], ids=["default", "True", "one", "several"]
+)
+def test_fast_dev_run_swaps_loggers_for_a_dummy_logger(tmp_path, logger):
+    if logger == "csv":
+        logger = CSVLogger(tmp_path / "csv")
+    elif logger == "several":
+        logger = [CSVLogger(tmp_path / "csv"), CSVLogger(tmp_path / "csv2")]
+    seen = {}
+
+    class UsesTheLogger(Tiny):
+        def training_step(self, batch, batch_idx):
+            # code written for a TensorBoard/W&B logger keeps running: every call is a no-op
+            self.logger.experiment.add_histogram("w", self.layer.weight, self.global_step)
+            self.logger.log_image(key="samples", images=[batch])
+            seen["logger"], seen["loggers"] = self.logger, self.loggers
+            return super().training_step(batch, batch_idx)
+
+    trainer = L.Trainer(
+        default_root_dir=tmp_path, fast_dev_run=2, logger=logger, enable_progress_bar=False,
+        callbacks=[LearningRateMonitor()],
+    )
+    assert len(trainer.loggers) == 1 and isinstance(trainer.logger, DummyLogger)
+    assert trainer.logger.name == "" and trainer.logger.version == "" and trainer.logger[0] is trainer.logger
+    assert trainer.log_dir == str(tmp_path)  # the dummy has no folder: default_root_dir, not None
+    assert isinstance(copy.deepcopy(trainer.logger), DummyLogger)  # no-op methods only for ordinary names
+    model = UsesTheLogger()
+    trainer.fit(model, _data(), _data())
+    assert trainer.global_step == 2 and seen["logger"] is trainer.logger and seen["loggers"] == trainer.loggers
+    # the LearningRateMonitor ran too (it writes into callback_metrics, as Lightning's does), logging to the dummy
+    assert set(trainer.callback_metrics) == {"loss", "val_loss", "lr-SGD"}
+    assert trainer.validate(model, _data(), verbose=False)[0].keys() == {"val_loss"}
+    assert os.listdir(tmp_path) == []  # no lightning_logs, no csv folders, no checkpoints
+
+
+def test_fast_dev_run_without_loggers_keeps_none(tmp_path):
+    for logger in (False, []):
+        trainer = L.Trainer(default_root_dir=tmp_path, fast_dev_run=True, logger=logger, enable_progress_bar=False)
+        assert trainer.loggers == [] and trainer.logger is None and trainer.log_dir == str(tmp_path)
+        trainer.fit(Tiny(), _data())
+        assert trainer.global_step == 1
 
 
 def test_limits_int_and_float(tmp_path):

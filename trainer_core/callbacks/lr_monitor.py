@@ -34,7 +34,7 @@ class LearningRateMonitor(Callback):
 
     def on_train_start(self, trainer: Any, *args: Any, **kwargs: Any) -> None:
         if not trainer.loggers and getattr(trainer, "fast_dev_run", False):
-            return  # fast_dev_run turns loggers and logger callbacks off; nothing to log to
+            return  # fast_dev_run with logger=False: nothing to log to (with loggers it logs to a DummyLogger)
         if not trainer.loggers:
             raise ValueError(
                 "Cannot use the `LearningRateMonitor` callback with a Trainer that has no logger; "

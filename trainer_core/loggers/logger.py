@@ -77,8 +77,37 @@ class Logger(ABC):
         """Called after a checkpoint callback saved a checkpoint."""
 
 
+class DummyExperiment:
+    """Stands in for a logger's backend object: every method call (``add_image``, ``log`` ...) does nothing."""
+
+    def nop(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # keep copy, pickle and friends on their normal paths
+            raise AttributeError(name)
+        return self.nop
+
+    def __getitem__(self, idx: Any) -> DummyExperiment:
+        return self
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+
 class DummyLogger(Logger):
-    """Accepts every call and records nothing (what ``fast_dev_run`` swaps loggers for)."""
+    """Accepts every call and records nothing: what ``fast_dev_run`` swaps the loggers for, as in Lightning.
+
+    Like Lightning's, its ``experiment`` and any method a specific logger would have (``log_image``,
+    ``log_table`` ...) are no-ops, so a module written for some logger runs unchanged under ``fast_dev_run``.
+    """
+
+    def __init__(self) -> None:
+        self._experiment = DummyExperiment()
+
+    @property
+    def experiment(self) -> DummyExperiment:
+        return self._experiment
 
     @property
     def name(self) -> str:
@@ -93,6 +122,18 @@ class DummyLogger(Logger):
 
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
         pass
+
+    def __getitem__(self, idx: int) -> DummyLogger:
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+
+        def method(*args: Any, **kwargs: Any) -> None:
+            return None
+
+        return method
 
 
 # -- helpers shared by the file loggers ---------------------------------------------------------
@@ -206,4 +247,4 @@ def save_hparams_to_yaml(path: str, hparams: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["DummyLogger", "Logger"]
+__all__ = ["DummyExperiment", "DummyLogger", "Logger"]

@@ -269,15 +269,24 @@ class Trainer:
             enable_checkpointing = False if enable_checkpointing is None else enable_checkpointing
             enable_progress_bar = False if enable_progress_bar is None else enable_progress_bar
             enable_model_summary = False if enable_model_summary is None else enable_model_summary
-        self.loggers: list = []
-        if fast_dev_run_n or logger is False:
-            self.loggers = []
+        loggers: list | None
+        if logger is False:
+            loggers = []
         elif logger is None or logger is True:
-            self.loggers = [self._default_logger()]
+            loggers = None  # the default logger, made below unless fast_dev_run replaces it
         elif isinstance(logger, Iterable) and not isinstance(logger, (str, bytes)):
-            self.loggers = list(logger)
+            loggers = list(logger)
         else:
-            self.loggers = [logger]
+            loggers = [logger]
+        if fast_dev_run_n and loggers != []:
+            from trainer_core.loggers.logger import DummyLogger
+
+            # as Lightning: one logger that records nothing, so `trainer.logger` and `self.logger.experiment`
+            # keep working in user code; `log_dir` falls back to `default_root_dir`
+            loggers = [DummyLogger()]
+        elif loggers is None:
+            loggers = [self._default_logger()]
+        self.loggers: list = loggers
 
         # callbacks
         if callbacks is None:
