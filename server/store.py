@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from server.downsample import block_rollups, read_series, rebuild_blocks, upsert_blocks
@@ -67,6 +67,7 @@ from server.models import (
     ModelSummary,
     Project,
     Run,
+    UTCDateTime,
     utcnow,
 )
 
@@ -93,6 +94,9 @@ RUN_SORT_FIELDS = {
     "status": Run.status,
     "recipe": Run.recipe,
 }
+# computed in list_runs: the project's name, and the run's duration in seconds as the API shows
+# it (ended_at, or now while running, minus started_at; NULL without a start), NULLs last
+RUN_SORT_COMPUTED = ("project", "duration")
 
 
 class StoreError(Exception):
@@ -298,17 +302,36 @@ def list_runs(
         query = query.outerjoin(last_value, last_value.c.run_id == Run.id)
         order = last_value.c.value.desc() if descending else last_value.c.value.asc()
         query = query.order_by(order.nulls_last(), Run.id.desc())
+    elif field == "project":
+        name = select(Project.name).where(Project.id == Run.project_id).scalar_subquery()
+        query = query.order_by(name.desc() if descending else name.asc(), Run.id.desc())
+    elif field == "duration":
+        duration = _duration_seconds(session)
+        order = duration.desc() if descending else duration.asc()
+        query = query.order_by(order.nulls_last(), Run.id.desc())
     else:
         column = RUN_SORT_FIELDS.get(field)
         if column is None:
+            fields = ", ".join([*RUN_SORT_FIELDS, *RUN_SORT_COMPUTED])
             raise Invalid(
-                f"Cannot sort by {field!r}; use one of {', '.join(RUN_SORT_FIELDS)} or metric:<key>, "
+                f"Cannot sort by {field!r}; use one of {fields} or metric:<key>, "
                 "with a leading '-' for descending.",
                 "sort",
             )
         query = query.order_by(column.desc() if descending else column.asc(), Run.id.desc())
     runs = list(session.scalars(query.limit(limit).offset(offset)).unique())
     return runs, total
+
+
+def _duration_seconds(session: Session) -> Any:
+    """SQL for a run's duration in seconds, the same as ``duration_s`` in the API (schemas.run_out):
+    ``ended_at``, or now while running, minus ``started_at``; NULL when either end is missing."""
+    now = bindparam("duration_now", utcnow(), type_=UTCDateTime())
+    end = case((Run.ended_at.is_not(None), Run.ended_at), (Run.status == "running", now), else_=None)
+    if session.get_bind().dialect.name == "postgresql":
+        return func.extract("epoch", end - Run.started_at)
+    # SQLite keeps datetimes as ISO text, which julianday() reads (days, as a float)
+    return (func.julianday(end) - func.julianday(Run.started_at)) * 86400.0
 
 
 def update_run(

@@ -94,7 +94,8 @@ def list_runs(
     status: str | None = None,
     recipe: str | None = None,
     q: str | None = Query(None, max_length=200, description="Text in the run name."),
-    sort: str = Query("-created_at", description="[-]field or [-]metric:<key>."),
+    sort: str = Query("-created_at", description="[-]field (id, name, project, duration, created_at, updated_at, "
+                      "started_at, ended_at, status, recipe) or [-]metric:<key>; NULLs last."),
     limit: int = Query(50, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=2**31),
     metric_keys: str | None = Query(None, description="Comma-separated keys whose last values to include."),

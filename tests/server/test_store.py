@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -82,3 +83,49 @@ def test_rollups_survive_deletes_by_other_code(session):
     series = store.read_metrics(session, run.id, ["loss"], max_points=50)["loss"]
     assert series["total_points"] == 3500 and series["steps"][-1] == 3499
     assert max(series["values"]) == 96.0 and min(series["values"]) == -1.0
+
+
+def test_list_runs_sorts_by_project_and_duration(session, client):
+    """sort=[-]project and sort=[-]duration over the whole list (not one page), in the store and
+    through the API; duration is ended_at (or now while running) minus started_at, NULLs last."""
+    tag = f"sortdur-{uuid.uuid4().hex[:8]}"
+    now = utcnow()
+    specs = [  # (project, status, started seconds ago, ended seconds ago)
+        (f"{tag}-b", "succeeded", 100, 40),  # 60 s
+        (f"{tag}-a", "running", 30, None),  # ~30 s and growing
+        (f"{tag}-c", "failed", 500, 495),  # 5 s
+        (f"{tag}-a", "queued", None, None),  # never started: no duration
+        (f"{tag}-b", "succeeded", 7200, 0),  # 2 h
+    ]
+    ids = []
+    for project, status, started, ended in specs:
+        run = store.create_run(session, recipe="external", name=tag, project=project, status="running")
+        session.execute(update(Run).where(Run.id == run.id).values(
+            status=status,
+            started_at=None if started is None else now - timedelta(seconds=started),
+            ended_at=None if ended is None else now - timedelta(seconds=ended)))
+        ids.append(run.id)
+    session.commit()
+
+    def order(sort: str, limit: int = 50, offset: int = 0) -> list[int]:
+        runs, total = store.list_runs(session, q=tag, sort=sort, limit=limit, offset=offset)
+        assert total == 5
+        return [r.id for r in runs]
+
+    assert order("duration") == [ids[2], ids[1], ids[0], ids[4], ids[3]]
+    assert order("-duration") == [ids[4], ids[0], ids[1], ids[2], ids[3]]  # NULLs last both ways
+    assert order("-duration", limit=2, offset=2) == [ids[1], ids[2]]  # across pages
+    assert order("project") == [ids[3], ids[1], ids[4], ids[0], ids[2]]  # ties: newest id first
+    assert order("-project") == [ids[2], ids[4], ids[0], ids[3], ids[1]]
+    with pytest.raises(store.Invalid, match="project, duration"):
+        store.list_runs(session, sort="durations")
+
+    page = client.get(f"/api/v1/runs?q={tag}&sort=-duration&limit=3").json()
+    assert [r["id"] for r in page["items"]] == [ids[4], ids[0], ids[1]] and page["total"] == 5
+    durations = [r["duration_s"] for r in page["items"]]
+    assert durations == sorted(durations, reverse=True) and 59 < durations[1] < 61
+    page = client.get(f"/api/v1/runs?q={tag}&sort=project&limit=2&offset=3").json()
+    assert [r["id"] for r in page["items"]] == [ids[0], ids[2]]
+    assert [r["project"] for r in page["items"]] == [f"{tag}-b", f"{tag}-c"]
+    r = client.get("/api/v1/runs?sort=-nope")
+    assert r.status_code == 422 and "duration" in r.json()["detail"]
