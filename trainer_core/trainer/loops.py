@@ -655,7 +655,7 @@ class _TrainingEpochLoop(_Loop):
         has_batch_end = bool(cb_batch_end) or mod_batch_end is not None
         transfer = trainer._batch_transfer
         automatic = module.automatic_optimization
-        step = self._make_auto_step() if automatic else self._manual_step
+        step = self._make_auto_step(has_batch_end) if automatic else self._manual_step
         limit = trainer.num_training_batches
         infinite = limit == float("inf")
         bp = self.batch_progress
@@ -665,6 +665,8 @@ class _TrainingEpochLoop(_Loop):
         has_loggers = bool(trainer.loggers)
         max_steps = trainer.max_steps
         deadline = trainer._deadline
+        # set by the fit loop for the whole epoch: with validation off, no per-batch placement check
+        val_this_epoch = trainer._val_enabled_this_epoch
         step_schedulers = any(c.interval == "step" for c in trainer.lr_scheduler_configs) and automatic
         epoch_schedulers = any(
             c.interval == "epoch" and not c.reduce_on_plateau for c in trainer.lr_scheduler_configs
@@ -735,7 +737,7 @@ class _TrainingEpochLoop(_Loop):
                 (self._batches_that_stepped + 1) % log_every == 0 or trainer.should_stop
             ):
                 trainer._log_train_step()
-            if self._should_check_val(batch_idx, is_last):
+            if val_this_epoch and self._should_check_val(batch_idx, is_last):
                 self.run_validation()
             if plateau_step:
                 self.update_lr_schedulers("step", plateau=True)
@@ -752,7 +754,9 @@ class _TrainingEpochLoop(_Loop):
                 break
         results.fx = None
 
-    def _make_auto_step(self):
+    def _make_auto_step(self, want_outputs: bool):
+        """The automatic-optimization step; it returns the step's outputs (detached loss and extras) only
+        when ``want_outputs`` (some ``on_train_batch_end`` reads them), else None."""
         trainer = self.trainer
         module = trainer.lightning_module
         results = trainer._train_results
@@ -782,6 +786,8 @@ class _TrainingEpochLoop(_Loop):
         clip_algo = trainer.gradient_clip_algorithm
         custom_clip = trainer._module_hook("configure_gradient_clipping")
         needs_clip = bool(clip_val) or custom_clip is not None
+        # whether the optimizer needs step_closure, or can call the plain closure directly
+        step_hooks = bool(before_opt) or mod_before_opt is not None or needs_clip
         lightning_optimizer = trainer._lightning_optimizers[0] if optimizer is not None else None
         state: dict[str, Any] = {}
 
@@ -880,9 +886,11 @@ class _TrainingEpochLoop(_Loop):
             else:
                 s_total.ready += 1
                 s_cur.ready += 1
-                precision.optimizer_step(optimizer, step_closure)
+                precision.optimizer_step(optimizer, step_closure if step_hooks else closure)
                 s_total.completed += 1
                 s_cur.completed += 1
+            if not want_outputs:
+                return None
             loss = state.get("loss")
             if loss is None:
                 return {}
