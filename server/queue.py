@@ -7,6 +7,7 @@ app with :func:`make_celery` too, so both sides agree on broker, queue and task 
 from __future__ import annotations
 
 import logging
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -37,8 +38,8 @@ class SQLiteChannel(sqla_transport.Channel):
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.close()
 
         return engine
@@ -89,10 +90,30 @@ def _client(broker_url: str) -> Celery:
     return make_celery(Settings(broker_url=broker_url))
 
 
+ENQUEUE_ATTEMPTS = 3
+
+
 def enqueue_run(run_id: int, task_id: str, queue: str = DEFAULT_QUEUE, settings: Settings | None = None) -> None:
-    """Send the task that executes ``run_id``; ``task_id`` is stored on the run (for revoke)."""
+    """Send the task that executes ``run_id``; ``task_id`` is stored on the run (for revoke).
+
+    Each send uses its own broker connection, retried with a fresh one: with the SQLite broker a
+    worker starting up can hold the file's lock while we publish, and kombu's in-place retry then
+    reuses a channel it has already closed (``'NoneType' object has no attribute 'client'``).
+    Sending the same task id twice is harmless: the worker's claim step skips a duplicate.
+    """
     settings = settings or get_settings()
-    _client(settings.broker_url).send_task(TASK_NAME, args=[run_id], task_id=task_id, queue=queue)
+    app = _client(settings.broker_url)
+    for attempt in range(1, ENQUEUE_ATTEMPTS + 1):
+        try:
+            with app.connection_for_write() as connection:
+                app.send_task(TASK_NAME, args=[run_id], task_id=task_id, queue=queue, connection=connection)
+            return
+        except Exception as exc:  # noqa: BLE001 - retried, then raised to the caller
+            if attempt == ENQUEUE_ATTEMPTS:
+                raise
+            log.warning("enqueue of run %s failed (%s: %s); retrying with a new broker connection",
+                        run_id, type(exc).__name__, exc)
+            time.sleep(0.2 * attempt)
 
 
 def revoke(task_id: str, settings: Settings | None = None) -> None:
