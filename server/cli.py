@@ -247,13 +247,15 @@ def demo_submission(settings: Settings) -> dict[str, Any]:
             "recipe": "mnist_autoencoder",
             "name": "demo: MNIST autoencoder",
             "params": {"dataset": "mnist", "batch_size": 64},
-            "trainer": {"max_epochs": 3, "log_every_n_steps": 10, "limit_train_batches": 300, "limit_val_batches": 50},
+            "trainer": {"max_epochs": 3, "log_every_n_steps": 10, "limit_train_batches": 300, "limit_val_batches": 50,
+                        "checkpoint_monitor": "val_loss", "checkpoint_save_top_k": 2},
         }
     return {
         "recipe": "digits_classifier",
         "name": f"demo: digits (MNIST not found in {settings.data_dir})",
         "params": {"dataset": "digits", "batch_size": 32},
-        "trainer": {"max_epochs": 30, "log_every_n_steps": 5},
+        "trainer": {"max_epochs": 30, "log_every_n_steps": 5, "checkpoint_monitor": "val_loss",
+                    "checkpoint_save_top_k": 2},
     }
 
 
