@@ -91,7 +91,7 @@ def test_runs_page_live_status_filters_sort_and_select(page, server):
     page.get_by_test_id("search").fill("")
     expect(row_a).to_be_visible()
 
-    # Sort by a metric column, both directions (server-side), and by project (in the page).
+    # Sort by a metric column, both directions, by project and by duration (all server-side).
     header = page.locator("th[data-sort='metric:train_loss']")
     header.click()
     expect(page.locator("tbody tr").first).to_have_attribute("data-run-id", str(a["id"]))  # 0.05 < 0.2
@@ -99,6 +99,9 @@ def test_runs_page_live_status_filters_sort_and_select(page, server):
     expect(page.locator("tbody tr").first).to_have_attribute("data-run-id", str(b["id"]))
     page.locator("th[data-sort='project']").click()
     expect(page.locator("tbody tr").first.locator("td").nth(3)).to_have_text("nlp")
+    page.locator("th[data-sort='duration']").click()
+    expect(page.locator("th[data-sort='duration']")).to_have_class("sortable sorted")
+    expect(row_a).to_be_visible()
     page.locator("th[data-sort='name']").click()
     expect(page.locator("th[data-sort='name']")).to_have_class("sortable sorted")
     expect(page.locator("tbody .run-link").first).to_have_text("alpha-live")

@@ -7,7 +7,9 @@ import { fmtDateTime, fmtDuration, fmtNumber, fmtRelative, runDuration, STATUSES
 
 const PAGE_SIZE = 100;
 // Fields the API sorts by (sort=[-]field or [-]metric:<key>); others are sorted in the page.
-const SERVER_SORTS = new Set(["id", "name", "created_at", "updated_at", "started_at", "ended_at", "status", "recipe"]);
+// Sorted by the server over all matching runs (project and duration since GET /runs sorts by them too);
+// anything else (or an older server answering 422) is sorted here within the page.
+const SERVER_SORTS = new Set(["id", "name", "project", "duration", "created_at", "updated_at", "started_at", "ended_at", "status", "recipe"]);
 const serverSortable = (sort) => { const f = sort.replace(/^-/, ""); return SERVER_SORTS.has(f) || f.startsWith("metric:"); };
 const COLS_KEY = "runyard.metricColumns";
 
@@ -24,7 +26,7 @@ const BASE_COLUMNS = [
   { id: "project", label: "Project", sort: "project" },
   { id: "recipe", label: "Recipe", sort: "recipe" },
   { id: "started", label: "Started", sort: "started_at" },
-  { id: "duration", label: "Duration", sort: "duration_s" },
+  { id: "duration", label: "Duration", sort: "duration" },
 ];
 
 function loadMetricColumns() {
@@ -36,7 +38,7 @@ function clientSort(items, sort) {
   const field = desc ? sort.slice(1) : sort;
   const val = (r) => {
     if (field.startsWith("metric:")) { const v = r.last_metrics && r.last_metrics[field.slice(7)]; return v === undefined || v === null ? null : Number(v); }
-    if (field === "duration_s") return runDuration(r);
+    if (field === "duration") return runDuration(r);
     return r[field] ?? null;
   };
   return [...items].sort((a, b) => {
