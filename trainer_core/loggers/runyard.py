@@ -1,10 +1,12 @@
 """``RunyardLogger``: track a script's training on a Runyard server over its REST API.
 
 Standard library only (urllib, json, threading): trainer_core never imports the server.
-The run is created (``recipe="external"``) on first use. ``log_metrics`` only appends to a
-buffer; a background thread sends batches (``POST /runs/{id}/metrics``, at most 10,000 points
-each), retrying with back-off while the server is briefly unreachable, so training never
-waits on the network. ``finalize`` flushes everything and sets the final status.
+The run is created (``recipe="external"``) on first use. ``log_metrics`` only appends
+``(step, time, dict)`` to a deque (no lock, no conversion, no wake-up); a background thread
+wakes every ``flush_interval`` (or when 10,000 points are waiting, or on ``flush``), converts
+the values, builds the JSON and sends batches (``POST /runs/{id}/metrics``, at most 10,000
+points each), retrying with back-off while the server is briefly unreachable, so training
+never waits on the network. ``finalize`` flushes everything and sets the final status.
 """
 
 from __future__ import annotations
@@ -63,11 +65,57 @@ def _to_float(value: Any) -> float | None:
 
 
 _NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+_NON_FINITE_JSON = {math.inf: '"Infinity"', -math.inf: '"-Infinity"'}
+
+
+def _encode_entries(entries: list[tuple[int, float, dict]]) -> bytes:
+    """``{"points": [...]}`` straight from what ``log_metrics`` queued, as text: the same JSON as
+    ``_encode_points(_points_of(entries))`` at a third of the CPU (no dict per point, no generic
+    encoder walk), which matters because the sender shares the GIL with training."""
+    prefixes: dict[Any, str] = {}
+    parts = []
+    for step, now, metrics in entries:
+        epoch = metrics.get("epoch")
+        if epoch is not None and type(epoch) is not int:
+            epoch = _to_float(epoch)
+            epoch = int(epoch) if epoch is not None and math.isfinite(epoch) else None
+        tail = f',"step":{int(step)},"epoch":{"null" if epoch is None else int(epoch)},"wall_time":{float(now)!r}}}'
+        for key, value in metrics.items():
+            if type(value) is not float:
+                value = _to_float(value)
+                if value is None:
+                    continue
+            prefix = prefixes.get(key)
+            if prefix is None:
+                prefix = prefixes[key] = '{"key":' + json.dumps(key if isinstance(key, str) else str(key)) + ',"value":'
+            if value != value:
+                text = '"NaN"'
+            elif value in _NON_FINITE_JSON:
+                text = _NON_FINITE_JSON[value]
+            else:
+                text = repr(value)  # a finite float's repr is valid JSON
+            parts.append(prefix + text + tail)
+    return ('{"points":[' + ",".join(parts) + "]}").encode()
+
+
+def _points_of(entries: list[tuple[int, float, dict]]) -> list[tuple]:
+    """``(key, step, value, epoch, wall_time)`` tuples from what ``log_metrics`` queued (runs
+    on the sender thread: tensors' ``.item()`` and non-numeric values are dealt with here)."""
+    points = []
+    for step, now, metrics in entries:
+        epoch = metrics.get("epoch")
+        for key, value in metrics.items():
+            if type(value) is not float:
+                value = _to_float(value)
+                if value is None:
+                    continue
+            points.append((key, step, value, epoch, now))
+    return points
 
 
 def _encode_points(points: list[tuple]) -> bytes:
     """``{"points": [...]}`` from ``(key, step, value, epoch, wall_time)`` tuples, without a
-    generic walk over the payload (this runs for every point logged)."""
+    generic walk over the payload."""
     out = []
     for key, step, value, epoch, wall_time in points:
         if value != value:
@@ -91,7 +139,8 @@ class RunyardLogger(Logger):
         name: run name (the server picks one when left out).
         run_id: attach to an existing run instead of creating one.
         upload_checkpoints: upload each saved checkpoint file (``PUT .../checkpoints/upload``).
-        flush_interval: seconds between background sends.
+        flush_interval: seconds between background sends (the sender also wakes early when
+            10,000 points are waiting, and on ``flush``/``finalize``).
         retry_for: how long (seconds) a send is retried while the server is unreachable before
             the logger gives up on it with a warning (training is never interrupted).
         timeout: seconds per HTTP request.
@@ -120,14 +169,21 @@ class RunyardLogger(Logger):
         self.retry_for = retry_for
         self.timeout = timeout
         self.max_buffered_points = max_buffered_points
-        self._ops: deque[tuple[str, Any]] = deque()  # ("points", [..]) | ("call", (method, path, body, raw))
+        self._ops: deque[tuple[str, Any]] = deque()  # ("call", (method, path, body, raw, query))
+        # log_metrics appends (step, wall time, dict) here from the training thread without a
+        # lock (deque.append/popleft are atomic); the sender pops. Counters: _queued_points is
+        # written by the training thread only, _taken_points by the sender only.
+        self._metrics: deque[tuple[int, float, dict]] = deque()
+        self._queued_points = 0
+        self._taken_points = 0
+        self._wake_at = MAX_POINTS_PER_REQUEST
+        self._flush_requested = False
         self._cond = threading.Condition()
         self._busy = False
         self._closed = False
         self._thread: threading.Thread | None = None
         self._uploaded: set[tuple[str, float]] = set()
         self._dropped = 0
-        self._buffered = 0
         self._finalized = False
 
     # ------------------------------------------------------------------ HTTP
@@ -218,44 +274,70 @@ class RunyardLogger(Logger):
     def _enqueue(self, kind: str, item: Any) -> None:
         self._start()
         with self._cond:
-            if kind == "points" and self._ops and self._ops[-1][0] == "points":
-                self._ops[-1][1].extend(item)
-            else:
-                self._ops.append((kind, item))
-            if kind != "points" or len(self._ops[-1][1]) >= MAX_POINTS_PER_REQUEST:
-                self._cond.notify()
+            self._ops.append((kind, item))
+            self._cond.notify()
+
+    def _pending(self) -> bool:
+        return bool(self._ops or self._metrics)
 
     def _loop(self) -> None:
+        next_send = time.monotonic() + self.flush_interval
         while True:
             with self._cond:
-                if not self._ops and not self._closed:
-                    self._cond.wait(self.flush_interval)
-                if not self._ops:
+                # Sleep until the next send time unless asked to hurry (a call to make, a full
+                # batch, flush/finalize): one wake-up per flush_interval while training.
+                while not (self._closed or self._flush_requested or self._ops
+                           or self._queued_points - self._taken_points >= MAX_POINTS_PER_REQUEST):
+                    remaining = next_send - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                if not self._pending():
+                    self._flush_requested = False
                     if self._closed:
                         return
+                    next_send = time.monotonic() + self.flush_interval
                     continue
-                kind, item = self._ops.popleft()
-                if kind == "points" and len(item) > MAX_POINTS_PER_REQUEST:
-                    self._ops.appendleft((kind, item[MAX_POINTS_PER_REQUEST:]))
-                    item = item[:MAX_POINTS_PER_REQUEST]
-                if kind == "points":
-                    self._buffered -= len(item)
                 self._busy = True
+                calls = list(self._ops)
+                self._ops.clear()
             try:
-                if kind == "points":
-                    self._request("POST", f"/runs/{self._run_id}/metrics", raw=_encode_points(item),
-                                  content_type="application/json")
-                else:
-                    method, path, body, raw, query = item
-                    self._request(method, path, body, raw=raw, query=query)
-            except RunyardError as exc:
-                log.warning("RunyardLogger dropped a %s request: %s", kind, exc)
-            except Exception:  # noqa: BLE001 - the sender must survive anything
-                log.exception("RunyardLogger sender error")
+                for _, (method, path, body, raw, query) in calls:
+                    self._send("call", method, path, body, raw=raw, query=query)
+                # Only what is queued now: entries logged during the sends wait for the next
+                # wake-up instead of turning this into a request per step.
+                left = len(self._metrics)
+                while left:
+                    entries = []
+                    count = 0
+                    while left and not (entries and count + len(self._metrics[0][2]) > MAX_POINTS_PER_REQUEST):
+                        entry = self._metrics.popleft()
+                        left -= 1
+                        entries.append(entry)
+                        count += len(entry[2])
+                    self._taken_points += count
+                    if count <= MAX_POINTS_PER_REQUEST:
+                        bodies = [_encode_entries(entries)]
+                    else:  # one log_metrics call with more keys than a request may carry
+                        points = _points_of(entries)
+                        bodies = [_encode_points(points[start:start + MAX_POINTS_PER_REQUEST])
+                                  for start in range(0, len(points), MAX_POINTS_PER_REQUEST)]
+                    for body in bodies:
+                        self._send("points", "POST", f"/runs/{self._run_id}/metrics", raw=body,
+                                   content_type="application/json")
             finally:
+                next_send = time.monotonic() + self.flush_interval
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+    def _send(self, kind: str, *args: Any, **kwargs: Any) -> None:
+        try:
+            self._request(*args, **kwargs)
+        except RunyardError as exc:
+            log.warning("RunyardLogger dropped a %s request: %s", kind, exc)
+        except Exception:  # noqa: BLE001 - the sender must survive anything
+            log.exception("RunyardLogger sender error")
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything buffered is sent; False if ``timeout`` ran out first."""
@@ -263,46 +345,33 @@ class RunyardLogger(Logger):
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            self._cond.notify_all()
-            while self._ops or self._busy:
+            while self._pending() or self._busy:
+                self._flush_requested = True
+                self._cond.notify_all()
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
                 self._cond.wait(0.05 if remaining is None else min(0.05, remaining))
-                self._cond.notify_all()
         return True
 
     # ------------------------------------------------------------------ Logger API
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        # Hot path (every logged step): tuples only; the sender thread builds the JSON.
-        now = time.time()
-        epoch = metrics.get("epoch")
-        step = 0 if step is None else int(step)
-        points = []
-        for key, value in metrics.items():
-            if type(value) is not float:
-                value = _to_float(value)
-                if value is None:
-                    continue
-            points.append((key, step, value, epoch, now))
-        if not points:
-            return
+        # Hot path (every logged step): a copy of the dict onto a deque, nothing else. The
+        # sender thread converts values, builds the points and the JSON.
         if self._thread is None:
             self._start()
-        with self._cond:
-            self._buffered += len(points)
-            if self._buffered > self.max_buffered_points:
-                self._buffered -= len(points)
-                self._dropped += len(points)
-                if self._dropped == len(points):
-                    log.warning("RunyardLogger: the server at %s is not keeping up; dropping metric points", self.url)
-                return
-            if self._ops and self._ops[-1][0] == "points":
-                self._ops[-1][1].extend(points)
-            else:
-                self._ops.append(("points", points))
-            if len(self._ops[-1][1]) >= MAX_POINTS_PER_REQUEST:
+        n = len(metrics)
+        if self._queued_points - self._taken_points + n > self.max_buffered_points:
+            self._dropped += n
+            if self._dropped == n:
+                log.warning("RunyardLogger: the server at %s is not keeping up; dropping metric points", self.url)
+            return
+        self._metrics.append((0 if step is None else int(step), time.time(), dict(metrics)))
+        self._queued_points += n
+        if self._queued_points >= self._wake_at:  # a full request waiting: wake the sender early
+            self._wake_at = self._queued_points + MAX_POINTS_PER_REQUEST
+            with self._cond:
                 self._cond.notify()
 
     def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
