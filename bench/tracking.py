@@ -3,10 +3,11 @@
 - ingest points/s through the REST API in batches of 1,000 and 10,000 (SQLite and PostgreSQL)
 - time to read a 1,000,000-point series downsampled to 2,000 points
 - time from a point's POST to its arrival on an SSE client (p50, p95)
-- RunyardLogger overhead per training step compared with no logger
+- RunyardLogger's steady-state cost per training step compared with no logger (and CSVLogger
+  as a reference): see ``logger_step_overhead``
 
 Each backend gets its own uvicorn process (like a deployment). Usage:
-``python bench/tracking.py [--points 300000] [--no-postgres]``
+``python bench/tracking.py [--points 300000] [--no-postgres] [--logger-only] [--rounds 9]``
 """
 
 from __future__ import annotations
@@ -119,26 +120,41 @@ def sse_latency(c: httpx.Client, url: str, samples: int = 40) -> tuple[float, fl
     return latencies[len(latencies) // 2] * 1000, latencies[int(len(latencies) * 0.95) - 1] * 1000
 
 
-def logger_overhead(url: str, steps: int = 1500, every: int = 1) -> tuple[float, float, float, float]:
-    """trainer_core.Trainer fitting a small MLP (batch 64) for ``steps`` steps, with
-    ``logger=False``, with a logger that does nothing (the trainer's own cost of producing
-    logged metrics) and with RunyardLogger (``log_every_n_steps=every``); CPU ms per step."""
+def _logger_models() -> dict[str, tuple]:
+    """The two steps measured: the tutorial's MNIST autoencoder (784→64→3→64→784, Adam, batch
+    64; a realistic small CPU step) and a tiny MLP (64→256→10, SGD, batch 64), where any
+    per-step cost of a logger shows most. Both log ``train_loss`` (+ ``lr`` for the MLP)."""
     import torch
+    from torch import nn
+    from torch.nn import functional as F  # noqa: N812
     from torch.utils.data import DataLoader, TensorDataset
 
     import trainer_core as L
-    from trainer_core.loggers.runyard import RunyardLogger
 
-    torch.set_num_threads(1)
+    class LitAutoEncoder(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = nn.Sequential(nn.Linear(28 * 28, 64), nn.ReLU(), nn.Linear(64, 3))
+            self.decoder = nn.Sequential(nn.Linear(3, 64), nn.ReLU(), nn.Linear(64, 28 * 28))
+
+        def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
+            x, _ = batch
+            x = x.view(x.size(0), -1)
+            loss = F.mse_loss(self.decoder(self.encoder(x)), x)
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self):  # noqa: ANN201
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
 
     class MLP(L.LightningModule):
         def __init__(self) -> None:
             super().__init__()
-            self.net = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+            self.net = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))
 
         def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
             x, y = batch
-            loss = torch.nn.functional.cross_entropy(self.net(x), y)
+            loss = F.cross_entropy(self.net(x), y)
             self.log("train_loss", loss)
             self.log("lr", 0.01)
             return loss
@@ -146,18 +162,49 @@ def logger_overhead(url: str, steps: int = 1500, every: int = 1) -> tuple[float,
         def configure_optimizers(self):  # noqa: ANN201
             return torch.optim.SGD(self.parameters(), lr=0.01)
 
-    torch.manual_seed(0)
-    data = DataLoader(TensorDataset(torch.randn(64 * 50, 64), torch.randint(0, 10, (64 * 50,))), batch_size=64)
+    g = torch.Generator().manual_seed(0)
+    mnist = TensorDataset(torch.rand(64 * 100, 1, 28, 28, generator=g), torch.randint(0, 10, (64 * 100,), generator=g))
+    small = TensorDataset(torch.randn(64 * 100, 64, generator=g), torch.randint(0, 10, (64 * 100,), generator=g))
+    return {
+        # steps: ~3 s of steady state each, so the window spans several of the logger's
+        # one-second sends (a shorter fit would leave all sending to the final flush)
+        "autoencoder": (LitAutoEncoder, DataLoader(mnist, batch_size=64), 3000),
+        "tiny MLP": (MLP, DataLoader(small, batch_size=64), 7000),
+    }
 
-    def fit(logger: object, steps: int) -> float:
-        trainer = L.Trainer(max_steps=steps, logger=logger, log_every_n_steps=every, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
-        model = MLP()
-        # CPU time of this process (all threads, so the sender thread's work counts): the
-        # machine is shared and wall time swings by tens of percent with others' load.
-        t0 = time.process_time()
-        trainer.fit(model, data)  # includes finalize: the logger's final flush is counted
-        return time.process_time() - t0
+
+def logger_step_overhead(url: str, rounds: int = 7, warmup: int = 200) -> list[dict]:
+    """Steady-state cost of a logger per training step.
+
+    Real ``trainer_core.Trainer`` fits against the running server, one per configuration —
+    no logger (``logger=False``), ``RunyardLogger``, ``CSVLogger`` (reference) and a logger
+    whose methods do nothing (what the trainer itself spends producing logged metrics once
+    any logger is attached) — interleaved
+    within each round, the order rotating. A callback stamps wall (``perf_counter``) and CPU
+    (``process_time``: all threads of this process, so the logger's sender thread counts)
+    times at every ``on_train_batch_end``; the per-step figure is the mean over the steps
+    after ``warmup`` (the interval between batch ends covers data loading, the step, the
+    trainer's logging and the logger's ``log_metrics``). Setup (``fit`` start to the first
+    batch end: run creation, hyperparameters, model summary) and teardown (last batch end to
+    the return of ``fit``: final flush, status) are kept separately. Per round the ratio
+    logger/no-logger is taken; the result is the median over rounds with quartiles.
+    """
+    import torch
+
+    import trainer_core as L
+    from trainer_core.loggers import CSVLogger
+    from trainer_core.loggers.runyard import RunyardLogger
+
+    torch.set_num_threads(1)
+
+    class StepTimer(L.Callback):
+        def __init__(self) -> None:
+            self.wall: list[float] = []
+            self.cpu: list[float] = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # noqa: ANN001, ANN201
+            self.wall.append(time.perf_counter())
+            self.cpu.append(time.process_time())
 
     class NullLogger(L.loggers.Logger):
         name = "null"
@@ -169,14 +216,76 @@ def logger_overhead(url: str, steps: int = 1500, every: int = 1) -> tuple[float,
         def log_hyperparams(self, params, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
             pass
 
-    fit(False, 50)  # warm up
-    runs: dict[str, list[float]] = {"none": [], "null": [], "runyard": []}
-    for _ in range(5):  # interleaved, best of 5: the machine is shared
-        runs["none"].append(fit(False, steps) / steps)
-        runs["null"].append(fit(NullLogger(), steps) / steps)
-        runs["runyard"].append(fit(RunyardLogger(url=url, name="overhead"), steps) / steps)
-    base, null, logged = (min(runs[k]) for k in ("none", "null", "runyard"))
-    return base * 1000, null * 1000, logged * 1000, (logged / base - 1) * 100
+    def fit(model_cls: type, data: object, steps: int, config: str, every: int, tmp: str) -> dict[str, float]:
+        if config == "none":
+            logger: object = False
+        elif config == "runyard":
+            logger = RunyardLogger(url=url, name="step-overhead")
+        elif config == "null":
+            logger = NullLogger()
+        else:
+            logger = CSVLogger(tmp)
+        timer = StepTimer()
+        torch.manual_seed(0)
+        model = model_cls()
+        trainer = L.Trainer(max_steps=steps, logger=logger, log_every_n_steps=every, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                            callbacks=[timer], default_root_dir=tmp)
+        w0, c0 = time.perf_counter(), time.process_time()
+        trainer.fit(model, data)
+        w1, c1 = time.perf_counter(), time.process_time()
+        n = len(timer.wall) - 1 - warmup
+        return {
+            "wall": (timer.wall[-1] - timer.wall[warmup]) / n,
+            "cpu": (timer.cpu[-1] - timer.cpu[warmup]) / n,
+            "setup": timer.wall[0] - w0,
+            "teardown": w1 - timer.wall[-1],
+            "setup_cpu": timer.cpu[0] - c0,
+            "teardown_cpu": c1 - timer.cpu[-1],
+        }
+
+    def quartiles(values: list[float]) -> tuple[float, float, float]:
+        q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+        return q1, q2, q3
+
+    results = []
+    configs = ["none", "runyard", "csv", "null"]
+    for label, (model_cls, data, steps) in _logger_models().items():
+        for every in (1, 50):
+            samples: dict[str, list[dict[str, float]]] = {c: [] for c in configs}
+            with tempfile.TemporaryDirectory() as tmp:
+                fit(model_cls, data, 500, "runyard", every, tmp)  # warm up: imports, allocator, connection
+                fit(model_cls, data, 500, "none", every, tmp)
+                for r in range(rounds):
+                    for config in configs[r % 4:] + configs[:r % 4]:
+                        samples[config].append(fit(model_cls, data, steps, config, every, tmp))
+            row: dict = {"model": label, "every": every}
+            for config in configs:
+                for what in ("wall", "cpu", "setup", "teardown", "setup_cpu", "teardown_cpu"):
+                    row[f"{config}_{what}"] = statistics.median(s[what] for s in samples[config])
+            for config in ("runyard", "csv", "null"):
+                for what in ("wall", "cpu"):
+                    ratios = [(s[what] / b[what] - 1) * 100 for s, b in zip(samples[config], samples["none"],
+                                                                             strict=True)]
+                    row[f"{config}_{what}_pct"] = quartiles(ratios)
+            results.append(row)
+            print_logger_row(row)
+    return results
+
+
+def print_logger_row(row: dict) -> None:
+    def pct(q: tuple[float, float, float]) -> str:
+        return f"{q[1]:+.1f}% [{q[0]:+.1f}, {q[2]:+.1f}]"
+
+    print(f"RunyardLogger per step, {row['model']}, log_every_n_steps={row['every']}: "
+          f"no logger {row['none_wall'] * 1e3:.3f} ms wall / {row['none_cpu'] * 1e3:.3f} ms CPU; "
+          f"RunyardLogger wall {pct(row['runyard_wall_pct'])}, CPU {pct(row['runyard_cpu_pct'])}; "
+          f"CSVLogger wall {pct(row['csv_wall_pct'])}, CPU {pct(row['csv_cpu_pct'])}; "
+          f"do-nothing logger wall {pct(row['null_wall_pct'])}, CPU {pct(row['null_cpu_pct'])}")
+    print("    setup / teardown wall ms (CPU ms): " + "; ".join(
+        f"{c} {row[c + '_setup'] * 1e3:.0f} ({row[c + '_setup_cpu'] * 1e3:.0f}) / "
+        f"{row[c + '_teardown'] * 1e3:.0f} ({row[c + '_teardown_cpu'] * 1e3:.0f})"
+        for c in ("none", "runyard", "csv", "null")))
 
 
 def logger_cpu_per_step(url: str, calls: int = 20_000) -> float:
@@ -203,10 +312,24 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--points", type=int, default=300_000, help="points per ingest measurement")
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--logger-only", action="store_true", help="only the RunyardLogger measurements")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the logger measurement")
     args = parser.parse_args()
     print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     backends = [("SQLite", None)]
     pg_db = None
+    if args.logger_only:
+        with tempfile.TemporaryDirectory() as home:
+            proc, url = start_server(Path(home), None)
+            try:
+                own = logger_cpu_per_step(url)
+                print(f"RunyardLogger own CPU per logged step (3 metrics, sender included): {own * 1000:.1f} us")
+                logger_step_overhead(url, rounds=args.rounds)
+            finally:
+                proc.terminate()
+                proc.wait(10)
+        print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        return
     if not args.no_postgres:
         try:
             import psycopg
@@ -235,12 +358,7 @@ def main() -> None:
                             own = logger_cpu_per_step(url)
                             print(f"RunyardLogger own CPU per logged step (3 metrics, sender included): "
                                   f"{own * 1000:.1f} us")
-                            for every in (50, 1):
-                                base, null, logged, pct = logger_overhead(url, every=every)
-                                print(f"RunyardLogger (Trainer, log_every_n_steps={every}): CPU {base:.3f} ms/step "
-                                      f"without a logger, {null:.3f} with a do-nothing logger, {logged:.3f} with "
-                                      f"RunyardLogger ({pct:+.1f}% vs no logger); logger's own cost / step: "
-                                      f"{own / every / base * 100:.2f}%")
+                            logger_step_overhead(url, rounds=args.rounds)
                         else:
                             median, worst, n = downsampled_read(c)
                             print(f"{label}: 1,000,000-point series -> {n} points: median {median:.1f} ms "
