@@ -181,6 +181,8 @@ class Trainer:
         if min_steps is not None and (not isinstance(min_steps, int) or min_steps < 0):
             raise _bad("min_steps", min_steps, "None or an int >= 0")
         self.max_time = _parse_max_time(max_time)
+        # Lightning: no epoch or step limit means 1000 epochs, with a warning when fit runs
+        self._warn_max_epochs_default = max_epochs is None and max_steps == -1 and self.max_time is None
         if max_epochs is None:
             max_epochs = 1000 if max_steps == -1 and self.max_time is None else -1
         self.limit_train_batches = _check_limit("limit_train_batches", limit_train_batches)
@@ -244,7 +246,15 @@ class Trainer:
         self._precision = make_precision(self.precision, device)
         self.accelerator = "cuda" if device.type == "cuda" else device.type
 
+        if default_root_dir is not None and not isinstance(default_root_dir, (str, os.PathLike)):
+            raise _bad("default_root_dir", default_root_dir, "None, a str or an os.PathLike")
         self._default_root_dir = os.fspath(default_root_dir) if default_root_dir is not None else os.getcwd()
+        for flag, value in (
+            ("enable_checkpointing", enable_checkpointing), ("enable_progress_bar", enable_progress_bar),
+            ("enable_model_summary", enable_model_summary),
+        ):
+            if value is not None and not isinstance(value, bool):
+                raise _bad(flag, value, "None, True or False")
 
         if fast_dev_run_n:
             n = fast_dev_run_n
@@ -278,6 +288,11 @@ class Trainer:
             loggers = list(logger)
         else:
             loggers = [logger]
+        from trainer_core.loggers.logger import Logger
+
+        for lg in loggers or ():
+            if not isinstance(lg, Logger):
+                raise _bad("logger", logger, "None, True, False, a Logger or a list of Loggers")
         if fast_dev_run_n and loggers != []:
             from trainer_core.loggers.logger import DummyLogger
 
@@ -293,8 +308,10 @@ class Trainer:
             callbacks = []
         elif isinstance(callbacks, Callback):
             callbacks = [callbacks]
-        else:
+        elif isinstance(callbacks, Iterable) and not isinstance(callbacks, (str, bytes, Mapping)):
             callbacks = list(callbacks)
+        else:
+            raise _bad("callbacks", callbacks, "None, a Callback or a list of Callbacks")
         for cb in callbacks:
             if not isinstance(cb, Callback):
                 raise TypeError(f"Trainer(callbacks=...) got {type(cb).__name__}; every callback must be a Callback.")
@@ -955,6 +972,13 @@ class Trainer:
             raise RuntimeError(
                 "No `training_step()` method defined. The `Trainer` expects as minimum a `training_step()`, "
                 "`train_dataloader()` and `configure_optimizers()` to be defined."
+            )
+        if self._warn_max_epochs_default and not self.fast_dev_run:
+            warnings.warn(
+                "`max_epochs` was not set. Setting it to 1000 epochs. To train without an epoch limit,"
+                " set `max_epochs=-1`.",
+                UserWarning,
+                stacklevel=3,
             )
         self._train_source = train
         self.train_dataloader = self._loader_from("train", train)
