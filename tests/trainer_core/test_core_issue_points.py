@@ -350,3 +350,100 @@ def test_more_bad_values_name_the_argument_and_allowed_values(kwargs, needle):
     with pytest.raises(ValueError, match="Allowed values") as err:
         L.Trainer(**kwargs)
     assert needle in str(err.value)
+
+
+class Counting(L.LightningModule):
+    """Batches are dicts (train) or (x, label) tuples (val, test): the batch size is inferred from either."""
+
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(2, 1)
+        self.counts = {"train": 0, "val": 0, "test": 0, "predict": 0}
+
+    def training_step(self, batch, batch_idx):
+        self.counts["train"] += 1
+        x = batch["x"]
+        self.log("per_sample", x.sum() / x.shape[0], on_epoch=True)
+        return self.l(x).sum()
+
+    def validation_step(self, batch, batch_idx):
+        self.counts["val"] += 1
+        self.log("val_mean", batch[0].mean())
+
+    def test_step(self, batch, batch_idx):
+        self.counts["test"] += 1
+
+    def predict_step(self, batch, batch_idx):
+        self.counts["predict"] += 1
+        return batch
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def _dict_and_tuple_loaders():
+    x = torch.arange(10.0).repeat(2, 1).T  # row i is [i, i]
+    return (
+        DataLoader([{"x": x[i]} for i in range(10)], batch_size=4),  # batches of 4, 4, 2
+        DataLoader([(x[i], 0) for i in range(5)], batch_size=2),  # batches of 2, 2, 1
+    )
+
+
+def test_fast_dev_run_n_runs_n_batches_of_all_four_stages(tmp_path):
+    train, val = _dict_and_tuple_loaders()
+    model = Counting()
+    trainer = L.Trainer(default_root_dir=tmp_path, fast_dev_run=3, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[EarlyStopping("val_mean", patience=0)])
+    trainer.fit(model, train, val)
+    trainer.validate(model, val, verbose=False)
+    trainer.test(model, val, verbose=False)
+    assert len(trainer.predict(model, train)) == 3
+    assert model.counts == {"train": 3, "val": 6, "test": 3, "predict": 3}
+    assert not trainer.should_stop  # early stopping is off; ModelCheckpoint stays but writes nothing
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_batch_size_inferred_from_dict_and_tuple_batches(tmp_path):
+    train, val = _dict_and_tuple_loaders()
+    trainer = _trainer(tmp_path, max_epochs=1, enable_checkpointing=False)
+    trainer.fit(Counting(), train, val)
+    metrics = trainer.callback_metrics
+    # per batch: 2 * mean(i); weighted by 4, 4, 2 samples -> 2 * 4.5; unweighted would give 2 * 3.83
+    assert metrics["per_sample_epoch"].item() == pytest.approx(9.0)
+    assert metrics["val_mean"].item() == pytest.approx(2.0)  # weighted by 2, 2, 1
+
+
+def test_several_loggers_at_once(tmp_path):
+    a, b = CSVLogger(tmp_path, name="a"), CSVLogger(tmp_path, name="b")
+    trainer = _trainer(tmp_path, max_epochs=1, logger=[a, b], log_every_n_steps=1)
+    assert trainer.loggers == [a, b] and trainer.logger is a and trainer.log_dir == a.log_dir
+    trainer.fit(Net(), _data(), _data())
+    for name in ("a", "b"):
+        text = (tmp_path / name / "version_0" / "metrics.csv").read_text()
+        assert "val_loss" in text.splitlines()[0]
+        assert (tmp_path / name / "version_0" / "hparams.yaml").read_text().startswith("hidden: 3")
+    assert trainer.checkpoint_callback.dirpath == str(tmp_path / "a" / "version_0" / "checkpoints")
+
+
+def test_load_from_checkpoint_passes_map_location_to_torch_load(tmp_path):
+    trainer = _trainer(tmp_path, max_epochs=1)
+    trainer.fit(Net(), _data())
+    seen = []
+
+    def to_cpu(storage, location):
+        seen.append(location)
+        return storage
+
+    model = Net.load_from_checkpoint(trainer.checkpoint_callback.best_model_path, map_location=to_cpu)
+    assert seen and model.l1.weight.device.type == "cpu"
+
+
+def test_deterministic_true_switches_torch_to_deterministic_algorithms():
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        L.Trainer(deterministic=True, logger=False)
+        assert torch.are_deterministic_algorithms_enabled()
+        L.Trainer(deterministic=False, logger=False)
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(before)
