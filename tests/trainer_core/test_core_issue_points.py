@@ -447,3 +447,13 @@ def test_deterministic_true_switches_torch_to_deterministic_algorithms():
         assert not torch.are_deterministic_algorithms_enabled()
     finally:
         torch.use_deterministic_algorithms(before)
+
+
+def test_default_logger_is_tensorboard_when_installed_else_csv(tmp_path, monkeypatch):
+    import sys
+
+    pytest.importorskip("tensorboard")
+    assert type(L.Trainer(default_root_dir=tmp_path).logger).__name__ == "TensorBoardLogger"
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # what an environment without it looks like
+    logger = L.Trainer(default_root_dir=tmp_path).logger
+    assert type(logger).__name__ == "CSVLogger" and logger.log_dir == str(tmp_path / "lightning_logs" / "version_0")

@@ -388,7 +388,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ construction helpers
     def _default_logger(self) -> Any:
-        if importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None:
+        # Lightning's default: TensorBoard when it can be imported, else CSV. Our TensorBoardLogger writes through
+        # torch.utils.tensorboard, which needs the `tensorboard` package (tensorboardX alone is not enough).
+        try:
+            has_tensorboard = importlib.util.find_spec("tensorboard") is not None
+        except (ValueError, ImportError):  # e.g. sys.modules["tensorboard"] is None
+            has_tensorboard = False
+        if has_tensorboard:
             from trainer_core.loggers.tensorboard import TensorBoardLogger
 
             return TensorBoardLogger(save_dir=self._default_root_dir, name="lightning_logs")
