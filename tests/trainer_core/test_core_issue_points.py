@@ -457,3 +457,27 @@ def test_default_logger_is_tensorboard_when_installed_else_csv(tmp_path, monkeyp
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # what an environment without it looks like
     logger = L.Trainer(default_root_dir=tmp_path).logger
     assert type(logger).__name__ == "CSVLogger" and logger.log_dir == str(tmp_path / "lightning_logs" / "version_0")
+
+
+def test_hyperparameters_saved_from_a_dict_argument_load_back_under_its_name(tmp_path):
+    class FromConfig(L.LightningModule):
+        def __init__(self, config: dict, scale: float = 1.0):
+            super().__init__()
+            self.save_hyperparameters(config)
+            self.l = nn.Linear(2, config["hidden"])
+
+        def training_step(self, batch, batch_idx):
+            self.log("peak", batch.sum(), on_epoch=True, reduce_fx=torch.max)  # a callable reducer, as Lightning
+            return self.l(batch).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    trainer = _trainer(tmp_path, max_epochs=1)
+    trainer.fit(FromConfig({"hidden": 3}), DataLoader(torch.arange(8.0).view(4, 2), batch_size=2))
+    assert trainer.callback_metrics["peak_epoch"].item() == 22.0
+    path = trainer.checkpoint_callback.best_model_path
+    ck = torch.load(path, weights_only=True)
+    assert ck["hparams_name"] == "config" and ck["hyper_parameters"] == {"hidden": 3}
+    loaded = FromConfig.load_from_checkpoint(path)
+    assert loaded.hparams == {"hidden": 3} and loaded.l.out_features == 3 and loaded.hidden == 3

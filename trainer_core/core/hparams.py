@@ -78,6 +78,13 @@ def collect_init_args(frame: types.FrameType | None) -> dict[str, Any]:
     return merged
 
 
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # e.g. tensors of several elements
+        return False
+
+
 def save_hyperparameters(
     obj: Any, *args: Any, ignore: Sequence[str] | str | None = None, frame: types.FrameType | None = None
 ) -> None:
@@ -89,11 +96,15 @@ def save_hyperparameters(
     init_args = collect_init_args(frame)
     if len(args) == 1 and not isinstance(args[0], str):
         hp = args[0]
+        # as Lightning: remember which init argument the container came in as, so that
+        # load_from_checkpoint can pass it back under that name (e.g. `Model(config=...)`)
+        obj._hparams_name = next((k for k, v in init_args.items() if v is hp), None)
+        if obj._hparams_name is None:
+            obj._hparams_name = next((k for k, v in init_args.items() if _equal(v, hp)), None)
         if isinstance(hp, Namespace):
             hp = vars(hp)
         if not isinstance(hp, Mapping):
             raise ValueError(f"save_hyperparameters() got an unsupported hyperparameter container {type(hp)}.")
-        obj._hparams_name = None
         hparams = dict(hp)
     elif args:
         missing = [a for a in args if a not in init_args]
