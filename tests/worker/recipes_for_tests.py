@@ -43,13 +43,15 @@ class SlowRegressor(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 
 
-def regression_data(n: Annotated[int, Field(ge=8, le=100_000)] = 512, batch_size: int = 8, fail: bool = False):
+def regression_data(n: Annotated[int, Field(ge=8, le=100_000)] = 512, batch_size: int = 8, fail: bool = False,
+                    num_workers: Annotated[int, Field(ge=0, le=4)] = 0):
     if fail:
         raise RuntimeError("this dataset was asked to fail")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, 4, generator=g)
     y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
-    return DataLoader(TensorDataset(x, y), batch_size=batch_size), DataLoader(TensorDataset(x[:32], y[:32]), batch_size=16), None
+    train = DataLoader(TensorDataset(x, y), batch_size=batch_size, num_workers=num_workers)
+    return train, DataLoader(TensorDataset(x[:32], y[:32]), batch_size=16), None
 
 
 RECIPES = [Recipe("slow_regression", SlowRegressor, regression_data, description="Test recipe: slow linear regression.")]

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from tests.worker.stack import Stack
+from tests.worker.test_e2e import queued_messages
 
 pytestmark = pytest.mark.slow
 
@@ -22,6 +23,10 @@ def test_cancel_queued_and_running_runs(sqlite_stack: Stack) -> None:
     # The worker is busy: this one waits in the queue, and is cancelled there.
     queued = sqlite_stack.submit("slow_regression", {}, {"max_epochs": 1})["id"]
     assert sqlite_stack.run(queued)["status"] == "queued"
+    # The broker message carries the run id only (everything else is read from the database).
+    [message] = [m for m in queued_messages(sqlite_stack) if m["args"] == [queued]]
+    assert message["task"] == "runyard.execute_run" and message["kwargs"] == {}
+    assert message["content_type"] == "application/json"
     response = client.post(f"/api/v1/runs/{queued}/cancel")
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
 
@@ -43,6 +48,10 @@ def test_cancel_queued_and_running_runs(sqlite_stack: Stack) -> None:
     after = sqlite_stack.submit("slow_regression", {"n": 64}, {"max_epochs": 1})["id"]
     sqlite_stack.wait_status(after, "succeeded", timeout=60)
     assert sqlite_stack.run(queued)["status"] == "cancelled" and sqlite_stack.run(queued)["attempt"] == 0
+    # its message was taken off the queue (skipped and acknowledged), never run
+    assert not [m for m in queued_messages(sqlite_stack) if m["args"] == [queued]]
+    logs = client.get(f"/api/v1/runs/{queued}/logs?tail=10").json()["lines"]
+    assert logs == []
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres_redis", marks=[pytest.mark.postgres,

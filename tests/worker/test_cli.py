@@ -92,45 +92,71 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path) -> None:
     assert {"runs", "metric_points", "checkpoints", "log_lines", "model_summaries"} <= tables
 
 
+def depths(pid: int) -> dict[int, int]:
+    """``descendant pid -> generations below pid`` (children 1, grandchildren 2, ...)."""
+    out, todo = {}, [(pid, 0)]
+    while todo:
+        parent, depth = todo.pop()
+        for child in children_of(parent):
+            out[child] = depth + 1
+            todo.append((child, depth + 1))
+    return out
+
+
 @pytest.mark.slow
 def test_up_serves_submits_a_demo_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     port = free_port()
+    base = f"http://127.0.0.1:{port}"
     env = stack_env(tmp_path / "home", tmp_path / "no-mnist-here", RUNYARD_PORT=str(port))
     log = open(tmp_path / "up.log", "wb")
-    proc = subprocess.Popen([*RUNYARD, "up", "--demo"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([*RUNYARD, "up", "--demo", "--concurrency", "2"], env=env, cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT)
+    loader_run = None
     try:
         deadline = time.monotonic() + 120
         runs: list = []
         while time.monotonic() < deadline and not runs:
             assert proc.poll() is None, (tmp_path / "up.log").read_text()
             try:
-                assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()["status"] == "ok"
-                runs = httpx.get(f"http://127.0.0.1:{port}/api/v1/runs", timeout=5).json()["items"]
+                assert httpx.get(f"{base}/healthz", timeout=2).json()["status"] == "ok"
+                runs = httpx.get(f"{base}/api/v1/runs", timeout=5).json()["items"]
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
         assert runs, (tmp_path / "up.log").read_text()
         demo = runs[0]
         assert demo["recipe"] == "digits_classifier" and demo["params"]["dataset"] == "digits"
-        # the local worker takes it
+        # A second run whose DataLoader has worker processes: great-grandchildren of `runyard up`
+        # (up -> worker supervisor -> celery worker -> DataLoader workers).
+        loader_run = httpx.post(f"{base}/api/v1/runs", json={
+            "recipe": "slow_regression", "params": {"step_delay": 0.05, "n": 100_000, "num_workers": 2},
+            "trainer": {"max_epochs": 1, "log_every_n_steps": 1, "limit_val_batches": 0}}).json()["id"]
         deadline = time.monotonic() + 90
-        while httpx.get(f"http://127.0.0.1:{port}/api/v1/runs/{demo['id']}").json()["status"] == "queued":
+        while True:
+            keys = httpx.get(f"{base}/api/v1/runs/{loader_run}/metric-keys").json()
+            if keys and keys[0]["count"] >= 3:
+                break
             assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()
             time.sleep(0.2)
-        family = descendants(proc.pid)
-        assert len(family) >= 3, family  # server, worker supervisor, celery worker
+        family = depths(proc.pid)
+        assert len(family) >= 6, family  # server, supervisor, 2 celery workers, 2 DataLoader workers
+        assert sum(d >= 3 for d in family.values()) >= 2, family
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=60)
     output = (tmp_path / "up.log").read_text()
     assert code == 0, output
-    assert "demo run" in output and f"http://127.0.0.1:{port}" in output
+    assert "demo run" in output and base in output
     time.sleep(0.5)
     assert not [pid for pid in family if alive(pid)], f"orphans left: {family}"
-    # A run stopped by the shutdown goes back to the queue (or had finished already).
-    status = sqlite3.connect(tmp_path / "home" / "runyard.db").execute(
-        "select status from runs where id = ?", (demo["id"],)).fetchone()[0]
+    db = sqlite3.connect(tmp_path / "home" / "runyard.db")
+    # A run stopped by the shutdown goes back to the queue (or had finished already) ...
+    status = db.execute("select status from runs where id = ?", (demo["id"],)).fetchone()[0]
     assert status in ("queued", "succeeded"), status
+    # ... also one whose DataLoader workers were running: they are not killed under it.
+    status, attempt, error = db.execute("select status, attempt, error from runs where id = ?",
+                                        (loader_run,)).fetchone()
+    assert (status, attempt) == ("queued", 0), (status, error, output[-3000:])
 
 
 @pytest.mark.slow

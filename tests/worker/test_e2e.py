@@ -94,11 +94,36 @@ def broker_messages(stack: Stack) -> int:
         return db.execute("select count(*) from kombu_message").fetchone()[0]
 
 
+def queued_messages(stack: Stack) -> list[dict]:
+    """The task messages waiting in the embedded (SQLite) broker, decoded: what a worker would get."""
+    import base64
+    import json
+    import sqlite3
+
+    with sqlite3.connect(f"{stack.env['RUNYARD_HOME']}/broker.db") as db:
+        rows = db.execute("select payload from kombu_message where visible = 1").fetchall()
+    out = []
+    for (payload,) in rows:
+        message = json.loads(payload)
+        body = message["body"]
+        if message["properties"].get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args, kwargs, _embed = json.loads(body)
+        out.append({"task": message["headers"]["task"], "id": message["headers"]["id"], "args": args,
+                    "kwargs": kwargs, "content_type": message["content-type"]})
+    return out
+
+
 def test_unknown_recipe_and_bad_params_are_422_and_queue_nothing(sqlite_stack: Stack) -> None:
     before = sqlite_stack.client.get("/api/v1/runs?limit=1000").json()["total"]
     messages = broker_messages(sqlite_stack)
     cases = [
         {"recipe": "rm_rf", "params": {}},
+        # names of code anywhere else are just unknown recipes: nothing is imported or called
+        {"recipe": "os.system", "params": {"command": "touch /tmp/runyard-pwned"}},
+        {"recipe": "tests.worker.recipes_for_tests:SlowRegressor", "params": {}},
+        {"recipe": "tests.worker.recipes_for_tests.regression_data", "params": {}},
+        {"recipe": "__import__('os').system('true')", "params": {}},
         {"recipe": "mnist_autoencoder", "params": {"hidden_dim": -3}},
         {"recipe": "mnist_autoencoder", "params": {"no_such_param": 1}},
         {"recipe": "mnist_autoencoder", "params": {"hidden_dim": "wide"}},

@@ -57,6 +57,11 @@ def test_an_exception_fails_the_run_with_its_traceback_and_a_second_delivery_is_
     assert execute_run(run_id, settings) == "failed"
     run = get(settings, run_id)
     assert "run 999 does not exist" in run.error and "Traceback" in run.error and run.attempt == 1
+    assert run.status == "failed" and run.ended_at is not None
+    with Session(get_engine(settings.database_url)) as s:
+        lines = store.get_log_lines(s, run_id, tail=200)[0]
+    # the traceback went to stderr, which is captured into the run's log lines too
+    assert any(line.stream == "stderr" and "run 999 does not exist" in line.text for line in lines)
     assert execute_run(run_id, settings) == "skipped"
 
 
