@@ -192,6 +192,11 @@ def test_limits_int_and_float(tmp_path):
     assert trainer.num_training_batches == 3 and trainer.num_val_batches == [5]
 
     model = Tiny()
+    trainer = _quiet(tmp_path, max_epochs=1, limit_train_batches=0.5, limit_val_batches=2, num_sanity_val_steps=0)
+    trainer.fit(model, _data(), _data())
+    assert model.counts["train"] == 5 and model.counts["val"] == 2 and trainer.num_training_batches == 5
+
+    model = Tiny()
     trainer = _quiet(tmp_path, limit_test_batches=0.2, limit_predict_batches=4)
     trainer.test(model, _data())
     assert model.counts["test"] == 2 and trainer.num_test_batches == [2]
