@@ -257,7 +257,9 @@ export class MetricCharts {
         const v = s.values[i];
         y[i] = Number.isFinite(v) ? v : null;
       }
-      const name = multi ? `#${run.id} ${run.name || ""}`.trim() : key;
+      // Long run names would run off the legend (plotly does not wrap it): cut them short.
+      const full = multi ? `#${run.id} ${run.name || ""}`.trim() : key;
+      const name = full.length > 48 ? full.slice(0, 47) + "…" : full;
       const hover = `step %{customdata}<br>${multi ? "%{fullData.name}: " : ""}%{y:.5g}<extra></extra>`;
       if (this.smoothing > 0) {
         out.push({ x, y, customdata: s.steps, type: "scatter", mode: "lines", name, legendgroup: String(run.id), showlegend: false,

@@ -26,7 +26,7 @@ const BASE_COLUMNS = [
   { id: "project", label: "Project", sort: "project" },
   { id: "recipe", label: "Recipe", sort: "recipe" },
   { id: "started", label: "Started", sort: "started_at" },
-  { id: "duration", label: "Duration", sort: "duration" },
+  { id: "duration", label: "Duration", sort: "duration", num: true },
 ];
 
 function loadMetricColumns() {
@@ -129,7 +129,7 @@ export async function render(root) {
     const desc = state.sort.startsWith("-");
     const active = desc ? state.sort.slice(1) : state.sort;
     replace(thead, h("tr", null, h("th", { class: "col-check" }, selAll),
-      columns().map((c) => h("th", { class: ["sortable", c.metric && "num", active === c.sort && "sorted"], dataset: { sort: c.sort }, title: `Sort by ${c.label}`,
+      columns().map((c) => h("th", { class: ["sortable", (c.metric || c.num) && "num", active === c.sort && "sorted"], dataset: { sort: c.sort }, title: `Sort by ${c.label}`,
         on: { click: () => { state.sort = active === c.sort && !desc ? `-${c.sort}` : c.sort; state.offset = 0; load(); } } },
         c.label, h("span", { class: "sort-ind" }, active === c.sort ? (desc ? " ▼" : " ▲") : "")))));
   }
