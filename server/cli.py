@@ -61,10 +61,17 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 
 def stop_all(procs: Sequence[subprocess.Popen], timeout: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM every child's process group, wait, then SIGKILL what is left."""
+    """SIGTERM every child, wait, then SIGKILL what is left of each child's process group.
+
+    SIGTERM goes to the child alone, not its group: a Celery worker's DataLoader workers share
+    its group, and killing them under a running run would fail it instead of letting the worker
+    checkpoint and requeue it. Whatever the child leaves behind dies with the group afterwards."""
     for proc in procs:
         if proc.poll() is None:
-            _signal_group(proc, signal.SIGTERM)
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
     deadline = time.monotonic() + timeout
     for proc in procs:
         try:
