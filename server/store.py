@@ -123,24 +123,50 @@ class Invalid(StoreError):
 # --------------------------------------------------------------------------- helpers
 
 
-def json_safe(value: Any) -> Any:
+def json_safe(value: Any, field: str | None = None) -> Any:
     """A copy of ``value`` that every JSON column accepts (PostgreSQL refuses NaN tokens):
-    non-finite floats become "NaN"/"Infinity"/"-Infinity", tuples lists, unknown objects str."""
-    if value is None or isinstance(value, bool | int | str):
+    non-finite floats become "NaN"/"Infinity"/"-Infinity", tuples lists, unknown objects str.
+
+    Strings that are not valid Unicode (lone surrogates such as ``"\\ud800"``, which
+    ``json.loads`` lets through) cannot be written as UTF-8: with ``field`` (a value about to
+    be stored) they are :class:`Invalid`, without it (a value read back) they are repaired."""
+    if value is None or isinstance(value, bool | int):
         return value
+    if isinstance(value, str):
+        return _valid_text(value, field)
     if isinstance(value, float):
         return encode_float(value)
     if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
+        return {_valid_text(str(k), field): json_safe(v, field) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [json_safe(v) for v in value]
+        return [json_safe(v, field) for v in value]
     item = getattr(value, "item", None)  # numpy / torch scalars
     if callable(item):
         try:
-            return json_safe(item())
+            return json_safe(item(), field)
         except (TypeError, ValueError):
             pass
-    return str(value)
+    return _valid_text(str(value), field)
+
+
+def is_valid_text(text: str) -> bool:
+    """True when ``text`` can be encoded as UTF-8 (no lone surrogates)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _valid_text(text: str, field: str | None) -> str:
+    if is_valid_text(text):
+        return text
+    if field is not None:
+        raise Invalid(f"{field} holds a string that is not valid Unicode (a lone surrogate such as \\ud800); "
+                      "send UTF-8 text.", field)
+    return text.encode("utf-8", "replace").decode()
 
 
 def encode_float(value: float | None) -> float | str | None:
@@ -227,9 +253,9 @@ def create_run(
         name=name or "",
         project_id=_project_id(session, project),
         recipe=recipe,
-        params=json_safe(params or {}),
-        trainer=json_safe(trainer or {}),
-        hyperparameters=json_safe(hyperparameters or {}),
+        params=json_safe(params or {}, "params"),
+        trainer=json_safe(trainer or {}, "trainer"),
+        hyperparameters=json_safe(hyperparameters or {}, "hyperparameters"),
         status=status,
         created_at=now,
         updated_at=now,
@@ -346,7 +372,7 @@ def update_run(
     if name is not None:
         run.name = name
     if hyperparameters is not None:
-        run.hyperparameters = json_safe(hyperparameters)
+        run.hyperparameters = json_safe(hyperparameters, "hyperparameters")
     if error is not None:
         run.error = error
     run.updated_at = utcnow()
@@ -356,7 +382,7 @@ def update_run(
 
 def set_hyperparameters(session: Session, run_id: int, hyperparameters: dict, merge: bool = False) -> Run:
     run = require_run(session, run_id)
-    values = json_safe(hyperparameters)
+    values = json_safe(hyperparameters, "hyperparameters")
     run.hyperparameters = {**(run.hyperparameters or {}), **values} if merge else values
     run.updated_at = utcnow()
     session.commit()
@@ -364,9 +390,13 @@ def set_hyperparameters(session: Session, run_id: int, hyperparameters: dict, me
 
 
 def _remove_under(root: Path, relative: str) -> None:
-    target = (root / relative).resolve()
-    if target.is_relative_to(root) and target != root and target.is_file():
-        target.unlink(missing_ok=True)
+    """Delete the file at ``relative`` if it lies inside ``root`` (symlinks followed)."""
+    try:
+        target = (root / relative).resolve()
+        if target.is_relative_to(root) and target != root and target.is_file():
+            target.unlink(missing_ok=True)
+    except (OSError, RuntimeError):  # a name too long, a symlink loop: nothing of ours to delete
+        pass
 
 
 def delete_run(session: Session, run_id: int, artifact_root: Path | str) -> None:
@@ -698,9 +728,9 @@ def set_summary(session: Session, run_id: int, summary: dict) -> None:
     _check_run_exists(session, run_id)
     row = session.get(ModelSummary, run_id)
     if row is None:
-        session.add(ModelSummary(run_id=run_id, summary=json_safe(summary)))
+        session.add(ModelSummary(run_id=run_id, summary=json_safe(summary, "summary")))
     else:
-        row.summary = json_safe(summary)
+        row.summary = json_safe(summary, "summary")
     session.commit()
 
 

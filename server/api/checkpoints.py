@@ -11,14 +11,14 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
 from server import store
 from server.deps import CheckpointId, RunId, get_session, get_settings_dep
-from server.errors import ApiError
+from server.errors import ApiError, error_body
 from server.schemas import CheckpointOut, CheckpointRegister, checkpoint_out
 from server.settings import Settings
 
@@ -32,11 +32,21 @@ def resolve_inside(root: Path, relative: str) -> Path | None:
     """The absolute path of ``relative`` under ``root``, or None when it escapes the root."""
     if "\x00" in relative or Path(relative).is_absolute():
         return None
-    root = root.resolve()
-    target = (root / relative).resolve()
+    try:  # symlinks are followed: one pointing outside the root resolves outside it
+        root = root.resolve()
+        target = (root / relative).resolve()
+    except (OSError, RuntimeError):  # a name too long, a symlink loop
+        return None
     if target == root or not target.is_relative_to(root):
         return None
     return target
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. a name too long for the file system
+        return False
 
 
 def sha256_of(path: Path) -> str:
@@ -60,7 +70,7 @@ def register_checkpoint(run_id: RunId, body: CheckpointRegister, session: Sessio
     if target is None:
         raise ApiError(422, f"Checkpoint path {body.path!r} is outside the artifact root; give a path relative "
                             f"to {settings.artifact_root}.", "path")
-    if not target.is_file():
+    if not _is_file(target):
         raise ApiError(422, f"There is no file at {body.path!r} under the artifact root; save the checkpoint "
                             "there first, or upload it with PUT .../checkpoints/upload.", "path")
     checkpoint = store.add_checkpoint(
@@ -99,6 +109,10 @@ async def upload_checkpoint(
     await run_in_threadpool(check_run)
     folder = settings.artifact_root / str(run_id) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
+    if resolve_inside(settings.artifact_root, f"{run_id}/checkpoints") != folder.resolve():
+        # the run's folder or its checkpoints folder is a symlink out of the root
+        raise ApiError(403, f"The checkpoint folder of run {run_id} points outside the artifact root; "
+                            "nothing is written there.")
     final = folder / filename
     temp = folder / f".{filename}.{os.getpid()}.{id(request)}.part"
     digest = hashlib.sha256()
@@ -157,7 +171,7 @@ def _stream(path: Path, start: int, length: int) -> Iterator[bytes]:
 @router.get("/checkpoints/{checkpoint_id}/download", response_class=StreamingResponse,
             responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "Partial content"}})
 def download_checkpoint(checkpoint_id: CheckpointId, request: Request, session: Session = Depends(get_session),
-                        settings: Settings = Depends(get_settings_dep)) -> StreamingResponse:
+                        settings: Settings = Depends(get_settings_dep)) -> Response:
     checkpoint = store.get_checkpoint(session, checkpoint_id)
     if checkpoint is None:
         raise ApiError(404, f"Checkpoint {checkpoint_id} does not exist; list a run's checkpoints with "
@@ -165,7 +179,7 @@ def download_checkpoint(checkpoint_id: CheckpointId, request: Request, session: 
     path = resolve_inside(settings.artifact_root, checkpoint.path)
     if path is None:
         raise ApiError(403, f"Checkpoint {checkpoint_id} points outside the artifact root; it is not served.")
-    if not path.is_file():
+    if not _is_file(path):
         raise ApiError(404, f"The file of checkpoint {checkpoint_id} ({checkpoint.path}) is missing from the "
                             "artifact root.")
     size = path.stat().st_size
@@ -179,7 +193,10 @@ def download_checkpoint(checkpoint_id: CheckpointId, request: Request, session: 
     if range_header:
         parsed = _parse_range(range_header, size)
         if parsed is None:
-            raise ApiError(416, f"Range {range_header!r} does not fit the file's {size} bytes.")
+            return JSONResponse(
+                error_body(f"Range {range_header!r} is not one satisfiable byte range of the file's {size} bytes; "
+                           "send e.g. 'bytes=0-1023', 'bytes=1024-' or 'bytes=-1024'.", "Range"),
+                status_code=416, headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"})
         start, end = parsed
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         headers["Content-Length"] = str(end - start + 1)

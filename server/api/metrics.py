@@ -47,9 +47,9 @@ def parse_points(payload: Any, limit: int) -> list[tuple]:
         value = p.get("value")
         epoch = p.get("epoch")
         wall_time = p.get("wall_time")
-        if type(key) is not str or not key or len(key) > 250 or "\x00" in key:
+        if type(key) is not str or not key or len(key) > 250 or "\x00" in key or not store.is_valid_text(key):
             raise ApiError(422, f"points[{i}].key must be a non-empty string of at most 250 characters "
-                                "without NUL characters.", f"points[{i}].key")
+                                "without NUL characters or lone surrogates.", f"points[{i}].key")
         if type(step) is not int or not 0 <= step <= INT64_MAX:
             if type(step) is float and step.is_integer() and 0 <= step <= INT64_MAX:
                 step = int(step)
@@ -76,7 +76,7 @@ def parse_points(payload: Any, limit: int) -> list[tuple]:
                            f"points[{i}].epoch")
         if wall_time is None:
             wall_time = now
-        elif type(wall_time) in (int, float) and math.isfinite(wall_time) and abs(wall_time) < 1e12:
+        elif type(wall_time) in (int, float) and abs(wall_time) < 1e12:  # NaN fails too; a huge int does not overflow
             wall_time = float(wall_time)
         else:
             raise ApiError(422, f"points[{i}].wall_time must be seconds since the epoch (a finite number).",

@@ -81,34 +81,47 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory):
-    """A real ``uvicorn server.app:create_app --factory`` process on SQLite."""
-    home = tmp_path_factory.mktemp("live-home")
-    port = free_port()
+def start_server(home: Path, port: int, **env: str) -> subprocess.Popen:
+    """``uvicorn server.app:create_app --factory`` on ``home`` (SQLite) and ``port``; returns at once."""
     env = {**os.environ, "RUNYARD_HOME": str(home), "RUNYARD_PORT": str(port), "RUNYARD_REAPER": "false",
-           "RUNYARD_SSE_POLL_INTERVAL": "0.1"}
-    proc = subprocess.Popen(
+           "RUNYARD_SSE_POLL_INTERVAL": "0.1", **env}
+    return subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "server.app:create_app", "--factory", "--host", "127.0.0.1",
          "--port", str(port), "--log-level", "warning"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+
+
+def wait_healthy(proc: subprocess.Popen, url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"uvicorn exited: {proc.stdout.read().decode(errors='replace')}")
         try:
             if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
+                return
         except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        raise RuntimeError("uvicorn did not answer /healthz within 60 s")
-    yield url, home
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"uvicorn did not answer /healthz within {timeout:g} s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory):
+    """A real ``uvicorn server.app:create_app --factory`` process on SQLite."""
+    home = tmp_path_factory.mktemp("live-home")
+    port = free_port()
+    proc = start_server(home, port)
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(proc, url)
+    yield url, home
+    stop_server(proc)

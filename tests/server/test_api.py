@@ -41,8 +41,12 @@ def test_external_run_lifecycle(client):
     assert client.get(f"/api/v1/runs/{rid}/summary").status_code == 404
     client.put(f"/api/v1/runs/{rid}/summary", json=summary)
     assert client.get(f"/api/v1/runs/{rid}/summary").json() == summary
+    r = client.patch(f"/api/v1/runs/{rid}", json={"hyperparameters": {"lr": 0.2}, "name": "life-2"})
+    assert r.status_code == 200 and r.json()["hyperparameters"] == {"lr": 0.2} and r.json()["name"] == "life-2"
+    assert r.json()["status"] == "running" and r.json()["ended_at"] is None
     r = client.patch(f"/api/v1/runs/{rid}", json={"status": "succeeded"})
     assert r.status_code == 200 and r.json()["status"] == "succeeded" and r.json()["ended_at"]
+    assert r.json()["hyperparameters"] == {"lr": 0.2} and r.json()["duration_s"] >= 0
     # finished: a second different final status and a cancel are wrong states
     r = client.patch(f"/api/v1/runs/{rid}", json={"status": "failed"})
     assert r.status_code == 409 and "succeeded" in r.json()["detail"]
@@ -162,6 +166,12 @@ def test_list_filters_sort_and_pagination(client):
     assert client.get(f"/api/v1/runs?project={project}&status=failed").json()["items"][0]["error"] == "Traceback: boom"
     assert [r["id"] for r in client.get(f"/api/v1/runs?project={project}&q=alpha").json()["items"]] == [ids[1]]
     assert client.get(f"/api/v1/runs?project={project}&recipe=external&sort=-id").json()["items"][0]["id"] == ids[2]
+    assert client.get(f"/api/v1/runs?project={project}&recipe=digits").json() == {"items": [], "total": 0,
+                                                                                 "limit": 50, "offset": 0}
+    by_name = client.get(f"/api/v1/runs?project={project}&sort=name").json()["items"]
+    assert [r["name"] for r in by_name] == sorted(r["name"] for r in by_name) and len(by_name) == 3
+    page = client.get(f"/api/v1/runs?project={project}&status=running&sort=id&limit=1&offset=1").json()
+    assert [r["id"] for r in page["items"]] == [ids[1]] and page["total"] == 2
 
 
 def test_logs_tail_and_cursor(client):
@@ -191,7 +201,15 @@ def test_checkpoint_upload_download_range_and_traversal(client, app_settings):
     assert part.status_code == 206 and part.content == payload[100:200]
     assert part.headers["content-range"] == f"bytes 100-199/{len(payload)}"
     assert client.get(ckpt["download_url"], headers={"Range": "bytes=-10"}).content == payload[-10:]
-    assert client.get(ckpt["download_url"], headers={"Range": "bytes=999999999-"}).status_code == 416
+    tail = client.get(ckpt["download_url"], headers={"Range": f"bytes=1000-{10**30}"})
+    assert tail.status_code == 206 and tail.content == payload[1000:]
+    assert tail.headers["content-length"] == str(len(payload) - 1000)
+    # ranges that cannot be served: 416 with a sentence and the size, never a 500
+    for bad_range in ["bytes=999999999-", f"bytes={len(payload)}-", "bytes=5-2", "bytes=-0", "bytes=abc",
+                      "items=0-1", "bytes=0-1,5-6", "bytes=-", f"bytes={'9' * 40}-", "bytes=\u00e9".encode()]:
+        r = client.get(ckpt["download_url"], headers={"Range": bad_range})
+        assert r.status_code == 416, (bad_range, r.status_code, r.text)
+        assert r.headers["content-range"] == f"bytes */{len(payload)}" and r.json()["detail"].endswith(".")
     assert [c["id"] for c in client.get(f"/api/v1/runs/{rid}/checkpoints").json()] == [ckpt["id"]]
     # traversal: registering, uploading or serving outside the artifact root is refused
     secret = app_settings.artifact_root.parent / "secret.txt"
@@ -209,6 +227,25 @@ def test_checkpoint_upload_download_range_and_traversal(client, app_settings):
         evil = store.add_checkpoint(s, rid, "../secret.txt")
     r = client.get(f"/api/v1/checkpoints/{evil.id}/download")
     assert r.status_code == 403 and b"top secret" not in r.content
+    # symlinks inside the root that point outside it are refused too (registering and serving)
+    run_dir = app_settings.artifact_root / str(rid)
+    (run_dir / "link.ckpt").symlink_to(secret)
+    r = client.post(f"/api/v1/runs/{rid}/checkpoints", json={"path": f"{rid}/link.ckpt"})
+    assert r.status_code == 422 and r.json()["field"] == "path"
+    with session_scope(get_engine(app_settings.database_url)) as s:
+        linked = store.add_checkpoint(s, rid, f"{rid}/link.ckpt")
+        absolute = store.add_checkpoint(s, rid, str(secret))
+    for evil_id in (linked.id, absolute.id):
+        r = client.get(f"/api/v1/checkpoints/{evil_id}/download")
+        assert r.status_code == 403 and b"top secret" not in r.content
+    # a run folder whose checkpoints/ is a symlink out of the root: uploads write nothing there
+    other = external_run(client)["id"]
+    outside = app_settings.artifact_root.parent / f"outside-{other}"
+    outside.mkdir()
+    (app_settings.artifact_root / str(other)).mkdir()
+    (app_settings.artifact_root / str(other) / "checkpoints").symlink_to(outside, target_is_directory=True)
+    r = client.put(f"/api/v1/runs/{other}/checkpoints/upload?filename=x.ckpt", content=b"x")
+    assert r.status_code == 403 and list(outside.iterdir()) == []
     # a registered file inside the root gets its size and sha256 computed
     inside = app_settings.artifact_root / str(rid) / "manual.ckpt"
     inside.write_bytes(b"abc")
@@ -352,3 +389,167 @@ def test_odd_but_valid_json_is_stored_or_refused_never_500(client):
         r = client.request(method, path, json=body)
         assert r.status_code in (200, 201, 422), (path, r.status_code, r.text)
     assert client.get(f"/api/v1/runs/{rid}").status_code == 200
+
+
+def test_inputs_that_once_gave_500s_are_422s_and_store_nothing(client):
+    """Lone surrogates (json.loads lets "\\ud800" through; UTF-8 cannot hold it), a path longer
+    than the file system allows, a wall_time too large for a float."""
+    rid = external_run(client)["id"]
+    client.put(f"/api/v1/runs/{rid}/hyperparameters", json={"kept": 1})
+    client.put(f"/api/v1/runs/{rid}/summary", json={"kept": 2})
+    json_headers = {"Content-Type": "application/json"}
+    for method, path, body, field in [
+        ("PUT", f"/api/v1/runs/{rid}/hyperparameters", '{"k": "\\ud800"}', "hyperparameters"),
+        ("PUT", f"/api/v1/runs/{rid}/hyperparameters?merge=true", '{"\\udfff": 1}', "hyperparameters"),
+        ("PATCH", f"/api/v1/runs/{rid}", '{"hyperparameters": {"k": ["\\ud800"]}}', "hyperparameters"),
+        ("PUT", f"/api/v1/runs/{rid}/summary", '{"layers": [{"name": "\\ud800"}]}', "summary"),
+        ("POST", "/api/v1/runs", '{"recipe": "external", "params": {"a": "\\ud800"}}', "params"),
+        ("POST", f"/api/v1/runs/{rid}/metrics", '{"points": [{"key": "\\ud800", "step": 1, "value": 1}]}',
+         "points[0].key"),
+        ("POST", f"/api/v1/runs/{rid}/metrics",
+         '{"points": [{"key": "k", "step": 1, "value": 1, "wall_time": 1' + "0" * 400 + '}]}', "points[0].wall_time"),
+        ("POST", f"/api/v1/runs/{rid}/checkpoints", json.dumps({"path": "x" * 999}), "path"),
+        ("POST", f"/api/v1/runs/{rid}/logs", '{"lines": [{"text": "\\ud800"}]}', "lines.0.text"),
+    ]:
+        r = client.request(method, path, content=body.encode(), headers=json_headers)
+        assert r.status_code == 422, (path, body[:60], r.status_code, r.text)
+        assert r.json()["field"] == field, (path, r.json())
+    run = client.get(f"/api/v1/runs/{rid}")
+    assert run.status_code == 200 and run.json()["hyperparameters"] == {"kept": 1}
+    assert client.get(f"/api/v1/runs/{rid}/summary").json() == {"kept": 2}
+    assert client.get(f"/api/v1/runs/{rid}/metric-keys").json() == []
+    assert client.get("/api/v1/runs?limit=1000").status_code == 200
+
+
+def _events(chunks: list[str]) -> list[tuple[str, str | None, dict]]:
+    out = []
+    for chunk in chunks:
+        fields = dict(line.split(": ", 1) for line in chunk.strip().splitlines())
+        out.append((fields["event"], fields.get("id"), json.loads(fields["data"])))
+    return out
+
+
+def test_event_pollers_on_this_backend(client):
+    """The SQL behind both SSE streams, on SQLite and PostgreSQL (tests/server/test_live.py runs
+    the streams themselves through uvicorn): metric points, log lines, checkpoints and status
+    changes after a cursor, resuming from an event id, and run list changes."""
+    from types import SimpleNamespace
+
+    from server.api.events import RunEventPoller, RunListPoller
+
+    request = SimpleNamespace(app=client.app)
+    listing = RunListPoller(request)
+    assert listing.poll() == []  # the first poll takes the baseline
+    rid = external_run(client, "polled")["id"]
+    post_json(client, f"/api/v1/runs/{rid}/metrics", {"points": [{"key": "old", "step": 0, "value": 1}]})
+    poller = RunEventPoller(request, rid, None)
+    first = _events(poller.poll())
+    assert [e[0] for e in first] == ["status"] and first[0][2]["status"] == "running"  # no history replayed
+    start = first[0][1]
+    assert _events(poller.poll()) == []  # nothing new
+    post_json(client, f"/api/v1/runs/{rid}/metrics", {"points": [{"key": "loss", "step": 1, "value": "NaN"},
+                                                                {"key": "loss", "step": 2, "value": "-Infinity"}]})
+    client.post(f"/api/v1/runs/{rid}/logs", json={"lines": [{"text": "hello", "stream": "stderr"}]})
+    ckpt = client.put(f"/api/v1/runs/{rid}/checkpoints/upload?filename=p.ckpt&step=2", content=b"abc").json()
+    client.patch(f"/api/v1/runs/{rid}", json={"status": "succeeded"})
+    got = _events(poller.poll())
+    kinds = {e[0]: e[2] for e in got}
+    assert set(kinds) == {"metrics", "log", "checkpoint", "status"}
+    assert [(p["key"], p["step"], p["value"]) for p in kinds["metrics"]["points"]] == [
+        ("loss", 1, "NaN"), ("loss", 2, "-Infinity")]
+    assert kinds["log"]["lines"][0]["text"] == "hello" and kinds["log"]["lines"][0]["stream"] == "stderr"
+    assert kinds["checkpoint"]["id"] == ckpt["id"] and kinds["status"]["status"] == "succeeded"
+    end = got[-1][1]
+    # resuming from the first event id replays exactly what came after it
+    replay = {e[0]: e[2] for e in _events(RunEventPoller(request, rid, tuple(map(int, start.split(".")))).poll())}
+    assert replay["metrics"] == kinds["metrics"] and replay["log"] == kinds["log"]
+    assert replay["checkpoint"]["id"] == ckpt["id"]
+    assert [e[0] for e in _events(RunEventPoller(request, rid, tuple(map(int, end.split(".")))).poll())] == ["status"]
+    assert client.delete(f"/api/v1/runs/{rid}").status_code == 204
+    assert _events(poller.poll()) == [("deleted", None, {"id": rid})]
+    assert _events(listing.poll()) == []  # created and deleted between two polls: nothing to tell
+    other = external_run(client, "listed")["id"]
+    assert [(e[2]["action"], e[2]["run"]["name"]) for e in _events(listing.poll())] == [("created", "listed")]
+    client.patch(f"/api/v1/runs/{other}", json={"name": "renamed"})
+    assert [(e[2]["action"], e[2]["run"]["name"]) for e in _events(listing.poll())] == [("updated", "renamed")]
+    client.patch(f"/api/v1/runs/{other}", json={"status": "cancelled"})
+    listing.poll()
+    assert client.delete(f"/api/v1/runs/{other}").status_code == 204
+    assert _events(listing.poll()) == [("run", None, {"action": "deleted", "run": {"id": other}})]
+
+
+FUZZ_VALUES = [None, True, -1, 2**63, 10**400, "", "x" * 5000, "é中😀", "\x00", [], {"a": 1}, "0001-01-01T00:00:00"]
+FUZZ_RAW = [b"", b"null", b"{", b"[]", b'"x"', b"\xff\xfe", b'{"a":' * 3000]
+
+
+def test_fuzzed_bodies_queries_and_content_types_are_never_500(client):
+    """schemathesis-style by hand: every body field of every JSON endpoint with wrong types, huge
+    numbers, unicode, empty and broken bodies under several content types, and odd query values.
+    Every answer is below 500 and every error has a JSON body with a sentence."""
+    rid = external_run(client, "fuzzed")["id"]
+    post_json(client, f"/api/v1/runs/{rid}/metrics", {"points": [{"key": "a", "step": 1, "value": 1}]})
+    failures = []
+
+    def check(method, path, **kwargs):
+        r = client.request(method, path, **kwargs)
+        body = r.json() if "json" in r.headers.get("content-type", "") and r.content else None
+        message = isinstance(body, dict) and (isinstance(body.get("detail"), str) or body.get("message"))
+        if r.status_code >= 500 or (r.status_code >= 400 and not message):
+            failures.append((method, path, str(kwargs)[:120], r.status_code, r.text[:200]))
+
+    def send(method, path, body):
+        check(method, path, content=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+
+    fields = {
+        ("POST", "/api/v1/runs"): (["recipe", "name", "project", "params", "trainer", "hyperparameters"],
+                                   {"recipe": "external"}),
+        ("PATCH", f"/api/v1/runs/{rid}"): (["status", "hyperparameters", "error", "name"], {}),
+        ("POST", f"/api/v1/runs/{rid}/resume"): (["checkpoint_id"], {}),
+        ("POST", f"/api/v1/runs/{rid}/checkpoints"): (["path", "epoch", "step", "monitor", "score", "is_best"],
+                                                      {"path": f"{rid}/nothing.ckpt"}),
+    }
+    shaped = {
+        f"/api/v1/runs/{rid}/logs": lambda v: [{"lines": [{"text": v}]}, {"lines": [{"text": "x", "stream": v}]},
+                                              {"lines": [{"text": "x", "time": v}]}, {"lines": v}],
+        f"/api/v1/runs/{rid}/metrics": lambda v: [{"points": [{"key": v, "step": 1, "value": 1}]},
+                                                 {"points": [{"key": "k", "step": v, "value": 1}]},
+                                                 {"points": [{"key": "k", "step": 1, "value": v}]},
+                                                 {"points": [{"key": "k", "step": 1, "value": 1, "epoch": v}]},
+                                                 {"points": [{"key": "k", "step": 1, "value": 1, "wall_time": v}]},
+                                                 {"points": v}],
+        f"/api/v1/runs/{rid}/hyperparameters": lambda v: [{"k": v}, v],
+        f"/api/v1/runs/{rid}/summary": lambda v: [{"k": v}, v],
+    }
+    methods = {"logs": "POST", "metrics": "POST", "hyperparameters": "PUT", "summary": "PUT"}
+    for (method, path), (names, base) in fields.items():
+        for name in names:
+            for value in FUZZ_VALUES:
+                send(method, path, {**base, name: value})
+    for path, bodies in shaped.items():
+        for value in FUZZ_VALUES:
+            for body in bodies(value):
+                send(methods[path.rsplit("/", 1)[1]], path, body)
+    for method, path in [*fields, *((methods[p.rsplit("/", 1)[1]], p) for p in shaped)]:
+        for raw in FUZZ_RAW:
+            for content_type in ["application/json", "text/plain", None]:
+                check(method, path, content=raw, headers={"Content-Type": content_type} if content_type else {})
+    odd = ["", "abc", "-1", str(2**63), "NaN", "\x00", "é", "x" * 3000, "metric:", "-"]
+    for path, names in [("/api/v1/runs", ["project", "status", "recipe", "q", "sort", "limit", "offset",
+                                          "metric_keys"]),
+                        (f"/api/v1/runs/{rid}/metrics", ["keys", "min_step", "max_step", "max_points"]),
+                        (f"/api/v1/runs/{rid}/logs", ["tail", "after", "limit"])]:
+        for name in names:
+            for value in odd:
+                check("GET", path, params={name: value})
+    for value in odd:
+        check("PUT", f"/api/v1/runs/{rid}/checkpoints/upload", params={"filename": value}, content=b"z")
+        check("PUT", f"/api/v1/runs/{rid}/checkpoints/upload", params={"filename": "f.ckpt", "step": value},
+              content=b"z")
+    for run_id in ["0", "-1", "abc", str(2**63), "1.5", "%00"]:
+        for method, path in [("GET", "/api/v1/runs/{}"), ("DELETE", "/api/v1/runs/{}"),
+                             ("POST", "/api/v1/runs/{}/cancel"), ("GET", "/api/v1/runs/{}/metrics"),
+                             ("GET", "/api/v1/checkpoints/{}/download"), ("GET", "/api/v1/runs/{}/events")]:
+            check(method, path.format(run_id))
+    assert failures == []
+    assert client.get(f"/api/v1/runs/{rid}").status_code == 200
+    assert client.get(f"/api/v1/runs/{rid}/metric-keys").status_code == 200

@@ -73,13 +73,21 @@ def test_run_list_stream(live_server):
     url, _ = live_server
     with httpx.Client(base_url=url, timeout=30) as c, c.stream("GET", "/api/v1/events") as response:
         def create_later():
-            time.sleep(0.5)
+            time.sleep(0.5)  # after the stream's first poll
             c.post("/api/v1/runs", json={"recipe": "external", "name": "listed"})
 
         threading.Thread(target=create_later).start()
-        events = read_events(response.iter_lines(), 1)
-        assert events[0][0] == "run" and events[0][2]["action"] == "created"
+        lines = response.iter_lines()
+        events = read_events(lines, 1)
+        rid = events[0][2]["run"]["id"]
+        c.patch(f"/api/v1/runs/{rid}", json={"status": "failed", "error": "boom"})
+        events += read_events(lines, 1)
+        c.delete(f"/api/v1/runs/{rid}")
+        events += read_events(lines, 1)
+        assert [(e[0], e[2]["action"]) for e in events] == [("run", "created"), ("run", "updated"), ("run", "deleted")]
         assert events[0][2]["run"]["name"] == "listed"
+        assert events[1][2]["run"]["status"] == "failed" and events[1][2]["run"]["error"] == "boom"
+        assert events[2][2]["run"]["id"] == events[0][2]["run"]["id"]
 
 
 SCRIPT = textwrap.dedent('''
@@ -231,3 +239,60 @@ def test_runyard_logger_encoding_matches_the_generic_encoder():
     # a non-string key is sent as its string (the generic encoder sent a number: a 422 for the batch)
     assert json.loads(_encode_entries([(0, 0.0, {7: 2.0})]))["points"][0]["key"] == "7"
     assert fast["points"][0] == {"key": "loss", "value": "NaN", "step": 0, "epoch": 0, "wall_time": 1.5}
+
+
+def test_runyard_logger_outlives_a_late_start_and_a_restart_of_the_server(tmp_path):
+    """The server is started after the logger begins (the run is created once it answers), then
+    stopped mid-run and started again on the same port: every point arrives exactly once."""
+    import pytest
+
+    from tests.server.conftest import free_port, start_server, stop_server, wait_healthy
+    from trainer_core.loggers.runyard import RunyardLogger
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    logger = RunyardLogger(url=url, project="flaky", name="restarts", flush_interval=0.05, retry_for=60)
+    proc = start_server(tmp_path, port)
+    try:
+        with pytest.raises(httpx.TransportError):
+            httpx.get(url + "/healthz", timeout=0.5)  # not up yet: the first sends fail and are retried
+        for step in range(50):
+            logger.log_metrics({"m": float(step)}, step=step)  # the first call waits for the run to exist
+        assert logger.flush(timeout=30)
+        stop_server(proc)
+        for step in range(50, 100):  # logged while the server is down
+            logger.log_metrics({"m": float(step)}, step=step)
+        time.sleep(0.5)
+        with pytest.raises(httpx.TransportError):
+            httpx.get(url + "/healthz", timeout=0.5)
+        proc = start_server(tmp_path, port)
+        for step in range(100, 150):
+            logger.log_metrics({"m": float(step)}, step=step)
+        wait_healthy(proc, url)
+        logger.finalize("success")
+        with httpx.Client(base_url=url, timeout=30) as c:
+            rid = logger.version
+            run = c.get(f"/api/v1/runs/{rid}").json()
+            assert run["status"] == "succeeded" and run["project"] == "flaky"
+            series = c.get(f"/api/v1/runs/{rid}/metrics?keys=m&max_points=1000").json()["series"]["m"]
+            assert series["steps"] == list(range(150)) and series["values"] == [float(s) for s in range(150)]
+    finally:
+        stop_server(proc)
+
+
+def test_runyard_logger_flushes_everything_at_finalize(live_server):
+    """With a send interval longer than the run, nothing goes out until finalize, which sends it all."""
+    from trainer_core.loggers.runyard import RunyardLogger
+
+    url, _ = live_server
+    logger = RunyardLogger(url=url, name="flush-at-end", flush_interval=3600)
+    for step in range(300):
+        logger.log_metrics({"a": step * 1.0, "b": -step * 1.0}, step=step)
+    rid = logger.version
+    with httpx.Client(base_url=url, timeout=30) as c:
+        time.sleep(0.2)
+        assert c.get(f"/api/v1/runs/{rid}/metric-keys").json() == []  # still buffered
+        logger.finalize("success")
+        keys = {k["key"]: k for k in c.get(f"/api/v1/runs/{rid}/metric-keys").json()}
+        assert keys["a"]["count"] == keys["b"]["count"] == 300 and keys["b"]["last_value"] == -299.0
+        assert c.get(f"/api/v1/runs/{rid}").json()["status"] == "succeeded"

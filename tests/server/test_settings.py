@@ -1,0 +1,80 @@
+"""Settings: every RUNYARD_* variable is read from the environment, the defaults live under
+./runyard-data, and each variable is documented (README and docs/api.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+ENVIRONMENT = {
+    "RUNYARD_HOME": ("home", "{tmp}/home", lambda tmp: Path(f"{tmp}/home")),
+    "RUNYARD_DATABASE_URL": ("database_url", "postgresql://u:p@db.example:5433/runs",
+                             lambda tmp: "postgresql://u:p@db.example:5433/runs"),
+    "RUNYARD_ARTIFACT_ROOT": ("artifact_root", "{tmp}/art", lambda tmp: Path(f"{tmp}/art").resolve()),
+    "RUNYARD_BROKER_URL": ("broker_url", "redis://broker.example:6380/3", lambda tmp: "redis://broker.example:6380/3"),
+    "RUNYARD_DATA_DIR": ("data_dir", "{tmp}/data", lambda tmp: Path(f"{tmp}/data").resolve()),
+    "RUNYARD_RECIPES": ("recipes", "a.recipes,b.recipes", lambda tmp: "a.recipes,b.recipes"),
+    "RUNYARD_DOWNLOAD_DATA": ("download_data", "false", lambda tmp: False),
+    "RUNYARD_HOST": ("host", "0.0.0.0", lambda tmp: "0.0.0.0"),
+    "RUNYARD_PORT": ("port", "9123", lambda tmp: 9123),
+    "RUNYARD_PUBLIC_URL": ("public_url", "https://runyard.example", lambda tmp: "https://runyard.example"),
+    "RUNYARD_HEARTBEAT_TIMEOUT": ("heartbeat_timeout", "12.5", lambda tmp: 12.5),
+    "RUNYARD_MAX_ATTEMPTS": ("max_attempts", "7", lambda tmp: 7),
+    "RUNYARD_SSE_POLL_INTERVAL": ("sse_poll_interval", "0.5", lambda tmp: 0.5),
+    "RUNYARD_MAX_METRIC_POINTS": ("max_metric_points", "500", lambda tmp: 500),
+    "RUNYARD_REAPER": ("reaper", "0", lambda tmp: False),
+}
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_every_setting_is_read_from_its_environment_variable(clean_env, tmp_path):
+    assert {f"RUNYARD_{name.upper()}" for name in Settings.model_fields} == set(ENVIRONMENT)
+    for name, (_, raw, _) in ENVIRONMENT.items():
+        clean_env.setenv(name, raw.format(tmp=tmp_path))
+    settings = Settings()
+    for name, (field, _, expected) in ENVIRONMENT.items():
+        assert getattr(settings, field) == expected(tmp_path), name
+
+
+def test_defaults_live_under_runyard_data(clean_env, tmp_path):
+    clean_env.chdir(tmp_path)
+    settings = Settings()
+    home = (tmp_path / "runyard-data").resolve()
+    assert settings.database_url == f"sqlite:///{home / 'runyard.db'}"
+    assert settings.artifact_root == home / "artifacts"
+    assert settings.broker_url == f"sqla+sqlite:///{home / 'broker.db'}"
+    assert (settings.host, settings.port, settings.public_url) == ("127.0.0.1", 8000, "http://127.0.0.1:8000")
+    assert settings.max_metric_points == 10_000
+    # RUNYARD_HOME moves every embedded default with it
+    clean_env.setenv("RUNYARD_HOME", str(tmp_path / "elsewhere"))
+    moved = Settings()
+    assert moved.database_url == f"sqlite:///{(tmp_path / 'elsewhere' / 'runyard.db').resolve()}"
+    assert moved.artifact_root == (tmp_path / "elsewhere" / "artifacts").resolve()
+
+
+def test_bad_values_are_refused_with_the_variable_named(clean_env):
+    from pydantic import ValidationError
+
+    for name, raw in [("RUNYARD_PORT", "http"), ("RUNYARD_MAX_METRIC_POINTS", "0"), ("RUNYARD_REAPER", "maybe")]:
+        clean_env.setenv(name, raw)
+        with pytest.raises(ValidationError, match=name.removeprefix("RUNYARD_").lower()):
+            Settings()
+        clean_env.delenv(name)
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/api.md"])
+def test_every_variable_is_documented(doc):
+    text = (REPO / doc).read_text()
+    missing = [name for name in ENVIRONMENT if name not in text]
+    assert missing == [], f"{doc} does not list {missing}"
