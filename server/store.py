@@ -200,6 +200,21 @@ def _check_run_exists(session: Session, run_id: int) -> None:
         raise NotFound(f"Run {run_id} does not exist; list runs with GET /api/v1/runs.")
 
 
+APPEND_LOCK_SPACE = 0x52594431  # "RYD1": the first key of the per-run advisory locks below
+
+
+def lock_run_for_append(session: Session, run_id: int) -> None:
+    """On PostgreSQL, serialise the writers that append rows to one run until they commit.
+
+    Live streams follow a run's points, log lines and checkpoints by id. PostgreSQL hands out
+    ids when a row is inserted, not when it commits, so two writers of one run could commit
+    out of id order and a stream that already moved past the later id would never send the
+    earlier rows. Holding a transaction-level advisory lock per run while ids are taken makes
+    commit order follow id order. (SQLite has one writer at a time: nothing to do.)"""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(APPEND_LOCK_SPACE, run_id)))
+
+
 # --------------------------------------------------------------------------- projects and runs
 
 
@@ -624,6 +639,7 @@ def add_metric_points(session: Session, run_id: int, points: Iterable[Any], *, c
     connection = session.connection()
     n = len(rows)
     if connection.dialect.name == "postgresql":
+        lock_run_for_append(session, run_id)
         # Reserve the ids first: the rollups need them, and COPY is the fastest way in.
         ids = list(connection.exec_driver_sql(
             "SELECT nextval(pg_get_serial_sequence('metric_points', 'id')) FROM generate_series(1, %(n)s)",
@@ -752,6 +768,7 @@ def add_log_lines(session: Session, run_id: int, lines: Iterable[Any], *, check_
             stream, text, when = (*line, None)[:3]
         rows.append({"run_id": run_id, "stream": str(stream)[:16], "text": str(text), "time": when or now})
     if rows:
+        lock_run_for_append(session, run_id)
         session.execute(insert(LogLine), rows)
         session.commit()
     return len(rows)
@@ -796,6 +813,7 @@ def add_checkpoint(
     _check_run_exists(session, run_id)
     if score is not None and not math.isfinite(score):
         score = None if math.isnan(score) else score
+    lock_run_for_append(session, run_id)
     if is_best:
         session.execute(update(Checkpoint).where(Checkpoint.run_id == run_id).values(is_best=False))
     if is_last:

@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -153,10 +153,17 @@ async def run_events(run_id: RunId, request: Request,
 
 
 class RunListPoller:
+    """Run list changes by ``updated_at``. Writers take their timestamp before they commit, so a
+    change can become visible after a later-stamped one was already sent: each poll looks
+    ``OVERLAP`` back and skips what it already sent (same run, same ``updated_at``)."""
+
+    OVERLAP = timedelta(seconds=5)
+
     def __init__(self, request: Request) -> None:
         self.app = request.app
         self.since: datetime | None = None
         self.known: set[int] | None = None
+        self.sent: dict[int, datetime] = {}
 
     def poll(self) -> list[str]:
         session = self.app.state.sessionmaker()
@@ -165,18 +172,27 @@ class RunListPoller:
             ids = store.run_ids(session)
             events: list[str] = []
             if self.known is None:
-                self.known = ids
                 self.since = store.utcnow()
+                recent = store.runs_changed_since(session, self.since - self.OVERLAP)
+                self.known = ids | {run.id for run in recent}
+                self.sent = {run.id: run.updated_at for run in recent}
                 return events
-            changed = store.runs_changed_since(session, self.since)
+            changed = store.runs_changed_since(session, self.since - self.OVERLAP)
             for run in changed:
+                if self.sent.get(run.id) == run.updated_at:
+                    continue
                 action = "updated" if run.id in self.known else "created"
                 events.append(format_event("run", {"action": action,
                                                    "run": run_out(run, public_url).model_dump(mode="json")}))
+                self.sent[run.id] = run.updated_at
                 self.since = max(self.since, run.updated_at)
-            for run_id in sorted(self.known - ids):
+            seen = ids | {run.id for run in changed}
+            for run_id in sorted(self.known - seen):
                 events.append(format_event("run", {"action": "deleted", "run": {"id": run_id}}))
-            self.known = ids
+                self.sent.pop(run_id, None)
+            self.known = seen
+            horizon = self.since - self.OVERLAP
+            self.sent = {run_id: when for run_id, when in self.sent.items() if when > horizon}
             return events
         finally:
             session.close()

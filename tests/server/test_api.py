@@ -472,6 +472,18 @@ def test_event_pollers_on_this_backend(client):
     assert [(e[2]["action"], e[2]["run"]["name"]) for e in _events(listing.poll())] == [("created", "listed")]
     client.patch(f"/api/v1/runs/{other}", json={"name": "renamed"})
     assert [(e[2]["action"], e[2]["run"]["name"]) for e in _events(listing.poll())] == [("updated", "renamed")]
+    # a change whose writer stamped it before the last one sent but committed after it is not lost
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from server.db import session_scope
+    from server.models import Run
+
+    with session_scope(client.app.state.engine) as s:
+        s.execute(update(Run).where(Run.id == other).values(name="late", updated_at=listing.since - timedelta(seconds=1)))
+    assert [(e[2]["action"], e[2]["run"]["name"]) for e in _events(listing.poll())] == [("updated", "late")]
+    assert _events(listing.poll()) == []  # and sent once
     client.patch(f"/api/v1/runs/{other}", json={"status": "cancelled"})
     listing.poll()
     assert client.delete(f"/api/v1/runs/{other}").status_code == 204

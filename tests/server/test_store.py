@@ -129,3 +129,36 @@ def test_list_runs_sorts_by_project_and_duration(session, client):
     assert [r["project"] for r in page["items"]] == [f"{tag}-b", f"{tag}-c"]
     r = client.get("/api/v1/runs?sort=-nope")
     assert r.status_code == 422 and "duration" in r.json()["detail"]
+
+
+def test_appends_to_one_run_commit_in_id_order(session, app_settings):
+    """On PostgreSQL a writer appending to a run waits for another writer of the same run to
+    commit (ids then follow commit order, which the live streams rely on); other runs do not wait."""
+    import threading
+
+    from server.db import get_engine, session_scope
+
+    run = store.create_run(session, recipe="external", status="running")
+    other = store.create_run(session, recipe="external", status="running")
+    engine = get_engine(app_settings.database_url)
+    postgres = engine.dialect.name == "postgresql"
+    done = threading.Event()
+
+    def append():
+        with session_scope(engine) as s:
+            store.add_log_lines(s, run.id, [("stdout", "second")])
+            store.add_metric_points(s, run.id, [("m", 2, 2.0, 0, 0.0)])
+        done.set()
+
+    with session_scope(engine) as holder:
+        store.lock_run_for_append(holder, run.id)  # SQLite: nothing (its one write lock orders commits)
+        if postgres:
+            holder.execute(update(Run).where(Run.id == run.id).values(name=run.name))  # an open transaction
+        writer = threading.Thread(target=append)
+        writer.start()
+        with session_scope(engine) as s:  # another run is not held up
+            store.add_metric_points(s, other.id, [("m", 1, 1.0, 0, 0.0)])
+        assert done.wait(0.3) is not postgres
+    writer.join(10)
+    assert done.is_set()
+    assert [ln.text for ln in store.get_log_lines(session, run.id, tail=5)[0]] == ["second"]
