@@ -241,3 +241,55 @@ def test_narrow_window_long_names_many_metrics_and_empty_states(browser, server)
     finally:
         context.close()
     assert not errors, errors
+
+
+def test_whole_float_in_an_int_or_float_field_stays_a_float(page, server):
+    """limit_train_batches is `int | float`: 1.0 means every batch, 1 means one batch. JS has a
+    single number type, so the form must still send `1.0` (and a clone must keep it)."""
+    page.goto("/#/new")
+    page.locator("#f-recipe").select_option(RECIPE)
+    page.locator("#f-name").fill("float-limit")
+    page.locator("[data-field='trainer.limit_train_batches']").fill("1.0")
+    page.locator("[data-field='trainer.early_stopping_monitor']").fill("val_loss")
+    page.locator("[data-field='trainer.early_stopping_patience']").fill("7")
+    page.get_by_test_id("submit-run").click()
+    page.wait_for_url("**/#/runs/*")
+    rid = int(page.url.rsplit("/", 1)[1])
+    trainer = server.get(f"/api/v1/runs/{rid}")["trainer"]
+    assert trainer["limit_train_batches"] == 1.0 and isinstance(trainer["limit_train_batches"], float), (
+        trainer
+    )
+    assert trainer["early_stopping_monitor"] == "val_loss" and trainer["early_stopping_patience"] == 7, (
+        trainer
+    )
+
+    trainer_table = page.get_by_test_id("trainer-table")
+    expect(trainer_table.locator("tr", has_text="limit_train_batches").locator("td")).to_have_text("1.0")
+    expect(trainer_table.locator("tr", has_text="early_stopping_patience").locator("td")).to_have_text("7")
+
+    page.goto(f"/#/new?clone={rid}")
+    expect(page.locator("[data-field='trainer.limit_train_batches']")).to_have_value("1.0")
+    expect(page.locator("[data-field='trainer.early_stopping_monitor']")).to_have_value("val_loss")
+    page.get_by_test_id("submit-run").click()
+    page.wait_for_url(lambda url: url.rsplit("/", 1)[-1].isdigit() and not url.endswith(f"/{rid}"))
+    clone = int(page.url.rsplit("/", 1)[1])
+    limit = server.get(f"/api/v1/runs/{clone}")["trainer"]["limit_train_batches"]
+    assert limit == 1.0 and isinstance(limit, float), limit
+    # An int stays an int.
+    page.goto("/#/new")
+    page.locator("#f-recipe").select_option(RECIPE)
+    page.locator("[data-field='trainer.limit_train_batches']").fill("3")
+    page.get_by_test_id("submit-run").click()
+    page.wait_for_url("**/#/runs/*")
+    third = int(page.url.rsplit("/", 1)[1])
+    limit = server.get(f"/api/v1/runs/{third}")["trainer"]["limit_train_batches"]
+    assert limit == 3 and isinstance(limit, int), limit
+    # Compare: 1.0 and 3 shown as written and marked as differing.
+    page.goto(f"/#/compare?ids={rid},{third}")
+    row = page.locator("tr[data-param='trainer.limit_train_batches']")
+    expect(row).to_have_attribute("data-differs", "1")
+    expect(row.locator("td").nth(0)).to_have_text("1.0")
+    expect(row.locator("td").nth(1)).to_have_text("3")
+    expect(page.locator("tr[data-param='trainer.early_stopping_patience'] td").nth(0)).to_have_text("7")
+    for r in (rid, clone, third):
+        server.post(f"/api/v1/runs/{r}/cancel")

@@ -1,5 +1,5 @@
 // Formatting helpers shared by the pages.
-import { toNumber } from "./api.js";
+import { toNumber, FloatValue } from "./api.js";
 
 export function parseTime(iso) {
   if (!iso) return null;
@@ -77,6 +77,7 @@ export function fmtBytes(n) {
 /** Plain-value display for params tables (objects as compact JSON). */
 export function fmtValue(v) {
   if (v === null || v === undefined) return "—";
+  if (v instanceof FloatValue) return v.text;
   if (typeof v === "object") return JSON.stringify(v);
   if (typeof v === "number") return Number.isFinite(v) ? String(v) : fmtNumber(v);
   return String(v);

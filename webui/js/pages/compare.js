@@ -2,7 +2,7 @@
 // where values that differ between runs stand out.
 
 import { h, replace } from "../dom.js";
-import { runs as runsApi } from "../api.js";
+import { runs as runsApi, FloatValue } from "../api.js";
 import { LiveStream } from "../sse.js";
 import { MetricCharts } from "../charts.js";
 import { ACTIVE, fmtDuration, fmtValue, runDuration } from "../format.js";
@@ -14,7 +14,7 @@ const MAX_LIVE_STREAMS = 3;
 function flatten(prefix, obj, out) {
   for (const [k, v] of Object.entries(obj || {})) {
     const key = prefix ? `${prefix}.${k}` : k;
-    if (v && typeof v === "object" && !Array.isArray(v) && Object.keys(v).length) flatten(key, v, out);
+    if (v && typeof v === "object" && !Array.isArray(v) && !(v instanceof FloatValue) && Object.keys(v).length) flatten(key, v, out);
     else out[key] = v;
   }
   return out;
@@ -35,7 +35,8 @@ export async function render(root, _params, query) {
     return;
   }
 
-  const found = await Promise.all(ids.map((id) => runsApi.get(id).catch(() => null)));
+  // keepFloats: a trainer argument of 1.0 (a fraction) and one of 1 (a count) differ.
+  const found = await Promise.all(ids.map((id) => runsApi.get(id, { keepFloats: true }).catch(() => null)));
   const missing = ids.filter((id, i) => !found[i]);
   const runs = found.filter(Boolean);
   const charts = new MetricCharts(h("div"), { runs: runs.map((r) => ({ id: r.id, name: r.name })) });
@@ -60,7 +61,7 @@ export async function render(root, _params, query) {
   function renderParams() {
     const rows = [];
     for (const k of keys) {
-      const vals = flat.map((f) => (k in f ? JSON.stringify(f[k]) : undefined));
+      const vals = flat.map((f) => (!(k in f) ? undefined : f[k] instanceof FloatValue ? `float ${f[k].text}` : JSON.stringify(f[k])));
       const differs = new Set(vals).size > 1;
       if (onlyDiff.checked && !differs) continue;
       rows.push(h("tr", { class: differs && "diff", dataset: { param: k, differs: differs ? "1" : "0" } },

@@ -2,7 +2,7 @@
 // schema; 422 errors go next to their fields; "Clone" (#/new?clone=<id>) prefills it.
 
 import { h, replace, toast } from "../dom.js";
-import { recipes as recipesApi, runs as runsApi, projects as projectsApi } from "../api.js";
+import { recipes as recipesApi, runs as runsApi, projects as projectsApi, FloatValue } from "../api.js";
 
 // Used only when the server's recipe carries no trainer_schema.
 const FALLBACK_TRAINER_SCHEMA = {
@@ -82,7 +82,8 @@ function parseLoose(text, types) {
   if (t === "") return undefined;
   if (types.includes("boolean") && /^(true|false)$/i.test(t)) return t.toLowerCase() === "true";
   if ((types.includes("integer") || types.includes("number")) && /^[-+]?\d+$/.test(t)) return parseInt(t, 10);
-  if (types.includes("number") && t !== "" && !isNaN(Number(t))) return Number(t);
+  // "1.0" in an `int | float` field means the float (a fraction of batches), not the int 1.
+  if (types.includes("number") && t !== "" && !isNaN(Number(t))) return Number.isInteger(Number(t)) ? new FloatValue(t) : Number(t);
   if (t === "null") return null;
   if (types.includes("array") || types.includes("object")) { try { return JSON.parse(t); } catch { /* keep text */ } }
   return t;
@@ -186,7 +187,7 @@ function buildField(path, name, k, s, initial, required, isExtra) {
     case "union":
       input = h("input", { type: "text", id, class: "input", placeholder: k.types.map((t) => SHORT[t] || t).join(" or ") + (k.nullable ? ", or empty" : ""), on: { input: markDirty } });
       get = () => { const v = parseLoose(input.value, k.types); return v === undefined && k.nullable ? null : v; };
-      set = (v) => { input.value = v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v); };
+      set = (v) => { input.value = v === null || v === undefined ? "" : v instanceof FloatValue ? v.text : typeof v === "object" ? JSON.stringify(v) : String(v); };
       break;
     default:
       input = h("input", { type: "text", id, class: "input input-mono", placeholder: "JSON", on: { input: markDirty } });
@@ -221,7 +222,7 @@ export async function render(root, _params, query) {
   const cloneId = query.get("clone");
   const [recipeList, cloneRun, projectList] = await Promise.all([
     recipesApi(),
-    cloneId ? runsApi.get(cloneId) : null,
+    cloneId ? runsApi.get(cloneId, { keepFloats: true }) : null,
     projectsApi().catch(() => []),
   ]);
   const runnable = recipeList.filter((r) => r.name !== "external");

@@ -20,7 +20,11 @@ export function kvTable(obj, { testid, empty = "None." } = {}) {
 }
 
 export async function render(root, { id }) {
-  let run = await runsApi.get(id);
+  // Params and trainer arguments never change after submission: keep them as written, so a
+  // fraction of 1.0 (`limit_train_batches`) is not shown as the int 1.
+  const exact = await runsApi.get(id, { keepFloats: true });
+  const settings = { params: exact.params, trainer: exact.trainer };
+  let run = JSON.parse(JSON.stringify(exact));
   const cleanups = [];
 
   const head = h("div", { class: "page-head run-head" });
@@ -84,8 +88,8 @@ export async function render(root, { id }) {
 
   function renderParams() {
     replace(paramsBox,
-      h("h3", { class: "sub" }, "Recipe parameters"), kvTable(run.params, { testid: "params-table" }),
-      h("h3", { class: "sub" }, "Trainer"), kvTable(run.trainer, { testid: "trainer-table" }));
+      h("h3", { class: "sub" }, "Recipe parameters"), kvTable(settings.params, { testid: "params-table" }),
+      h("h3", { class: "sub" }, "Trainer"), kvTable(settings.trainer, { testid: "trainer-table" }));
     replace(hparamsBox, kvTable(run.hyperparameters, { testid: "hparams-table", empty: "No hyperparameters logged yet." }));
   }
 
