@@ -481,3 +481,14 @@ def test_hyperparameters_saved_from_a_dict_argument_load_back_under_its_name(tmp
     assert ck["hparams_name"] == "config" and ck["hyper_parameters"] == {"hidden": 3}
     loaded = FromConfig.load_from_checkpoint(path)
     assert loaded.hparams == {"hidden": 3} and loaded.l.out_features == 3 and loaded.hidden == 3
+
+
+def test_dataloaders_are_requested_after_on_fit_start(tmp_path):
+    class Resize(L.Callback):
+        def on_fit_start(self, trainer, pl_module):
+            trainer.datamodule.hparams.size = 8  # what a batch-size finder does before the loaders are built
+
+    dm = CountingDM(size=4)
+    trainer = _trainer(tmp_path, max_epochs=1, enable_checkpointing=False, callbacks=[Resize()])
+    trainer.fit(Net(), datamodule=dm)
+    assert trainer.num_training_batches == 4 and trainer.global_step == 4

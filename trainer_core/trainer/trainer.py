@@ -973,19 +973,7 @@ class Trainer:
         return os.fspath(ckpt_path)
 
     # ------------------------------------------------------------------ fit
-    def _run_fit(self, model: LightningModule, checkpoint: dict | None, train: Any, val: Any) -> None:
-        if not _is_overridden("training_step", model, LightningModule):
-            raise RuntimeError(
-                "No `training_step()` method defined. The `Trainer` expects as minimum a `training_step()`, "
-                "`train_dataloader()` and `configure_optimizers()` to be defined."
-            )
-        if self._warn_max_epochs_default and not self.fast_dev_run:
-            warnings.warn(
-                "`max_epochs` was not set. Setting it to 1000 epochs. To train without an epoch limit,"
-                " set `max_epochs=-1`.",
-                UserWarning,
-                stacklevel=3,
-            )
+    def _setup_fit_data(self, model: LightningModule, train: Any, val: Any) -> None:
         self._train_source = train
         self.train_dataloader = self._loader_from("train", train)
         if self.train_dataloader is None:
@@ -1018,6 +1006,20 @@ class Trainer:
             )
         self._set_val_check_batch()
 
+    def _run_fit(self, model: LightningModule, checkpoint: dict | None, train: Any, val: Any) -> None:
+        if not _is_overridden("training_step", model, LightningModule):
+            raise RuntimeError(
+                "No `training_step()` method defined. The `Trainer` expects as minimum a `training_step()`, "
+                "`train_dataloader()` and `configure_optimizers()` to be defined."
+            )
+        if self._warn_max_epochs_default and not self.fast_dev_run:
+            warnings.warn(
+                "`max_epochs` was not set. Setting it to 1000 epochs. To train without an epoch limit,"
+                " set `max_epochs=-1`.",
+                UserWarning,
+                stacklevel=3,
+            )
+
         if model.automatic_optimization is False:
             if self.gradient_clip_val:
                 raise ValueError(
@@ -1041,6 +1043,8 @@ class Trainer:
         self._train_results = ResultCollection(training=True)
         self._results = self._train_results
         self._call_hook("on_fit_start")
+        # as Lightning: the train/val dataloaders are requested after on_fit_start (its fit loop's setup_data)
+        self._setup_fit_data(model, train, val)
         self._log_hyperparams_and_summary(model)
         self._restarting = False
         if checkpoint is not None:
