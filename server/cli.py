@@ -212,7 +212,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     restart = {}
     for env in slots:
         slot = env["RUNYARD_WORKER_SLOT"]
-        env = {**env, "RUNYARD_WORKER_NAME": f"{os.uname().nodename}/{slot}"}
+        # The run's worker_host: RUNYARD_WORKER_NAME (a readable machine name) or the host name, plus the slot.
+        machine = os.environ.get("RUNYARD_WORKER_NAME") or os.uname().nodename
+        env = {**env, "RUNYARD_WORKER_NAME": f"{machine}/{slot}"}
 
         def start(env: dict[str, str] = env, slot: str = slot) -> subprocess.Popen:
             return spawn(celery_worker_command(queues, slot, args.log_level.upper()), env)

@@ -71,13 +71,16 @@ def test_worker_gpus_pins_one_celery_process_per_gpu(spawned, capsys) -> None:
     assert "GPU 0" in capsys.readouterr().out
 
 
-def test_worker_queues_and_cpu_concurrency(spawned) -> None:
+def test_worker_queues_and_cpu_concurrency(spawned, monkeypatch) -> None:
+    monkeypatch.setenv("RUNYARD_WORKER_NAME", "gpu-box-7")
     args = cli.build_parser().parse_args(["worker", "--gpus", "none", "--concurrency", "3", "--queues", "big,runyard"])
     cli.cmd_worker(Settings(), args)
     assert len(spawned) == 3
     for argv, env in spawned:
         assert argv[argv.index("--queues") + 1] == "big,runyard"
         assert env["CUDA_VISIBLE_DEVICES"] == "" and "RUNYARD_WORKER_GPU" not in env
+    # RUNYARD_WORKER_NAME names the machine in each process's worker_host
+    assert [env["RUNYARD_WORKER_NAME"] for _, env in spawned] == ["gpu-box-7/cpu0", "gpu-box-7/cpu1", "gpu-box-7/cpu2"]
 
 
 def test_the_run_device_names_the_pinned_gpu(monkeypatch) -> None:
@@ -123,3 +126,29 @@ def test_stdout_and_stderr_both_become_log_lines() -> None:
     got = [(stream, text) for stream, text, _ in lines]
     assert ("stdout", "to stdout") in got and ("stderr", "to stderr") in got
     assert ("stderr", "partial line") in got and ("stdout", "no newline at the end") in got
+
+
+def test_enqueue_retries_on_a_fresh_broker_connection(tmp_path: Path, monkeypatch) -> None:
+    from server import queue
+
+    settings = Settings(home=tmp_path, broker_url=f"sqla+sqlite:///{tmp_path}/broker.db")
+    app = queue._client(settings.broker_url)
+    real_send, connections = app.send_task, []
+
+    def flaky_send(*args, connection=None, **kwargs):
+        connections.append(connection)
+        if len(connections) == 1:
+            raise AttributeError("'NoneType' object has no attribute 'client'")
+        return real_send(*args, connection=connection, **kwargs)
+
+    monkeypatch.setattr(app, "send_task", flaky_send)
+    queue.enqueue_run(7, "task-7", settings=settings)
+    assert len(connections) == 2 and connections[0] is not connections[1]
+    with app.connection_for_read() as conn:
+        message = conn.SimpleQueue("runyard").get(timeout=5)
+        assert message.headers["id"] == "task-7" and message.headers["argsrepr"] == "[7]"
+        message.ack()
+
+    monkeypatch.setattr(app, "send_task", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("down")))
+    with pytest.raises(ConnectionError):
+        queue.enqueue_run(8, "task-8", settings=settings)

@@ -114,6 +114,20 @@ def queued_messages(stack: Stack) -> list[dict]:
     return out
 
 
+def test_recipes_endpoint_serves_schemas_from_signatures_including_user_recipes(sqlite_stack: Stack) -> None:
+    recipes = {r["name"]: r for r in sqlite_stack.client.get("/api/v1/recipes").json()}
+    assert {"mnist_autoencoder", "mnist_classifier", "digits_classifier", "transfer_learning"} <= set(recipes)
+    # slow_regression comes from RUNYARD_RECIPES=tests.worker.recipes_for_tests: model __init__ + factory
+    slow = recipes["slow_regression"]
+    props = slow["params_schema"]["properties"]
+    assert set(props) == {"step_delay", "lr", "n", "batch_size", "fail", "num_workers"}
+    assert props["step_delay"]["type"] == "number" and props["step_delay"]["maximum"] == 5
+    assert props["n"]["type"] == "integer" and props["n"]["minimum"] == 8 and props["n"]["default"] == 512
+    assert props["fail"]["type"] == "boolean"
+    assert slow["description"] == "Test recipe: slow linear regression."
+    assert "precision" in slow["trainer_schema"]["properties"]
+
+
 def test_unknown_recipe_and_bad_params_are_422_and_queue_nothing(sqlite_stack: Stack) -> None:
     before = sqlite_stack.client.get("/api/v1/runs?limit=1000").json()["total"]
     messages = broker_messages(sqlite_stack)

@@ -52,6 +52,21 @@ def test_missing_mnist_fails_at_once_naming_the_folder(settings: Settings, tmp_p
     assert "train-images-idx3-ubyte" in run.error and "RUNYARD_DATA_DIR" in run.error
 
 
+def test_missing_mnist_with_downloads_on_but_no_mirror_reachable(settings: Settings, tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    import worker.recipes.data as data
+
+    monkeypatch.setattr(data, "_can_reach_mnist_mirror", lambda timeout=3.0: False)
+    settings = settings.model_copy(update={"data_dir": tmp_path / "offline", "download_data": True})
+    run_id = new_run(settings, "mnist_autoencoder", {}, TINY)
+    started = time.monotonic()
+    assert execute_run(run_id, settings) == "failed"
+    assert time.monotonic() - started < 30
+    error = get(settings, run_id).error
+    assert "no MNIST mirror is reachable" in error and str(tmp_path / "offline" / "MNIST" / "raw") in error
+    assert "Traceback" not in error  # a sentence for the user, not a stack
+
+
 def test_an_exception_fails_the_run_with_its_traceback_and_a_second_delivery_is_skipped(settings: Settings) -> None:
     run_id = new_run(settings, "transfer_learning", {"source_run_id": 999}, TINY)
     assert execute_run(run_id, settings) == "failed"
