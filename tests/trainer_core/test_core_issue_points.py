@@ -492,3 +492,15 @@ def test_dataloaders_are_requested_after_on_fit_start(tmp_path):
     trainer = _trainer(tmp_path, max_epochs=1, enable_checkpointing=False, callbacks=[Resize()])
     trainer.fit(Net(), datamodule=dm)
     assert trainer.num_training_batches == 4 and trainer.global_step == 4
+
+
+def test_early_stopping_on_a_training_metric_without_validation(tmp_path):
+    class TrainOnly(Scripted):
+        def training_step(self, batch, batch_idx):
+            self.log("train_loss", float(self.current_epoch), on_step=False, on_epoch=True)
+            return super().training_step(batch, batch_idx)
+
+    es = EarlyStopping("train_loss", patience=2, check_on_train_epoch_end=True)
+    trainer = _trainer(tmp_path, max_epochs=10, callbacks=[es], enable_checkpointing=False)
+    trainer.fit(TrainOnly([0.0]), _data())
+    assert es.stopped_epoch == 2 and trainer.current_epoch == 3 and es.best_score.item() == 0.0
