@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from server.models import Checkpoint, Run
 from server.store import encode_float, json_safe
@@ -107,6 +107,17 @@ class LogLineIn(BaseModel):
     stream: str = Field("stdout", max_length=16)
     text: str = Field(..., max_length=1_000_000)
     time: datetime | None = None
+
+    @field_validator("time")
+    @classmethod
+    def _in_utc_range(cls, value: datetime | None) -> datetime | None:
+        # stored as naive UTC: 9999-12-31T23:59-14:00 would overflow the conversion
+        if value is not None and value.tzinfo is not None:
+            try:
+                value = value.astimezone(UTC)
+            except OverflowError:
+                raise ValueError("the time falls outside the years 1 to 9999 in UTC") from None
+        return value
 
 
 class LogLinesIn(BaseModel):

@@ -410,6 +410,10 @@ def test_inputs_that_once_gave_500s_are_422s_and_store_nothing(client):
          '{"points": [{"key": "k", "step": 1, "value": 1, "wall_time": 1' + "0" * 400 + '}]}', "points[0].wall_time"),
         ("POST", f"/api/v1/runs/{rid}/checkpoints", json.dumps({"path": "x" * 999}), "path"),
         ("POST", f"/api/v1/runs/{rid}/logs", '{"lines": [{"text": "\\ud800"}]}', "lines.0.text"),
+        ("POST", f"/api/v1/runs/{rid}/logs", '{"lines": [{"text": "x", "time": "9999-12-31T23:59:59-14:00"}]}',
+         "lines.0.time"),
+        ("POST", f"/api/v1/runs/{rid}/logs", '{"lines": [{"text": "x", "time": "0001-01-01T00:00:00+14:00"}]}',
+         "lines.0.time"),
     ]:
         r = client.request(method, path, content=body.encode(), headers=json_headers)
         assert r.status_code == 422, (path, body[:60], r.status_code, r.text)
@@ -418,7 +422,11 @@ def test_inputs_that_once_gave_500s_are_422s_and_store_nothing(client):
     assert run.status_code == 200 and run.json()["hyperparameters"] == {"kept": 1}
     assert client.get(f"/api/v1/runs/{rid}/summary").json() == {"kept": 2}
     assert client.get(f"/api/v1/runs/{rid}/metric-keys").json() == []
+    assert client.get(f"/api/v1/runs/{rid}/logs").json()["lines"] == []
     assert client.get("/api/v1/runs?limit=1000").status_code == 200
+    r = client.post(f"/api/v1/runs/{rid}/logs", json={"lines": [{"text": "x", "time": "2024-05-01T12:00:00+02:00"}]})
+    assert r.status_code == 201
+    assert client.get(f"/api/v1/runs/{rid}/logs").json()["lines"][0]["time"].startswith("2024-05-01T10:00:00")
 
 
 def _events(chunks: list[str]) -> list[tuple[str, str | None, dict]]:
