@@ -25,7 +25,7 @@ from server import store
 from server.deps import RunId
 from server.errors import ApiError
 from server.schemas import checkpoint_out, run_out
-from server.store import encode_float
+from server.store import INT64_MAX, encode_float
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
@@ -47,7 +47,7 @@ def parse_cursor(raw: str | None) -> tuple[int, int, int] | None:
         parts = [int(p) for p in raw.strip().split(".")]
     except ValueError:
         return None
-    if len(parts) != 3 or any(p < 0 for p in parts):
+    if len(parts) != 3 or any(not 0 <= p <= INT64_MAX for p in parts):  # ids are 64-bit
         return None
     return parts[0], parts[1], parts[2]
 

@@ -473,6 +473,10 @@ def test_event_pollers_on_this_backend(client):
     assert replay["metrics"] == kinds["metrics"] and replay["log"] == kinds["log"]
     assert replay["checkpoint"]["id"] == ckpt["id"]
     assert [e[0] for e in _events(RunEventPoller(request, rid, tuple(map(int, end.split(".")))).poll())] == ["status"]
+    for bad in ["9" * 30 + ".0.0", f"0.{2**63}.0", "1.2", "a.b.c", "-1.0.0"]:  # refused before streaming
+        r = client.get(f"/api/v1/runs/{rid}/events", headers={"Last-Event-ID": bad})
+        assert r.status_code == 422 and r.json()["field"] == "Last-Event-ID", bad
+        assert client.get(f"/api/v1/runs/{rid}/events", params={"cursor": bad}).status_code == 422
     assert client.delete(f"/api/v1/runs/{rid}").status_code == 204
     assert _events(poller.poll()) == [("deleted", None, {"id": rid})]
     assert _events(listing.poll()) == []  # created and deleted between two polls: nothing to tell
