@@ -42,8 +42,9 @@ class RunControl(L.Callback):
         if self.tracking is not None:
             self.tracking.trainer = trainer
 
-    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        # a resumed run does not save again the step it starts from
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        # A resumed run does not save again the step it starts from. on_train_start, not
+        # on_fit_start: the checkpoint's global_step is restored between the two (as in Lightning).
         self._last_saved_step = trainer.global_step
 
     def _should_stop(self) -> bool:
