@@ -221,6 +221,10 @@ def test_chart_controls_x_axis_log_smoothing(page, server):
     page.wait_for_function(f'document.querySelector("{plot}").data[0].x[199] === 9')
     page.get_by_test_id("x-mode").select_option("wall")
     page.wait_for_function(f"document.querySelector(\"{plot}\").layout.xaxis.type === 'date'")
+    page.get_by_test_id("x-mode").select_option("relative")  # seconds since the first point
+    page.wait_for_function(
+        f'document.querySelector("{plot}").data[0].x[0] === 0 && document.querySelector("{plot}").data[0].x[199] === 99.5'
+    )
     page.get_by_test_id("x-mode").select_option("step")
     page.get_by_test_id("log-scale").check()
     page.wait_for_function(f"document.querySelector(\"{plot}\").layout.yaxis.type === 'log'")

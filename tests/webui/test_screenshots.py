@@ -121,6 +121,8 @@ def test_screenshot_failed_run_shows_traceback(page, server, seeded):
     page.goto(f"/#/runs/{seeded['classifier-dropout']}")
     expect(page.get_by_test_id("run-error")).to_contain_text("CUDA out of memory")
     expect(page.get_by_test_id("resume-run")).to_be_hidden()  # external runs are not resumable from here
+    expect(page.locator(".chart-card")).to_have_count(4)
+    screenshot(page, "run-failed", full_page=False)
 
 
 def test_screenshot_compare_page(page, server, seeded):
