@@ -296,3 +296,26 @@ def test_runyard_logger_flushes_everything_at_finalize(live_server):
         keys = {k["key"]: k for k in c.get(f"/api/v1/runs/{rid}/metric-keys").json()}
         assert keys["a"]["count"] == keys["b"]["count"] == 300 and keys["b"]["last_value"] == -299.0
         assert c.get(f"/api/v1/runs/{rid}").json()["status"] == "succeeded"
+
+
+def test_runyard_logger_adapts_to_a_lower_server_limit(tmp_path):
+    """A server run with RUNYARD_MAX_METRIC_POINTS below the logger's 10,000 answers 413: the
+    logger splits its batches instead of dropping them."""
+    from tests.server.conftest import free_port, start_server, stop_server, wait_healthy
+    from trainer_core.loggers.runyard import RunyardLogger
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_server(tmp_path, port, RUNYARD_MAX_METRIC_POINTS="50")
+    try:
+        wait_healthy(proc, url)
+        logger = RunyardLogger(url=url, name="small-batches", flush_interval=3600)
+        for step in range(300):
+            logger.log_metrics({"a": float(step), "b": 1.0}, step=step)
+        logger.log_metrics({f"k{i}": float(i) for i in range(120)}, step=300)  # one step over the limit
+        logger.finalize("success")
+        with httpx.Client(base_url=url, timeout=30) as c:
+            keys = {k["key"]: k["count"] for k in c.get(f"/api/v1/runs/{logger.version}/metric-keys").json()}
+            assert keys["a"] == keys["b"] == 300 and len(keys) == 122 and keys["k119"] == 1
+    finally:
+        stop_server(proc)

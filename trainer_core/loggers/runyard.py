@@ -33,7 +33,9 @@ STATUS_OF = {"success": "succeeded", "failed": "failed", "interrupted": "cancell
 
 
 class RunyardError(RuntimeError):
-    pass
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status, when the server answered
 
 
 def _json_value(value: Any) -> Any:
@@ -185,6 +187,7 @@ class RunyardLogger(Logger):
         self._uploaded: set[tuple[str, float]] = set()
         self._dropped = 0
         self._finalized = False
+        self._max_points = MAX_POINTS_PER_REQUEST  # lowered when the server answers 413
 
     # ------------------------------------------------------------------ HTTP
 
@@ -221,7 +224,7 @@ class RunyardLogger(Logger):
             except urllib.error.HTTPError as exc:
                 detail = exc.read().decode(errors="replace")[:500]
                 if exc.code < 500 or time.monotonic() > deadline:
-                    raise RunyardError(f"{method} {url} failed with {exc.code}: {detail}") from None
+                    raise RunyardError(f"{method} {url} failed with {exc.code}: {detail}", exc.code) from None
                 problem = f"{exc.code}: {detail}"
             except (urllib.error.URLError, OSError) as exc:
                 if time.monotonic() > deadline:
@@ -310,26 +313,48 @@ class RunyardLogger(Logger):
                 while left:
                     entries = []
                     count = 0
-                    while left and not (entries and count + len(self._metrics[0][2]) > MAX_POINTS_PER_REQUEST):
+                    while left and not (entries and count + len(self._metrics[0][2]) > self._max_points):
                         entry = self._metrics.popleft()
                         left -= 1
                         entries.append(entry)
                         count += len(entry[2])
                     self._taken_points += count
-                    if count <= MAX_POINTS_PER_REQUEST:
-                        bodies = [_encode_entries(entries)]
-                    else:  # one log_metrics call with more keys than a request may carry
+                    if count <= self._max_points:
+                        self._send_points(entries, None)
+                    else:  # more points than a request may carry (one log_metrics call with many keys)
                         points = _points_of(entries)
-                        bodies = [_encode_points(points[start:start + MAX_POINTS_PER_REQUEST])
-                                  for start in range(0, len(points), MAX_POINTS_PER_REQUEST)]
-                    for body in bodies:
-                        self._send("points", "POST", f"/runs/{self._run_id}/metrics", raw=body,
-                                   content_type="application/json")
+                        for start in range(0, len(points), self._max_points):
+                            self._send_points(None, points[start:start + self._max_points])
             finally:
                 next_send = time.monotonic() + self.flush_interval
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+    def _send_points(self, entries: list | None, points: list | None) -> None:
+        """POST one batch (queued entries, or point tuples). A server configured with a lower
+        RUNYARD_MAX_METRIC_POINTS answers 413: the batch goes again in chunks of half its size
+        (halving further while still too large), and that size is kept for later batches."""
+        body = _encode_entries(entries) if entries is not None else _encode_points(points)
+        try:
+            self._request("POST", f"/runs/{self._run_id}/metrics", raw=body, content_type="application/json")
+            return
+        except RunyardError as exc:
+            size = len(points) if points is not None else sum(len(e[2]) for e in entries)
+            if exc.status != 413 or size <= 1:
+                log.warning("RunyardLogger dropped a points request: %s", exc)
+                return
+        except Exception:  # noqa: BLE001 - the sender must survive anything
+            log.exception("RunyardLogger sender error")
+            return
+        self._max_points = max(1, min(self._max_points, size // 2))
+        if points is None:
+            points = _points_of(entries)
+        start = 0
+        while start < len(points):  # the size may drop further while the chunks go out
+            chunk = points[start:start + self._max_points]
+            self._send_points(None, chunk)
+            start += len(chunk)
 
     def _send(self, kind: str, *args: Any, **kwargs: Any) -> None:
         try:
