@@ -293,3 +293,21 @@ def test_whole_float_in_an_int_or_float_field_stays_a_float(page, server):
     expect(page.locator("tr[data-param='trainer.early_stopping_patience'] td").nth(0)).to_have_text("7")
     for r in (rid, clone, third):
         server.post(f"/api/v1/runs/{r}/cancel")
+
+
+def test_compare_page_follows_running_runs_live(page, server):
+    a = server.external_run("cmp-live-a")["id"]
+    b = server.external_run("cmp-live-b")["id"]
+    for rid in (a, b):
+        server.log_points(rid, [{"key": "loss", "step": s, "value": 1.0 / (s + 1)} for s in range(5)])
+    page.goto(f"/#/compare?ids={a},{b}")
+    loss = page.locator(".chart-card[data-key='loss']")
+    expect(loss).to_have_attribute("data-total", "10")
+    page.evaluate("window.__noReload = 1")
+    server.log_points(b, [{"key": "loss", "step": s, "value": 0.1} for s in range(5, 8)])
+    expect(loss).to_have_attribute("data-total", "13", timeout=5000)
+    lens = page.evaluate(
+        "document.querySelector(\".chart-card[data-key='loss'] .chart-plot\").data.map(t => t.x.length)"
+    )
+    assert lens == [5, 8]
+    assert page.evaluate("window.__noReload") == 1
