@@ -359,7 +359,8 @@ def list_runs(
                 "with a leading '-' for descending.",
                 "sort",
             )
-        query = query.order_by(column.desc() if descending else column.asc(), Run.id.desc())
+        # NULLs (a queued run's started_at/ended_at) last in both directions, on SQLite as on PostgreSQL
+        query = query.order_by((column.desc() if descending else column.asc()).nulls_last(), Run.id.desc())
     runs = list(session.scalars(query.limit(limit).offset(offset)).unique())
     return runs, total
 

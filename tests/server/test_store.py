@@ -117,6 +117,9 @@ def test_list_runs_sorts_by_project_and_duration(session, client):
     assert order("-duration", limit=2, offset=2) == [ids[1], ids[2]]  # across pages
     assert order("project") == [ids[3], ids[1], ids[4], ids[0], ids[2]]  # ties: newest id first
     assert order("-project") == [ids[2], ids[4], ids[0], ids[3], ids[1]]
+    assert order("started_at") == [ids[4], ids[2], ids[0], ids[1], ids[3]]  # never started: last
+    assert order("-started_at") == [ids[1], ids[0], ids[2], ids[4], ids[3]]
+    assert order("ended_at")[-2:] == [ids[3], ids[1]]  # no end yet: last, newest id first
     with pytest.raises(store.Invalid, match="project, duration"):
         store.list_runs(session, sort="durations")
 
