@@ -55,7 +55,7 @@ def _reap(app: FastAPI) -> None:
         for run in store.requeue_stale_runs(session, app.state.settings.heartbeat_timeout):
             log.warning("run %s lost its worker; requeued as task %s", run.id, run.task_id)
             try:
-                queue.enqueue_run(run.id, run.task_id, settings=app.state.settings)
+                queue.enqueue_run(run.id, run.task_id, queue=run.queue, settings=app.state.settings)
             except Exception:  # noqa: BLE001 - the next reaper pass or a worker's reaper retries
                 log.exception("could not enqueue requeued run %s", run.id)
     finally:

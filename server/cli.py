@@ -3,7 +3,7 @@
     runyard up [--demo]            server + one local worker, embedded defaults; Ctrl-C stops both
     runyard server                 the API and dashboard (uvicorn)
     runyard worker [--gpus 0,1] [--concurrency N] [--queues runyard]
-    runyard submit RECIPE --param k=v --trainer k=v [--wait]
+    runyard submit RECIPE --param k=v --trainer k=v [--queue runyard] [--wait]
     runyard db upgrade
 
 Child processes run in their own process groups and die with their parent (PR_SET_PDEATHSIG),
@@ -328,6 +328,7 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
         "params": parse_pairs(args.param, "--param"),
         "trainer": parse_pairs(args.trainer, "--trainer"),
         "project": args.project,
+        "queue": args.queue,
     }
     if args.name:
         body["name"] = args.name
@@ -407,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--trainer", action="append", default=[], metavar="KEY=VALUE")
     submit.add_argument("--name")
     submit.add_argument("--project", default="default")
+    submit.add_argument("--queue", default=DEFAULT_QUEUE,
+                        help=f"the queue a worker takes it from (default {DEFAULT_QUEUE}; see runyard worker --queues)")
     submit.add_argument("--url", help="server URL (default RUNYARD_PUBLIC_URL or http://host:port)")
     submit.add_argument("--wait", action="store_true", help="follow the run; exit non-zero unless it succeeds")
     submit.set_defaults(func=cmd_submit)

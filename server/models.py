@@ -99,6 +99,7 @@ class Run(Base):
     task_id: Mapped[str | None] = mapped_column(String(64))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    queue: Mapped[str] = mapped_column(String(64), nullable=False, default="runyard", server_default="runyard")
 
     project: Mapped[Project] = relationship(back_populates="runs", lazy="joined")
 

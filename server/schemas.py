@@ -11,6 +11,7 @@ from server.models import Checkpoint, Run
 from server.store import encode_float, json_safe
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+QUEUE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 FloatOut = float | str | None  # non-finite floats travel as "NaN", "Infinity", "-Infinity"
 
 
@@ -23,6 +24,7 @@ class RunCreate(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     trainer: dict[str, Any] = Field(default_factory=dict)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    queue: str = Field("runyard", pattern=QUEUE_PATTERN, description="The Celery queue to run on (ignored for external runs).")
 
 
 class RunPatch(BaseModel):
@@ -38,6 +40,7 @@ class ResumeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     checkpoint_id: int | None = Field(None, ge=1, le=2**63 - 1)
+    queue: str | None = Field(None, pattern=QUEUE_PATTERN, description="Default: the resumed run's queue.")
 
 
 class RunOut(BaseModel):
@@ -62,6 +65,7 @@ class RunOut(BaseModel):
     resumed_from_id: int | None
     resume_checkpoint_id: int | None
     cancel_requested: bool
+    queue: str
     url: str
     last_metrics: dict[str, FloatOut] | None = None
 
@@ -174,7 +178,7 @@ def run_out(run: Run, public_url: str, last_metrics: dict[str, Any] | None = Non
         ended_at=run.ended_at, duration_s=duration, error=run.error, worker_host=run.worker_host,
         device=run.device, attempt=run.attempt, max_attempts=run.max_attempts,
         resumed_from_id=run.resumed_from_id, resume_checkpoint_id=run.resume_checkpoint_id,
-        cancel_requested=run.cancel_requested, url=f"{public_url.rstrip('/')}/runs/{run.id}",
+        cancel_requested=run.cancel_requested, queue=run.queue, url=f"{public_url.rstrip('/')}/runs/{run.id}",
         last_metrics=None if last_metrics is None else {k: encode_float(v) for k, v in last_metrics.items()},
     )
 

@@ -260,6 +260,7 @@ def create_run(
     task_id: str | None = None,
     resumed_from_id: int | None = None,
     resume_checkpoint_id: int | None = None,
+    queue: str = "runyard",
 ) -> Run:
     if status not in ("queued", "running"):
         raise Invalid(f"A new run starts as queued or running, not {status!r}.", "status")
@@ -282,6 +283,7 @@ def create_run(
         resumed_from_id=resumed_from_id,
         resume_checkpoint_id=resume_checkpoint_id,
         cancel_requested=False,
+        queue=queue,
     )
     session.add(run)
     session.flush()
@@ -440,7 +442,7 @@ def delete_run(session: Session, run_id: int, artifact_root: Path | str) -> None
 
 
 def resume_run(session: Session, run_id: int, checkpoint_id: int | None = None,
-               task_id: str | None = None) -> Run:
+               task_id: str | None = None, queue: str | None = None) -> Run:
     """A new queued run that continues ``run_id`` from a checkpoint.
 
     The old run's metric points up to the checkpoint's step are copied into the new run, so
@@ -473,6 +475,7 @@ def resume_run(session: Session, run_id: int, checkpoint_id: int | None = None,
         task_id=task_id,
         resumed_from_id=source.id,
         resume_checkpoint_id=checkpoint.id,
+        queue=queue or source.queue,
     )
     cols = [MetricPoint.key, MetricPoint.step, MetricPoint.epoch, MetricPoint.value, MetricPoint.wall_time]
     copied = select(func.cast(new.id, MetricPoint.run_id.type).label("run_id"), *cols).where(

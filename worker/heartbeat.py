@@ -72,11 +72,11 @@ def reap_stale_runs(settings: Settings, engine: Engine) -> list[int]:
 
     with Session(engine) as session:
         runs = store.requeue_stale_runs(session, settings.heartbeat_timeout)
-        requeued = [(run.id, run.task_id) for run in runs]
-    for run_id, task_id in requeued:
+        requeued = [(run.id, run.task_id, run.queue) for run in runs]
+    for run_id, task_id, run_queue in requeued:
         log.warning("run %s lost its worker (no heartbeat for %s s): requeued", run_id, settings.heartbeat_timeout)
-        enqueue_run(run_id, task_id, settings=settings)
-    return [run_id for run_id, _ in requeued]
+        enqueue_run(run_id, task_id, queue=run_queue, settings=settings)
+    return [run_id for run_id, *_ in requeued]
 
 
 class Reaper:

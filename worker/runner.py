@@ -60,6 +60,7 @@ def execute_run(run_id: int, settings: Settings) -> str:
         snapshot = {
             "recipe": run.recipe, "params": dict(run.params or {}), "trainer": dict(run.trainer or {}),
             "attempt": run.attempt, "resume_checkpoint_id": run.resume_checkpoint_id,
+            "queue": run.queue,
         }
     attempt = snapshot["attempt"]
     beat = RunHeartbeat(engine, run_id, attempt, heartbeat_interval(settings.heartbeat_timeout)).start()
@@ -76,7 +77,7 @@ def execute_run(run_id: int, settings: Settings) -> str:
             if store_ext.requeue_after_shutdown(session, run_id, attempt, task_id):
                 from server.queue import enqueue_run
 
-                enqueue_run(run_id, task_id, settings=settings)
+                enqueue_run(run_id, task_id, queue=snapshot["queue"], settings=settings)
             return "requeued"
         if not store_ext.finish_run(session, run_id, attempt, status, error):
             return "lost"

@@ -44,11 +44,11 @@ def _validation_message(exc: Exception, prefix: str) -> tuple[str, str]:
     return f"Invalid {prefix}: {exc}", prefix
 
 
-def _enqueue(session: Session, run_id: RunId, settings: Settings) -> str:
+def _enqueue(session: Session, run_id: RunId, run_queue: str, settings: Settings) -> str:
     task_id = uuid.uuid4().hex
     store.set_task_id(session, run_id, task_id)
     try:
-        queue.enqueue_run(run_id, task_id, settings=settings)
+        queue.enqueue_run(run_id, task_id, queue=run_queue, settings=settings)
     except Exception as exc:  # noqa: BLE001 - report the broker, keep the run queued
         log.exception("enqueue of run %s failed", run_id)
         raise ApiError(503, f"Run {run_id} was created but the job queue ({settings.broker_url}) did not take it: "
@@ -83,8 +83,8 @@ def create_run(body: RunCreate, session: Session = Depends(get_session),
             raise ApiError(422, *_validation_message(exc, "trainer")) from exc
     run = store.create_run(session, recipe=body.recipe, name=body.name, project=body.project, params=params,
                            trainer=trainer, hyperparameters=body.hyperparameters,
-                           max_attempts=settings.max_attempts)
-    _enqueue(session, run.id, settings)
+                           max_attempts=settings.max_attempts, queue=body.queue)
+    _enqueue(session, run.id, run.queue, settings)
     return run_out(store.require_run(session, run.id), settings.public_url)
 
 
@@ -142,8 +142,9 @@ def cancel_run(run_id: RunId, session: Session = Depends(get_session),
 @router.post("/runs/{run_id}/resume", status_code=201, response_model=RunOut)
 def resume_run(run_id: RunId, body: ResumeRequest | None = Body(None), session: Session = Depends(get_session),
                settings: Settings = Depends(get_settings_dep)) -> RunOut:
-    new = store.resume_run(session, run_id, checkpoint_id=body.checkpoint_id if body else None)
-    _enqueue(session, new.id, settings)
+    new = store.resume_run(session, run_id, checkpoint_id=body.checkpoint_id if body else None,
+                           queue=body.queue if body else None)
+    _enqueue(session, new.id, new.queue, settings)
     return run_out(store.require_run(session, new.id), settings.public_url)
 
 

@@ -577,3 +577,39 @@ def test_fuzzed_bodies_queries_and_content_types_are_never_500(client):
     assert failures == []
     assert client.get(f"/api/v1/runs/{rid}").status_code == 200
     assert client.get(f"/api/v1/runs/{rid}/metric-keys").status_code == 200
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 65, "big queue", "a/b", "ü", 7, None])
+def test_run_queue_is_validated(client, bad):
+    r = client.post("/api/v1/runs", json={"recipe": "digits_classifier", "queue": bad})
+    assert r.status_code == 422 and r.json()["field"] == "queue", r.text
+    if bad is None:  # a resume without a queue keeps the old run's
+        return
+    r = client.post("/api/v1/runs/1/resume", json={"queue": bad})
+    assert r.status_code == 422 and r.json()["field"] == "queue", r.text
+
+
+def test_run_queue_is_stored_returned_used_and_inherited_by_resume(client, app_settings, monkeypatch):
+    from server import queue, store
+    from server.db import get_engine, session_scope
+
+    sent = []
+    monkeypatch.setattr(queue, "enqueue_run", lambda run_id, task_id, queue, settings: sent.append((run_id, queue)))
+    r = client.post("/api/v1/runs", json={"recipe": "digits_classifier", "trainer": {"max_epochs": 1}})
+    assert r.status_code == 201 and r.json()["queue"] == "runyard", r.text
+    r = client.post("/api/v1/runs", json={"recipe": "digits_classifier", "queue": "gpu-big_1.a"})
+    assert r.status_code == 201, r.text
+    big = r.json()
+    assert big["queue"] == "gpu-big_1.a" and client.get(f"/api/v1/runs/{big['id']}").json()["queue"] == "gpu-big_1.a"
+    assert sent[-2:] == [(big["id"] - 1, "runyard"), (big["id"], "gpu-big_1.a")]
+    assert external_run(client)["queue"] == "runyard"
+
+    with session_scope(get_engine(app_settings.database_url)) as s:
+        run = store.create_run(s, recipe="digits_classifier", name="q", status="running", queue="big")
+        store.add_checkpoint(s, run.id, f"{run.id}/checkpoints/last.ckpt", step=1, epoch=0, is_last=True)
+        store.set_status(s, run.id, "failed")
+        rid = run.id
+    inherited = client.post(f"/api/v1/runs/{rid}/resume").json()
+    assert inherited["queue"] == "big" and sent[-1] == (inherited["id"], "big")
+    chosen = client.post(f"/api/v1/runs/{rid}/resume", json={"queue": "small"}).json()
+    assert chosen["queue"] == "small" and sent[-1] == (chosen["id"], "small")

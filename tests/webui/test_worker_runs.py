@@ -57,6 +57,11 @@ def test_bad_parameter_error_is_shown_on_its_field(page, server):
     field(page, "trainer.max_epochs").fill("-5")
     page.get_by_test_id("submit-run").click()
     expect(page.locator("[data-path='trainer.max_epochs'] .field-error")).to_be_visible()
+    # The queue is sent with the run; the server's 422 on it shows under the Queue field.
+    field(page, "trainer.max_epochs").fill("1")
+    page.locator("#f-queue").fill("big queue")
+    page.get_by_test_id("submit-run").click()
+    expect(page.locator("[data-error-for='queue']")).to_contain_text("pattern")
     assert server.get("/api/v1/runs?limit=1")["total"] == 0  # nothing was queued
 
 
@@ -98,6 +103,7 @@ def test_submit_from_form_and_follow_to_success(page, server, worker_holder):
     run = server.get(f"/api/v1/runs/{rid}")
     assert (
         run["params"]["hidden_dim"] == 32 and run["trainer"]["max_epochs"] == 40 and run["project"] == "webui"
+        and run["queue"] == "runyard"
     )
     # No worker yet: the run waits in the queue.
     expect(badge(page)).to_have_text("queued")
@@ -165,6 +171,7 @@ def test_submit_from_form_and_follow_to_success(page, server, worker_holder):
     expect(field(page, "params.hidden_dim")).to_have_value("32")
     expect(field(page, "trainer.max_epochs")).to_have_value("40")
     expect(field(page, "trainer.log_every_n_steps")).to_have_value("2")
+    expect(page.locator("#f-queue")).to_have_value("runyard")
 
 
 def test_cancel_running_run_then_resume(page, server, worker_holder):

@@ -77,10 +77,10 @@ class Stack:
             time.sleep(0.2)
         raise RuntimeError(f"server did not answer: {self.read_log('server')}")
 
-    def start_worker(self, name: str = "worker") -> subprocess.Popen:
+    def start_worker(self, name: str = "worker", queues: str = "runyard") -> subprocess.Popen:
         from server.cli import celery_worker_command
 
-        proc = self._spawn(celery_worker_command("runyard", f"test-{uuid.uuid4().hex[:6]}", "INFO"), name,
+        proc = self._spawn(celery_worker_command(queues, f"test-{uuid.uuid4().hex[:6]}", "INFO"), name,
                            {"CUDA_VISIBLE_DEVICES": ""})
         self.workers.append(proc)
         self.wait_log(name, "ready", timeout=90, proc=proc)

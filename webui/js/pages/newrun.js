@@ -242,7 +242,9 @@ export async function render(root, _params, query) {
   const projectInput = h("input", { id: "f-project", class: "input", name: "project", dataset: { field: "project" }, list: "project-options",
     value: cloneRun ? cloneRun.project : "default" });
   const projectOptions = h("datalist", { id: "project-options" }, projectList.map((p) => h("option", { value: p.name })));
-  const topErrors = new Map([["recipe", errorSlot("recipe")], ["name", errorSlot("name")], ["project", errorSlot("project")]]);
+  const queueInput = h("input", { id: "f-queue", class: "input", name: "queue", dataset: { field: "queue" }, placeholder: "runyard",
+    value: cloneRun && cloneRun.queue ? cloneRun.queue : "runyard" });
+  const topErrors = new Map([["recipe", errorSlot("recipe")], ["name", errorSlot("name")], ["project", errorSlot("project")], ["queue", errorSlot("queue")]]);
   const paramsBox = h("div", { class: "form-section-body" });
   const trainerBox = h("div", { class: "form-section-body" });
   const formError = h("div", { class: "error-box", role: "alert", hidden: true, dataset: { testid: "form-error" } });
@@ -318,7 +320,7 @@ export async function render(root, _params, query) {
     const bad = [];
     for (const g of Object.values(groups)) for (const [path, f] of g.fields) if (!f.group && f.get() === "__invalid__") { f.showError("Enter a number."); bad.push(path); }
     if (bad.length) return;
-    const body = { recipe: current, params, trainer, project: projectInput.value.trim() || "default" };
+    const body = { recipe: current, params, trainer, project: projectInput.value.trim() || "default", queue: queueInput.value.trim() || "runyard" };
     if (nameInput.value.trim()) body.name = nameInput.value.trim();
     submitBtn.disabled = true;
     submitBtn.textContent = "Starting…";
@@ -350,7 +352,9 @@ export async function render(root, _params, query) {
           topField("project", projectInput, topErrors.get("project"), null), projectOptions),
         recipeDesc),
       h("section", { class: "form-section" }, h("h2", null, "Parameters ", h("span", { class: "muted small" }, "from the recipe's schema")), paramsBox),
-      h("section", { class: "form-section" }, h("h2", null, "Trainer"), trainerBox),
+      h("section", { class: "form-section" }, h("h2", null, "Trainer"), trainerBox,
+        h("div", { class: "field-grid" }, topField("queue", queueInput, topErrors.get("queue"),
+          "Only workers started with --queues including this name take the run. Default: runyard"))),
       formError,
       h("div", { class: "form-actions" }, submitBtn, h("a", { class: "btn", href: "#/runs" }, "Cancel")))));
 }
