@@ -43,6 +43,25 @@ _TRAINER_ARGS = (
 )
 
 
+class _StageFlag:
+    """``trainer.training`` and its siblings: True while ``state.stage`` is this stage; setting
+    True enters the stage, setting False leaves it (only if it is the current one), as in Lightning."""
+
+    def __init__(self, stage: RunningStage) -> None:
+        self.stage = stage
+
+    def __get__(self, trainer: Any, owner: type | None = None) -> Any:
+        if trainer is None:
+            return self
+        return trainer.state.stage == self.stage
+
+    def __set__(self, trainer: Any, value: bool) -> None:
+        if value:
+            trainer.state.stage = self.stage
+        elif trainer.state.stage == self.stage:
+            trainer.state.stage = None
+
+
 class _SingleDeviceStrategy:
     def __init__(self, device: torch.device) -> None:
         self.root_device = device
@@ -497,60 +516,11 @@ class Trainer:
     def enable_validation(self) -> bool:
         return self._val_enabled
 
-    @property
-    def training(self) -> bool:
-        return self.state.stage == RunningStage.TRAINING
-
-    @training.setter
-    def training(self, value: bool) -> None:
-        if value:
-            self.state.stage = RunningStage.TRAINING
-        elif self.training:
-            self.state.stage = None
-
-    @property
-    def validating(self) -> bool:
-        return self.state.stage == RunningStage.VALIDATING
-
-    @validating.setter
-    def validating(self, value: bool) -> None:
-        if value:
-            self.state.stage = RunningStage.VALIDATING
-        elif self.validating:
-            self.state.stage = None
-
-    @property
-    def testing(self) -> bool:
-        return self.state.stage == RunningStage.TESTING
-
-    @testing.setter
-    def testing(self, value: bool) -> None:
-        if value:
-            self.state.stage = RunningStage.TESTING
-        elif self.testing:
-            self.state.stage = None
-
-    @property
-    def predicting(self) -> bool:
-        return self.state.stage == RunningStage.PREDICTING
-
-    @predicting.setter
-    def predicting(self, value: bool) -> None:
-        if value:
-            self.state.stage = RunningStage.PREDICTING
-        elif self.predicting:
-            self.state.stage = None
-
-    @property
-    def sanity_checking(self) -> bool:
-        return self.state.stage == RunningStage.SANITY_CHECKING
-
-    @sanity_checking.setter
-    def sanity_checking(self, value: bool) -> None:
-        if value:
-            self.state.stage = RunningStage.SANITY_CHECKING
-        elif self.sanity_checking:
-            self.state.stage = None
+    training = _StageFlag(RunningStage.TRAINING)
+    validating = _StageFlag(RunningStage.VALIDATING)
+    testing = _StageFlag(RunningStage.TESTING)
+    predicting = _StageFlag(RunningStage.PREDICTING)
+    sanity_checking = _StageFlag(RunningStage.SANITY_CHECKING)
 
     @property
     def evaluating(self) -> bool:
