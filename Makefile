@@ -8,7 +8,8 @@ STAMP := $(VENV)/.runyard-installed
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev]'
+	@echo "installing dependencies into $(VENV) (a few minutes on a fresh clone)..."
+	$(PY) -m pip install --progress-bar on -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -17,13 +17,14 @@ from contextlib import asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from server import queue, store
-from server.api import checkpoints, events, logs, metrics, misc, runs
+from server.api import checkpoints, events, logs, metrics, misc, runs, workers
+from server.auth import authorize
 from server.db import get_engine, session_factory, upgrade_database
 from server.errors import ApiError, install_error_handlers
 from server.settings import Settings, get_settings
@@ -49,25 +50,35 @@ def plotly_js() -> bytes:
     return bundled
 
 
-def _reap(app: FastAPI) -> None:
+def reap_once(app: FastAPI) -> dict[str, list[int]]:
+    """One pass of the one reaper (``store.reap``), then the sends it asks for."""
+    settings: Settings = app.state.settings
     session = app.state.sessionmaker()
     try:
-        for run in store.requeue_stale_runs(session, app.state.settings.heartbeat_timeout):
-            log.warning("run %s lost its worker; requeued as task %s", run.id, run.task_id)
+        found = store.reap(session, settings.heartbeat_timeout, settings.resend_after)
+        for run in found["crashed"]:
+            log.warning("script run %s stopped sending heartbeats: failed", run.id)
+        for run in found["requeued"] + found["resend"]:
+            if run in found["requeued"]:
+                log.warning("run %s lost its worker (no heartbeat for %s s): requeued", run.id,
+                            settings.heartbeat_timeout)
             try:
-                queue.enqueue_run(run.id, run.task_id, queue=run.queue, settings=app.state.settings)
-            except Exception:  # noqa: BLE001 - the next reaper pass or a worker's reaper retries
-                log.exception("could not enqueue requeued run %s", run.id)
+                queue.enqueue_run(run.id, run.task_id, queue=run.queue, settings=settings)
+            except Exception:  # noqa: BLE001 - enqueued_at stays NULL: the next pass sends it
+                log.exception("could not enqueue run %s", run.id)
+                continue
+            store.mark_enqueued(session, run.id, run.task_id)
+        return {k: [r.id for r in v] for k, v in found.items()}
     finally:
         session.close()
 
 
 async def _reaper(app: FastAPI) -> None:
-    interval = max(1.0, app.state.settings.heartbeat_timeout / 3)
+    interval = max(0.5, min(5.0, app.state.settings.heartbeat_timeout / 3))
     while True:
         await asyncio.sleep(interval)
         try:
-            await run_in_threadpool(_reap, app)
+            await run_in_threadpool(reap_once, app)
         except Exception:  # noqa: BLE001 - keep reaping
             log.exception("reaper pass failed")
 
@@ -99,7 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _watch_shutdown_signals(app)
-        await run_in_threadpool(upgrade_database, settings.database_url)
+        if settings.migrate:
+            await run_in_threadpool(upgrade_database, settings.database_url)
         task = asyncio.create_task(_reaper(app)) if settings.reaper else None
         try:
             yield
@@ -109,14 +121,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    app = FastAPI(title="Runyard", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="Runyard", version="0.1.0", lifespan=lifespan, dependencies=[Depends(authorize)],
                   description="Experiment tracking and training jobs for PyTorch.")
     app.state.settings = settings
     app.state.shutting_down = threading.Event()
     app.state.engine = get_engine(settings.database_url)
     app.state.sessionmaker = session_factory(app.state.engine)
     install_error_handlers(app)
-    for module in (runs, metrics, checkpoints, logs, events, misc):
+    for module in (runs, metrics, checkpoints, logs, events, misc, workers):
         app.include_router(module.router)
 
     @app.get("/static/plotly.min.js", include_in_schema=False)

@@ -8,6 +8,7 @@ Times are stored as naive UTC and returned as aware UTC datetimes.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -26,8 +27,20 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 BLOCK_STEPS = 128  # steps per metric_blocks row
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINISHED_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class RunStatus(StrEnum):
+    """A run's status. The allowed moves between them are ``server.runstate.TRANSITIONS``."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+RUN_STATUSES = tuple(s.value for s in RunStatus)
+FINISHED_STATUSES = frozenset({RunStatus.SUCCEEDED.value, RunStatus.FAILED.value, RunStatus.CANCELLED.value})
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets a real BIGINT.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -100,6 +113,10 @@ class Run(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     queue: Mapped[str] = mapped_column(String(64), nullable=False, default="runyard", server_default="runyard")
+    # When the broker last took this run's message (NULL: never sent, e.g. the broker was down).
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A client's own id for the run (RunyardLogger): creating with the same key again returns this run.
+    client_key: Mapped[str | None] = mapped_column(String(64), unique=True)
 
     project: Mapped[Project] = relationship(back_populates="runs", lazy="joined")
 
@@ -173,6 +190,11 @@ class Checkpoint(Base):
     is_best: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     is_last: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    # The attempt of the run that registered it (NULL: registered from outside the run, e.g. by a
+    # user's upload); only checkpoints a run's own attempts registered can be its resume point.
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    # A resume checkpoint (saved at a batch start, a clean cut of the metric history).
+    resumable: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default="0")
 
 
 class ModelSummary(Base):
@@ -191,3 +213,84 @@ class LogLine(Base):
     stream: Mapped[str] = mapped_column(String(16), nullable=False, default="stdout")
     time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     text: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class Token(Base):
+    """An API token. Only a hash of the secret is stored (the secret is shown once).
+
+    ``kind`` is ``worker`` (claims runs, publishes recipes), ``run`` (issued when a worker claims
+    a run; bound to that run and attempt, see ``server/auth.py``) or ``personal`` (a user's, the
+    users issue: ``user_id`` and ``scope`` ``read`` / ``read+write``)."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    name: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    secret_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    scope: Mapped[str] = mapped_column(String(32), nullable=False)
+    user_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    # run tokens: checkpoint ids of other runs it may download (the claim's inputs)
+    reads: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Worker(Base):
+    """A worker process that registered with the server and what it serves."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    queues: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
+    recipes: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
+    token_id: Mapped[int | None] = mapped_column(Integer)
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    run_id: Mapped[int | None] = mapped_column(Integer)  # the run it is training now
+
+
+class Recipe(Base):
+    """A recipe as the workers published it (the newest publication wins)."""
+
+    __tablename__ = "recipes"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    params_schema: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    trainer_schema: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+
+class IngestBatch(Base):
+    """Idempotency keys of the batches a run sent (metrics, log lines): a retry is not stored twice."""
+
+    __tablename__ = "ingest_batches"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    accepted: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+
+class Upload(Base):
+    """A checkpoint upload in progress (resumable: the client continues from ``received``)."""
+
+    __tablename__ = "uploads"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), nullable=False, index=True)
+    filename: Mapped[str] = mapped_column(String(200), nullable=False)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    received: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    meta: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)

@@ -25,6 +25,8 @@ class RunCreate(BaseModel):
     trainer: dict[str, Any] = Field(default_factory=dict)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     queue: str = Field("runyard", pattern=QUEUE_PATTERN, description="The Celery queue to run on (ignored for external runs).")
+    client_key: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
+                                   description="A client's own id for the run: creating again with it returns the same run.")
 
 
 class RunPatch(BaseModel):
@@ -68,6 +70,7 @@ class RunOut(BaseModel):
     queue: str
     url: str
     last_metrics: dict[str, FloatOut] | None = None
+    warnings: list[str] = Field(default_factory=list)
 
 
 class RunList(BaseModel):
@@ -159,10 +162,67 @@ class RecipeOut(BaseModel):
     description: str
     params_schema: dict[str, Any]
     trainer_schema: dict[str, Any]
+    available: bool = Field(True, description="A live worker serves it.")
+    queues: list[str] = Field(default_factory=list, description="Queues its live workers take runs from.")
+
+
+class RecipeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = Field("", max_length=10_000)
+    params_schema: dict[str, Any] = Field(default_factory=dict)
+    trainer_schema: dict[str, Any] = Field(default_factory=dict)
+
+
+class WorkerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, max_length=255)
+    queues: list[str] = Field(default_factory=lambda: ["runyard"], max_length=100)
+    recipes: list[RecipeIn] = Field(default_factory=list, max_length=1000)
+
+    @field_validator("queues")
+    @classmethod
+    def _queue_names(cls, value: list[str]) -> list[str]:
+        import re
+
+        for q in value:
+            if not re.fullmatch(QUEUE_PATTERN, q):
+                raise ValueError(f"queue {q!r} must be 1-64 letters, digits, '_', '.' or '-'")
+        return value
+
+
+class WorkerHeartbeat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: int | None = Field(None, ge=1, le=2**63 - 1)
+
+
+class ClaimRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    worker: str = Field(..., min_length=1, max_length=255)
+    device: str = Field("cpu", max_length=100)
+
+
+class FinishRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["succeeded", "failed", "cancelled"]
+    error: str | None = Field(None, max_length=1_000_000)
+    attempt: int | None = Field(None, ge=1, le=2**31 - 1, description="With a worker token: the attempt it ran.")
+
+
+class RequeueRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    attempt: int = Field(..., ge=1, le=2**31 - 1)
 
 
 class Accepted(BaseModel):
     accepted: int
+    duplicate: bool = Field(False, description="This Idempotency-Key was stored before: nothing stored again.")
 
 
 def run_out(run: Run, public_url: str, last_metrics: dict[str, Any] | None = None) -> RunOut:

@@ -28,7 +28,18 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="Attempts before a run that keeps failing is failed.")
     sse_poll_interval: float = Field(0.2, gt=0, description="Seconds between database polls of a live event stream.")
     max_metric_points: int = Field(10_000, ge=1, description="Most metric points one POST may carry (more: 413).")
-    reaper: bool = Field(True, description="Requeue runs with a stale heartbeat from inside the server too.")
+    reaper: bool = Field(True, description="Run the reaper in the server: requeue runs with a stale heartbeat, fail "
+                         "scripts that stopped heartbeating, send queued runs whose message never reached the broker.")
+    resend_after: float = Field(0.0, ge=0, description="RUNYARD_RESEND_AFTER: seconds after which a queued run's "
+                                "broker message is presumed lost and sent again while a worker of its queue is idle; "
+                                "default 10 x RUNYARD_HEARTBEAT_TIMEOUT.")
+    migrate: bool = Field(True, description="RUNYARD_MIGRATE: bring the database to the latest migration when the "
+                          "server starts (runyard up migrates once itself and turns this off for its server).")
+    url: str = Field("", description="RUNYARD_URL: the server, for workers, run processes, RunyardLogger and the "
+                     "CLI; default http://host:port.")
+    token: str = Field("", description="RUNYARD_TOKEN: the token workers, scripts and the CLI send (a worker token "
+                       "for `runyard worker`).", repr=False)
+    worker_name: str = Field("", description="RUNYARD_WORKER_NAME: the name a worker registers as (default: host).")
 
     def model_post_init(self, __context: object) -> None:
         if not self.database_url:
@@ -43,6 +54,11 @@ class Settings(BaseSettings):
         self.data_dir = self.data_dir.resolve()
         if not self.public_url:
             self.public_url = f"http://{self.host}:{self.port}"
+        if not self.url:
+            self.url = f"http://{self.host}:{self.port}"
+        self.url = self.url.rstrip("/")
+        if not self.resend_after:
+            self.resend_after = 10 * self.heartbeat_timeout
 
     def ensure_dirs(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)

@@ -60,14 +60,18 @@ from server.models import (
     FINISHED_STATUSES,
     RUN_STATUSES,
     Checkpoint,
+    IngestBatch,
     LogLine,
     MetricBlock,
     MetricBlockDirty,
     MetricPoint,
     ModelSummary,
     Project,
+    Recipe,
     Run,
+    RunStatus,
     UTCDateTime,
+    Worker,
     utcnow,
 )
 
@@ -76,12 +80,16 @@ INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
 
 # Allowed moves of a run's status (docs/architecture.md, "Statuses").
+# queued -> running (a claim) | cancelled; running -> succeeded | failed | cancelled, or back to
+# queued (its worker died, or shut down and handed it back). Finished runs never move again
+# (resuming makes a new run).
 TRANSITIONS: dict[str, frozenset[str]] = {
-    "queued": frozenset({"running", "cancelled"}),
-    "running": frozenset({"succeeded", "failed", "cancelled", "queued"}),
-    "succeeded": frozenset(),
-    "failed": frozenset(),
-    "cancelled": frozenset(),
+    RunStatus.QUEUED.value: frozenset({RunStatus.RUNNING.value, RunStatus.CANCELLED.value}),
+    RunStatus.RUNNING.value: frozenset({RunStatus.SUCCEEDED.value, RunStatus.FAILED.value,
+                                        RunStatus.CANCELLED.value, RunStatus.QUEUED.value}),
+    RunStatus.SUCCEEDED.value: frozenset(),
+    RunStatus.FAILED.value: frozenset(),
+    RunStatus.CANCELLED.value: frozenset(),
 }
 
 RUN_SORT_FIELDS = {
@@ -261,6 +269,7 @@ def create_run(
     resumed_from_id: int | None = None,
     resume_checkpoint_id: int | None = None,
     queue: str = "runyard",
+    client_key: str | None = None,
 ) -> Run:
     if status not in ("queued", "running"):
         raise Invalid(f"A new run starts as queued or running, not {status!r}.", "status")
@@ -284,6 +293,7 @@ def create_run(
         resume_checkpoint_id=resume_checkpoint_id,
         cancel_requested=False,
         queue=queue,
+        client_key=client_key,
     )
     session.add(run)
     session.flush()
@@ -291,6 +301,11 @@ def create_run(
         run.name = f"{recipe}-{run.id}"
     session.commit()
     return run
+
+
+def run_by_client_key(session: Session, client_key: str) -> Run | None:
+    run_id = session.scalar(select(Run.id).where(Run.client_key == client_key))
+    return None if run_id is None else require_run(session, run_id)
 
 
 def set_task_id(session: Session, run_id: int, task_id: str) -> None:
@@ -454,7 +469,7 @@ def resume_run(session: Session, run_id: int, checkpoint_id: int | None = None,
     if source.status not in FINISHED_STATUSES:
         raise Conflict(f"Run {run_id} is {source.status}; only a finished run can be resumed (cancel it first).")
     if checkpoint_id is None:
-        checkpoint = last_checkpoint(session, run_id)
+        checkpoint = last_checkpoint(session, run_id, own_only=True)
         if checkpoint is None:
             raise Conflict(f"Run {run_id} has no checkpoint to resume from; start a new run instead.")
     else:
@@ -462,6 +477,9 @@ def resume_run(session: Session, run_id: int, checkpoint_id: int | None = None,
         if checkpoint is None or checkpoint.run_id != run_id:
             raise Invalid(f"Checkpoint {checkpoint_id} does not belong to run {run_id}; list its "
                           f"checkpoints with GET /api/v1/runs/{run_id}/checkpoints.", "checkpoint_id")
+        if checkpoint.attempt is None:
+            raise Invalid(f"Checkpoint {checkpoint_id} was uploaded from outside run {run_id}'s training, so it "
+                          "cannot be a resume point; pick one the run saved itself.", "checkpoint_id")
     base_name = source.name.split(" (resumed")[0]
     new = create_run(
         session,
@@ -482,7 +500,7 @@ def resume_run(session: Session, run_id: int, checkpoint_id: int | None = None,
         MetricPoint.run_id == source.id
     )
     if checkpoint.step is not None:
-        copied = copied.where(MetricPoint.step <= checkpoint.step)
+        copied = copied.where(MetricPoint.step < history_cut(checkpoint))
     session.execute(
         insert(MetricPoint).from_select(["run_id", "key", "step", "epoch", "value", "wall_time"],
                                         copied.order_by(MetricPoint.id))
@@ -492,66 +510,161 @@ def resume_run(session: Session, run_id: int, checkpoint_id: int | None = None,
     return new
 
 
-# --------------------------------------------------------------------------- status and workers
+# --------------------------------------------------------------------------- status: the one state machine
+#
+# Every change of a run's status goes through move(): one UPDATE whose WHERE clause holds the
+# allowed source statuses (TRANSITIONS) and, for a worker's or run process's write, the attempt,
+# so two writers can never both win and a process that lost its run changes nothing.
 
 
 def _status_values(status: str, error: str | None) -> dict[str, Any]:
     now = utcnow()
     values: dict[str, Any] = {"status": status, "updated_at": now}
-    if status == "running":
+    if status == RunStatus.RUNNING:
         values["started_at"] = func.coalesce(Run.started_at, now)
         values["heartbeat_at"] = now
     if status in FINISHED_STATUSES:
         values["ended_at"] = now
-    if status == "queued":
+    if status == RunStatus.QUEUED:
         values["heartbeat_at"] = None
     if error is not None:
         values["error"] = error
     return values
 
 
-def set_status(session: Session, run_id: int, status: str, error: str | None = None) -> Run:
+def move(session: Session, run_id: int, status: str, *, attempt: int | None = None, error: str | None = None,
+         where: Any = None, commit: bool = True, values: dict[str, Any] | None = None) -> bool:
+    """Move ``run_id`` to ``status`` if TRANSITIONS allow it from its current status (and it
+    runs as ``attempt`` when given); True when it moved. Leaving ``running`` ends the run's
+    tokens."""
     if status not in RUN_STATUSES:
         raise Invalid(f"Unknown status {status!r}; use one of {', '.join(RUN_STATUSES)}.", "status")
     sources = [s for s, targets in TRANSITIONS.items() if status in targets]
-    # Write first, then read: one statement decides, so two writers cannot both win.
-    result = session.execute(
-        update(Run).where(Run.id == run_id, Run.status.in_(sources)).values(**_status_values(status, error))
-    )
-    session.commit()
+    query = update(Run).where(Run.id == run_id, Run.status.in_(sources))
+    if attempt is not None:
+        query = query.where(Run.attempt == attempt)
+    if where is not None:
+        query = query.where(where)
+    result = session.execute(query.values(**{**_status_values(status, error), **(values or {})}))
+    moved = result.rowcount == 1
+    if moved and status != RunStatus.RUNNING:
+        from server.auth import revoke_run_tokens
+
+        revoke_run_tokens(session, run_id)
+    if commit:
+        session.commit()
+    return moved
+
+
+def set_status(session: Session, run_id: int, status: str, error: str | None = None) -> Run:
+    """The status of an external run (PATCH /runs/{id}); a queued run's status is the workers'."""
     run = require_run(session, run_id)
-    if result.rowcount == 0 and run.status != status:
-        raise Conflict(f"Run {run_id} is {run.status} and cannot become {status}.", "status")
-    return run
-
-
-def claim_run(session: Session, run_id: int, worker_host: str, device: str) -> Run | None:
-    """Atomically move a queued run to running (attempt + 1); None when it is not claimable
-    (gone, already claimed by a duplicate delivery, cancelled or cancel requested)."""
-    now = utcnow()
-    result = session.execute(
-        update(Run)
-        .where(Run.id == run_id, Run.status == "queued", Run.cancel_requested.is_(False))
-        .values(status="running", attempt=Run.attempt + 1, started_at=func.coalesce(Run.started_at, now),
-                heartbeat_at=now, worker_host=worker_host, device=device, updated_at=now, ended_at=None)
-    )
-    session.commit()
-    if result.rowcount != 1:
-        return None
+    if run.recipe != EXTERNAL_RECIPE:
+        raise Conflict(f"Run {run_id} is trained by a worker; its status follows the worker. Cancel it with "
+                       f"POST /api/v1/runs/{run_id}/cancel.", "status")
+    if not move(session, run_id, status, error=error):
+        run = require_run(session, run_id)
+        if run.status != status:
+            raise Conflict(f"Run {run_id} is {run.status} and cannot become {status}.", "status")
     return require_run(session, run_id)
 
 
-def heartbeat(session: Session, run_id: int) -> bool:
-    """Record that the worker is alive; True when it should stop (cancel requested, or the
-    run is no longer running, e.g. it was requeued or deleted)."""
-    session.execute(
-        update(Run)
-        .where(Run.id == run_id, Run.status == "running")
-        .values(heartbeat_at=utcnow(), updated_at=Run.updated_at)  # a heartbeat is not a change
+def finish_run(session: Session, run_id: int, status: str, *, error: str | None = None,
+               attempt: int | None = None) -> Run:
+    """``running -> succeeded|failed|cancelled`` (for ``attempt`` when given); Conflict when the
+    run is not running (already finished, requeued, or another attempt's now)."""
+    if status not in FINISHED_STATUSES:
+        raise Invalid(f"A run finishes as succeeded, failed or cancelled, not {status!r}.", "status")
+    if not move(session, run_id, status, attempt=attempt, error=error, where=Run.status == RunStatus.RUNNING):
+        run = require_run(session, run_id)
+        raise Conflict(f"Run {run_id} is {run.status} (attempt {run.attempt}); only a running run can finish"
+                       + (f" and attempt {attempt} no longer holds it." if attempt is not None else "."), "status")
+    return require_run(session, run_id)
+
+
+def history_cut(checkpoint: Checkpoint | None) -> int:
+    """The first step a run resumed from ``checkpoint`` logs again. A resume checkpoint (saved
+    at a batch start) holds what was logged below its step; any other checkpoint holds its step."""
+    if checkpoint is None or checkpoint.step is None:
+        return 0
+    return checkpoint.step if checkpoint.resumable else checkpoint.step + 1
+
+
+def resume_point(session: Session, run: Run) -> Checkpoint | None:
+    """The one rule for where a run (re)starts: its own newest resume checkpoint that one of its
+    own attempts registered, else the checkpoint it was resumed from (another run's), else None."""
+    own = session.scalar(
+        select(Checkpoint)
+        .where(Checkpoint.run_id == run.id, Checkpoint.resumable.is_(True), Checkpoint.attempt.is_not(None))
+        .order_by(Checkpoint.step.desc().nulls_last(), Checkpoint.id.desc()).limit(1)
     )
+    if own is not None:
+        return own
+    if run.resume_checkpoint_id is not None:
+        return session.get(Checkpoint, run.resume_checkpoint_id)
+    return None
+
+
+def claim_run(session: Session, run_id: int, worker_host: str, device: str) -> tuple[Run, Checkpoint | None,
+                                                                                     list[str]] | None:
+    """Atomically move a queued run to running (attempt + 1) and cut its history back to its
+    resume point; None when it is not claimable (gone, claimed by a duplicate delivery,
+    cancelled or cancel requested). Returns the run, its resume checkpoint, and the artifact
+    keys of checkpoints the cut dropped (the caller deletes the files)."""
+    now = utcnow()
+    result = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.QUEUED, Run.cancel_requested.is_(False))
+        .values(status=RunStatus.RUNNING.value, attempt=Run.attempt + 1,
+                started_at=func.coalesce(Run.started_at, now), heartbeat_at=now, worker_host=worker_host[:255],
+                device=device[:100], updated_at=now, ended_at=None, error=None)
+    )
+    if result.rowcount != 1:
+        session.commit()
+        return None
+    from server.auth import revoke_run_tokens
+
+    revoke_run_tokens(session, run_id)
+    run = require_run(session, run_id)
+    checkpoint = resume_point(session, run)
+    cut = history_cut(checkpoint)
+    # What an earlier attempt logged or saved after the resume point is redone: drop it.
+    lock_run_for_append(session, run_id)
+    session.execute(delete(MetricPoint).where(MetricPoint.run_id == run_id, MetricPoint.step >= cut))
+    rebuild_blocks(session, run_id, min_block=cut // BLOCK_STEPS)
+    dropped_query = select(Checkpoint).where(Checkpoint.run_id == run_id)
+    if checkpoint is not None and checkpoint.run_id == run_id:
+        dropped_query = dropped_query.where(Checkpoint.id != checkpoint.id,
+                                            or_(Checkpoint.step.is_(None), Checkpoint.step >= cut))
+    dropped = list(session.scalars(dropped_query))
+    keys = [c.path for c in dropped]
+    if dropped:
+        session.execute(delete(Checkpoint).where(Checkpoint.id.in_([c.id for c in dropped])))
     session.commit()
-    row = session.execute(select(Run.status, Run.cancel_requested).where(Run.id == run_id)).first()
-    return row is None or row.status != "running" or bool(row.cancel_requested)
+    return run, checkpoint, keys
+
+
+def heartbeat_run(session: Session, run_id: int, attempt: int | None = None) -> dict[str, Any]:
+    """Record that the run's process is alive; Conflict when the run is no longer running (as
+    ``attempt``): the process must stop."""
+    query = update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING)
+    if attempt is not None:
+        query = query.where(Run.attempt == attempt)
+    result = session.execute(query.values(heartbeat_at=utcnow(), updated_at=Run.updated_at))
+    session.commit()
+    run = require_run(session, run_id)
+    if result.rowcount != 1:
+        raise Conflict(f"Run {run_id} is {run.status} (attempt {run.attempt}); stop training it.", "status")
+    return {"status": run.status, "cancel_requested": bool(run.cancel_requested),
+            "stop": bool(run.cancel_requested)}
+
+
+def requeue_after_shutdown(session: Session, run_id: int, attempt: int) -> Run | None:
+    """Give a run back to the queue because its worker shut down cleanly; the attempt is not
+    counted. The caller enqueues it (the new ``task_id`` is on the run)."""
+    moved = move(session, run_id, RunStatus.QUEUED, attempt=attempt, where=Run.status == RunStatus.RUNNING,
+                 values={"task_id": uuid.uuid4().hex, "enqueued_at": None, "attempt": Run.attempt - 1})
+    return require_run(session, run_id) if moved else None
 
 
 def is_cancel_requested(session: Session, run_id: int) -> bool:
@@ -559,55 +672,145 @@ def is_cancel_requested(session: Session, run_id: int) -> bool:
 
 
 def request_cancel(session: Session, run_id: int) -> Run:
-    now = utcnow()
-    result = session.execute(
-        update(Run).where(Run.id == run_id, Run.status == "queued")
-        .values(status="cancelled", cancel_requested=True, ended_at=now, updated_at=now)
-    )
-    if result.rowcount == 0:
-        session.execute(
-            update(Run).where(Run.id == run_id, Run.status == "running").values(cancel_requested=True, updated_at=now)
-        )
-    session.commit()
     run = require_run(session, run_id)
-    if run.status in FINISHED_STATUSES and not (run.status == "cancelled" and result.rowcount):
+    if run.status in FINISHED_STATUSES:
         raise Conflict(f"Run {run_id} already finished ({run.status}); there is nothing to cancel.", "status")
-    return run
+    if not move(session, run_id, RunStatus.CANCELLED, where=Run.status == RunStatus.QUEUED,
+                values={"cancel_requested": True}):
+        session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING)
+                        .values(cancel_requested=True, updated_at=utcnow()))
+        session.commit()
+    return require_run(session, run_id)
 
 
-def requeue_stale_runs(session: Session, timeout: float) -> list[Run]:
-    """Requeue running runs whose heartbeat is older than ``timeout`` seconds.
+def mark_enqueued(session: Session, run_id: int, task_id: str) -> None:
+    session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED, Run.task_id == task_id)
+                    .values(enqueued_at=utcnow(), updated_at=Run.updated_at))
+    session.commit()
 
-    A run out of attempts is failed instead, one with a pending cancel is cancelled. Returns
-    the requeued runs, each with a fresh ``task_id`` for the caller to enqueue."""
+
+def reap(session: Session, timeout: float, resend_after: float) -> dict[str, list[Run]]:
+    """The one reaper pass (the server runs it; see docs/architecture.md):
+
+    - ``requeued``: running queued-runs whose heartbeat is older than ``timeout`` (their worker
+      or run process died) go back to the queue with a new task id; out of attempts they fail,
+      with a pending cancel they are cancelled.
+    - ``crashed``: external runs (scripts) whose heartbeat stopped are failed.
+    - ``resend``: queued runs whose broker message was never sent (``enqueued_at`` NULL) or is
+      presumed lost (sent over ``resend_after`` seconds ago while a live worker of that queue is
+      idle); sending again is harmless, the claim skips duplicates.
+    The caller enqueues ``requeued`` and ``resend``."""
     now = utcnow()
     cutoff = now - timedelta(seconds=timeout)
     stale = session.execute(
-        select(Run.id, Run.attempt, Run.max_attempts, Run.cancel_requested).where(
-            Run.status == "running",
-            Run.recipe != EXTERNAL_RECIPE,
-            or_(Run.heartbeat_at < cutoff, and_(Run.heartbeat_at.is_(None), Run.started_at < cutoff)),
+        select(Run.id, Run.attempt, Run.max_attempts, Run.cancel_requested, Run.recipe).where(
+            Run.status == RunStatus.RUNNING,
+            or_(Run.heartbeat_at < cutoff,
+                and_(Run.heartbeat_at.is_(None), Run.started_at < cutoff, Run.recipe != EXTERNAL_RECIPE)),
         )
     ).all()
     requeued: list[int] = []
-    for run_id, attempt, max_attempts, cancel_requested in stale:
-        guard = update(Run).where(
-            Run.id == run_id, Run.status == "running",
-            or_(Run.heartbeat_at < cutoff, Run.heartbeat_at.is_(None)),
-        )
-        if cancel_requested:
-            values = {"status": "cancelled", "ended_at": now, "updated_at": now}
+    crashed: list[int] = []
+    for run_id, attempt, max_attempts, cancel_requested, recipe in stale:
+        guard = or_(Run.heartbeat_at < cutoff, Run.heartbeat_at.is_(None))
+        if recipe == EXTERNAL_RECIPE:
+            if move(session, run_id, RunStatus.FAILED, attempt=attempt, where=guard, commit=False,
+                    error=f"crashed: the script stopped sending heartbeats (none for {timeout:g} s); it was "
+                          "killed or lost its connection to the server."):
+                crashed.append(run_id)
+        elif cancel_requested:
+            move(session, run_id, RunStatus.CANCELLED, attempt=attempt, where=guard, commit=False)
         elif attempt >= max_attempts:
-            values = {"status": "failed", "ended_at": now, "updated_at": now,
-                      "error": f"The worker running this run stopped answering {attempt} time(s) "
-                               f"(no heartbeat for {timeout:g} s); giving up after {max_attempts} attempts."}
-        else:
-            values = {"status": "queued", "heartbeat_at": None, "updated_at": now, "task_id": uuid.uuid4().hex}
-        result = session.execute(guard.values(**values))
-        if result.rowcount == 1 and values["status"] == "queued":
+            move(session, run_id, RunStatus.FAILED, attempt=attempt, where=guard, commit=False,
+                 error=f"The worker running this run stopped answering {attempt} time(s) (no heartbeat for "
+                       f"{timeout:g} s); giving up after {max_attempts} attempts.")
+        elif move(session, run_id, RunStatus.QUEUED, attempt=attempt, where=guard, commit=False,
+                  values={"task_id": uuid.uuid4().hex, "enqueued_at": None}):
             requeued.append(run_id)
     session.commit()
-    return [require_run(session, run_id) for run_id in requeued]
+    resend: list[int] = list(session.scalars(
+        select(Run.id).where(Run.status == RunStatus.QUEUED, Run.enqueued_at.is_(None),
+                             Run.updated_at < now - timedelta(seconds=2), Run.id.not_in(requeued or [0]))
+    ))
+    lost_before = now - timedelta(seconds=resend_after)
+    live_after = now - timedelta(seconds=max(timeout, 3.0))
+    idle_queues: set[str] = set()
+    for queues, busy in session.execute(select(Worker.queues, Worker.run_id).where(Worker.last_seen_at > live_after)):
+        if busy is None:
+            idle_queues.update(queues or [])
+    if idle_queues:
+        resend += list(session.scalars(
+            select(Run.id).where(Run.status == RunStatus.QUEUED, Run.enqueued_at < lost_before,
+                                 Run.queue.in_(sorted(idle_queues)), Run.cancel_requested.is_(False))
+        ))
+        session.execute(update(Run).where(Run.id.in_(resend), Run.enqueued_at < lost_before)
+                        .values(enqueued_at=None))
+        session.commit()
+    return {
+        "requeued": [require_run(session, i) for i in requeued],
+        "crashed": [require_run(session, i) for i in crashed],
+        "resend": [require_run(session, i) for i in dict.fromkeys(resend)],
+    }
+
+
+def requeue_stale_runs(session: Session, timeout: float) -> list[Run]:
+    """The requeue part of :func:`reap` (kept for callers that only want that)."""
+    return reap(session, timeout, resend_after=float("inf"))["requeued"]
+
+
+# --------------------------------------------------------------------------- workers and recipes
+
+
+def register_worker(session: Session, name: str, queues: list[str], recipes: list[dict[str, Any]],
+                    token_id: int | None) -> Worker:
+    """A worker (re)registers: its queues and the recipes it serves; each recipe's published
+    schema replaces the stored one."""
+    now = utcnow()
+    worker = session.scalar(select(Worker).where(Worker.name == name))
+    if worker is None:
+        worker = Worker(name=name, registered_at=now)
+        session.add(worker)
+    worker.queues, worker.recipes = list(queues), [r["name"] for r in recipes]
+    worker.token_id, worker.last_seen_at, worker.run_id = token_id, now, None
+    for item in recipes:
+        recipe = session.get(Recipe, item["name"])
+        if recipe is None:
+            recipe = Recipe(name=item["name"])
+            session.add(recipe)
+        recipe.description = item.get("description") or ""
+        recipe.params_schema = json_safe(item.get("params_schema") or {}, "recipes.params_schema")
+        recipe.trainer_schema = json_safe(item.get("trainer_schema") or {}, "recipes.trainer_schema")
+        recipe.updated_at = now
+    session.commit()
+    return worker
+
+
+def worker_heartbeat(session: Session, worker_id: int, run_id: int | None, token_id: int | None) -> Worker:
+    worker = session.get(Worker, worker_id)
+    if worker is None or (token_id is not None and worker.token_id not in (None, token_id)):
+        raise NotFound(f"Worker {worker_id} is not registered; register it with POST /api/v1/workers.")
+    worker.last_seen_at, worker.run_id = utcnow(), run_id
+    session.commit()
+    return worker
+
+
+def live_workers(session: Session, timeout: float) -> list[Worker]:
+    since = utcnow() - timedelta(seconds=max(timeout, 3.0))
+    return list(session.scalars(select(Worker).where(Worker.last_seen_at > since).order_by(Worker.name)))
+
+
+def list_recipes(session: Session, timeout: float) -> list[tuple[Recipe, list[str], bool]]:
+    """Every published recipe with the queues live workers serve it on, and whether one does."""
+    live = live_workers(session, timeout)
+    out = []
+    for recipe in session.scalars(select(Recipe).order_by(Recipe.name)):
+        queues = sorted({q for w in live if recipe.name in (w.recipes or []) for q in (w.queues or [])})
+        out.append((recipe, queues, bool(queues)))
+    return out
+
+
+def get_recipe(session: Session, name: str) -> Recipe | None:
+    return session.get(Recipe, name)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -629,9 +832,26 @@ def _normalise_point(point: Any, now: float) -> MetricTuple:
             now if wall_time is None else float(wall_time))
 
 
-def add_metric_points(session: Session, run_id: int, points: Iterable[Any], *, check_run: bool = True) -> int:
+def seen_batch(session: Session, run_id: int, batch_key: str | None) -> int | None:
+    """How many rows the batch ``batch_key`` of ``run_id`` stored, when it was stored before."""
+    if batch_key is None:
+        return None
+    return session.scalar(select(IngestBatch.accepted).where(IngestBatch.run_id == run_id,
+                                                              IngestBatch.key == batch_key))
+
+
+def _record_batch(session: Session, run_id: int, batch_key: str | None, n: int) -> None:
+    """Remember ``batch_key`` in the transaction that stores its rows (a retry finds it)."""
+    if batch_key is not None:
+        session.add(IngestBatch(run_id=run_id, key=batch_key, accepted=n, created_at=utcnow()))
+        session.flush()
+
+
+def add_metric_points(session: Session, run_id: int, points: Iterable[Any], *, check_run: bool = True,
+                      batch_key: str | None = None) -> int:
     """Insert points ``(key, step, value, epoch, wall_time)`` (or dicts with those keys) in one
-    executemany (COPY on PostgreSQL). NaN -> NULL; ``wall_time`` None -> now."""
+    executemany (COPY on PostgreSQL). NaN -> NULL; ``wall_time`` None -> now. With
+    ``batch_key`` the batch is stored once: the key is recorded in the same transaction."""
     if check_run:
         _check_run_exists(session, run_id)
     now = time.time()
@@ -669,6 +889,7 @@ def add_metric_points(session: Session, run_id: int, points: Iterable[Any], *, c
         # SQLite has one writer at a time and hands out max(rowid) + 1: our ids are contiguous.
         last = connection.exec_driver_sql("SELECT max(id) FROM metric_points").scalar()
         id_array = np.arange(last - n + 1, last + 1, dtype=np.int64)
+    _record_batch(session, run_id, batch_key, n)
     upsert_blocks(session, block_rollups(
         run_id,
         [r[1] for r in rows],
@@ -759,7 +980,8 @@ def get_summary(session: Session, run_id: int) -> dict | None:
     return session.scalar(select(ModelSummary.summary).where(ModelSummary.run_id == run_id))
 
 
-def add_log_lines(session: Session, run_id: int, lines: Iterable[Any], *, check_run: bool = True) -> int:
+def add_log_lines(session: Session, run_id: int, lines: Iterable[Any], *, check_run: bool = True,
+                  batch_key: str | None = None) -> int:
     """Lines as ``(stream, text)``, ``(stream, text, time)`` or dicts with those keys."""
     if check_run:
         _check_run_exists(session, run_id)
@@ -774,6 +996,7 @@ def add_log_lines(session: Session, run_id: int, lines: Iterable[Any], *, check_
     if rows:
         lock_run_for_append(session, run_id)
         session.execute(insert(LogLine), rows)
+        _record_batch(session, run_id, batch_key, len(rows))
         session.commit()
     return len(rows)
 
@@ -838,17 +1061,22 @@ def get_checkpoint(session: Session, checkpoint_id: int) -> Checkpoint | None:
     return session.get(Checkpoint, checkpoint_id)
 
 
-def last_checkpoint(session: Session, run_id: int) -> Checkpoint | None:
-    """The flagged last checkpoint, else the one with the highest step (newest on ties)."""
-    flagged = session.scalar(
-        select(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.is_last.is_(True))
-        .order_by(Checkpoint.id.desc()).limit(1)
-    )
+def last_checkpoint(session: Session, run_id: int, own_only: bool = False) -> Checkpoint | None:
+    """The flagged last checkpoint, else the one with the highest step (newest on ties);
+    ``own_only``: only checkpoints the run's own attempts registered (resume points)."""
+    base = select(Checkpoint).where(Checkpoint.run_id == run_id)
+    if own_only:
+        base = base.where(Checkpoint.attempt.is_not(None))
+    flagged = session.scalar(base.where(Checkpoint.is_last.is_(True)).order_by(Checkpoint.id.desc()).limit(1))
     if flagged is not None:
         return flagged
+    return session.scalar(base.order_by(Checkpoint.step.desc().nulls_last(), Checkpoint.id.desc()).limit(1))
+
+
+def best_or_last_checkpoint(session: Session, run_id: int) -> Checkpoint | None:
     return session.scalar(
         select(Checkpoint).where(Checkpoint.run_id == run_id)
-        .order_by(Checkpoint.step.desc().nulls_last(), Checkpoint.id.desc()).limit(1)
+        .order_by(Checkpoint.is_best.desc(), Checkpoint.is_last.desc(), Checkpoint.id.desc()).limit(1)
     )
 
 

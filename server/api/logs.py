@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server import store
+from server.api.metrics import idempotency_key
 from server.deps import RunId, get_session
 from server.schemas import Accepted, LogLineOut, LogLinesIn, LogLinesOut
 
@@ -22,6 +24,18 @@ def get_logs(run_id: RunId, tail: int | None = Query(None, ge=1, le=100_000),
 
 
 @router.post("/runs/{run_id}/logs", status_code=201, response_model=Accepted)
-def add_logs(run_id: RunId, body: LogLinesIn, session: Session = Depends(get_session)) -> Accepted:
-    n = store.add_log_lines(session, run_id, [ln.model_dump() for ln in body.lines])
-    return Accepted(accepted=n)
+def add_logs(run_id: RunId, body: LogLinesIn, request: Request, response: Response,
+             session: Session = Depends(get_session)) -> Accepted:
+    key = idempotency_key(request)
+    seen = store.seen_batch(session, run_id, key)
+    if seen is None:
+        try:
+            return Accepted(accepted=store.add_log_lines(session, run_id, [ln.model_dump() for ln in body.lines],
+                                                         batch_key=key))
+        except IntegrityError:  # stored by a concurrent retry of the same batch
+            session.rollback()
+            seen = store.seen_batch(session, run_id, key)
+            if seen is None:
+                raise
+    response.status_code = 200
+    return Accepted(accepted=seen, duplicate=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server import store
@@ -85,10 +86,31 @@ def parse_points(payload: Any, limit: int) -> list[tuple]:
     return rows
 
 
-def _insert(request: Request, run_id: RunId, rows: list[tuple]) -> int:
+def idempotency_key(request: Request) -> str | None:
+    """The batch's ``Idempotency-Key`` header (1-100 printable ASCII characters), or None."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 100 or not key.isascii() or not key.isprintable():
+        raise ApiError(422, "The Idempotency-Key header must be 1 to 100 printable ASCII characters.",
+                       "Idempotency-Key")
+    return key
+
+
+def _insert(request: Request, run_id: RunId, rows: list[tuple], key: str | None) -> tuple[int, bool]:
     session: Session = request.app.state.sessionmaker()
     try:
-        return store.add_metric_points(session, run_id, rows)
+        seen = store.seen_batch(session, run_id, key)
+        if seen is not None:
+            return seen, True
+        try:
+            return store.add_metric_points(session, run_id, rows, batch_key=key), False
+        except IntegrityError:  # the same batch, stored by a concurrent retry just now
+            session.rollback()
+            seen = store.seen_batch(session, run_id, key)
+            if seen is None:
+                raise
+            return seen, True
     finally:
         session.close()
 
@@ -111,9 +133,10 @@ async def ingest_metrics(run_id: RunId, request: Request) -> Accepted:
         payload = json.loads(body)
     except (ValueError, RecursionError):
         raise ApiError(422, "The request body is not valid JSON; send {\"points\": [...]} as JSON.", "body") from None
+    key = idempotency_key(request)
     rows = parse_points(payload, request.app.state.settings.max_metric_points)
-    accepted = await run_in_threadpool(_insert, request, run_id, rows)
-    return Accepted(accepted=accepted)
+    accepted, duplicate = await run_in_threadpool(_insert, request, run_id, rows, key)
+    return Accepted(accepted=accepted, duplicate=duplicate)
 
 
 def _encode_series(series: dict[str, Any]) -> dict[str, Any]:

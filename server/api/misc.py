@@ -8,9 +8,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from server import store
-from server.api.runs import _registry
-from server.deps import get_session
+from server.deps import get_session, get_settings_dep
 from server.schemas import ProjectOut, RecipeOut
+from server.settings import Settings
 
 router = APIRouter(tags=["service"])
 
@@ -31,10 +31,8 @@ def projects(session: Session = Depends(get_session)) -> list[ProjectOut]:
 
 
 @router.get("/api/v1/recipes", response_model=list[RecipeOut])
-def recipes() -> list[RecipeOut]:
-    out = []
-    for name, recipe in sorted(_registry().items()):
-        trainer_schema = recipe.trainer_schema() if hasattr(recipe, "trainer_schema") else {}
-        out.append(RecipeOut(name=name, description=getattr(recipe, "description", ""),
-                             params_schema=recipe.params_schema(), trainer_schema=trainer_schema))
-    return out
+def recipes(session: Session = Depends(get_session), settings: Settings = Depends(get_settings_dep)) -> list[RecipeOut]:
+    """The recipes workers published; ``available`` says whether a live worker serves it now."""
+    return [RecipeOut(name=r.name, description=r.description, params_schema=store.json_safe(r.params_schema or {}),
+                      trainer_schema=store.json_safe(r.trainer_schema or {}), available=available, queues=queues)
+            for r, queues, available in store.list_recipes(session, settings.heartbeat_timeout)]

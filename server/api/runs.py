@@ -7,85 +7,98 @@ import logging
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Query, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server import queue, store
+from server import queue, recipes, store
+from server.auth import Principal, create_token
 from server.deps import RunId, get_session, get_settings_dep
 from server.errors import ApiError
-from server.schemas import ResumeRequest, RunCreate, RunList, RunOut, RunPatch, run_out
+from server.schemas import (
+    ClaimRequest,
+    FinishRequest,
+    RequeueRequest,
+    ResumeRequest,
+    RunCreate,
+    RunList,
+    RunOut,
+    RunPatch,
+    checkpoint_out,
+    run_out,
+)
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["runs"])
 
 
-def _registry() -> dict[str, Any]:
-    try:
-        from worker.recipes import get_registry
-    except ImportError:  # the worker package is optional for a tracking-only server
-        return {}
-    try:
-        return get_registry()
-    except Exception as exc:  # noqa: BLE001 - a broken recipe module must not look like a server bug
-        log.exception("recipes could not be loaded")
-        raise ApiError(503, f"The recipes could not be loaded ({type(exc).__name__}: {exc}); fix the recipe "
-                            "modules (RUNYARD_RECIPES) and restart the server.") from exc
-
-
-def _validation_message(exc: Exception, prefix: str) -> tuple[str, str]:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        items = errors()
-        if items:
-            loc = ".".join(str(p) for p in items[0].get("loc", ()))
-            field = f"{prefix}.{loc}" if loc else prefix
-            return f"Invalid value for {field}: {items[0].get('msg', 'invalid')}.", field
-    return f"Invalid {prefix}: {exc}", prefix
-
-
-def _enqueue(session: Session, run_id: RunId, run_queue: str, settings: Settings) -> str:
-    task_id = uuid.uuid4().hex
-    store.set_task_id(session, run_id, task_id)
+def _enqueue(session: Session, run_id: int, run_queue: str, settings: Settings) -> str | None:
+    """Send the run's message; on a broker failure the run stays queued with ``enqueued_at``
+    NULL and the server's reaper sends it when the broker is back. Returns a warning or None."""
+    run = store.require_run(session, run_id)
+    task_id = run.task_id or uuid.uuid4().hex
+    if run.task_id is None:
+        store.set_task_id(session, run_id, task_id)
     try:
         queue.enqueue_run(run_id, task_id, queue=run_queue, settings=settings)
     except Exception as exc:  # noqa: BLE001 - report the broker, keep the run queued
-        log.exception("enqueue of run %s failed", run_id)
-        raise ApiError(503, f"Run {run_id} was created but the job queue ({settings.broker_url}) did not take it: "
-                            f"{exc}. Check the broker and resume or resubmit the run.") from exc
-    return task_id
+        log.warning("enqueue of run %s failed: %s", run_id, exc)
+        return (f"The job queue did not take run {run_id} ({type(exc).__name__}: {exc}); it stays queued and "
+                "the server sends it again when the broker answers.")
+    store.mark_enqueued(session, run_id, task_id)
+    return None
+
+
+def _availability_warning(session: Session, recipe: str, run_queue: str, settings: Settings) -> str | None:
+    for published, queues, available in store.list_recipes(session, settings.heartbeat_timeout):
+        if published.name != recipe:
+            continue
+        if not available:
+            return (f"No live worker serves recipe {recipe!r} now; the run waits in queue {run_queue!r} until "
+                    "one starts.")
+        if run_queue not in queues:
+            return (f"No live worker takes recipe {recipe!r} from queue {run_queue!r} (they serve "
+                    f"{', '.join(queues)}); the run waits until one does.")
+    return None
 
 
 @router.post("/runs", status_code=201, response_model=RunOut)
-def create_run(body: RunCreate, session: Session = Depends(get_session),
+def create_run(body: RunCreate, response: Response, session: Session = Depends(get_session),
                settings: Settings = Depends(get_settings_dep)) -> RunOut:
+    if body.client_key is not None:
+        existing = store.run_by_client_key(session, body.client_key)
+        if existing is not None:
+            response.status_code = 200
+            return run_out(existing, settings.public_url)
     if body.recipe == store.EXTERNAL_RECIPE:
-        run = store.create_run(session, recipe=body.recipe, name=body.name, project=body.project,
-                               params=body.params, trainer=body.trainer, hyperparameters=body.hyperparameters,
-                               status="running", max_attempts=1)
-        return run_out(run, settings.public_url)
-    registry = _registry()
-    recipe = registry.get(body.recipe)
-    if recipe is None:
-        known = ", ".join(sorted(registry)) or "none registered"
-        raise ApiError(422, f"Unknown recipe {body.recipe!r}; use one of: {known}, or \"external\" for a script.",
-                       "recipe")
-    try:
-        params = recipe.validate_params(body.params)
-    except Exception as exc:  # noqa: BLE001 - pydantic ValidationError or the recipe's own check
-        raise ApiError(422, *_validation_message(exc, "params")) from exc
-    trainer = body.trainer
-    validate_trainer = getattr(recipe, "validate_trainer", None)
-    if callable(validate_trainer):
         try:
-            trainer = validate_trainer(body.trainer)
-        except Exception as exc:  # noqa: BLE001
-            raise ApiError(422, *_validation_message(exc, "trainer")) from exc
+            run = store.create_run(session, recipe=body.recipe, name=body.name, project=body.project,
+                                   params=body.params, trainer=body.trainer, hyperparameters=body.hyperparameters,
+                                   status="running", max_attempts=1, client_key=body.client_key)
+        except IntegrityError:  # a concurrent create with the same client_key won
+            session.rollback()
+            existing = store.run_by_client_key(session, body.client_key or "")
+            if existing is None:
+                raise
+            response.status_code = 200
+            return run_out(existing, settings.public_url)
+        return run_out(run, settings.public_url)
+    recipe = store.get_recipe(session, body.recipe)
+    if recipe is None:
+        known = ", ".join(r.name for r, _, _ in store.list_recipes(session, settings.heartbeat_timeout))
+        raise ApiError(422, f"Unknown recipe {body.recipe!r}; use one of: {known or 'none published yet (start a worker)'}"
+                            ", or \"external\" for a script.", "recipe")
+    params = recipes.validate(recipe.params_schema or {}, body.params, "params")
+    trainer = recipes.validate(recipe.trainer_schema or {}, body.trainer, "trainer")
     run = store.create_run(session, recipe=body.recipe, name=body.name, project=body.project, params=params,
                            trainer=trainer, hyperparameters=body.hyperparameters,
-                           max_attempts=settings.max_attempts, queue=body.queue)
-    _enqueue(session, run.id, run.queue, settings)
-    return run_out(store.require_run(session, run.id), settings.public_url)
+                           max_attempts=settings.max_attempts, queue=body.queue, client_key=body.client_key)
+    warnings = [w for w in (_availability_warning(session, body.recipe, run.queue, settings),
+                            _enqueue(session, run.id, run.queue, settings)) if w]
+    out = run_out(store.require_run(session, run.id), settings.public_url)
+    out.warnings = warnings
+    return out
 
 
 @router.get("/runs", response_model=RunList)
@@ -121,7 +134,10 @@ def get_run(run_id: RunId, session: Session = Depends(get_session),
 @router.patch("/runs/{run_id}", response_model=RunOut)
 def update_run(run_id: RunId, body: RunPatch, session: Session = Depends(get_session),
                settings: Settings = Depends(get_settings_dep)) -> RunOut:
-    store.require_run(session, run_id)
+    run = store.require_run(session, run_id)
+    if body.status is not None and run.recipe != store.EXTERNAL_RECIPE:
+        raise ApiError(409, f"Run {run_id} is trained by a worker; only an external run's status can be set. "
+                            f"Cancel it with POST /api/v1/runs/{run_id}/cancel.", "status")
     if body.name is not None or body.hyperparameters is not None or (body.error is not None and body.status is None):
         store.update_run(session, run_id, name=body.name, hyperparameters=body.hyperparameters,
                          error=body.error if body.status is None else None)
@@ -144,8 +160,10 @@ def resume_run(run_id: RunId, body: ResumeRequest | None = Body(None), session: 
                settings: Settings = Depends(get_settings_dep)) -> RunOut:
     new = store.resume_run(session, run_id, checkpoint_id=body.checkpoint_id if body else None,
                            queue=body.queue if body else None)
-    _enqueue(session, new.id, new.queue, settings)
-    return run_out(store.require_run(session, new.id), settings.public_url)
+    warning = _enqueue(session, new.id, new.queue, settings)
+    out = run_out(store.require_run(session, new.id), settings.public_url)
+    out.warnings = [warning] if warning else []
+    return out
 
 
 @router.delete("/runs/{run_id}", status_code=204)
@@ -178,3 +196,119 @@ def get_summary(run_id: RunId, session: Session = Depends(get_session)) -> dict[
 def put_summary(run_id: RunId, body: dict[str, Any], session: Session = Depends(get_session)) -> dict[str, Any]:
     store.set_summary(session, run_id, body)
     return store.json_safe(store.get_summary(session, run_id))
+
+
+# --------------------------------------------------------------------------- run processes and workers
+
+
+def _principal(request: Request) -> Principal:
+    return request.state.principal
+
+
+def heartbeat_interval(timeout: float) -> float:
+    """A quarter of the timeout, between 0.2 s and 5 s: three missed beats before a requeue."""
+    return max(0.2, min(5.0, timeout / 4))
+
+
+@router.post("/runs/{run_id}/heartbeat")
+def heartbeat(run_id: RunId, request: Request, session: Session = Depends(get_session)) -> dict[str, Any]:
+    """The run's process is alive. The answer says whether to stop (cancel requested); 409:
+    the run is no longer running (as this run token's attempt), stop training it."""
+    principal = _principal(request)
+    run = store.require_run(session, run_id)
+    if principal.kind != "run" and run.recipe != store.EXTERNAL_RECIPE:
+        raise ApiError(403, f"Run {run_id} is trained by a worker; only its run process (its run token) "
+                            "sends its heartbeat.")
+    return store.heartbeat_run(session, run_id, principal.attempt if principal.kind == "run" else None)
+
+
+@router.post("/runs/{run_id}/finish", response_model=RunOut)
+def finish(run_id: RunId, body: FinishRequest, request: Request, session: Session = Depends(get_session),
+           settings: Settings = Depends(get_settings_dep)) -> RunOut:
+    """The final status of a running run: an external run's script, a run process (run token,
+    its attempt) or the worker that ran it (worker token and ``attempt``, e.g. the process died)."""
+    principal = _principal(request)
+    run = store.require_run(session, run_id)
+    attempt = None
+    if principal.kind == "run":
+        attempt = principal.attempt
+    elif principal.kind == "worker":
+        if body.attempt is None:
+            raise ApiError(422, "A worker finishing a run names the attempt it ran.", "attempt")
+        attempt = body.attempt
+    elif run.recipe != store.EXTERNAL_RECIPE:
+        raise ApiError(403, f"Run {run_id} is trained by a worker; its run process or worker sets its final "
+                            f"status. Cancel it with POST /api/v1/runs/{run_id}/cancel.")
+    return run_out(store.finish_run(session, run_id, body.status, error=body.error, attempt=attempt),
+                   settings.public_url)
+
+
+def _inputs(session: Session, params: dict[str, Any]) -> list[Any]:
+    """Checkpoints of other runs a recipe's parameters name, which its run token may download:
+    parameters ending in ``checkpoint_id`` (a checkpoint) and ``source_run_id`` (that run's
+    best, else last checkpoint)."""
+    out = []
+    for name, value in (params or {}).items():
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= store.INT64_MAX:
+            continue
+        checkpoint = None
+        if name.endswith("checkpoint_id"):
+            checkpoint = store.get_checkpoint(session, value)
+        elif name == "source_run_id" or name.endswith("_source_run_id"):
+            checkpoint = store.best_or_last_checkpoint(session, value)
+        if checkpoint is not None:
+            out.append(checkpoint)
+    return out
+
+
+def _delete_files(request: Request, keys: list[str]) -> None:
+    artifacts = getattr(request.app.state, "artifacts", None)
+    for key in keys:
+        try:
+            if artifacts is not None:
+                artifacts.delete(key)
+        except Exception:  # noqa: BLE001 - a missing file is no reason to fail a claim
+            log.warning("could not delete %s from the artifact store", key, exc_info=True)
+
+
+@router.post("/runs/{run_id}/claim")
+def claim(run_id: RunId, body: ClaimRequest, request: Request, session: Session = Depends(get_session),
+          settings: Settings = Depends(get_settings_dep)) -> dict[str, Any]:
+    """A worker takes a queued run: it becomes running (attempt + 1), its history is cut back
+    to its resume point, and a run token for this attempt is issued (shown only here)."""
+    claimed = store.claim_run(session, run_id, body.worker, body.device)
+    if claimed is None:
+        run = store.get_run(session, run_id)
+        state = "gone" if run is None else run.status + (" (cancel requested)" if run.cancel_requested else "")
+        raise ApiError(409, f"Run {run_id} is not claimable: it is {state}.", "status")
+    run, resume, dropped = claimed
+    _delete_files(request, dropped)
+    inputs = _inputs(session, run.params or {})
+    _, secret = create_token(session, "run", name=f"run {run_id} attempt {run.attempt}", run_id=run_id,
+                             attempt=run.attempt, reads=[c.id for c in inputs])
+    return {
+        "run": run_out(store.require_run(session, run_id), settings.public_url).model_dump(mode="json"),
+        "token": secret,
+        "attempt": run.attempt,
+        "heartbeat_interval": heartbeat_interval(settings.heartbeat_timeout),
+        "resume": None if resume is None else {
+            **checkpoint_out(resume).model_dump(mode="json"), "checkpoint_id": resume.id,
+            "filename": resume.path.rsplit("/", 1)[-1],
+        },
+        "inputs": [checkpoint_out(c).model_dump(mode="json") for c in inputs],
+    }
+
+
+@router.post("/runs/{run_id}/requeue", response_model=RunOut)
+def requeue(run_id: RunId, body: RequeueRequest, session: Session = Depends(get_session),
+            settings: Settings = Depends(get_settings_dep)) -> RunOut:
+    """A worker shutting down hands its run back (saved, not counted as an attempt)."""
+    run = store.requeue_after_shutdown(session, run_id, body.attempt)
+    if run is None:
+        current = store.require_run(session, run_id)
+        raise ApiError(409, f"Run {run_id} is {current.status} (attempt {current.attempt}), not running as "
+                            f"attempt {body.attempt}; nothing to requeue.", "attempt")
+    warning = _enqueue(session, run_id, run.queue, settings)
+    out = run_out(store.require_run(session, run_id), settings.public_url)
+    out.warnings = [warning] if warning else []
+    return out

@@ -33,6 +33,14 @@ def card(page, key: str):
     return page.locator(f".chart-card[data-key='{key}']")
 
 
+def expect_sorted_by(page, sort: str, desc: bool = False) -> None:
+    """Wait until the runs table shows ``sort``: the header is marked (with the direction) only
+    once the reloaded rows are rendered, in the same step as the body."""
+    th = page.locator(f"th[data-sort='{sort}']")
+    expect(th).to_have_class(re.compile(r"\bsorted\b"))
+    expect(th.locator(".sort-ind")).to_contain_text("▼" if desc else "▲")
+
+
 def test_plotly_and_pages_are_served_locally(page, server):
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
@@ -102,6 +110,7 @@ def test_runs_page_live_status_filters_sort_and_select(page, server):
     expect(row_a).to_have_count(0)
     expect(row_b).to_be_visible()
     page.get_by_test_id("filter-project").select_option("")
+    expect(row_a).to_be_visible()  # back before searching, so the search below is what hides it
     page.get_by_test_id("search").fill("beta")
     expect(row_a).to_have_count(0)
     expect(row_b).to_be_visible()
@@ -109,21 +118,28 @@ def test_runs_page_live_status_filters_sort_and_select(page, server):
     expect(row_a).to_be_visible()
 
     # Sort by a metric column, both directions, by project and by duration (all server-side).
+    # Each sort is a reload: wait for the table to show it, then for the rows it asserts (the
+    # rows shown before the reload can already match a check on the first row only).
+    # Every run on this module's server (earlier tests add theirs), all on the one page.
+    listed = server.get("/api/v1/runs?limit=100")["items"]
     header = page.locator("th[data-sort='metric:train_loss']")
     header.click()
+    expect_sorted_by(page, "metric:train_loss")
     expect(page.locator("tbody tr").first).to_have_attribute("data-run-id", str(a["id"]))  # 0.05 < 0.2
     header.click()
+    expect_sorted_by(page, "metric:train_loss", desc=True)
     expect(page.locator("tbody tr").first).to_have_attribute("data-run-id", str(b["id"]))
     page.locator("th[data-sort='project']").click()
-    expect(page.locator("tbody tr").first.locator("td").nth(3)).to_have_text("nlp")
+    expect_sorted_by(page, "project")
+    # The whole project column in order (td 4: checkbox, status, name, project), nlp before vision.
+    expect(page.locator("tbody tr td:nth-child(4)")).to_have_text(sorted(r["project"] for r in listed))
     page.locator("th[data-sort='duration']").click()
-    expect(page.locator("th[data-sort='duration']")).to_have_class(re.compile(r"\bsorted\b"))
+    expect_sorted_by(page, "duration")
     expect(row_a).to_be_visible()
     page.locator("th[data-sort='name']").click()
-    expect(page.locator("th[data-sort='name']")).to_have_class(re.compile(r"\bsorted\b"))
+    expect_sorted_by(page, "name")
+    expect(page.locator("tbody .run-link")).to_have_text(sorted(r["name"] for r in listed))
     expect(page.locator("tbody .run-link").first).to_have_text("alpha-live")
-    names = page.locator("tbody .run-link").all_text_contents()
-    assert names == sorted(names)
 
     # Select two runs and compare them.
     row_a.locator("input[type=checkbox]").check()
@@ -146,7 +162,14 @@ def test_escaped_run_name(page, server):
     expect(page.locator(".chart-card .chart-title")).to_have_text(XSS_NAME)
     page.goto(f"/#/compare?ids={run['id']}")
     expect(page.locator(".chip a")).to_have_text(XSS_NAME)
-    page.wait_for_timeout(300)
+    # Check the DOM once the compare page is fully built (its chart is drawn last) ...
+    expect(page.locator(".chart-card")).to_have_attribute("data-total", "3")
+    expect(page.locator(".chart-card .chart-title")).to_have_text(XSS_NAME)
+    # ... and once an image requested now has failed to load, so that the error (and onerror
+    # handler) of any <img src=x> injected by the pages above has had its turn.
+    page.evaluate(
+        "() => new Promise((done) => { const i = new Image(); i.onload = i.onerror = done; i.src = 'x?probe'; })"
+    )
     assert page.locator("img[src='x']").count() == 0
     assert page.evaluate("window.__xss") is None
     assert dialogs == []
@@ -393,6 +416,8 @@ def test_delete_finished_run(page, server):
     page.goto(f"/#/runs/{run['id']}")
     page.get_by_test_id("delete-run").click()
     page.get_by_test_id("confirm-cancel").click()  # "Back": nothing happens
+    expect(page.get_by_test_id("confirm-dialog")).to_have_count(0)
+    expect(page.get_by_test_id("run-name")).to_have_text("delete-me")
     assert server.get(f"/api/v1/runs/{run['id']}")["id"] == run["id"]
     page.get_by_test_id("delete-run").click()
     page.get_by_test_id("confirm-ok").click()
@@ -425,4 +450,4 @@ def test_run_url_opens_the_run_page(page, server):
         run["url"].replace(server.url, "") if run["url"].startswith(server.url) else f"/runs/{run['id']}"
     )
     expect(page.get_by_test_id("run-name")).to_have_text("deep-link")
-    assert page.url.endswith(f"/#/runs/{run['id']}")
+    expect(page).to_have_url(re.compile(re.escape(f"/#/runs/{run['id']}") + "$"))
