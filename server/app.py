@@ -127,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.shutting_down = threading.Event()
     app.state.engine = get_engine(settings.database_url)
     app.state.sessionmaker = session_factory(app.state.engine)
+    app.state.artifacts = checkpoints.artifact_store(settings)  # server/artifacts.py: local root or s3://
     install_error_handlers(app)
     for module in (runs, metrics, checkpoints, logs, events, misc, workers):
         app.include_router(module.router)

@@ -2,8 +2,10 @@
 
     runyard up [--demo]            server + one local worker, embedded defaults; Ctrl-C stops both
     runyard server                 the API and dashboard (uvicorn)
-    runyard worker [--gpus 0,1] [--concurrency N] [--queues runyard]
+    runyard worker [--gpus 0,1] [--concurrency N] [--queues runyard]   (RUNYARD_URL, RUNYARD_TOKEN, broker)
     runyard submit RECIPE --param k=v --trainer k=v [--queue runyard] [--wait]
+    runyard token create --worker [--name N] | token list | token revoke ID
+    runyard sync DIR               upload what a RunyardLogger spooled while the server was unreachable
     runyard db upgrade
 
 Child processes run in their own process groups and die with their parent (PR_SET_PDEATHSIG),
@@ -19,9 +21,8 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from server.queue import DEFAULT_QUEUE
@@ -95,7 +96,8 @@ def _raise_stop(signum: int, frame: Any) -> None:
 
 def supervise(procs: dict[str, subprocess.Popen], restart: dict[str, Any] | None = None) -> int:
     """Wait until a signal arrives (stop all, return 0) or a child exits (restarted when
-    ``restart`` knows how, else stop all and return 1)."""
+    ``restart`` knows how, else stop all and return 1). Under ``runyard up`` the inner
+    ``runyard worker`` (RUNYARD_WORKER_QUIET=1) says nothing when it is stopped."""
     old = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while True:
@@ -113,7 +115,8 @@ def supervise(procs: dict[str, subprocess.Popen], restart: dict[str, Any] | None
                 return 1
             time.sleep(0.2)
     except _Stop:
-        print("runyard: stopping…", file=sys.stderr)
+        if not os.environ.get("RUNYARD_WORKER_QUIET"):
+            print("runyard: stopping (a running run is saved and requeued)…", file=sys.stderr, flush=True)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop_all(list(procs.values()))
@@ -145,13 +148,74 @@ def cmd_server(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.app import create_app
-    from server.db import upgrade_database
+
+    settings.ensure_dirs()
+    host = args.host or settings.host
+    port = args.port or settings.port
+    # create_app's startup brings the database to the latest migration (unless RUNYARD_MIGRATE=0).
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=args.log_level, access_log=False)
+    return 0
+
+
+def create_worker_token(settings: Settings, name: str, replace: bool = False) -> str:
+    """A new worker token's secret (stored hashed); ``replace`` revokes earlier ones of that name."""
+    from sqlalchemy import update
+    from sqlalchemy.orm import Session
+
+    from server.auth import create_token
+    from server.db import get_engine
+    from server.models import Token, utcnow
+
+    with Session(get_engine(settings.database_url)) as session:
+        if replace:
+            session.execute(update(Token).where(Token.kind == "worker", Token.name == name,
+                                                Token.revoked_at.is_(None)).values(revoked_at=utcnow()))
+        _, secret = create_token(session, "worker", name=name)
+    return secret
+
+
+def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from server.auth import revoke_token
+    from server.db import get_engine, upgrade_database
+    from server.models import Token
 
     settings.ensure_dirs()
     upgrade_database(settings.database_url)
-    host = args.host or settings.host
-    port = args.port or settings.port
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=args.log_level, access_log=False)
+    if args.token_command == "create":
+        if not args.worker:
+            print("runyard token create: only worker tokens exist so far; pass --worker", file=sys.stderr)
+            return 2
+        secret = create_worker_token(settings, args.name or "worker")
+        print(secret)
+        print("runyard: a worker token (shown once); start a worker with RUNYARD_TOKEN set to it", file=sys.stderr)
+        return 0
+    with Session(get_engine(settings.database_url)) as session:
+        if args.token_command == "revoke":
+            if not revoke_token(session, args.id):
+                print(f"runyard token revoke: no active token {args.id}", file=sys.stderr)
+                return 1
+            print(f"token {args.id} revoked")
+            return 0
+        rows = session.scalars(select(Token).where(Token.kind != "run").order_by(Token.id)).all()
+        for t in rows:
+            state = "revoked" if t.revoked_at else "active"
+            used = t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "never"
+            print(f"{t.id}\t{t.kind}\t{t.name}\t{t.prefix}…\t{state}\tlast used {used}")
+    return 0
+
+
+def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
+    from trainer_core.loggers.runyard import sync_spool
+
+    try:
+        summary = sync_spool(args.dir, url=args.url or settings.url, token=settings.token or None)
+    except Exception as exc:  # noqa: BLE001 - one sentence for the user
+        print(f"runyard sync: {exc}", file=sys.stderr)
+        return 1
+    print(f"runyard sync: {summary}")
     return 0
 
 
@@ -226,32 +290,53 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     return supervise(procs, restart)
 
 
-def _request(method: str, url: str, body: Any = None, timeout: float = 30.0) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        payload = response.read()
-    return json.loads(payload) if payload else None
-
-
 def wait_healthy(base_url: str, timeout: float, procs: Sequence[subprocess.Popen] = ()) -> bool:
+    from trainer_core.client import Client, ClientError
+
+    client = Client(base_url, token=None, timeout=2)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if any(p.poll() is not None for p in procs):
             return False
         try:
-            if _request("GET", f"{base_url}/healthz", timeout=2).get("status") == "ok":
+            if client.request("GET", "/healthz").get("status") == "ok":
                 return True
-        except (OSError, ValueError, urllib.error.URLError):
+        except (ClientError, OSError, ValueError):
             pass
         time.sleep(0.25)
     return False
 
 
-def demo_submission(settings: Settings) -> dict[str, Any]:
-    from worker.recipes.data import mnist_available
+def wait_recipe(base_url: str, recipe: str, timeout: float, procs: Sequence[subprocess.Popen] = ()) -> bool:
+    """Wait until a live worker has published ``recipe``."""
+    from trainer_core.client import Client, ClientError
 
-    if mnist_available(settings.data_dir):
+    client = Client(base_url, token=None, timeout=5)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            return False
+        try:
+            if any(r["name"] == recipe and r.get("available") for r in client.request("GET", "/api/v1/recipes")):
+                return True
+        except (ClientError, OSError, ValueError):
+            pass
+        time.sleep(0.25)
+    return False
+
+
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+
+
+def mnist_present(data_dir: Path) -> bool:
+    """MNIST's four IDX files (or .gz) under DATA_DIR/MNIST/raw, as torchvision lays them out."""
+    raw = Path(data_dir) / "MNIST" / "raw"
+    return all((raw / n).exists() or (raw / f"{n}.gz").exists() for n in MNIST_FILES)
+
+
+def demo_submission(settings: Settings) -> dict[str, Any]:
+    if mnist_present(settings.data_dir):
         return {
             "recipe": "mnist_autoencoder",
             "name": "demo: MNIST autoencoder",
@@ -261,39 +346,66 @@ def demo_submission(settings: Settings) -> dict[str, Any]:
         }
     return {
         "recipe": "digits_classifier",
-        "name": f"demo: digits (MNIST not found in {settings.data_dir})",
+        "name": "demo: digits classifier",
+        # why not MNIST stays in the params, not in a name that every table and legend shows
         "params": {"dataset": "digits", "batch_size": 32},
+        "hyperparameters": {"demo_note": f"MNIST was not found in {settings.data_dir}; training on "
+                                         "scikit-learn's bundled digits instead"},
         "trainer": {"max_epochs": 30, "log_every_n_steps": 5, "checkpoint_monitor": "val_loss",
                     "checkpoint_save_top_k": 2},
     }
 
 
+def _has_runs(settings: Settings) -> bool:
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from server.db import get_engine
+    from server.models import Run
+
+    with Session(get_engine(settings.database_url)) as session:
+        return bool(session.scalar(select(func.count()).select_from(Run)))
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    """The server and one local worker on the embedded defaults. Migrates the database once
+    (the server it starts skips it), makes the local worker's token itself, and submits the
+    demo run only on a fresh home (one with no runs yet)."""
     host = args.host or settings.host
     port = args.port or settings.port
     base_url = f"http://{host}:{port}"
     settings.ensure_dirs()
     cmd_db_upgrade(settings, args)
+    fresh = not _has_runs(settings)
+    token = create_worker_token(settings, "local worker (runyard up)", replace=True)
     me = [sys.executable, "-m", "server.cli"]
-    procs = {"server": spawn([*me, "server", "--host", host, "--port", str(port)])}
+    procs = {"server": spawn([*me, "server", "--host", host, "--port", str(port), "--log-level", "warning"],
+                             {"RUNYARD_MIGRATE": "0"})}
     worker_args = [*me, "worker", "--queues", args.queues or DEFAULT_QUEUE]
     if args.gpus:
         worker_args += ["--gpus", args.gpus]
     if args.concurrency:
         worker_args += ["--concurrency", str(args.concurrency)]
-    procs["worker"] = spawn(worker_args)
+    procs["worker"] = spawn(worker_args, {"RUNYARD_URL": base_url, "RUNYARD_TOKEN": token,
+                                          "RUNYARD_WORKER_QUIET": "1"})
     try:
         if not wait_healthy(base_url, 90, list(procs.values())):
             print(f"runyard: the server did not come up on {base_url}", file=sys.stderr)
             stop_all(list(procs.values()))
             return 1
         print(f"runyard: serving {base_url} — Ctrl-C stops server and worker", flush=True)
-        if args.demo:
+        if args.demo and fresh:
+            from trainer_core.client import Client
+
             body = demo_submission(settings)
-            run = _request("POST", f"{base_url}/api/v1/runs", body)
-            url = run.get("url") or f"{base_url}/#/runs/{run['id']}"
-            print(f"runyard: demo run {run['id']} ({body['recipe']}, dataset {body['params']['dataset']}): {url}",
-                  flush=True)
+            if not wait_recipe(base_url, body["recipe"], 120, list(procs.values())):
+                print("runyard: the worker did not publish its recipes; no demo run", file=sys.stderr)
+            else:
+                run = Client(base_url, token=None).request("POST", "/api/v1/runs", json=body)
+                print(f"runyard: demo run {run['id']} ({body['recipe']}, dataset {body['params']['dataset']}): "
+                      f"{run.get('url')}", flush=True)
+        elif args.demo:
+            print(f"runyard: {settings.home} has runs already; no new demo run (open {base_url})", flush=True)
     except BaseException:
         stop_all(list(procs.values()))
         raise
@@ -322,7 +434,9 @@ FINAL = ("succeeded", "failed", "cancelled")
 
 
 def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
-    base_url = (args.url or settings.public_url).rstrip("/")
+    from trainer_core.client import ApiError, Client, Unreachable
+
+    client = Client(args.url or settings.url, settings.token or None, timeout=30)
     body = {
         "recipe": args.recipe,
         "params": parse_pairs(args.param, "--param"),
@@ -333,29 +447,32 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
     if args.name:
         body["name"] = args.name
     try:
-        run = _request("POST", f"{base_url}/api/v1/runs", body)
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
-        print(f"runyard submit: the server refused the run ({exc.code}): {detail}", file=sys.stderr)
+        run = client.request("POST", "/api/v1/runs", json=body)
+    except ApiError as exc:
+        print(f"runyard submit: the server refused the run ({exc.status}): {exc}", file=sys.stderr)
         return 2
-    except urllib.error.URLError as exc:
-        print(f"runyard submit: cannot reach {base_url} ({exc.reason}); is `runyard up` running?", file=sys.stderr)
+    except Unreachable as exc:
+        print(f"runyard submit: cannot reach {client.url} ({exc}); is `runyard up` running? (RUNYARD_URL)",
+              file=sys.stderr)
         return 2
-    url = run.get("url") or f"{base_url}/#/runs/{run['id']}"
-    print(f"run {run['id']} queued: {url}", flush=True)
+    print(f"run {run['id']} queued: {run.get('url')}", flush=True)
+    for warning in run.get("warnings") or []:
+        print(f"runyard submit: warning: {warning}", file=sys.stderr)
     if not args.wait:
         return 0
-    return follow(base_url, run["id"])
+    return follow(client, run["id"])
 
 
-def follow(base_url: str, run_id: int, poll: float = 1.0) -> int:
+def follow(client: Any, run_id: int, poll: float = 1.0) -> int:
     """Print status changes and new log lines until the run ends; 0 only when it succeeded."""
+    from trainer_core.client import ClientError
+
     status, cursor = None, 0
     while True:
         try:
-            run = _request("GET", f"{base_url}/api/v1/runs/{run_id}")
-            logs = _request("GET", f"{base_url}/api/v1/runs/{run_id}/logs?after={cursor}&limit=500")
-        except (urllib.error.URLError, OSError) as exc:
+            run = client.request("GET", f"/api/v1/runs/{run_id}")
+            logs = client.request("GET", f"/api/v1/runs/{run_id}/logs", query={"after": cursor, "limit": 500})
+        except (ClientError, OSError) as exc:
             print(f"runyard: lost the server ({exc}); retrying", file=sys.stderr)
             time.sleep(poll * 3)
             continue
@@ -410,9 +527,24 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--project", default="default")
     submit.add_argument("--queue", default=DEFAULT_QUEUE,
                         help=f"the queue a worker takes it from (default {DEFAULT_QUEUE}; see runyard worker --queues)")
-    submit.add_argument("--url", help="server URL (default RUNYARD_PUBLIC_URL or http://host:port)")
+    submit.add_argument("--url", help="server URL (default RUNYARD_URL, else http://127.0.0.1:8000)")
     submit.add_argument("--wait", action="store_true", help="follow the run; exit non-zero unless it succeeds")
     submit.set_defaults(func=cmd_submit)
+
+    token = sub.add_parser("token", help="API tokens (stored hashed; a secret is shown once)")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="create a token and print its secret")
+    create.add_argument("--worker", action="store_true", help="a worker token (for runyard worker's RUNYARD_TOKEN)")
+    create.add_argument("--name", help="what the token is for, e.g. the worker's machine")
+    token_sub.add_parser("list", help="list tokens (never their secrets)")
+    revoke = token_sub.add_parser("revoke", help="revoke a token by id")
+    revoke.add_argument("id", type=int)
+    token.set_defaults(func=cmd_token)
+
+    sync = sub.add_parser("sync", help="upload a run that a RunyardLogger spooled while the server was unreachable")
+    sync.add_argument("dir", help="the run's local folder (it holds spool.jsonl)")
+    sync.add_argument("--url", help="server URL (default RUNYARD_URL)")
+    sync.set_defaults(func=cmd_sync)
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)

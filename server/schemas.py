@@ -90,6 +90,35 @@ class CheckpointRegister(BaseModel):
     score: float | None = None
     is_best: bool = False
     is_last: bool = False
+    resumable: bool = Field(False, description="A resume checkpoint (saved at a batch start).")
+
+
+class CheckpointPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    is_best: bool | None = Field(None, description="true: this is the run's best (the flag leaves the others).")
+    is_last: bool | None = Field(None, description="true: this is the run's last (the flag leaves the others).")
+
+
+class UploadCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str = Field(..., min_length=1, max_length=200, description="File name (no folders), e.g. epoch=3-step=120.ckpt.")
+    size: int = Field(..., ge=0, le=2**63 - 1, description="The file's size in bytes.")
+    sha256: str = Field(..., pattern=r"^[0-9a-fA-F]{64}$", description="The file's sha256 (hex); verified at the end.")
+    epoch: int | None = Field(None, ge=0, le=2**31 - 1)
+    step: int | None = Field(None, ge=0, le=2**63 - 1)
+    monitor: str | None = Field(None, max_length=250)
+    score: float | None = None
+    is_best: bool = False
+    is_last: bool = False
+    resumable: bool = Field(False, description="A resume checkpoint (saved at a batch start).")
+
+
+class UploadCreated(BaseModel):
+    upload_id: str
+    offset: int
+    size: int
 
 
 class CheckpointOut(BaseModel):
@@ -106,6 +135,22 @@ class CheckpointOut(BaseModel):
     is_last: bool
     created_at: datetime
     download_url: str
+    filename: str
+    resumable: bool
+    attempt: int | None
+
+
+class UploadProgress(BaseModel):
+    offset: int
+    size: int
+    checkpoint: CheckpointOut | None = Field(None, description="Set when the upload completed (offset == size).")
+
+
+class UploadStatus(BaseModel):
+    offset: int
+    size: int
+    done: bool
+    checkpoint: CheckpointOut | None = None
 
 
 class LogLineIn(BaseModel):
@@ -249,4 +294,5 @@ def checkpoint_out(checkpoint: Checkpoint) -> CheckpointOut:
         step=checkpoint.step, monitor=checkpoint.monitor, score=encode_float(checkpoint.score),
         size=checkpoint.size, sha256=checkpoint.sha256, is_best=checkpoint.is_best, is_last=checkpoint.is_last,
         created_at=checkpoint.created_at, download_url=f"/api/v1/checkpoints/{checkpoint.id}/download",
+        filename=checkpoint.path.rsplit("/", 1)[-1], resumable=bool(checkpoint.resumable), attempt=checkpoint.attempt,
     )

@@ -28,6 +28,14 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="Attempts before a run that keeps failing is failed.")
     sse_poll_interval: float = Field(0.2, gt=0, description="Seconds between database polls of a live event stream.")
     max_metric_points: int = Field(10_000, ge=1, description="Most metric points one POST may carry (more: 413).")
+    artifact_url: str = Field("", description="RUNYARD_ARTIFACT_URL: where checkpoint files are stored; empty: the "
+                              "local RUNYARD_ARTIFACT_ROOT, s3://bucket/prefix: S3 (boto3, AWS_* credentials).")
+    s3_endpoint_url: str = Field("", description="RUNYARD_S3_ENDPOINT_URL: an S3-compatible endpoint (MinIO, ...); "
+                                 "default AWS_ENDPOINT_URL, else AWS itself.")
+    upload_dir: Path = Field(Path(""), description="RUNYARD_UPLOAD_DIR: where the server stages checkpoint uploads "
+                             "until they are complete (server-local disk); default RUNYARD_HOME/uploads.")
+    max_checkpoint_bytes: int = Field(50 * 2**30, ge=1, description="RUNYARD_MAX_CHECKPOINT_BYTES: the largest "
+                                      "checkpoint an upload may declare or send (more: 413); default 50 GiB.")
     reaper: bool = Field(True, description="Run the reaper in the server: requeue runs with a stale heartbeat, fail "
                          "scripts that stopped heartbeating, send queued runs whose message never reached the broker.")
     resend_after: float = Field(0.0, ge=0, description="RUNYARD_RESEND_AFTER: seconds after which a queued run's "
@@ -52,6 +60,9 @@ class Settings(BaseSettings):
         if not str(self.data_dir) or str(self.data_dir) == ".":
             self.data_dir = self.home / "datasets"
         self.data_dir = self.data_dir.resolve()
+        if not str(self.upload_dir) or str(self.upload_dir) == ".":
+            self.upload_dir = self.home / "uploads"
+        self.upload_dir = self.upload_dir.resolve()
         if not self.public_url:
             self.public_url = f"http://{self.host}:{self.port}"
         if not self.url:

@@ -13,7 +13,8 @@ Projects and runs
     external runs), ``get_run(s, id)`` -> Run | None, ``require_run(s, id)`` -> Run or NotFound,
     ``list_runs(s, project=, status=, recipe=, q=, sort=, limit=, offset=)`` -> (runs, total),
     ``update_run(s, id, name=, hyperparameters=, error=)``, ``set_hyperparameters(s, id, dict, merge=False)``,
-    ``delete_run(s, id, artifact_root)`` (rows and files; Conflict while running),
+    ``delete_run(s, id, artifacts, uploads_dir=)`` (rows, the run's folder in the artifact store and its
+    staged uploads; Conflict while running),
     ``resume_run(s, id, checkpoint_id=None, task_id=None)`` -> new queued Run,
     ``set_task_id(s, id, task_id)``.
 Status and workers
@@ -32,7 +33,9 @@ Metrics
 Summary, logs, checkpoints
     ``set_summary`` / ``get_summary``, ``add_log_lines(s, run_id, lines)``,
     ``get_log_lines(s, run_id, tail=, after=, limit=)`` -> (lines, cursor), ``log_lines_after``,
-    ``add_checkpoint(s, run_id, path, ...)``, ``list_checkpoints``, ``get_checkpoint``,
+    ``add_checkpoint(s, run_id, path, ..., attempt=, resumable=, exclusive=)``, ``list_checkpoints``,
+    ``get_checkpoint``, ``checkpoint_named(s, run_id, filename)``, ``checkpoint_filename(path)``,
+    ``set_checkpoint_flags(s, id, is_best=, is_last=)``, ``delete_checkpoint(s, id)`` -> key to delete | None,
     ``last_checkpoint``, ``checkpoints_after``.
 Events
     ``event_cursors(s, run_id)`` -> (metric id, log id, checkpoint id), ``runs_changed_since(s, when)``,
@@ -422,22 +425,14 @@ def set_hyperparameters(session: Session, run_id: int, hyperparameters: dict, me
     return run
 
 
-def _remove_under(root: Path, relative: str) -> None:
-    """Delete the file at ``relative`` if it lies inside ``root`` (symlinks followed)."""
-    try:
-        target = (root / relative).resolve()
-        if target.is_relative_to(root) and target != root and target.is_file():
-            target.unlink(missing_ok=True)
-    except (OSError, RuntimeError):  # a name too long, a symlink loop: nothing of ours to delete
-        pass
-
-
-def delete_run(session: Session, run_id: int, artifact_root: Path | str) -> None:
+def delete_run(session: Session, run_id: int, artifacts: Any, *, uploads_dir: Path | str | None = None) -> None:
+    """Delete a run's rows and files. ``artifacts``: the artifact store (``app.state.artifacts``)
+    or a local artifact root. Only the run's own folder ``"<run_id>/"`` is removed from the store
+    (a row naming a file elsewhere, e.g. another run's, never deletes that file), and the run's
+    staged uploads under ``uploads_dir``."""
     run = require_run(session, run_id)
     if run.status == "running":
         raise Conflict(f"Run {run_id} is running; cancel it first (POST /api/v1/runs/{run_id}/cancel), then delete it.")
-    root = Path(artifact_root).resolve()
-    paths = list(session.scalars(select(Checkpoint.path).where(Checkpoint.run_id == run_id)))
     session.execute(update(Run).where(Run.resumed_from_id == run_id).values(resumed_from_id=None,
                                                                              updated_at=Run.updated_at))
     session.execute(delete(MetricBlock).where(MetricBlock.run_id == run_id))
@@ -449,11 +444,29 @@ def delete_run(session: Session, run_id: int, artifact_root: Path | str) -> None
     session.execute(delete(Run).where(Run.id == run_id))
     session.commit()
     session.expunge_all()
-    for path in paths:
-        _remove_under(root, path)
-    run_dir = (root / str(run_id)).resolve()
-    if run_dir.is_relative_to(root) and run_dir != root:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    _delete_run_files(run_id, artifacts, uploads_dir)
+
+
+def _delete_run_files(run_id: int, artifacts: Any, uploads_dir: Path | str | None) -> None:
+    import logging
+
+    from server.artifacts import ArtifactError, ArtifactStore, LocalArtifactStore
+
+    log = logging.getLogger(__name__)
+    store = artifacts if isinstance(artifacts, ArtifactStore) else LocalArtifactStore(artifacts)
+    try:
+        store.delete_prefix(f"{run_id}/")
+    except ArtifactError as exc:
+        log.warning("run %s: its files in %s were not deleted: %s", run_id, store.url, exc)
+    except Exception:  # noqa: BLE001 - the rows are gone; a store outage must not turn that into a 500
+        log.exception("run %s: its files in %s were not deleted", run_id, store.url)
+    if uploads_dir is not None:
+        root = Path(uploads_dir).resolve()
+        staged = root / str(run_id)
+        if staged.is_symlink():
+            staged.unlink(missing_ok=True)
+        elif staged.resolve().is_relative_to(root) and staged.resolve() != root:
+            shutil.rmtree(staged, ignore_errors=True)
 
 
 def resume_run(session: Session, run_id: int, checkpoint_id: int | None = None,
@@ -1034,22 +1047,90 @@ def add_checkpoint(
     sha256: str | None = None,
     is_best: bool = False,
     is_last: bool = False,
+    attempt: int | None = None,
+    resumable: bool = False,
+    exclusive: bool = False,
 ) -> Checkpoint:
-    """Register a checkpoint file (``path`` relative to the artifact root). A new best/last
-    checkpoint takes the flag from the run's previous one."""
+    """Register a checkpoint file (``path``: its artifact key, relative to the artifact root). A new
+    best/last checkpoint takes the flag from the run's previous one. ``attempt``: the run attempt
+    that registered it (None: from outside the run). ``exclusive``: Conflict when the run already
+    has a checkpoint of that file name (checked under the run's append lock)."""
     _check_run_exists(session, run_id)
     if score is not None and not math.isfinite(score):
         score = None if math.isnan(score) else score
     lock_run_for_append(session, run_id)
+    if exclusive:
+        existing = checkpoint_named(session, run_id, checkpoint_filename(path))
+        if existing is not None:
+            session.rollback()
+            raise Conflict(f"Run {run_id} already has a checkpoint named {checkpoint_filename(path)!r} "
+                           f"(id {existing.id}); checkpoints are immutable: use another file name.", "filename")
     if is_best:
         session.execute(update(Checkpoint).where(Checkpoint.run_id == run_id).values(is_best=False))
     if is_last:
         session.execute(update(Checkpoint).where(Checkpoint.run_id == run_id).values(is_last=False))
     checkpoint = Checkpoint(run_id=run_id, path=path, epoch=epoch, step=step, monitor=monitor, score=score,
-                            size=size, sha256=sha256, is_best=is_best, is_last=is_last, created_at=utcnow())
+                            size=size, sha256=sha256, is_best=is_best, is_last=is_last, attempt=attempt,
+                            resumable=resumable, created_at=utcnow())
     session.add(checkpoint)
     session.commit()
     return checkpoint
+
+
+def checkpoint_filename(path: str) -> str:
+    """The file name of a checkpoint's artifact key (``"3/checkpoints/last.ckpt"`` -> ``"last.ckpt"``)."""
+    return path.rsplit("/", 1)[-1]
+
+
+def checkpoint_named(session: Session, run_id: int, filename: str) -> Checkpoint | None:
+    """The run's checkpoint whose file is called ``filename`` (the newest if several), else None."""
+    rows = session.scalars(select(Checkpoint).where(Checkpoint.run_id == run_id).order_by(Checkpoint.id.desc()))
+    return next((c for c in rows if checkpoint_filename(c.path) == filename), None)
+
+
+def set_checkpoint_flags(session: Session, checkpoint_id: int, *, is_best: bool | None = None,
+                         is_last: bool | None = None) -> Checkpoint:
+    """Set or clear ``is_best`` / ``is_last``; setting one clears it on the run's other checkpoints."""
+    checkpoint = session.get(Checkpoint, checkpoint_id)
+    if checkpoint is None:
+        raise NotFound(f"Checkpoint {checkpoint_id} does not exist; list a run's checkpoints with "
+                       "GET /api/v1/runs/{id}/checkpoints.")
+    lock_run_for_append(session, checkpoint.run_id)
+    others = update(Checkpoint).where(Checkpoint.run_id == checkpoint.run_id, Checkpoint.id != checkpoint_id)
+    if is_best:
+        session.execute(others.values(is_best=False))
+    if is_last:
+        session.execute(others.values(is_last=False))
+    if is_best is not None:
+        checkpoint.is_best = is_best
+    if is_last is not None:
+        checkpoint.is_last = is_last
+    session.commit()
+    return checkpoint
+
+
+def delete_checkpoint(session: Session, checkpoint_id: int) -> str | None:
+    """Remove a checkpoint's row. Returns the artifact key whose file the caller should delete: the
+    checkpoint's path when it lies under its own run's folder and no other row names it, else None.
+    Conflict while a queued or running run is to resume from it."""
+    checkpoint = session.get(Checkpoint, checkpoint_id)
+    if checkpoint is None:
+        raise NotFound(f"Checkpoint {checkpoint_id} does not exist; list a run's checkpoints with "
+                       "GET /api/v1/runs/{id}/checkpoints.")
+    waiting = session.scalar(select(Run.id).where(Run.resume_checkpoint_id == checkpoint_id,
+                                                  Run.id != checkpoint.run_id,
+                                                  Run.status.in_(("queued", "running"))).limit(1))
+    if waiting is not None:
+        raise Conflict(f"Run {waiting} resumes from checkpoint {checkpoint_id}; delete it when that run has "
+                       "finished.")
+    path, run_id = checkpoint.path, checkpoint.run_id
+    session.delete(checkpoint)
+    session.flush()
+    shared = session.scalar(select(Checkpoint.id).where(Checkpoint.path == path).limit(1))
+    session.commit()
+    if shared is not None or not path.startswith(f"{run_id}/"):
+        return None
+    return path
 
 
 def list_checkpoints(session: Session, run_id: int) -> list[Checkpoint]:

@@ -1,5 +1,6 @@
-"""The callback that lets the outside world steer a running trainer: cancel requests, worker
-shutdown, and the run's own resume checkpoints (``last-epoch=E-step=S.ckpt``)."""
+"""The callback that lets the outside world steer a run's trainer: cancel requests (learned by
+the run's RunyardLogger heartbeat), the worker's warm shutdown (SIGUSR1 from the worker), and
+the run's own resume checkpoints (``last-epoch=E-step=S.ckpt``), uploaded to the server."""
 
 from __future__ import annotations
 
@@ -9,26 +10,26 @@ from typing import Any
 
 import trainer_core as L
 
-# Set when the worker process is asked to shut down (SIGTERM / Ctrl-C): the run stops at the next
-# step, saves a resume checkpoint and goes back to the queue for another worker.
+# Set in the run's process when its worker shuts down (the worker sends SIGUSR1): the run
+# stops at the next step, saves a resume checkpoint and goes back to the queue.
 WORKER_SHUTDOWN = threading.Event()
 
 
 class RunControl(L.Callback):
-    """Stops training at the next batch start when ``stop`` is set (the heartbeat thread sets it
-    when a cancel is requested; reading an Event is all the loop pays), after saving a resume
-    checkpoint there, and saves resume checkpoints as training goes.
+    """Stops training at the next batch start when ``stop`` is set (reading an Event is all the
+    loop pays), after saving a resume checkpoint there, and saves resume checkpoints as
+    training goes.
 
     Resume checkpoints are taken when a batch *starts*: by then the previous step's metrics
     and any validation after it are logged, so the checkpoint at step S holds exactly what was
     logged below step S, and a run resumed from it logs from step S on. Saved every
     ``every_n_train_steps`` steps, else at the first batch of each new epoch, and once more
-    when fit ends (see the runner).
+    when fit ends. Each is uploaded through the run's logger, after every point logged before it.
     """
 
-    def __init__(self, stop: threading.Event, tracking: Any, ckpt_dir: Path, every_n_train_steps: int | None = None) -> None:
+    def __init__(self, stop: threading.Event, logger: Any, ckpt_dir: Path, every_n_train_steps: int | None = None) -> None:
         self.stop = stop
-        self.tracking = tracking
+        self.logger = logger
         self.ckpt_dir = Path(ckpt_dir)
         self.every_n_train_steps = every_n_train_steps
         self.stopped_early = False
@@ -37,10 +38,6 @@ class RunControl(L.Callback):
     @property
     def state_key(self) -> str:
         return "RunyardRunControl"
-
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        if self.tracking is not None:
-            self.tracking.trainer = trainer
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         # A resumed run does not save again the step it starts from. on_train_start, not
@@ -64,17 +61,17 @@ class RunControl(L.Callback):
         if due:
             self.save(trainer)
 
-    def save(self, trainer: Any, force: bool = False) -> Path | None:
-        """Save ``last-epoch=E-step=S.ckpt`` and register it as the run's last checkpoint (a file
-        already there for that step is kept unless ``force``: the state at the end of fit)."""
+    def save(self, trainer: Any) -> Path | None:
+        """Save ``last-epoch=E-step=S.ckpt`` and upload it as the run's resume checkpoint (once
+        per name: a registered checkpoint is immutable)."""
         step, epoch = trainer.global_step, trainer.current_epoch
         path = self.ckpt_dir / self._name(epoch, step)
-        if path.exists() and not force:
+        if path.exists():
             return None
         trainer.save_checkpoint(str(path))
         self._last_saved_step = step
-        if self.tracking is not None:
-            self.tracking.register_checkpoint(path, step=step, epoch=epoch)
+        if self.logger is not None:
+            self.logger.upload_checkpoint(path, step=step, epoch=epoch, resumable=True, is_last=True)
         return path
 
     @staticmethod

@@ -177,34 +177,21 @@ class TransferLearningClassifier(_Classifier):
 
 
 def _resolve_source_checkpoint(params: dict[str, Any], ctx: RecipeContext) -> Path:
-    from sqlalchemy import select
-
-    from server.models import Checkpoint, Run
-
-    if ctx.session_factory is None or ctx.artifact_root is None:
-        raise RuntimeError("transfer_learning must run in a worker (it reads another run's checkpoint)")
-    with ctx.session_factory() as session:
-        if params.get("source_checkpoint_id") is not None:
-            ckpt = session.get(Checkpoint, params["source_checkpoint_id"])
-            if ckpt is None:
-                raise ValueError(f"checkpoint {params['source_checkpoint_id']} does not exist")
-        else:
-            run_id = params["source_run_id"]
-            run = session.get(Run, run_id)
-            if run is None:
-                raise ValueError(f"run {run_id} does not exist")
-            ckpt = session.scalars(
-                select(Checkpoint)
-                .where(Checkpoint.run_id == run_id)
-                .order_by(Checkpoint.is_best.desc(), Checkpoint.is_last.desc(), Checkpoint.id.desc())
-                .limit(1)
-            ).first()
-            if ckpt is None:
-                raise ValueError(f"run {run_id} has no checkpoint to transfer from; train an mnist_autoencoder run first")
-        path = Path(ctx.artifact_root) / ckpt.path
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint file {path} is missing")
-    return path
+    """The source run's checkpoint, downloaded from the server (the claim listed it as an input)."""
+    wanted = params.get("source_checkpoint_id")
+    inputs = list(ctx.inputs or [])
+    if wanted is not None:
+        match = [c for c in inputs if c.get("id") == wanted]
+        if not match:
+            raise ValueError(f"checkpoint {wanted} does not exist")
+    else:
+        match = [c for c in inputs if c.get("run_id") == params.get("source_run_id")]
+        if not match:
+            raise ValueError(f"run {params.get('source_run_id')} has no checkpoint to transfer from; train an "
+                             "mnist_autoencoder run first")
+    if ctx.fetch_input is None:
+        raise RuntimeError("transfer_learning must run in a worker (it downloads another run's checkpoint)")
+    return Path(ctx.fetch_input(match[0]))
 
 
 def _prepare_transfer(params: dict[str, Any], ctx: RecipeContext):

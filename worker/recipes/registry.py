@@ -25,14 +25,17 @@ CONTEXT_ARGS = frozenset({"data_dir", "download"})
 
 @dataclass
 class RecipeContext:
-    """What the worker knows when it builds a recipe (nothing here comes from the API)."""
+    """What the run's process knows when it builds a recipe (nothing here comes from the API).
+
+    ``inputs`` are the checkpoints of other runs that the parameters name (the server lists
+    them when the run is claimed, and the run's token may download just those);
+    ``fetch_input(checkpoint)`` downloads one into the run's folder and returns its path."""
 
     data_dir: str
     download: bool = True
     run_id: int | None = None
-    # Opens a database session (workers only); recipes that resolve other runs' checkpoints use it.
-    session_factory: Callable[[], Any] | None = None
-    artifact_root: str | None = None
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    fetch_input: Callable[[dict[str, Any]], Any] | None = None
 
 
 @dataclass
@@ -130,6 +133,11 @@ class Recipe:
 
     def trainer_schema(self) -> dict[str, Any]:
         return trainer_schema()
+
+    def describe(self) -> dict[str, Any]:
+        """What a worker publishes to the server for this recipe."""
+        return {"name": self.name, "description": self.description, "params_schema": self.params_schema(),
+                "trainer_schema": self.trainer_schema()}
 
     def validate_params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
         """Validated, JSON-ready parameters with defaults filled in; raises ``ValidationError``."""

@@ -1,0 +1,220 @@
+"""The worker's side of a run: register with the server, claim a run over HTTP, start the run's
+own process, watch it, and report what the process could not (it died, or it was stopped to
+be requeued).
+
+The worker needs only ``RUNYARD_URL``, its worker token (``RUNYARD_TOKEN``) and the broker
+(``RUNYARD_BROKER_URL``); it never opens the database and shares no folder with the server.
+A crash in a run (an exception, ``sys.exit``, a segfault, the OOM killer) ends that run as
+``failed`` with the reason and the worker takes the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+from trainer_core.client import ApiError, Client, Unreachable
+
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Set when the worker is asked to shut down (SIGTERM / Ctrl-C): the run's process gets SIGUSR1,
+# stops at the next step with a resume checkpoint, and the run goes back to the queue.
+WORKER_SHUTDOWN = threading.Event()
+
+SIGNAL_HINTS = {
+    "SIGKILL": " (the kernel's out-of-memory killer sends SIGKILL; so does kill -9)",
+    "SIGSEGV": " (a segmentation fault: native code crashed)",
+    "SIGABRT": " (aborted, e.g. a failed assertion in native code)",
+    "SIGBUS": " (a bus error in native code)",
+}
+
+
+def describe_exit(code: int | None) -> str:
+    """The reason a run's process ended, as the run's error says it."""
+    if code is None:
+        return "The run's process did not exit."
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"The run's process was killed by {name}{SIGNAL_HINTS.get(name, '')}."
+    return f"The run's process exited with code {code} before reporting a final status."
+
+
+def describe_device(trainer_args: dict[str, Any]) -> str:
+    """What the run's ``device`` field says: ``cpu``, or the GPU this worker process is pinned to."""
+    accelerator = trainer_args.get("accelerator", "auto")
+    gpu = os.environ.get("RUNYARD_WORKER_GPU")
+    if accelerator == "cpu":
+        return "cpu"
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return "cpu"
+        name = torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001 - no driver: the trainer will say so if a GPU was required
+        return "cpu"
+    return f"cuda:{gpu} ({name})" if gpu is not None else f"cuda:0 ({name})"
+
+
+class Agent:
+    """One per worker process (one Celery solo-pool process, the unit of GPU pinning)."""
+
+    def __init__(self, settings: Settings, queues: list[str]) -> None:
+        self.settings = settings
+        self.client = Client(settings.url, settings.token or None, timeout=30)
+        self.name = settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
+        self.queues = queues
+        self.worker_id: int | None = None
+        self.current_run: int | None = None
+        self.work_dir = Path(settings.home).resolve() / "work"
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._context = multiprocessing.get_context("forkserver")
+
+    # -- registration and liveness -------------------------------------------------------------
+    def recipes(self) -> list[dict[str, Any]]:
+        from worker.recipes import get_registry
+
+        return [recipe.describe() for recipe in get_registry(self.settings.recipes).values()]
+
+    def register(self, retry_for: float = 120.0) -> None:
+        answer = self.client.request("POST", "/workers", json={"name": self.name, "queues": self.queues,
+                                                               "recipes": self.recipes()}, retry_for=retry_for)
+        self.worker_id = int(answer["id"])
+        log.info("registered with %s as worker %s (%s), recipes %s", self.settings.url, self.worker_id, self.name,
+                 ", ".join(answer.get("recipes", [])))
+
+    def start(self) -> Agent:
+        self._start_forkserver()
+        self.register()
+        self._thread = threading.Thread(target=self._beat, name="runyard-worker-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        interval = max(0.2, min(5.0, self.settings.heartbeat_timeout / 4))
+        while not self._done.wait(interval):
+            try:
+                self.client.request("POST", f"/workers/{self.worker_id}/heartbeat", json={"run_id": self.current_run})
+            except ApiError as exc:
+                if exc.status == 404:  # the server forgot us (a new database): register again
+                    try:
+                        self.register(retry_for=0)
+                    except (ApiError, Unreachable):
+                        pass
+            except Unreachable:
+                pass
+            except Exception:  # noqa: BLE001 - liveness must not kill the worker
+                log.warning("worker heartbeat failed", exc_info=True)
+
+    def close(self) -> None:
+        self._done.set()
+
+    def _start_forkserver(self) -> None:
+        """The forkserver imports torch, trainer_core and the recipes once; each run's process
+        is forked from it. Its environment has no credentials (they are read into settings)."""
+        for name in ("RUNYARD_TOKEN", "RUNYARD_BROKER_URL", "RUNYARD_DATABASE_URL", "CELERY_BROKER_URL"):
+            os.environ.pop(name, None)
+        os.environ["RUNYARD_RECIPES"] = self.settings.recipes
+        self._context.set_forkserver_preload(["worker.run_process", *self._recipe_modules()])
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+    def _recipe_modules(self) -> list[str]:
+        return [m.strip() for m in self.settings.recipes.split(",") if m.strip()]
+
+    # -- one run -----------------------------------------------------------------------------------
+    def execute(self, run_id: int) -> str:
+        """Claim ``run_id`` and train it in its own process; the final status (or skipped)."""
+        try:
+            spec = self.client.request("GET", f"/runs/{run_id}", retry_for=30)
+        except ApiError as exc:
+            if exc.status == 404:
+                return "skipped"
+            raise
+        if spec["status"] != "queued":
+            log.info("run %s is %s: nothing to do", run_id, spec["status"])
+            return "skipped"
+        try:
+            claim = self.client.request("POST", f"/runs/{run_id}/claim", json={
+                "worker": self.name, "device": describe_device(spec.get("trainer") or {})}, retry_for=30)
+        except ApiError as exc:
+            if exc.status == 409:
+                log.info("run %s was claimed by another delivery or cancelled", run_id)
+                return "skipped"
+            raise
+        self.current_run = run_id
+        try:
+            return self._supervise(claim)
+        finally:
+            self.current_run = None
+
+    def _supervise(self, claim: dict[str, Any]) -> str:
+        run_id, attempt = claim["run"]["id"], claim["attempt"]
+        run_dir = self.work_dir / f"run-{run_id}-attempt-{attempt}"
+        payload = {
+            **claim, "url": self.settings.url, "run_dir": str(run_dir), "data_dir": str(self.settings.data_dir),
+            "download_data": self.settings.download_data, "recipes": self.settings.recipes,
+            "device": claim["run"].get("device") or "cpu",
+        }
+        from worker import run_process
+
+        process = self._context.Process(target=run_process.main, args=(payload,), name=f"runyard-run-{run_id}")
+        process.start()
+        signalled = False
+        while True:
+            process.join(0.2)
+            if process.exitcode is not None:
+                break
+            if WORKER_SHUTDOWN.is_set() and not signalled:
+                signalled = True
+                try:
+                    os.kill(process.pid, signal.SIGUSR1)
+                except ProcessLookupError:
+                    pass
+        code = process.exitcode
+        if code == run_process.EXIT_REQUEUE:
+            try:
+                self.client.request("POST", f"/runs/{run_id}/requeue", json={"attempt": attempt}, retry_for=60)
+                print(f"runyard: run {run_id} saved and requeued (worker shutting down)", flush=True)
+                self._clean(run_dir)
+                return "requeued"
+            except ApiError as exc:
+                log.warning("run %s could not be requeued: %s", run_id, exc)
+                return "lost"
+        status = self._status(run_id)
+        if status == "running":  # the process ended without a final status: say why
+            reason = describe_exit(code)
+            try:
+                self.client.request("POST", f"/runs/{run_id}/finish",
+                                    json={"status": "failed", "error": reason, "attempt": attempt}, retry_for=60)
+                status = "failed"
+            except ApiError as exc:
+                log.info("run %s: %s (not recorded: %s)", run_id, reason, exc)
+        self._clean(run_dir)
+        return status or "lost"
+
+    def _status(self, run_id: int) -> str | None:
+        try:
+            return self.client.request("GET", f"/runs/{run_id}", retry_for=30)["status"]
+        except (ApiError, Unreachable):
+            return None
+
+    @staticmethod
+    def _clean(run_dir: Path) -> None:
+        """The server has everything; keep the folder only when the logger left a spool to sync."""
+        if run_dir.is_dir() and not any(run_dir.rglob("spool*.jsonl")):
+            shutil.rmtree(run_dir, ignore_errors=True)

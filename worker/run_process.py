@@ -1,0 +1,200 @@
+"""A run's own process: what trains one attempt of one run.
+
+The worker starts it (from a forkserver that has torch, trainer_core and the recipes imported
+already, so a run starts in well under a second) with only what the run needs in its
+environment: ``RUNYARD_URL``, its run token as ``RUNYARD_TOKEN``, ``RUNYARD_RUN_ID`` and
+``RUNYARD_RUN_DIR``; no broker, database or worker credentials. It reports everything through
+:class:`~trainer_core.loggers.RunyardLogger`, exactly as a script trained anywhere does:
+metrics, stdout/stderr, hyperparameters, model summary, checkpoints (uploaded), heartbeats, and
+the final status with the traceback on failure.
+
+Exit codes: 0 when the run reported its final status (or lost its run to another attempt),
+:data:`EXIT_REQUEUE` when the worker's shutdown stopped it with a resume checkpoint saved (the
+worker hands it back to the queue). Anything else (``sys.exit(3)``, a signal such as SIGSEGV
+or the OOM killer's SIGKILL) is reported by the worker, which sees the exit code.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import trainer_core as L
+from worker.control import WORKER_SHUTDOWN, RunControl
+from worker.recipes import TrainerArgs, get_recipe, get_registry
+
+EXIT_REQUEUE = 75  # EX_TEMPFAIL
+# What the run's process must never see (the worker's own credentials and its broker).
+SECRET_ENV = ("RUNYARD_TOKEN", "RUNYARD_BROKER_URL", "RUNYARD_DATABASE_URL", "CELERY_BROKER_URL",
+              "RUNYARD_ARTIFACT_URL")
+
+
+def preload(recipe_modules: str) -> None:
+    """Import the recipes in the forkserver, so each run's process starts with them loaded."""
+    try:
+        get_registry(recipe_modules)
+    except Exception:  # noqa: BLE001 - the run's process imports them again and reports the error
+        pass
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def main(payload: dict[str, Any]) -> None:
+    """The process's entry point (``multiprocessing`` target); exits with the code above."""
+    _die_with_parent()
+    for name in list(os.environ):
+        if name in SECRET_ENV or name.startswith(("AWS_", "PG")):
+            del os.environ[name]
+    run_dir = Path(payload["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.update(RUNYARD_URL=payload["url"], RUNYARD_TOKEN=payload["token"],
+                      RUNYARD_RUN_ID=str(payload["run"]["id"]), RUNYARD_RUN_DIR=str(run_dir))
+    signal.signal(signal.SIGUSR1, lambda *_: WORKER_SHUTDOWN.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides; Ctrl-C reaches it, not us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    faulthandler.enable()  # a segfault prints the Python stack to the worker's stderr
+    os.chdir(run_dir)
+    sys.exit(run(payload, run_dir))
+
+
+def run(payload: dict[str, Any], run_dir: Path) -> int:
+    from trainer_core.loggers.runyard import RunyardLogger
+
+    spec = payload["run"]
+    logger = RunyardLogger(url=payload["url"], run_id=spec["id"], save_dir=str(run_dir),
+                           heartbeat_interval=payload.get("heartbeat_interval", 5.0))
+    try:
+        status = _train(payload, logger, run_dir)
+    except Exception as exc:  # noqa: BLE001 - any failure of the run ends it as failed, with the reason
+        from pydantic import ValidationError
+
+        from worker.recipes.data import DatasetMissing
+
+        if isinstance(exc, DatasetMissing):
+            error = str(exc)
+        elif isinstance(exc, ValidationError):
+            error = f"The recipe refused its parameters: {exc}"
+        else:
+            error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
+        print(traceback.format_exc(), file=sys.stderr)
+        if logger.lost.is_set():
+            return 0
+        logger.finish("failed", error=error)
+        return 0
+    if status == "lost":
+        logger.flush(timeout=30)
+        return 0
+    if status == "requeued":
+        logger.flush(timeout=120)
+        return EXIT_REQUEUE
+    logger.finish(status)
+    return 0
+
+
+def _fetch(logger: Any, checkpoint: dict[str, Any], folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    name = str(checkpoint.get("filename") or checkpoint.get("path", "checkpoint.ckpt")).rsplit("/", 1)[-1]
+    dest = folder / f"{checkpoint['id']}-{name}"
+    logger.client.download(checkpoint["download_url"], dest, sha256=checkpoint.get("sha256"))
+    return dest
+
+
+def build_trainer(trainer_args: dict[str, Any], run_dir: Path, logger: Any, control: Any, extra_callbacks=()):
+    import trainer_core as L
+    from trainer_core.callbacks import EarlyStopping, ModelCheckpoint
+
+    args = TrainerArgs.model_validate(trainer_args)
+    callbacks: list[Any] = [control, *extra_callbacks] if control is not None else list(extra_callbacks)
+    if args.early_stopping_monitor:
+        callbacks.append(
+            EarlyStopping(monitor=args.early_stopping_monitor, patience=args.early_stopping_patience,
+                          mode=args.early_stopping_mode)
+        )
+    checkpoint_kwargs: dict[str, Any] = {
+        "dirpath": str(run_dir / "checkpoints"),
+        "filename": "{epoch}-{step}",
+        "monitor": args.checkpoint_monitor,
+        "mode": args.checkpoint_mode,
+        "save_top_k": args.checkpoint_save_top_k,
+    }
+    if args.checkpoint_every_n_train_steps:
+        checkpoint_kwargs["every_n_train_steps"] = args.checkpoint_every_n_train_steps
+    callbacks.append(ModelCheckpoint(**checkpoint_kwargs))
+    kwargs = args.trainer_kwargs()
+    kwargs.setdefault("enable_progress_bar", False)
+    return L.Trainer(default_root_dir=str(run_dir), logger=logger, callbacks=callbacks, **kwargs), args
+
+
+def _train(payload: dict[str, Any], logger: Any, run_dir: Path) -> str:
+    from worker.recipes import RecipeContext
+
+    started = time.perf_counter()
+    spec = payload["run"]
+    run_id, attempt = spec["id"], payload["attempt"]
+    get_registry(payload.get("recipes", ""))
+    recipe = get_recipe(spec["recipe"])
+    trainer_args = TrainerArgs.model_validate(spec.get("trainer") or {})
+    if trainer_args.seed is not None:
+        L.seed_everything(trainer_args.seed)
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    resume_path = None
+    resume = payload.get("resume")
+    if resume:
+        resume_path = _fetch(logger, resume, run_dir / "resume")
+        whose = "its own" if resume["run_id"] == run_id else f"run {resume['run_id']}'s"
+        print(f"[runyard] attempt {attempt}: resuming from {whose} checkpoint {resume['filename']} "
+              f"(step {resume['step']})")
+    ctx = RecipeContext(data_dir=payload["data_dir"], download=payload["download_data"], run_id=run_id,
+                        inputs=list(payload.get("inputs") or []),
+                        fetch_input=lambda c: _fetch(logger, c, run_dir / "inputs"))
+    built = recipe.build(spec.get("params") or {}, ctx)
+    # The trainer's stop flag follows the logger's (cancel requested, or the run was taken away).
+    control = RunControl(logger.stop_requested, logger, ckpt_dir, trainer_args.checkpoint_every_n_train_steps)
+    trainer, _ = build_trainer(spec.get("trainer") or {}, run_dir, logger, control)
+    print(f"[runyard] run {run_id} attempt {attempt}: recipe {recipe.name} on {payload.get('device', 'cpu')}"
+          f" ({trainer.strategy.root_device}, precision {trainer.precision}), built in "
+          f"{time.perf_counter() - started:.1f} s")
+    if logger.stop_requested.is_set() or WORKER_SHUTDOWN.is_set():
+        return _stopped(logger)
+    ckpt_path = str(resume_path) if resume_path else None
+    if built.datamodule is not None:
+        trainer.fit(built.model, datamodule=built.datamodule, ckpt_path=ckpt_path)
+    else:
+        trainer.fit(built.model, train_dataloaders=built.train_dataloaders, val_dataloaders=built.val_dataloaders,
+                    ckpt_path=ckpt_path)
+    if logger.lost.is_set():
+        return "lost"
+    if not control.stopped_early:
+        control.save(trainer)  # the state at the end of fit
+    if logger.cancel_requested.is_set() or WORKER_SHUTDOWN.is_set():
+        print(f"[runyard] run {run_id} stopped at step {trainer.global_step}"
+              + (", back to the queue" if not logger.cancel_requested.is_set() else " (cancelled)"))
+        return _stopped(logger)
+    if built.has_test:
+        if built.datamodule is not None:
+            trainer.test(built.model, datamodule=built.datamodule)
+        else:
+            trainer.test(built.model, dataloaders=built.test_dataloaders)
+    return "succeeded"
+
+
+def _stopped(logger: Any) -> str:
+    if logger.lost.is_set():
+        return "lost"
+    if logger.cancel_requested.is_set():
+        return "cancelled"
+    return "requeued" if WORKER_SHUTDOWN.is_set() else "failed"
