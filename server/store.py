@@ -745,12 +745,14 @@ def reap(session: Session, timeout: float, resend_after: float) -> dict[str, lis
         select(Run.id).where(Run.status == RunStatus.QUEUED, Run.enqueued_at.is_(None),
                              Run.updated_at < now - timedelta(seconds=2), Run.id.not_in(requeued or [0]))
     ))
-    lost_before = now - timedelta(seconds=resend_after)
-    live_after = now - timedelta(seconds=max(timeout, 3.0))
     idle_queues: set[str] = set()
-    for queues, busy in session.execute(select(Worker.queues, Worker.run_id).where(Worker.last_seen_at > live_after)):
-        if busy is None:
-            idle_queues.update(queues or [])
+    if math.isfinite(resend_after):
+        lost_before = now - timedelta(seconds=resend_after)
+        live_after = now - timedelta(seconds=max(timeout, 3.0))
+        for queues, busy in session.execute(select(Worker.queues, Worker.run_id)
+                                            .where(Worker.last_seen_at > live_after)):
+            if busy is None:
+                idle_queues.update(queues or [])
     if idle_queues:
         resend += list(session.scalars(
             select(Run.id).where(Run.status == RunStatus.QUEUED, Run.enqueued_at < lost_before,

@@ -50,8 +50,8 @@ def get_agent():
 @signals.worker_ready.connect
 def _register(**_: object) -> None:
     settings.ensure_dirs()
-    get_agent()
-    log.info("runyard worker ready")
+    agent = get_agent()
+    print(f"runyard worker ready: {agent.name}, queues {', '.join(agent.queues)}, server {settings.url}", flush=True)
 
 
 @signals.worker_shutting_down.connect

@@ -344,25 +344,27 @@ async def upload_part(request: Request, upload_id: str = UploadId,
     if "checkpoint_id" in upload["meta"]:
         return await _finish(request, upload)  # a repeat of the last PUT whose answer was lost
     staged = _staged_path(settings, upload["run_id"], upload_id)
+    current = _staged_size(staged)
+    if current > size:  # cannot happen through this API; start over rather than store garbage
+        staged.unlink(missing_ok=True)
+        current = 0
+    if offset != current:
+        return _offset_error(409, f"This upload is at offset {current}, not {offset}; send the bytes from "
+                                  f"{current} on.", current, "offset")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and offset + int(declared) > size:
+        return _offset_error(413, f"{declared} bytes at offset {offset} go past the upload's declared size of "
+                                  f"{size} bytes.", current)
+    # No await since the size was read: this PUT takes over from an older one still open (that one
+    # writes nothing more), and continues exactly where it stopped.
     token = object()
-    _writers[upload_id] = token  # from here on an older PUT of this upload writes nothing more
+    _writers[upload_id] = token
+    written = current
+    outcome = "done"
     try:
-        current = _staged_size(staged)
-        if current > size:  # cannot happen through this API; start over rather than store garbage
-            staged.unlink(missing_ok=True)
-            current = 0
-        if offset != current:
-            return _offset_error(409, f"This upload is at offset {current}, not {offset}; send the bytes from "
-                                      f"{current} on.", current, "offset")
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and offset + int(declared) > size:
-            return _offset_error(413, f"{declared} bytes at offset {offset} go past the upload's declared size of "
-                                      f"{size} bytes.", current)
-        written = current
-        outcome = "done"
         staged.parent.mkdir(parents=True, exist_ok=True)
-        # unbuffered: what write() returned is on disk (in the page cache), so the file's size is
-        # always exactly what was received, also when a newer PUT takes over or the client goes away
+        # unbuffered: what write() returned is in the file, so its size is always exactly what was
+        # received, also when a newer PUT takes over or the client goes away
         with open(staged, "ab", buffering=0) as f:
             try:
                 async for chunk in request.stream():
@@ -371,14 +373,16 @@ async def upload_part(request: Request, upload_id: str = UploadId,
                     if _writers.get(upload_id) is not token:
                         outcome = "superseded"
                         break
-                    if written + len(chunk) > size:
-                        outcome = "too_big"
-                        break
                     view = memoryview(chunk)
+                    if written + len(view) > size:
+                        outcome = "too_big"
+                        view = view[:size - written]  # keep what fits, refuse the rest
                     while view:
                         n = f.write(view)
                         view = view[n:]
                         written += n
+                    if outcome == "too_big":
+                        break
             except ClientDisconnect:
                 outcome = "disconnected"
     finally:

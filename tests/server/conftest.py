@@ -72,7 +72,31 @@ def client(app_settings):
     from server.app import create_app
 
     with TestClient(create_app(app_settings), raise_server_exceptions=False) as c:
+        publish_builtin_recipes(c)
         yield c
+
+
+def worker_token(app) -> str:
+    """A worker token made the way ``runyard token create --worker`` makes it."""
+    from server.auth import create_token
+
+    session = app.state.sessionmaker()
+    try:
+        return create_token(session, "worker", name="tests")[1]
+    finally:
+        session.close()
+
+
+def publish_builtin_recipes(client, name: str = "test-worker", queues: tuple[str, ...] = ("runyard",)) -> str:
+    """Publish the built-in recipes as a worker does when it starts; returns the worker token."""
+    from worker.recipes import get_registry
+
+    token = worker_token(client.app)
+    recipes = [r.describe() for r in get_registry("").values()]
+    r = client.post("/api/v1/workers", json={"name": name, "queues": list(queues), "recipes": recipes},
+                    headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    return token
 
 
 def free_port() -> int:

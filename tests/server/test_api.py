@@ -71,7 +71,7 @@ def test_metrics_roundtrip_with_non_finite(client):
            ' {"key": "loss", "step": 2, "value": "-Infinity"}, {"key": "loss", "step": 3, "value": 0.5, "epoch": 1},' \
            ' {"key": "acc", "step": 3, "value": 1}]}'
     r = client.post(f"/api/v1/runs/{rid}/metrics", content=body, headers={"Content-Type": "application/json"})
-    assert r.json() == {"accepted": 5}
+    assert r.json() == {"accepted": 5, "duplicate": False}
     series = client.get(f"/api/v1/runs/{rid}/metrics?keys=loss").json()["series"]
     assert list(series) == ["loss"]
     assert series["loss"]["values"] == ["NaN", "Infinity", "-Infinity", 0.5]
@@ -309,12 +309,19 @@ def test_resume_copies_history_up_to_checkpoint(client, app_settings):
     with session_scope(get_engine(app_settings.database_url)) as s:
         run = store.create_run(s, recipe="digits", name="orig", status="running")
         store.add_metric_points(s, run.id, [("loss", i, 1.0 / (i + 1), 0, 0.0) for i in range(20)])
-        early = store.add_checkpoint(s, run.id, f"{run.id}/checkpoints/a.ckpt", step=5, epoch=0)
-        store.add_checkpoint(s, run.id, f"{run.id}/checkpoints/b.ckpt", step=10, epoch=1, is_last=True)
+        early = store.add_checkpoint(s, run.id, f"{run.id}/checkpoints/a.ckpt", step=5, epoch=0, attempt=1)
+        store.add_checkpoint(s, run.id, f"{run.id}/checkpoints/b.ckpt", step=10, epoch=1, is_last=True, attempt=1)
+        outside = store.add_checkpoint(s, run.id, f"{run.id}/checkpoints/c.ckpt", step=15, epoch=1)
         rid = run.id
     assert client.post(f"/api/v1/runs/{rid}/resume").status_code == 409  # still running
     assert client.post(f"/api/v1/runs/{rid}/cancel").json()["cancel_requested"] is True
-    client.patch(f"/api/v1/runs/{rid}", json={"status": "cancelled"})
+    # a worker's run: only its worker or run process sets the status
+    assert client.patch(f"/api/v1/runs/{rid}", json={"status": "cancelled"}).status_code == 409
+    with session_scope(get_engine(app_settings.database_url)) as s:
+        store.finish_run(s, rid, "cancelled")
+    # a checkpoint uploaded from outside the run's training is never a resume point
+    r = client.post(f"/api/v1/runs/{rid}/resume", json={"checkpoint_id": outside.id})
+    assert r.status_code == 422 and r.json()["field"] == "checkpoint_id"
     r = client.post(f"/api/v1/runs/{rid}/resume", json={"checkpoint_id": 999999})
     assert r.status_code == 422 and r.json()["field"] == "checkpoint_id"
     r = client.post(f"/api/v1/runs/{rid}/resume")
@@ -606,8 +613,8 @@ def test_run_queue_is_stored_returned_used_and_inherited_by_resume(client, app_s
 
     with session_scope(get_engine(app_settings.database_url)) as s:
         run = store.create_run(s, recipe="digits_classifier", name="q", status="running", queue="big")
-        store.add_checkpoint(s, run.id, f"{run.id}/checkpoints/last.ckpt", step=1, epoch=0, is_last=True)
-        store.set_status(s, run.id, "failed")
+        store.add_checkpoint(s, run.id, f"{run.id}/checkpoints/last.ckpt", step=1, epoch=0, is_last=True, attempt=1)
+        store.finish_run(s, run.id, "failed")
         rid = run.id
     inherited = client.post(f"/api/v1/runs/{rid}/resume").json()
     assert inherited["queue"] == "big" and sent[-1] == (inherited["id"], "big")

@@ -28,6 +28,15 @@ ENVIRONMENT = {
     "RUNYARD_SSE_POLL_INTERVAL": ("sse_poll_interval", "0.5", lambda tmp: 0.5),
     "RUNYARD_MAX_METRIC_POINTS": ("max_metric_points", "500", lambda tmp: 500),
     "RUNYARD_REAPER": ("reaper", "0", lambda tmp: False),
+    "RUNYARD_RESEND_AFTER": ("resend_after", "45", lambda tmp: 45.0),
+    "RUNYARD_MIGRATE": ("migrate", "0", lambda tmp: False),
+    "RUNYARD_URL": ("url", "https://runyard.example:8443/", lambda tmp: "https://runyard.example:8443"),
+    "RUNYARD_TOKEN": ("token", "ryw_secret", lambda tmp: "ryw_secret"),
+    "RUNYARD_WORKER_NAME": ("worker_name", "gpu-box-1", lambda tmp: "gpu-box-1"),
+    "RUNYARD_ARTIFACT_URL": ("artifact_url", "s3://bucket/prefix", lambda tmp: "s3://bucket/prefix"),
+    "RUNYARD_S3_ENDPOINT_URL": ("s3_endpoint_url", "http://127.0.0.1:9000", lambda tmp: "http://127.0.0.1:9000"),
+    "RUNYARD_UPLOAD_DIR": ("upload_dir", "{tmp}/up", lambda tmp: Path(f"{tmp}/up").resolve()),
+    "RUNYARD_MAX_CHECKPOINT_BYTES": ("max_checkpoint_bytes", "1000", lambda tmp: 1000),
 }
 
 

@@ -22,7 +22,7 @@ WRITER = textwrap.dedent('''
         with session_scope(engine) as s:
             store.add_metric_points(s, run_id, [(tag, i * 10 + j, float(j), 0, 0.0) for j in range(10)])
             store.add_log_lines(s, run_id, [("stdout", f"{tag} {i}")])
-            store.heartbeat(s, run_id)
+            store.heartbeat_run(s, run_id)
     print("done")
 ''')
 

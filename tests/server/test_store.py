@@ -21,19 +21,39 @@ def session(app_settings, client):  # client: the app has migrated the database
 
 def test_claim_is_atomic_and_counts_attempts(session):
     run = store.create_run(session, recipe="digits")
-    claimed = store.claim_run(session, run.id, "host-a", "cpu")
+    claimed, resume, dropped = store.claim_run(session, run.id, "host-a", "cpu")
     assert claimed.status == "running" and claimed.attempt == 1 and claimed.worker_host == "host-a"
+    assert resume is None and dropped == []
     assert store.claim_run(session, run.id, "host-b", "cpu") is None  # duplicate delivery
     assert store.claim_run(session, 10**9, "host-b", "cpu") is None
-    assert store.heartbeat(session, run.id) is False
+    assert store.heartbeat_run(session, run.id, attempt=1)["stop"] is False
+    with pytest.raises(store.Conflict):
+        store.heartbeat_run(session, run.id, attempt=2)  # not this attempt's run
     store.request_cancel(session, run.id)
-    assert store.heartbeat(session, run.id) is True and store.is_cancel_requested(session, run.id)
-    assert store.set_status(session, run.id, "cancelled").status == "cancelled"
+    beat = store.heartbeat_run(session, run.id, attempt=1)
+    assert beat["stop"] is True and beat["cancel_requested"] and store.is_cancel_requested(session, run.id)
+    with pytest.raises(store.Conflict):
+        store.finish_run(session, run.id, "cancelled", attempt=2)
+    assert store.finish_run(session, run.id, "cancelled", attempt=1).status == "cancelled"
+    with pytest.raises(store.Conflict):
+        store.finish_run(session, run.id, "succeeded")  # finished runs never move again
     with pytest.raises(store.Conflict):
         store.set_status(session, run.id, "running")
     cancelled = store.create_run(session, recipe="digits")
     store.request_cancel(session, cancelled.id)
     assert store.claim_run(session, cancelled.id, "h", "cpu") is None
+
+
+def test_transitions_are_enforced_in_one_place(session):
+    from server.models import RunStatus
+
+    assert store.TRANSITIONS[RunStatus.SUCCEEDED] == frozenset()
+    run = store.create_run(session, recipe="digits")
+    assert not store.move(session, run.id, "succeeded")  # queued -> succeeded is not a move
+    assert store.move(session, run.id, "cancelled")
+    assert not store.move(session, run.id, "queued")
+    with pytest.raises(store.Invalid):
+        store.move(session, run.id, "paused")
 
 
 def test_requeue_stale_runs(session):
@@ -53,6 +73,84 @@ def test_requeue_stale_runs(session):
     assert store.requeue_stale_runs(session, timeout=30) == []
     failed = store.get_run(session, stale.id)
     assert failed.status == "failed" and "2 attempts" in failed.error
+
+
+def test_reaper_fails_a_script_that_stopped_heartbeating_and_resends_unsent_runs(session):
+    script = store.create_run(session, recipe="external", status="running")
+    silent = store.create_run(session, recipe="external", status="running")  # curl: never heartbeats
+    store.heartbeat_run(session, script.id)
+    old = utcnow() - timedelta(seconds=120)
+    session.execute(update(Run).where(Run.id.in_([script.id, silent.id])).values(heartbeat_at=old))
+    session.execute(update(Run).where(Run.id == silent.id).values(heartbeat_at=None))
+    unsent = store.create_run(session, recipe="digits", task_id=uuid.uuid4().hex)
+    session.execute(update(Run).where(Run.id == unsent.id).values(updated_at=old))
+    session.commit()
+    found = store.reap(session, timeout=30, resend_after=300)
+    assert [r.id for r in found["crashed"]] == [script.id]
+    crashed = store.get_run(session, script.id)
+    assert crashed.status == "failed" and crashed.error.startswith("crashed")
+    assert store.get_run(session, silent.id).status == "running"
+    assert unsent.id in [r.id for r in found["resend"]]
+    store.mark_enqueued(session, unsent.id, store.get_run(session, unsent.id).task_id)
+    assert unsent.id not in [r.id for r in store.reap(session, timeout=30, resend_after=300)["resend"]]
+
+
+def test_a_lost_message_is_resent_when_a_worker_of_its_queue_is_idle(session):
+    run = store.create_run(session, recipe="digits", task_id=uuid.uuid4().hex, queue=f"q{uuid.uuid4().hex[:6]}")
+    store.mark_enqueued(session, run.id, run.task_id)
+    old = utcnow() - timedelta(seconds=600)
+    session.execute(update(Run).where(Run.id == run.id).values(enqueued_at=old))
+    session.commit()
+    assert run.id not in [r.id for r in store.reap(session, 30, resend_after=300)["resend"]]  # nobody idle
+    store.register_worker(session, f"w-{uuid.uuid4().hex[:6]}", [run.queue], [], None)
+    assert run.id in [r.id for r in store.reap(session, 30, resend_after=300)["resend"]]
+
+
+def test_history_is_cut_back_to_the_resume_point_at_each_claim(session):
+    # attempt 1 logs steps 0..29, saves a resume checkpoint at step 10 and an epoch checkpoint at 20, dies
+    run = store.create_run(session, recipe="digits")
+    store.claim_run(session, run.id, "h", "cpu")
+    store.add_metric_points(session, run.id, [("loss", i, float(i), 0, 0.0) for i in range(30)])
+    store.add_checkpoint(session, run.id, f"{run.id}/checkpoints/last-epoch=0-step=10.ckpt", step=10, epoch=0,
+                         attempt=1, resumable=True, is_last=True)
+    store.add_checkpoint(session, run.id, f"{run.id}/checkpoints/epoch=1-step=20.ckpt", step=20, epoch=1, attempt=1)
+    session.execute(update(Run).where(Run.id == run.id).values(status="queued"))
+    session.commit()
+    _, resume, dropped = store.claim_run(session, run.id, "h2", "cpu")
+    assert resume.step == 10 and dropped == [f"{run.id}/checkpoints/epoch=1-step=20.ckpt"]
+    series = store.read_metrics(session, run.id, ["loss"], max_points=1000)["loss"]
+    assert series["steps"] == list(range(10))  # redone from step 10 on
+
+
+def test_a_run_killed_before_it_saved_anything_restarts_from_zero_with_no_stale_points(session):
+    run = store.create_run(session, recipe="digits")
+    store.claim_run(session, run.id, "h", "cpu")
+    store.add_metric_points(session, run.id, [("loss", i, float(i), 0, 0.0) for i in range(5)])
+    session.execute(update(Run).where(Run.id == run.id).values(status="queued"))
+    session.commit()
+    _, resume, _ = store.claim_run(session, run.id, "h2", "cpu")
+    assert resume is None
+    assert store.read_metrics(session, run.id, ["loss"])["loss"]["steps"] == []
+
+
+def test_a_resumed_run_keeps_the_copied_history_when_it_has_no_checkpoint_of_its_own(session):
+    source = store.create_run(session, recipe="digits")
+    store.claim_run(session, source.id, "h", "cpu")
+    store.add_metric_points(session, source.id, [("loss", i, float(i), 0, 0.0) for i in range(20)])
+    ckpt = store.add_checkpoint(session, source.id, f"{source.id}/checkpoints/last-epoch=1-step=12.ckpt",
+                                step=12, epoch=1, attempt=1, resumable=True, is_last=True)
+    store.finish_run(session, source.id, "cancelled", attempt=1)
+    resumed = store.resume_run(session, source.id)
+    assert resumed.resume_checkpoint_id == ckpt.id
+    assert store.read_metrics(session, resumed.id, ["loss"])["loss"]["steps"] == list(range(12))
+    # attempt 1 of the resumed run logs steps 12..15 and dies before saving: attempt 2 keeps 0..11
+    store.claim_run(session, resumed.id, "h", "cpu")
+    store.add_metric_points(session, resumed.id, [("loss", i, float(i), 0, 0.0) for i in range(12, 16)])
+    session.execute(update(Run).where(Run.id == resumed.id).values(status="queued"))
+    session.commit()
+    _, resume, _ = store.claim_run(session, resumed.id, "h2", "cpu")
+    assert resume.id == ckpt.id
+    assert store.read_metrics(session, resumed.id, ["loss"])["loss"]["steps"] == list(range(12))
 
 
 def test_delete_points_after_step_keeps_rollups_right(session):

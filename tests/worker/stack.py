@@ -55,11 +55,14 @@ class Stack:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.server: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen] = []
+        self._worker_token: str | None = None
         self.client = httpx.Client(base_url=self.base_url, timeout=30)
 
-    def _spawn(self, args: list[str], name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    def _spawn(self, args: list[str], name: str, env: dict[str, str] | None = None,
+               replace_env: bool = False) -> subprocess.Popen:
         out = open(self.logs / f"{name}.log", "ab")
-        return subprocess.Popen(args, env={**self.env, **(env or {})}, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        full = dict(env or {}) if replace_env else {**self.env, **(env or {})}
+        return subprocess.Popen(args, env=full, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 
     def start_server(self) -> None:
@@ -77,13 +80,39 @@ class Stack:
             time.sleep(0.2)
         raise RuntimeError(f"server did not answer: {self.read_log('server')}")
 
-    def start_worker(self, name: str = "worker", queues: str = "runyard") -> subprocess.Popen:
+    def worker_token(self) -> str:
+        """A worker token made with the CLI on the server's side (``runyard token create --worker``)."""
+        if self._worker_token is None:
+            out = subprocess.run([sys.executable, "-m", "server.cli", "token", "create", "--worker", "--name", "tests"],
+                                 env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+            self._worker_token = out.stdout.strip().splitlines()[-1]
+        return self._worker_token
+
+    def worker_env(self, home: Path | None = None) -> dict[str, str]:
+        """What a worker gets: the server's URL, a worker token and the broker; with ``home`` a
+        folder of its own and nothing else of the server's (no database URL)."""
+        env = {"CUDA_VISIBLE_DEVICES": "", "RUNYARD_URL": self.base_url, "RUNYARD_TOKEN": self.worker_token()}
+        if home is not None:
+            env["RUNYARD_HOME"] = str(home)
+            env["RUNYARD_BROKER_URL"] = self.broker_url
+        return env
+
+    @property
+    def broker_url(self) -> str:
+        home = Path(self.env["RUNYARD_HOME"]).resolve()
+        return self.env.get("RUNYARD_BROKER_URL") or f"sqla+sqlite:///{home / 'broker.db'}"
+
+    def start_worker(self, name: str = "worker", queues: str = "runyard", home: Path | None = None,
+                     **extra_env: str) -> subprocess.Popen:
         from server.cli import celery_worker_command
 
-        proc = self._spawn(celery_worker_command(queues, f"test-{uuid.uuid4().hex[:6]}", "INFO"), name,
-                           {"CUDA_VISIBLE_DEVICES": ""})
+        env = {**self.worker_env(home), **extra_env}
+        if home is not None:  # share nothing but the broker and the HTTP port
+            env = {k: v for k, v in {**self.env, **env}.items() if k != "RUNYARD_DATABASE_URL"}
+        proc = self._spawn(celery_worker_command(queues, f"test-{uuid.uuid4().hex[:6]}", "INFO"), name, env,
+                           replace_env=home is not None)
         self.workers.append(proc)
-        self.wait_log(name, "ready", timeout=90, proc=proc)
+        self.wait_log(name, "runyard worker ready", timeout=120, proc=proc)
         return proc
 
     def ensure_worker(self) -> None:
