@@ -1,11 +1,13 @@
 """Jobs benchmarks (issue 4): prints figures, asserts nothing.
 
-1. submit -> running: time from ``POST /api/v1/runs`` to the run's ``started_at`` (set when an
-   idle worker claims it), with the embedded broker (SQLite) and with Redis. Same machine, so
-   one clock. Each run is tiny and finishes before the next is submitted (the worker is idle).
-2. step overhead: wall time per training step of the same recipe with the tracking logger and
-   the cancel-check callback (``RunControl`` fed by a live heartbeat thread) versus no logger
-   and no callback, interleaved rounds, medians.
+1. submit -> running and submit -> first logged metric: from ``POST /api/v1/runs`` to the run's
+   ``started_at`` (set when an idle worker claims it) and to the ``wall_time`` of its first metric
+   point (logged in the run's own process, forked from the worker's forkserver, and sent over
+   HTTP), with the embedded broker (SQLite) and with Redis. Same machine, so one clock. Each run
+   is tiny and finishes before the next is submitted (the worker is idle).
+2. step overhead: wall time per training step of the same recipe with the run's RunyardLogger
+   (to a live server, with heartbeats) and the cancel-check callback versus no logger and no
+   callback, interleaved rounds, medians.
 
     .venv/bin/python bench/jobs.py [--runs 10] [--steps 400] [--rounds 5] [--skip-redis] [--only latency|overhead]
 """
@@ -50,11 +52,13 @@ def latency(broker: str, runs: int) -> list[float]:
             for _ in range(runs):
                 time.sleep(0.5)  # idle worker: polling, nothing in flight
                 t0 = time.time()
-                run = stack.submit("digits_classifier", {}, {"max_steps": 1, "limit_val_batches": 0})
+                run = stack.submit("digits_classifier", {}, {"max_steps": 3, "limit_val_batches": 0,
+                                                             "log_every_n_steps": 1})
                 run = stack.wait_status(run["id"], ("running", "succeeded"), 60)
                 started = datetime.fromisoformat(run["started_at"].replace("Z", "+00:00")).timestamp()
-                out.append(started - t0)
                 stack.wait_status(run["id"], "succeeded", 60)
+                series = stack.metrics(run["id"], "train_loss")["train_loss"]
+                out.append((started - t0, min(series["wall_times"]) - t0))
             return out
         finally:
             stack.close()
@@ -63,27 +67,20 @@ def latency(broker: str, runs: int) -> list[float]:
 
 
 def step_overhead(steps: int, rounds: int) -> dict[str, list[float]]:
-
     import torch
-    from sqlalchemy.orm import Session
 
     import trainer_core as L
-    from server import store
-    from server.db import get_engine, upgrade_database
-    from server.settings import Settings
     from tests.helpers.mnist import write_mnist
+    from tests.worker.stack import Stack, stack_env
+    from trainer_core.loggers.runyard import RunyardLogger
     from worker.control import RunControl
-    from worker.heartbeat import RunHeartbeat
     from worker.recipes import RecipeContext, get_registry
-    from worker.tracking import TrackingLogger
 
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp())
     data = write_mnist(tmp / "mnist", 2048, 16)
-    settings = Settings(home=tmp / "home", data_dir=data)
-    settings.ensure_dirs()
-    upgrade_database(settings.database_url)
-    engine = get_engine(settings.database_url)
+    stack = Stack(stack_env(tmp / "home", data), tmp / "logs")
+    stack.start_server()
     recipe = get_registry("")["mnist_classifier"]
 
     class StepTimer(L.Callback):
@@ -101,7 +98,7 @@ def step_overhead(steps: int, rounds: int) -> dict[str, list[float]]:
             self.per_step = {
                 "wall": statistics.median(b[0] - a[0] for a, b in zip(s, s[1:], strict=False)),
                 "loop_cpu": (s[-1][1] - s[0][1]) / (len(s) - 1),  # the training thread only
-                "process_cpu": (s[-1][2] - s[0][2]) / (len(s) - 1),  # + the writer and heartbeat threads
+                "process_cpu": (s[-1][2] - s[0][2]) / (len(s) - 1),  # + the sender/heartbeat thread
             }
 
     def one(variant: str, log_every: int) -> dict[str, float]:
@@ -110,49 +107,44 @@ def step_overhead(steps: int, rounds: int) -> dict[str, list[float]]:
         timer = StepTimer()
         callbacks: list = [timer]
         logger: object = False
-        cleanup = []
+        tracking = None
         if variant in ("tracked", "control_only"):
-            with Session(engine) as s:
-                run = store.create_run(s, recipe="mnist_classifier", status="queued")
-                run = store.claim_run(s, run.id, "bench", "cpu")
-            beat = RunHeartbeat(engine, run.id, run.attempt, 0.5).start()
-            tracking = TrackingLogger(engine, run.id, settings.artifact_root)
-            callbacks.insert(0, RunControl(beat.stop_requested, tracking, tmp / "ckpt", every_n_train_steps=10**9))
-            cleanup = [beat.close, tracking.close]
+            tracking = RunyardLogger(url=stack.base_url, project="bench", save_dir=str(tmp / "runs"),
+                                     heartbeat_interval=0.5)
+            callbacks.insert(0, RunControl(tracking.stop_requested, None, tmp / "ckpt", every_n_train_steps=10**9))
             logger = tracking if variant == "tracked" else False
         trainer = L.Trainer(max_steps=steps, max_epochs=1, logger=logger, callbacks=callbacks, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                             log_every_n_steps=log_every)
         trainer.fit(built.model, datamodule=built.datamodule)
-        for close in cleanup:
-            close()
+        if tracking is not None:
+            tracking.finalize("success")
         return timer.per_step
 
     variants = {"plain": ("plain", 50), "control_only": ("control_only", 50), "tracked": ("tracked", 50),
                 "tracked_every_step": ("tracked", 1)}
     results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     names = list(variants)
-    for i in range(rounds):
-        for name in names[i % len(names):] + names[: i % len(names)]:  # rotate the order each round
-            results[name].append(one(*variants[name]))
+    try:
+        for i in range(rounds):
+            for name in names[i % len(names):] + names[: i % len(names)]:  # rotate the order each round
+                results[name].append(one(*variants[name]))
+    finally:
+        stack.close()
     return results
 
 
 def hook_costs(n: int = 200_000) -> dict[str, float]:
     """Microseconds the training thread spends per call in our code, timed in a tight loop:
-    the cancel/checkpoint checks of RunControl (two hooks a step) and TrackingLogger.log_metrics."""
+    the cancel/checkpoint checks of RunControl (two hooks a step) and RunyardLogger.log_metrics
+    (with no server: it only queues)."""
     import threading
 
     import trainer_core as L
-    from server.db import get_engine, upgrade_database
-    from server.settings import Settings
+    from trainer_core.loggers.runyard import RunyardLogger
     from worker.control import RunControl
-    from worker.tracking import TrackingLogger
 
     tmp = Path(tempfile.mkdtemp())
-    settings = Settings(home=tmp)
-    settings.ensure_dirs()
-    upgrade_database(settings.database_url)
     trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     control = RunControl(threading.Event(), None, tmp, every_n_train_steps=10**9)
     t0 = time.perf_counter()
@@ -160,14 +152,12 @@ def hook_costs(n: int = 200_000) -> dict[str, float]:
         control.on_train_batch_start(trainer, None, None, i)
         control.on_train_batch_end(trainer, None, None, None, i)
     per_step_control = (time.perf_counter() - t0) / n
-    tracking = TrackingLogger(get_engine(settings.database_url), 1, settings.artifact_root, flush_interval=3600)
+    tracking = RunyardLogger(url="http://127.0.0.1:9", save_dir=str(tmp / "runs"), flush_interval=3600)
     metrics = {"train_loss": 0.5, "train_acc": 0.9, "epoch": 0}
     t0 = time.perf_counter()
     for i in range(n):
         tracking.log_metrics(metrics, i)
     per_log = (time.perf_counter() - t0) / n
-    tracking._ops.clear()
-    tracking.close(timeout=1)
     return {"control_us_per_step": per_step_control * 1e6, "log_metrics_us_per_call": per_log * 1e6}
 
 
@@ -183,13 +173,15 @@ def main() -> None:
     if args.only in (None, "latency"):
         brokers = ["sqlite"] + ([] if args.skip_redis else ["redis"])
         for broker in brokers:
-            values = latency(broker, args.runs)
-            print(f"submit->running, {broker} broker, {len(values)} runs: median {statistics.median(values):.3f} s, "
-                  f"min {min(values):.3f} s, max {max(values):.3f} s")
+            pairs = latency(broker, args.runs)
+            for label, values in (("submit->running", [a for a, _ in pairs]),
+                                  ("submit->first metric", [b for _, b in pairs])):
+                print(f"{label}, {broker} broker, {len(values)} runs: median {statistics.median(values):.3f} s, "
+                      f"min {min(values):.3f} s, max {max(values):.3f} s")
     if args.only in (None, "hooks"):
         costs = hook_costs()
         print(f"RunControl cancel/checkpoint checks: {costs['control_us_per_step']:.2f} us per step; "
-              f"TrackingLogger.log_metrics: {costs['log_metrics_us_per_call']:.2f} us per call (2 metrics)")
+              f"RunyardLogger.log_metrics: {costs['log_metrics_us_per_call']:.2f} us per call (2 metrics)")
     if args.only in (None, "overhead"):
         r = step_overhead(args.steps, args.rounds)
         print(f"overhead per training step vs no logger, {args.rounds} rounds of {args.steps} steps, "

@@ -396,7 +396,8 @@ async def upload_part(request: Request, upload_id: str = UploadId,
             row.updated_at = utcnow()
             session.commit()
 
-    await _in_session(request, record)
+    if outcome != "superseded":  # the newer PUT keeps the count
+        await _in_session(request, record)
     if outcome == "disconnected":
         log.info("upload %s: the client went away at offset %s of %s", upload_id, written, size)
         return Response(status_code=400)  # nobody reads it
@@ -468,8 +469,18 @@ async def _finish(request: Request, upload: dict[str, Any]) -> Any:
             _mark_done(session, upload_id, checkpoint.id)
             return checkpoint_out(checkpoint)
 
-        checkpoint = await _in_session(request, register)
+        checkpoint = await _registered_or_removed(request, artifacts, key, register)
         return UploadProgress(offset=size, size=size, checkpoint=checkpoint)
+
+
+async def _registered_or_removed(request: Request, artifacts: ArtifactStore, key: str, register: Any) -> Any:
+    """Register a stored file; when its run was deleted meanwhile, take the file out again (a later
+    run given the same id on SQLite must not find it)."""
+    try:
+        return await _in_session(request, register)
+    except store.NotFound:
+        await run_in_threadpool(artifacts.delete, key)
+        raise
 
 
 def _float(value: Any) -> float | None:
@@ -569,7 +580,7 @@ async def upload_checkpoint(
                     sha256=digest.hexdigest(), is_best=is_best, is_last=is_last, attempt=_attempt(request),
                     resumable=resumable, exclusive=True))
 
-            return await _in_session(request, register)
+            return await _registered_or_removed(request, artifacts, key, register)
     except ClientDisconnect:
         return Response(status_code=400)  # nobody reads it
     finally:

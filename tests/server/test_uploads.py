@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import socket
 import stat
@@ -125,6 +126,7 @@ def test_cut_connection_resumes_from_the_servers_offset(api, upload_server, rese
     assert response is None and sent == len(data) // 2
     total += sent
     offset = settled_offset(api, upload_id, at_least=1 if not reset else 0)
+    print(f"offset after the cut ({'RST' if reset else 'FIN'}): {offset} of {len(data)}")
     if reset:
         assert 0 <= offset <= len(data) // 2  # what was written before the reset, no more
     else:
@@ -141,8 +143,6 @@ def test_cut_connection_resumes_from_the_servers_offset(api, upload_server, rese
     body = response.read()
     conn.close()
     assert response.status == 200, body
-    import json
-
     answer = json.loads(body)
     assert answer["offset"] == answer["size"] == len(data)
     checkpoint = answer["checkpoint"]
@@ -157,6 +157,40 @@ def test_cut_connection_resumes_from_the_servers_offset(api, upload_server, rese
     # a repeat of the final PUT (its answer lost) answers the same checkpoint
     r = api.put(path, params={"offset": len(data)}, content=b"")
     assert r.status_code == 200 and r.json()["checkpoint"]["id"] == checkpoint["id"]
+
+
+def test_a_reconnect_takes_over_from_a_connection_that_is_still_open(api, upload_server):
+    """The network dropped without the server noticing (no FIN): the client reconnects and goes on
+    from the server's offset; the stale connection writes nothing more, even if bytes trickle in."""
+    rid = external_run(api)
+    data = os.urandom(8 * MiB)
+    up = start_upload(api, rid, "stale.ckpt", len(data), hashlib.sha256(data).hexdigest())
+    path = f"/api/v1/uploads/{up['upload_id']}"
+    stale = http.client.HTTPConnection("127.0.0.1", upload_server["port"], timeout=30)
+    stale.putrequest("PUT", f"{path}?offset=0", skip_accept_encoding=True)
+    stale.putheader("Content-Length", str(len(data)))
+    stale.endheaders()
+    stale.send(data[:3 * MiB])  # ... and then silence, the socket left open
+    offset = settled_offset(api, up["upload_id"], at_least=3 * MiB)
+    assert offset == 3 * MiB
+    sent, response, conn = put_raw(upload_server["port"], f"{path}?offset={offset}", pieces(data, offset),
+                                   len(data) - offset)
+    body = response.read()
+    conn.close()
+    assert response.status == 200, body
+    checkpoint = json.loads(body)["checkpoint"]
+    try:  # the stale connection wakes up with wrong bytes: they must not land anywhere
+        stale.send(b"\xff" * MiB)
+        stale_answer = stale.getresponse()
+        assert stale_answer.status == 409
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        stale.close()
+    time.sleep(0.3)
+    stored = (upload_server["artifacts"] / checkpoint["path"]).read_bytes()
+    assert stored == data and checkpoint["sha256"] == hashlib.sha256(data).hexdigest()
+    assert api.get(checkpoint["download_url"]).content == data
 
 
 def test_sha256_mismatch_is_422_and_restarts_at_zero(api):
@@ -268,8 +302,6 @@ def test_two_gigabytes_stream_through_in_flat_memory(api, upload_server):
     elapsed = time.monotonic() - started
     after = _memory_kb(pid)
     assert response.status == 200, body
-    import json
-
     checkpoint = json.loads(body)["checkpoint"]
     assert sent == size and checkpoint["size"] == size and checkpoint["sha256"] == sha
     stored = upload_server["artifacts"] / checkpoint["path"]

@@ -55,3 +55,38 @@ def regression_data(n: Annotated[int, Field(ge=8, le=100_000)] = 512, batch_size
 
 
 RECIPES = [Recipe("slow_regression", SlowRegressor, regression_data, description="Test recipe: slow linear regression.")]
+
+
+class Crasher(SlowRegressor):
+    """Ends its run's process the way ``how`` says, at the first training step."""
+
+    def __init__(self, how: str = "exception", lr: float = 0.05) -> None:
+        super().__init__(0.0, lr)
+        self.how = how
+
+    def training_step(self, batch, batch_idx):
+        import json
+        import os
+        import signal
+        import sys
+
+        if self.how == "exception":
+            raise ValueError("the recipe broke on purpose")
+        if self.how == "exit3":
+            sys.exit(3)
+        if self.how == "segfault":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if self.how == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.how == "env":
+            print("ENV " + json.dumps(sorted(k for k in os.environ if "RUNYARD" in k or "BROKER" in k or "DATABASE" in k)))
+            print("TOKEN-KIND " + os.environ.get("RUNYARD_TOKEN", "")[:4])
+            self.how = "none"
+        return super().training_step(batch, batch_idx)
+
+
+def crash_data(n: int = 64, batch_size: int = 8):
+    return regression_data(n=n, batch_size=batch_size)
+
+
+RECIPES.append(Recipe("crash", Crasher, crash_data, description="Test recipe: ends its process in a chosen way."))

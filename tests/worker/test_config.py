@@ -108,13 +108,14 @@ def test_demo_uses_mnist_when_available_else_digits_and_says_which(tmp_path: Pat
                                       (tmp_path / "empty", "digits_classifier", "digits")):
         body = cli.demo_submission(Settings(data_dir=data_dir))
         assert body["recipe"] == recipe and body["params"]["dataset"] == dataset
+        assert "/" not in body["name"]  # no absolute path crowding every title and legend
         # the submission is valid for its recipe, and the dataset stays in the stored params
         assert get_recipe(recipe).validate_params(body["params"])["dataset"] == dataset
         get_recipe(recipe).validate_trainer(body["trainer"])
 
 
 def test_stdout_and_stderr_both_become_log_lines() -> None:
-    from worker.capture import capture_output
+    from trainer_core.loggers.capture import capture_output
 
     lines: list[tuple[str, str, object]] = []
     with capture_output(lines.extend):
