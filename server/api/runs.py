@@ -167,9 +167,9 @@ def resume_run(run_id: RunId, body: ResumeRequest | None = Body(None), session: 
 
 
 @router.delete("/runs/{run_id}", status_code=204)
-def delete_run(run_id: RunId, session: Session = Depends(get_session),
+def delete_run(run_id: RunId, request: Request, session: Session = Depends(get_session),
                settings: Settings = Depends(get_settings_dep)) -> Response:
-    store.delete_run(session, run_id, settings.artifact_root)
+    store.delete_run(session, run_id, request.app.state.artifacts, uploads_dir=settings.upload_dir)
     return Response(status_code=204)
 
 

@@ -120,7 +120,7 @@ SCRIPT = textwrap.dedent('''
     trainer = L.Trainer(max_epochs=3, logger=logger, log_every_n_steps=1, callbacks=[checkpoint],
                         enable_progress_bar=False)
     trainer.fit(Tiny(), data)
-    print("RUN", logger.version)
+    print("RUN", logger.run_id)
 ''')
 
 
@@ -164,7 +164,7 @@ def test_runyard_logger_batches_everything(live_server):
     logger.log_model_summary({"total_params": 3})
     logger.finalize("success")
     with httpx.Client(base_url=url, timeout=30) as c:
-        rid = logger.version
+        rid = logger.run_id
         run = c.get(f"/api/v1/runs/{rid}").json()
         assert run["status"] == "succeeded" and run["hyperparameters"] == {"a": 1, "nan": "NaN"}
         keys = {k["key"]: k for k in c.get(f"/api/v1/runs/{rid}/metric-keys").json()}
@@ -172,12 +172,13 @@ def test_runyard_logger_batches_everything(live_server):
         assert c.get(f"/api/v1/runs/{rid}/summary").json() == {"total_params": 3}
 
 
-def test_runyard_logger_retries_while_server_unreachable(live_server):
+def test_runyard_logger_retries_while_server_unreachable(live_server, tmp_path):
     from tests.server.conftest import free_port
     from trainer_core.loggers.runyard import RunyardLogger
 
     url, _ = live_server
-    logger = RunyardLogger(url=url, name="flaky", flush_interval=0.05, retry_for=30)
+    # save_dir: what cannot be sent meanwhile is spooled in the run's local folder
+    logger = RunyardLogger(url=url, name="flaky", flush_interval=0.05, retry_for=30, save_dir=tmp_path)
     rid = logger.run_id
     logger.url = f"http://127.0.0.1:{free_port()}"  # nothing listens there: sends fail and are retried
     for step in range(100):
@@ -251,13 +252,14 @@ def test_runyard_logger_outlives_a_late_start_and_a_restart_of_the_server(tmp_pa
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    logger = RunyardLogger(url=url, project="flaky", name="restarts", flush_interval=0.05, retry_for=60)
+    logger = RunyardLogger(url=url, project="flaky", name="restarts", flush_interval=0.05, retry_for=60,
+                           save_dir=tmp_path / "logs")
     proc = start_server(tmp_path, port)
     try:
         with pytest.raises(httpx.TransportError):
             httpx.get(url + "/healthz", timeout=0.5)  # not up yet: the first sends fail and are retried
         for step in range(50):
-            logger.log_metrics({"m": float(step)}, step=step)  # the first call waits for the run to exist
+            logger.log_metrics({"m": float(step)}, step=step)  # queued; the run is created once the server answers
         assert logger.flush(timeout=30)
         stop_server(proc)
         for step in range(50, 100):  # logged while the server is down
@@ -271,7 +273,7 @@ def test_runyard_logger_outlives_a_late_start_and_a_restart_of_the_server(tmp_pa
         wait_healthy(proc, url)
         logger.finalize("success")
         with httpx.Client(base_url=url, timeout=30) as c:
-            rid = logger.version
+            rid = logger.run_id
             run = c.get(f"/api/v1/runs/{rid}").json()
             assert run["status"] == "succeeded" and run["project"] == "flaky"
             series = c.get(f"/api/v1/runs/{rid}/metrics?keys=m&max_points=1000").json()["series"]["m"]
@@ -288,7 +290,7 @@ def test_runyard_logger_flushes_everything_at_finalize(live_server):
     logger = RunyardLogger(url=url, name="flush-at-end", flush_interval=3600)
     for step in range(300):
         logger.log_metrics({"a": step * 1.0, "b": -step * 1.0}, step=step)
-    rid = logger.version
+    rid = logger.run_id
     with httpx.Client(base_url=url, timeout=30) as c:
         time.sleep(0.2)
         assert c.get(f"/api/v1/runs/{rid}/metric-keys").json() == []  # still buffered
@@ -315,7 +317,7 @@ def test_runyard_logger_adapts_to_a_lower_server_limit(tmp_path):
         logger.log_metrics({f"k{i}": float(i) for i in range(120)}, step=300)  # one step over the limit
         logger.finalize("success")
         with httpx.Client(base_url=url, timeout=30) as c:
-            keys = {k["key"]: k["count"] for k in c.get(f"/api/v1/runs/{logger.version}/metric-keys").json()}
+            keys = {k["key"]: k["count"] for k in c.get(f"/api/v1/runs/{logger.run_id}/metric-keys").json()}
             assert keys["a"] == keys["b"] == 300 and len(keys) == 122 and keys["k119"] == 1
     finally:
         stop_server(proc)
