@@ -88,11 +88,36 @@ class Server:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
             try:
                 if self.request("GET", "/healthz", timeout=2).get("status") == "ok":
+                    self.publish_recipes()
                     return self
             except (OSError, ValueError):
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"server did not become healthy: {self.log.read_text()[-3000:]}")
+
+    def worker_token(self) -> str:
+        """A worker token, made as ``runyard token create --worker`` makes it (in the server's database)."""
+        if getattr(self, "_worker_token", None) is None:
+            from sqlalchemy.orm import Session
+
+            from server.auth import create_token
+            from server.db import get_engine
+            from server.settings import Settings
+
+            with Session(get_engine(Settings(home=self.home).database_url)) as session:
+                self._worker_token = create_token(session, "worker", name="webui tests")[1]
+        return self._worker_token
+
+    def publish_recipes(self) -> None:
+        """What a worker publishes when it starts, so the new-run form has its schemas before one runs."""
+        from worker.recipes import get_registry
+
+        recipes = [r.describe() for r in get_registry("").values()]
+        req = urllib.request.Request(self.url + "/api/v1/workers", method="POST", data=json.dumps(
+            {"name": "webui-tests-publisher", "queues": ["runyard"], "recipes": recipes}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.worker_token()}"})
+        with urllib.request.urlopen(req, timeout=30) as res:
+            res.read()
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -153,6 +178,8 @@ class Worker:
             "CUDA_VISIBLE_DEVICES": "",
             "RUNYARD_WORKER_SLOT": "cpu0",
             "RUNYARD_WORKER_NAME": "webui-test/cpu0",
+            "RUNYARD_URL": self.server.url,
+            "RUNYARD_TOKEN": self.server.worker_token(),
         }
         out = open(self.log, "ab")
         self.proc = subprocess.Popen(

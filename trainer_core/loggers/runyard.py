@@ -19,7 +19,8 @@ Standard library only, through :mod:`trainer_core.client`; trainer_core never im
 - **Heartbeat.** ``POST /runs/{id}/heartbeat`` every ``heartbeat_interval`` s from its own thread;
   the answer sets ``stop_requested`` / ``cancel_requested``; a 409 sets ``lost`` (and
   ``stop_requested``): the run is no longer this process's.
-- **stdout/stderr** become the run's log lines (``capture=True``).
+- **stdout/stderr** become the run's log lines (``capture=True``) from the logger's start: its
+  first use for a run it creates, its construction for a run it is attached to.
 - **Checkpoints** saved by ``ModelCheckpoint`` are uploaded (resumable upload) into the run's
   folder on the server; a checkpoint rotated out locally (top-k) is deleted there too, and the
   best/last flags follow.
@@ -224,6 +225,7 @@ class _Sender:
         self.remote: dict[str, dict[str, Any]] = {}  # local path -> {"id", "identity", "origin", "order"}
         self.best_id: int | None = None
         self.last_id: int | None = None
+        self.last_origin: str | None = None
         self._order = 0
         self.dead: str | None = None  # why the run takes nothing more (refused create, deleted run)
         self.finished: str | None = None
@@ -390,6 +392,7 @@ class _Sender:
                         self.best_id = int(checkpoint["id"])
                     if meta.get("is_last"):
                         self.last_id = int(checkpoint["id"])
+                        self.last_origin = rec.get("origin", "manual")
                     self.stats["checkpoints"] += 1
         if rec.get("origin") == "callback":
             self._op_reconcile({"best_path": rec.get("best_path")})
@@ -428,7 +431,7 @@ class _Sender:
             self.client.request("PATCH", f"/checkpoints/{self.remote[best]['id']}", json={"is_best": True},
                                 retry_for=self.retry_for)
             self.best_id = self.remote[best]["id"]
-        if self.last_id is None:
+        if self.last_id is None and self.last_origin == "callback":  # the last one was rotated out
             mine = [info for info in self.remote.values() if info.get("origin") == "callback"]
             if mine:
                 newest = max(mine, key=lambda info: info.get("order", 0))
@@ -581,6 +584,8 @@ class RunyardLogger(Logger):
         self._probe_at = 0.0
         self._probe_delay = PROBE_MIN_S
         self._last_probe = 0.0
+        self._probing = False
+        self._progress_at = 0.0
         self._started = False
         self._finish_sent = False
         self._thread: threading.Thread | None = None
@@ -589,7 +594,12 @@ class RunyardLogger(Logger):
         self._capture: Capture | None = None
         self._queued_ckpt: dict[str, list[int]] = {}
         self._saw_checkpoints = False
+        self._owner_sets_last = False
         self._last_epoch: int | None = None
+        if self._attached:
+            # The run exists and is this process's: heartbeats and the capture of its output start
+            # now (a run process may spend a while building data before the first log call).
+            self._start()
 
     # ------------------------------------------------------------------ identity and folders
 
@@ -733,7 +743,8 @@ class RunyardLogger(Logger):
         if self._thread is None and not self._spool.written:
             self._stop_capture()
             return
-        self.close(timeout=min(self.retry_for, 10.0))
+        # offline with everything spooled (finalize waited already): leave it for `runyard sync`
+        self.close(timeout=0.0 if self._offline and self._all_out() else min(self.retry_for, 10.0))
 
     def close(self, timeout: float | None = None) -> bool:
         """Send what is buffered (up to ``timeout``, default ``retry_for``, while the server is
@@ -798,11 +809,11 @@ class RunyardLogger(Logger):
                 ops = self._drain_ops()
                 target = self._queued_points if send_all else 0
             try:
+                for rec in self._records(ops, target):  # offline: appended to the spool, in order
+                    self._dispatch(rec)
                 if self._offline and not self._abandon and time.monotonic() >= min(
                         self._probe_at, self._last_probe + PROBE_MIN_S if self._flush_waiters else math.inf):
                     self._try_drain()
-                for rec in self._records(ops, target):
-                    self._dispatch(rec)
             except Exception:  # noqa: BLE001 - the sender must survive anything
                 log.exception("RunyardLogger sender error")
             finally:
@@ -875,6 +886,7 @@ class RunyardLogger(Logger):
             return
         try:
             self._sender.send(rec)
+            self._progress_at = time.monotonic()
         except ClientError as exc:  # no answer / 5xx: keep it, in order, on disk
             self._go_offline(exc)
             self._spool_write(rec)
@@ -901,7 +913,8 @@ class RunyardLogger(Logger):
             return
         self._offline = True
         self._probe_delay = PROBE_MIN_S
-        self._probe_at = time.monotonic() + PROBE_MIN_S
+        self._last_probe = time.monotonic()
+        self._probe_at = self._last_probe + PROBE_MIN_S
         self._sender._warn(("offline", type(exc).__name__),
                            f"{exc} Training goes on; records are kept in {self._spool.path} and sent when the "
                            "server answers again.")
@@ -909,21 +922,24 @@ class RunyardLogger(Logger):
     def _try_drain(self) -> bool:
         """Probe the server; when it answers, send the spool in order. True when back online."""
         self._last_probe = time.monotonic()
-        ok = self.client.healthy(timeout=min(self.timeout, 3.0))
-        if ok:
+        self._probing = True  # every record is out of memory (sent or spooled) while this runs
+        try:
+            ok = self.client.healthy(timeout=min(self.timeout, 3.0))
             sent = 0
-            try:
-                if self._spool.exists():
-                    for offset, rec in self._spool.records():
-                        if self._abandon:
-                            return False
-                        self._sender.send(rec)
-                        self._spool.mark(offset)
-                        sent += 1
-                        with self._cond:
-                            self._cond.notify_all()
-            except ClientError:
-                ok = False
+            if ok and self._spool.exists():
+                for offset, rec in self._spool.records():
+                    if self._abandon:
+                        return False
+                    self._sender.send(rec)
+                    self._spool.mark(offset)
+                    self._progress_at = time.monotonic()
+                    sent += 1
+                    with self._cond:
+                        self._cond.notify_all()
+        except ClientError:
+            ok = False
+        finally:
+            self._probing = False
         if not ok:
             self._probe_delay = min(self._probe_delay * 2, PROBE_MAX_S)
             self._probe_at = time.monotonic() + self._probe_delay
@@ -995,9 +1011,15 @@ class RunyardLogger(Logger):
         return (not self._ops and self._taken_points >= self._queued_points and not self._busy
                 and not self._offline)
 
+    def _all_out(self) -> bool:
+        """Nothing is left in memory: every record was sent or spooled."""
+        return (not self._ops and self._taken_points >= self._queued_points
+                and (not self._busy or self._probing))
+
     def _wait_delivered(self, grace: float, timeout: float | None = None) -> bool:
         """Wait until everything queued is on the server. False when ``timeout`` passed, or the
-        server has been unreachable for ``grace`` seconds of this wait (the rest is spooled)."""
+        server has been unreachable (no progress) for ``grace`` seconds of this wait and all that
+        is left is in the spool."""
         if self._thread is None:
             return self._delivered() or not self._started
         end = None if timeout is None else time.monotonic() + timeout
@@ -1015,7 +1037,8 @@ class RunyardLogger(Logger):
                         return False
                     if self._offline:
                         offline_since = now if offline_since is None else offline_since
-                        if now - offline_since >= grace:
+                        quiet = now - max(offline_since, self._progress_at)
+                        if quiet >= grace and (self._all_out() or quiet >= grace + self.timeout + 5):
                             return False
                     else:
                         offline_since = None
@@ -1089,6 +1112,13 @@ class RunyardLogger(Logger):
         score = scores.get(saved, scores.get(path)) if isinstance(scores, dict) else None
         score = to_float(score) if score is not None else None
         step = getattr(checkpoint_callback, "_last_global_step_saved", None)
+        # "last": ModelCheckpoint's last.ckpt when it keeps one; else the newest file, unless the
+        # owner uploads its own resume checkpoints as last (upload_checkpoint(is_last=True)).
+        if getattr(checkpoint_callback, "save_last", None):
+            last_raw = getattr(checkpoint_callback, "last_model_path", "") or ""
+            is_last = bool(last_raw) and os.path.abspath(last_raw) == path
+        else:
+            is_last = not self._owner_sets_last
         meta = {
             "filename": safe_filename(os.path.basename(path)),
             "epoch": self._epoch_of(path),
@@ -1096,7 +1126,7 @@ class RunyardLogger(Logger):
             "monitor": getattr(checkpoint_callback, "monitor", None),
             "score": score if score is not None and math.isfinite(score) else None,
             "is_best": path == best,
-            "is_last": True,
+            "is_last": is_last,
         }
         self._saw_checkpoints = True
         self._enqueue("checkpoint", {"path": path, "identity": ident, "meta": meta, "origin": "callback",
@@ -1111,6 +1141,8 @@ class RunyardLogger(Logger):
         ident = _identity(os.stat(path))
         meta = {"filename": safe_filename(os.path.basename(path)), "epoch": epoch, "step": step,
                 "resumable": resumable, "is_last": is_last}
+        if is_last:
+            self._owner_sets_last = True
         self._enqueue("checkpoint", {"path": path, "identity": ident, "meta": meta, "origin": "manual"})
 
     def delete_checkpoint(self, path: str | os.PathLike) -> None:
@@ -1150,7 +1182,12 @@ class RunyardLogger(Logger):
         error = self._error_text() if status == "failed" else None
         self._queue_reconcile()
         if self._attached or self._finish_sent:
-            if not self._wait_delivered(grace=self.retry_for):
+            delivered = self._wait_delivered(grace=self.retry_for)
+            if self._finish_sent and not self._attached:  # e.g. test() after fit(): done again
+                self._stop_capture()
+                if delivered:
+                    self._stop_sender(abandon=False, timeout=self.timeout + 5)
+            if not delivered:
                 self._tell_spooled()
             return
         final = STATUS_OF.get(status, "failed")

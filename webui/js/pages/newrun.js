@@ -235,8 +235,11 @@ export async function render(root, _params, query) {
   let groups = null;
 
   const recipeSel = h("select", { id: "f-recipe", class: "input", name: "recipe", dataset: { field: "recipe" }, on: { change: (e) => { current = e.target.value; buildForm(null); } } },
-    runnable.map((r) => h("option", { value: r.name, selected: r.name === current }, r.name)));
+    runnable.map((r) => h("option", { value: r.name, selected: r.name === current, dataset: { available: String(r.available !== false) } },
+      r.available === false ? `${r.name} (unavailable)` : r.name)));
   const recipeDesc = h("p", { class: "recipe-desc" });
+  // A recipe no live worker serves: it can still be queued; a worker that publishes it takes the run.
+  const unavailable = h("div", { class: "notice", role: "status", hidden: true, dataset: { testid: "recipe-unavailable" } });
   const nameInput = h("input", { id: "f-name", class: "input", name: "name", dataset: { field: "name" }, placeholder: "optional: a name for this run",
     value: cloneRun ? `${cloneRun.name || "run-" + cloneRun.id}-clone` : "" });
   const projectInput = h("input", { id: "f-project", class: "input", name: "project", dataset: { field: "project" }, list: "project-options",
@@ -255,6 +258,10 @@ export async function render(root, _params, query) {
   function buildForm(prefill) {
     const recipe = runnable.find((r) => r.name === current);
     recipeDesc.textContent = recipe.description || "";
+    unavailable.hidden = recipe.available !== false;
+    unavailable.textContent = recipe.available === false
+      ? "No live worker serves this recipe now. A run you start waits in its queue until a worker that publishes it starts."
+      : "";
     const pSchema = recipe.params_schema || { properties: {} };
     const tSchema = recipe.trainer_schema && recipe.trainer_schema.properties ? recipe.trainer_schema : FALLBACK_TRAINER_SCHEMA;
     const params = buildGroup("params", pSchema, pSchema, prefill ? prefill.params : null, null);
@@ -327,6 +334,7 @@ export async function render(root, _params, query) {
     try {
       const run = await runsApi.create(body);
       toast(`Run #${run.id} queued`, "ok");
+      for (const warning of run.warnings || []) toast(warning, "warn", 8000);
       location.hash = `#/runs/${run.id}`;
     } catch (err) {
       if (err.status === 422 || err.status === 400 || err.status === 409) showApiErrors(err);
@@ -348,6 +356,7 @@ export async function render(root, _params, query) {
       h("section", { class: "form-section" }, h("h2", null, "Run"),
         h("div", { class: "field-grid" },
           topField("recipe", recipeSel, topErrors.get("recipe"), null),
+          unavailable,
           topField("name", nameInput, topErrors.get("name"), null),
           topField("project", projectInput, topErrors.get("project"), null), projectOptions),
         recipeDesc),
