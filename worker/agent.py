@@ -20,9 +20,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from trainer_core.client import ApiError, Client, Unreachable
-
 from server.settings import Settings
+from trainer_core.client import ApiError, Client, Unreachable
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +127,8 @@ class Agent:
         for name in ("RUNYARD_TOKEN", "RUNYARD_BROKER_URL", "RUNYARD_DATABASE_URL", "CELERY_BROKER_URL"):
             os.environ.pop(name, None)
         os.environ["RUNYARD_RECIPES"] = self.settings.recipes
-        self._context.set_forkserver_preload(["worker.run_process", *self._recipe_modules()])
+        self._context.set_forkserver_preload(["worker.forkserver_init", "worker.run_process",
+                                              *self._recipe_modules()])
         from multiprocessing import forkserver
 
         forkserver.ensure_running()

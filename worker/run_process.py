@@ -62,9 +62,11 @@ def main(payload: dict[str, Any]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     os.environ.update(RUNYARD_URL=payload["url"], RUNYARD_TOKEN=payload["token"],
                       RUNYARD_RUN_ID=str(payload["run"]["id"]), RUNYARD_RUN_DIR=str(run_dir))
+    # SIGUSR1 from the worker, or a SIGTERM sent to this process: stop at the next step with a
+    # resume checkpoint, then exit for a requeue. Ctrl-C is the worker's to handle.
     signal.signal(signal.SIGUSR1, lambda *_: WORKER_SHUTDOWN.set())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides; Ctrl-C reaches it, not us
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, lambda *_: WORKER_SHUTDOWN.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.enable()  # a segfault prints the Python stack to the worker's stderr
     os.chdir(run_dir)
     sys.exit(run(payload, run_dir))

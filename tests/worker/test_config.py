@@ -88,7 +88,7 @@ def test_the_run_device_names_the_pinned_gpu(monkeypatch) -> None:
     process (RUNYARD_WORKER_GPU, set by `runyard worker --gpus`) writes into the run's device."""
     import torch
 
-    from worker.runner import describe_device
+    from worker.agent import describe_device
 
     monkeypatch.delenv("RUNYARD_WORKER_GPU", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -18,32 +18,40 @@ def settings_variables() -> set[str]:
     return {f"RUNYARD_{name.upper()}" for name in Settings.model_fields}
 
 
-def variables_the_code_reads() -> set[str]:
-    names = settings_variables()
-    for folder in ("server", "worker"):
-        for path in (ROOT / folder).rglob("*.py"):
-            names |= set(re.findall(r"\bRUNYARD_[A-Z][A-Z0-9_]*\b", path.read_text()))
-    return names - SET_BY_THE_CLI
+WORKER_NEEDS = {"RUNYARD_URL", "RUNYARD_TOKEN", "RUNYARD_BROKER_URL", "RUNYARD_HOME", "RUNYARD_DATA_DIR",
+                "RUNYARD_RECIPES", "RUNYARD_DOWNLOAD_DATA", "RUNYARD_HEARTBEAT_TIMEOUT", "RUNYARD_WORKER_NAME"}
 
 
-def test_compose_parses_and_names_every_service_and_variable() -> None:
+def test_compose_parses_and_names_every_service_and_variable(monkeypatch) -> None:
+    monkeypatch.setenv("RUNYARD_WORKER_TOKEN", "ryw_test")
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
     assert {"postgres", "redis", "server", "worker"} <= set(services)
-    for name in ("server", "worker"):
-        env = services[name]["environment"]
-        wanted = variables_the_code_reads() if name == "worker" else settings_variables()
-        missing = wanted - set(env)
-        assert not missing, f"{name} lacks {sorted(missing)}"
-        assert env["RUNYARD_DATABASE_URL"].startswith("postgresql://") and "@postgres:" in env["RUNYARD_DATABASE_URL"]
-        assert env["RUNYARD_BROKER_URL"].startswith("redis://redis:")
-        assert "runyard-data:/data" in services[name]["volumes"]
-        assert env["RUNYARD_ARTIFACT_ROOT"].startswith("/data") and env["RUNYARD_DATA_DIR"].startswith("/data")
+    server_env = services["server"]["environment"]
+    missing = settings_variables() - set(server_env)
+    assert not missing, f"server lacks {sorted(missing)}"
+    assert server_env["RUNYARD_DATABASE_URL"].startswith("postgresql://") and "@postgres:" in server_env["RUNYARD_DATABASE_URL"]
+    assert server_env["RUNYARD_BROKER_URL"].startswith("redis://redis:")
+    assert "runyard-data:/data" in services["server"]["volumes"]
+    assert server_env["RUNYARD_ARTIFACT_ROOT"].startswith("/data")
+    # the worker: only the server's URL, a token, the broker and its own folder (issue 8)
+    worker_env = services["worker"]["environment"]
+    assert WORKER_NEEDS <= set(worker_env), sorted(WORKER_NEEDS - set(worker_env))
+    assert "RUNYARD_DATABASE_URL" not in worker_env and "RUNYARD_ARTIFACT_ROOT" not in worker_env
+    assert worker_env["RUNYARD_URL"] == "http://server:8000" and "RUNYARD_WORKER_TOKEN" in worker_env["RUNYARD_TOKEN"]
+    assert worker_env["RUNYARD_BROKER_URL"].startswith("redis://redis:")
+    assert "runyard-data:/data" not in services["worker"]["volumes"]
+    # every RUNYARD_ variable the worker package reads is one the worker service sets or a default
+    read_by_worker = {n for path in (ROOT / "worker").rglob("*.py")
+                      for n in re.findall(r"\bRUNYARD_[A-Z][A-Z0-9_]*\b", path.read_text())} - SET_BY_THE_CLI
+    assert read_by_worker - set(worker_env) <= {"RUNYARD_DATABASE_URL", "RUNYARD_BROKER_URL", "RUNYARD_TOKEN",
+                                                 "RUNYARD_RUN_ID", "RUNYARD_RUN_DIR", "RUNYARD_ARTIFACT_URL",
+                                                 "RUNYARD_URL", "RUNYARD_RECIPES"}
     devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert services["worker"]["command"][:2] == ["runyard", "worker"]
     assert services["server"]["command"][:2] == ["runyard", "server"]
-    assert "runyard-data" in compose["volumes"]
+    assert "runyard-data" in compose["volumes"] and "worker-data" in compose["volumes"]
 
 
 def test_dockerfile_installs_the_package_and_runs_runyard() -> None:
