@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -71,7 +72,9 @@ def ingest(c: httpx.Client, total: int, batch: int) -> float:
     payloads = bodies(total, batch)
     t0 = time.perf_counter()
     for body in payloads:
-        r = c.post(f"/api/v1/runs/{rid}/metrics", content=body, headers={"Content-Type": "application/json"})
+        # as RunyardLogger sends them: each batch with its idempotency key (stored with the points)
+        r = c.post(f"/api/v1/runs/{rid}/metrics", content=body, headers={"Content-Type": "application/json",
+                                                                         "Idempotency-Key": uuid.uuid4().hex})
         r.raise_for_status()
     return total / (time.perf_counter() - t0)
 
@@ -220,7 +223,7 @@ def logger_step_overhead(url: str, rounds: int = 7, warmup: int = 200) -> list[d
         if config == "none":
             logger: object = False
         elif config == "runyard":
-            logger = RunyardLogger(url=url, name="step-overhead")
+            logger = RunyardLogger(url=url, name="step-overhead", save_dir=tmp)
         elif config == "null":
             logger = NullLogger()
         else:
@@ -295,7 +298,7 @@ def logger_cpu_per_step(url: str, calls: int = 20_000) -> float:
 
     best = float("inf")
     for _ in range(3):
-        logger = RunyardLogger(url=url, name="logger-cpu")
+        logger = RunyardLogger(url=url, name="logger-cpu", save_dir=tempfile.mkdtemp())
         _ = logger.run_id
         metrics = {"train_loss": 0.5, "lr": 0.01, "epoch": 0}
         t0 = time.process_time()

@@ -168,7 +168,7 @@ class Agent:
         payload = {
             **claim, "url": self.settings.url, "run_dir": str(run_dir), "data_dir": str(self.settings.data_dir),
             "download_data": self.settings.download_data, "recipes": self.settings.recipes,
-            "device": claim["run"].get("device") or "cpu",
+            "device": claim["run"].get("device") or "cpu", "worker_pid": os.getpid(),
         }
         from worker import run_process
 

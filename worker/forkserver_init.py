@@ -3,8 +3,8 @@
 The forkserver and the run processes it forks leave the worker's process group, so a signal
 sent to the worker's group (a terminal's Ctrl-C, ``kill -TERM -<pgid>``) reaches the Celery
 worker alone, which then stops its run in order: SIGUSR1, a resume checkpoint, a requeue.
-When the worker dies, the forkserver sees its pipe close and exits, and each run process,
-which has PR_SET_PDEATHSIG, is killed with it.
+When the worker dies, each run process, which watches the worker's pidfd, kills itself (see
+``worker.run_process``), and the forkserver exits once its last child is gone.
 """
 
 from __future__ import annotations

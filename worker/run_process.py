@@ -43,18 +43,40 @@ def preload(recipe_modules: str) -> None:
         pass
 
 
-def _die_with_parent() -> None:
-    try:
-        import ctypes
+def _die_with_worker(worker_pid: int) -> None:
+    """End this process (SIGKILL, as the worker got) the moment the worker process dies.
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    The forkserver is this process's parent, and it lives as long as any of its children does,
+    so PR_SET_PDEATHSIG cannot tell; a pidfd of the worker becomes readable when it exits."""
+    import select
+    import threading
+
+    try:
+        pidfd = os.pidfd_open(worker_pid)
+    except ProcessLookupError:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return
+    except (AttributeError, OSError):  # no pidfd (not Linux >= 5.3): poll the pid instead
+        pidfd = None
+
+    def watch() -> None:
+        if pidfd is not None:
+            select.select([pidfd], [], [])
+        else:
+            while True:
+                time.sleep(0.5)
+                try:
+                    os.kill(worker_pid, 0)
+                except ProcessLookupError:
+                    break
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="runyard-worker-watch", daemon=True).start()
 
 
 def main(payload: dict[str, Any]) -> None:
     """The process's entry point (``multiprocessing`` target); exits with the code above."""
-    _die_with_parent()
+    _die_with_worker(int(payload["worker_pid"]))
     for name in list(os.environ):
         if name in SECRET_ENV or name.startswith(("AWS_", "PG")):
             del os.environ[name]

@@ -141,12 +141,20 @@ def test_up_serves_submits_a_demo_and_stops_cleanly_on_sigint(tmp_path: Path) ->
         family = depths(proc.pid)
         assert len(family) >= 6, family  # server, supervisor, 2 celery workers, 2 DataLoader workers
         assert sum(d >= 3 for d in family.values()) >= 2, family
+        # migrations run once: by `runyard up` itself; its server is told not to (RUNYARD_MIGRATE=0)
+        server_pid = next(pid for pid in family if b"server.cli\x00server" in Path(f"/proc/{pid}/cmdline").read_bytes())
+        assert b"RUNYARD_MIGRATE=0" in Path(f"/proc/{server_pid}/environ").read_bytes().split(b"\x00")
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=60)
     output = (tmp_path / "up.log").read_text()
     assert code == 0, output
     assert "demo run" in output and base in output
+    assert output.count("is up to date") == 1, output
+    # Ctrl-C during a run: one line says the run was saved and requeued; no Celery traceback,
+    # and "stopping" once
+    assert "Traceback" not in output and output.count("stopping") == 1, output
+    assert f"run {loader_run} saved and requeued" in output, output
     time.sleep(0.5)
     assert not [pid for pid in family if alive(pid)], f"orphans left: {family}"
     db = sqlite3.connect(tmp_path / "home" / "runyard.db")
@@ -157,6 +165,20 @@ def test_up_serves_submits_a_demo_and_stops_cleanly_on_sigint(tmp_path: Path) ->
     status, attempt, error = db.execute("select status, attempt, error from runs where id = ?",
                                         (loader_run,)).fetchone()
     assert (status, attempt) == ("queued", 0), (status, error, output[-3000:])
+    db.close()
+
+    # A second `make run` on the same home submits no new demo run (the requeued runs go on).
+    log2 = open(tmp_path / "up2.log", "wb")
+    proc = subprocess.Popen([*RUNYARD, "up", "--demo"], env=env, cwd=ROOT, stdout=log2, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while "has runs already" not in (tmp_path / "up2.log").read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "up2.log").read_text()
+            time.sleep(0.3)
+        assert httpx.get(f"{base}/api/v1/runs", timeout=5).json()["total"] == 2
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
 
 
 @pytest.mark.slow

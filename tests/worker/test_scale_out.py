@@ -13,17 +13,49 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import need_service, port_open
+from tests.worker.conftest import PG_ADMIN_URL
 from tests.worker.stack import Stack, stack_env
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def own_postgres_and_redis(redis_url: str):
+    """A database and a Redis database of this test's own: no other stack's worker may take its runs."""
+    import psycopg
+    import redis
+
+    need_service("PostgreSQL", port_open("127.0.0.1", 5432), "127.0.0.1:5432")
+    name = f"runyard_split_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    used = int(redis_url.rsplit("/", 1)[1])
+    for db in range(1, 15):
+        client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+        if db != used and client.dbsize() == 0 and client.set("runyard-split-tests", "1", nx=True):
+            break
+        client.close()
+    else:
+        pytest.fail("no empty Redis database among 1..14")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}", f"redis://127.0.0.1:6379/{db}"
+    finally:
+        client.flushdb()
+        client.close()
+        from server.db import dispose_engine
+
+        dispose_engine(f"postgresql://postgres@127.0.0.1:5432/{name}")
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres_redis", marks=[pytest.mark.postgres, pytest.mark.redis])])
 def split_stack(request: pytest.FixtureRequest, tmp_path: Path, small_mnist: Path):
     extra = {}
     if request.param == "postgres_redis":
-        extra = {"database_url": request.getfixturevalue("postgres_url"),
-                 "broker_url": request.getfixturevalue("redis_url")}
+        database_url, broker_url = request.getfixturevalue("own_postgres_and_redis")
+        extra = {"database_url": database_url, "broker_url": broker_url}
     stack = Stack(stack_env(tmp_path / "server-home", small_mnist, **extra), tmp_path / "logs")
     try:
         stack.start_server()
