@@ -26,7 +26,7 @@ def get_logs(run_id: RunId, tail: int | None = Query(None, ge=1, le=100_000),
 @router.post("/runs/{run_id}/logs", status_code=201, response_model=Accepted)
 def add_logs(run_id: RunId, body: LogLinesIn, request: Request, response: Response,
              session: Session = Depends(get_session)) -> Accepted:
-    key = idempotency_key(request)
+    key = idempotency_key(request, "l")
     seen = store.seen_batch(session, run_id, key)
     if seen is None:
         try:

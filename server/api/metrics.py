@@ -86,15 +86,16 @@ def parse_points(payload: Any, limit: int) -> list[tuple]:
     return rows
 
 
-def idempotency_key(request: Request) -> str | None:
-    """The batch's ``Idempotency-Key`` header (1-100 printable ASCII characters), or None."""
+def idempotency_key(request: Request, kind: str) -> str | None:
+    """The batch's ``Idempotency-Key`` header (1-96 printable ASCII characters), or None; stored
+    as ``<kind>:<key>`` so metric and log batches have keys of their own."""
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
-    if not 1 <= len(key) <= 100 or not key.isascii() or not key.isprintable():
-        raise ApiError(422, "The Idempotency-Key header must be 1 to 100 printable ASCII characters.",
+    if not 1 <= len(key) <= 96 or not key.isascii() or not key.isprintable():
+        raise ApiError(422, "The Idempotency-Key header must be 1 to 96 printable ASCII characters.",
                        "Idempotency-Key")
-    return key
+    return f"{kind}:{key}"
 
 
 def _insert(request: Request, run_id: RunId, rows: list[tuple], key: str | None) -> tuple[int, bool]:
@@ -133,7 +134,7 @@ async def ingest_metrics(run_id: RunId, request: Request) -> Accepted:
         payload = json.loads(body)
     except (ValueError, RecursionError):
         raise ApiError(422, "The request body is not valid JSON; send {\"points\": [...]} as JSON.", "body") from None
-    key = idempotency_key(request)
+    key = idempotency_key(request, "m")
     rows = parse_points(payload, request.app.state.settings.max_metric_points)
     accepted, duplicate = await run_in_threadpool(_insert, request, run_id, rows, key)
     return Accepted(accepted=accepted, duplicate=duplicate)
