@@ -622,3 +622,34 @@ def test_log_metrics_stays_a_deque_append(server, tmp_path):
     per_call = (time.perf_counter() - started) / 20_000
     assert per_call < 20e-6, per_call  # ~1-2 us here
     logger.finalize("success")
+
+
+def test_the_servers_reaper_fails_a_killed_script_as_crashed(tmp_path):
+    """Point 8: a script killed mid-run is marked failed (crashed) after the heartbeat timeout,
+    instead of staying running forever (a server whose one reaper runs, timeout 1 s)."""
+    port = free_port()
+    proc = start_server(tmp_path / "home", port, RUNYARD_REAPER="true", RUNYARD_HEARTBEAT_TIMEOUT="1")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(proc, url)
+        script = tmp_path / "beat.py"
+        script.write_text(HEARTBEAT_SCRIPT)
+        child = subprocess.Popen([sys.executable, str(script), url, "crashes", str(tmp_path / "logs")],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=script_env(),
+                                 cwd=tmp_path)
+        rid = int(child.stdout.readline().split()[1])
+        with httpx.Client(base_url=url + "/api/v1", timeout=30) as api:
+            deadline = time.monotonic() + 30
+            while metric_count(api, rid, "x") < 20:  # alive and reporting, past several heartbeat timeouts
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert api.get(f"/runs/{rid}").json()["status"] == "running"
+            child.send_signal(signal.SIGKILL)
+            child.wait(10)
+            deadline = time.monotonic() + 30
+            while (run := api.get(f"/runs/{rid}").json())["status"] == "running":
+                assert time.monotonic() < deadline, run
+                time.sleep(0.1)
+            assert run["status"] == "failed" and run["error"].startswith("crashed"), run
+    finally:
+        stop_server(proc)
