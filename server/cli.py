@@ -29,6 +29,7 @@ from server.queue import DEFAULT_QUEUE
 from server.settings import Settings, get_settings
 
 STOP_TIMEOUT_S = 30.0
+EXIT_CONFIG = 78  # a worker that cannot start as configured (bad token, no server): not restarted
 
 
 # --------------------------------------------------------------------------- process supervision
@@ -94,10 +95,12 @@ def _raise_stop(signum: int, frame: Any) -> None:
     raise _Stop(signum)
 
 
-def supervise(procs: dict[str, subprocess.Popen], restart: dict[str, Any] | None = None) -> int:
+def supervise(procs: dict[str, subprocess.Popen], restart: dict[str, Any] | None = None,
+              in_order: bool = False) -> int:
     """Wait until a signal arrives (stop all, return 0) or a child exits (restarted when
     ``restart`` knows how, else stop all and return 1). Under ``runyard up`` the inner
-    ``runyard worker`` (RUNYARD_WORKER_QUIET=1) says nothing when it is stopped."""
+    ``runyard worker`` (RUNYARD_WORKER_QUIET=1) says nothing when it is stopped. ``in_order``:
+    stop the children one by one, the last started first."""
     old = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while True:
@@ -105,7 +108,7 @@ def supervise(procs: dict[str, subprocess.Popen], restart: dict[str, Any] | None
                 code = proc.poll()
                 if code is None:
                     continue
-                if restart and name in restart:
+                if restart and name in restart and code != EXIT_CONFIG:
                     print(f"runyard: {name} exited with {code}; starting it again", file=sys.stderr)
                     time.sleep(1.0)
                     procs[name] = restart[name]()
@@ -119,7 +122,12 @@ def supervise(procs: dict[str, subprocess.Popen], restart: dict[str, Any] | None
             print("runyard: stopping (a running run is saved and requeued)…", file=sys.stderr, flush=True)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stop_all(list(procs.values()))
+        if in_order:
+            # last started first: the worker saves its run to the server, then the server stops
+            for proc in reversed(list(procs.values())):
+                stop_all([proc])
+        else:
+            stop_all(list(procs.values()))
         return 0
     finally:
         for sig, handler in old.items():
@@ -409,7 +417,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     except BaseException:
         stop_all(list(procs.values()))
         raise
-    return supervise(procs)
+    return supervise(procs, in_order=True)
 
 
 def parse_value(text: str) -> Any:

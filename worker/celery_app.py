@@ -35,6 +35,21 @@ _agent = None
 _agent_lock = threading.Lock()
 
 
+class _QuietReject(logging.Filter):
+    """A task handed back to the broker (``Reject(requeue=True)``, e.g. fetched while the worker
+    stops) is one warning line, not a traceback: Celery logs rejections with their stack."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from celery.exceptions import Reject
+
+        if record.exc_info and isinstance(record.exc_info[1], Reject):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+logging.getLogger("celery.app.trace").addFilter(_QuietReject())
+
+
 def get_agent():
     """The worker's agent, started (registered, forkserver up) on first use."""
     global _agent
@@ -47,10 +62,30 @@ def get_agent():
         return _agent
 
 
+EXIT_CONFIG = 78  # EX_CONFIG: `runyard worker` does not restart a worker that exits with it
+
+
 @signals.worker_ready.connect
 def _register(**_: object) -> None:
+    import os
+    import sys
+
+    from trainer_core.client import ApiError, Unreachable
+
     settings.ensure_dirs()
-    agent = get_agent()
+    try:
+        agent = get_agent()
+    except ApiError as exc:
+        if exc.status in (401, 403):
+            print(f"runyard worker: the server at {settings.url} refused this worker's token ({exc.detail}). "
+                  "Make one with `runyard token create --worker` on the server and set RUNYARD_TOKEN.",
+                  file=sys.stderr, flush=True)
+            os._exit(EXIT_CONFIG)
+        raise
+    except Unreachable as exc:
+        print(f"runyard worker: cannot reach the server at {settings.url} ({exc}); set RUNYARD_URL.",
+              file=sys.stderr, flush=True)
+        os._exit(EXIT_CONFIG)
     print(f"runyard worker ready: {agent.name}, queues {', '.join(agent.queues)}, server {settings.url}", flush=True)
 
 

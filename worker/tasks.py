@@ -15,4 +15,8 @@ def execute_run(run_id: int) -> str:
     if WORKER_SHUTDOWN.is_set():
         # Fetched while this worker is stopping: hand the message back untouched for the next worker.
         raise Reject("worker is shutting down", requeue=True)
-    return get_agent().execute(int(run_id))
+    try:
+        agent = get_agent()
+    except Exception as exc:  # noqa: BLE001 - not registered (server down): the message goes back
+        raise Reject(f"this worker is not registered with the server ({exc})", requeue=True) from exc
+    return agent.execute(int(run_id))

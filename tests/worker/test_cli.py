@@ -209,8 +209,9 @@ def test_submit_wait_follows_the_run_and_reports_failure(sqlite_stack: Stack) ->
 def test_worker_concurrency_runs_two_at_once_and_stops_cleanly(sqlite_stack: Stack) -> None:
     sqlite_stack.kill_workers(signal.SIGTERM)
     log = open(sqlite_stack.logs / "pool.log", "wb")
-    proc = subprocess.Popen([*RUNYARD, "worker", "--gpus", "none", "--concurrency", "2"], env=sqlite_stack.env,
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([*RUNYARD, "worker", "--gpus", "none", "--concurrency", "2"],
+                            env={**sqlite_stack.env, **sqlite_stack.worker_env()}, cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT)
     try:
         sqlite_stack.wait_log("pool", "ready", timeout=90, proc=proc)
         ids = [sqlite_stack.submit("slow_regression", {"step_delay": 0.05, "n": 480}, {"max_epochs": 1})["id"]

@@ -31,7 +31,7 @@ def _loader() -> DataLoader:
 
 
 def _fit(ckpt_dir, max_steps: int, ckpt_path=None) -> RunControl:
-    control = RunControl(threading.Event(), tracking=None, ckpt_dir=ckpt_dir, every_n_train_steps=5)
+    control = RunControl(threading.Event(), logger=None, ckpt_dir=ckpt_dir, every_n_train_steps=5)
     trainer = L.Trainer(max_steps=max_steps, callbacks=[control], logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(Tiny(), _loader(), ckpt_path=ckpt_path)
