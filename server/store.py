@@ -647,8 +647,10 @@ def claim_run(session: Session, run_id: int, worker_host: str, device: str) -> t
     rebuild_blocks(session, run_id, min_block=cut // BLOCK_STEPS)
     dropped_query = select(Checkpoint).where(Checkpoint.run_id == run_id)
     if checkpoint is not None and checkpoint.run_id == run_id:
+        # after the cut, and the older resume checkpoints (only the newest is kept)
         dropped_query = dropped_query.where(Checkpoint.id != checkpoint.id,
-                                            or_(Checkpoint.step.is_(None), Checkpoint.step >= cut))
+                                            or_(Checkpoint.step.is_(None), Checkpoint.step >= cut,
+                                                Checkpoint.resumable.is_(True)))
     dropped = list(session.scalars(dropped_query))
     keys = [c.path for c in dropped]
     if dropped:

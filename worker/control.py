@@ -34,6 +34,7 @@ class RunControl(L.Callback):
         self.every_n_train_steps = every_n_train_steps
         self.stopped_early = False
         self._last_saved_step = -1
+        self._saved: list[Path] = []  # this attempt's resume checkpoints, oldest first
 
     @property
     def state_key(self) -> str:
@@ -70,8 +71,16 @@ class RunControl(L.Callback):
             return None
         trainer.save_checkpoint(str(path))
         self._last_saved_step = step
+        self._saved.append(path)
         if self.logger is not None:
             self.logger.upload_checkpoint(path, step=step, epoch=epoch, resumable=True, is_last=True)
+            # Only the newest resume checkpoint is kept: the older one goes on the server once the
+            # new one is registered (the logger's queue keeps that order), never before.
+            if len(self._saved) >= 2:
+                self.logger.delete_checkpoint(self._saved[-2])
+        # Locally, two generations back was uploaded long ago (the logger sends in order).
+        if len(self._saved) >= 3:
+            self._saved.pop(0).unlink(missing_ok=True)
         return path
 
     @staticmethod

@@ -183,7 +183,9 @@ def test_up_serves_submits_a_demo_and_stops_cleanly_on_sigint(tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_submit_wait_follows_the_run_and_reports_failure(sqlite_stack: Stack) -> None:
-    env = {**sqlite_stack.env, "RUNYARD_PUBLIC_URL": sqlite_stack.base_url}
+    # RUNYARD_URL alone finds the server (no RUNYARD_PORT), as it does for workers and RunyardLogger
+    env = {k: v for k, v in sqlite_stack.env.items() if k != "RUNYARD_PORT"}
+    env.update(RUNYARD_URL=sqlite_stack.base_url, RUNYARD_PUBLIC_URL=sqlite_stack.base_url)
     ok = subprocess.run(
         [*RUNYARD, "submit", "slow_regression", "--param", "n=64", "--trainer", "max_epochs=2", "--wait"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
@@ -203,6 +205,9 @@ def test_submit_wait_follows_the_run_and_reports_failure(sqlite_stack: Stack) ->
     refused = subprocess.run([*RUNYARD, "submit", "no_such_recipe"], env=env, cwd=ROOT, capture_output=True,
                              text=True, timeout=60)
     assert refused.returncode == 2 and "422" in refused.stderr
+    nowhere = subprocess.run([*RUNYARD, "submit", "slow_regression"], env={**env, "RUNYARD_URL": "http://127.0.0.1:9"},
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert nowhere.returncode == 2 and "RUNYARD_URL" in nowhere.stderr
 
 
 @pytest.mark.slow

@@ -43,7 +43,13 @@ export async function render(root, { id }) {
   const charts = new MetricCharts(chartsBox, { runs: [{ id: run.id, name: run.name }] });
   cleanups.push(() => charts.destroy());
 
+  let headKey = null;
   function renderHead() {
+    // Rebuilt only when something it shows changes: a checkpoint arriving every few steps must
+    // not replace the Cancel button under the user's pointer.
+    const key = JSON.stringify([run.id, run.name, run.status, !!run.cancel_requested, run.recipe, checkpoints.length > 0]);
+    if (key === headKey) return;
+    headKey = key;
     const actions = [];
     if (ACTIVE.has(run.status)) {
       actions.push(h("button", { class: "btn btn-danger", type: "button", dataset: { testid: "cancel-run" }, disabled: !!run.cancel_requested, on: { click: onCancel } },
