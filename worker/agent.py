@@ -127,8 +127,11 @@ class Agent:
         for name in ("RUNYARD_TOKEN", "RUNYARD_BROKER_URL", "RUNYARD_DATABASE_URL", "CELERY_BROKER_URL"):
             os.environ.pop(name, None)
         os.environ["RUNYARD_RECIPES"] = self.settings.recipes
-        self._context.set_forkserver_preload(["worker.forkserver_init", "worker.run_process",
-                                              *self._recipe_modules()])
+        # Also what a first run would import on its way: torch._dynamo (the first optimizer's
+        # constructor imports it, 1.5 s) and sklearn.datasets (the digits recipes' loader);
+        # a module that is not installed is skipped.
+        self._context.set_forkserver_preload(["worker.forkserver_init", "worker.run_process", "torch._dynamo",
+                                              "sklearn.datasets", *self._recipe_modules()])
         from multiprocessing import forkserver
 
         forkserver.ensure_running()
