@@ -17,7 +17,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 RUN mkdir -p trainer_core server worker migrations webui \
     && touch trainer_core/__init__.py server/__init__.py worker/__init__.py migrations/__init__.py webui/__init__.py \
-    && pip install . \
+    && pip install ".[s3]" \
     && pip uninstall -y runyard
 
 COPY trainer_core ./trainer_core

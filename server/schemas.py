@@ -80,10 +80,11 @@ class RunList(BaseModel):
     offset: int
 
 
-class CheckpointRegister(BaseModel):
+class CheckpointMeta(BaseModel):
+    """What a checkpoint is registered with, whichever way it arrives (register or upload)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(..., min_length=1, max_length=1000, description="Relative to the artifact root.")
     epoch: int | None = Field(None, ge=0, le=2**31 - 1)
     step: int | None = Field(None, ge=0, le=2**63 - 1)
     monitor: str | None = Field(None, max_length=250)
@@ -91,6 +92,10 @@ class CheckpointRegister(BaseModel):
     is_best: bool = False
     is_last: bool = False
     resumable: bool = Field(False, description="A resume checkpoint (saved at a batch start).")
+
+
+class CheckpointRegister(CheckpointMeta):
+    path: str = Field(..., min_length=1, max_length=1000, description="Relative to the artifact root.")
 
 
 class CheckpointPatch(BaseModel):
@@ -100,19 +105,10 @@ class CheckpointPatch(BaseModel):
     is_last: bool | None = Field(None, description="true: this is the run's last (the flag leaves the others).")
 
 
-class UploadCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class UploadCreate(CheckpointMeta):
     filename: str = Field(..., min_length=1, max_length=200, description="File name (no folders), e.g. epoch=3-step=120.ckpt.")
     size: int = Field(..., ge=0, le=2**63 - 1, description="The file's size in bytes.")
     sha256: str = Field(..., pattern=r"^[0-9a-fA-F]{64}$", description="The file's sha256 (hex); verified at the end.")
-    epoch: int | None = Field(None, ge=0, le=2**31 - 1)
-    step: int | None = Field(None, ge=0, le=2**63 - 1)
-    monitor: str | None = Field(None, max_length=250)
-    score: float | None = None
-    is_best: bool = False
-    is_last: bool = False
-    resumable: bool = Field(False, description="A resume checkpoint (saved at a batch start).")
 
 
 class UploadCreated(BaseModel):
