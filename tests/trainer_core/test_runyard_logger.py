@@ -421,6 +421,10 @@ def test_sync_spool_uploads_a_run_that_ended_offline(server, api, project, tmp_p
     assert {c["filename"]: c["sha256"] for c in api.get(f"/runs/{rid}/checkpoints").json()} == local and local
     assert not (folder / "spool.jsonl").exists()
     assert str(sync_spool(logs, url=server)).startswith("nothing to sync")
+    # the same through the CLI, which finds the server by RUNYARD_URL
+    cli = subprocess.run([sys.executable, "-m", "server.cli", "sync", str(logs)], capture_output=True, text=True,
+                         timeout=120, env=script_env(RUNYARD_URL=server), cwd=REPO)
+    assert cli.returncode == 0 and "runyard sync: nothing to sync" in cli.stdout, cli.stdout + cli.stderr
 
     # the same spool sent again (e.g. a sync interrupted after its records reached the server): nothing twice
     shutil.copy(kept, folder / "spool.jsonl")
