@@ -143,6 +143,7 @@ WORKER_ROUTES = {
 # What a worker token may call besides its own routes.
 WORKER_ALSO = {
     ("POST", "/api/v1/runs/{run_id}/finish"),
+    ("POST", "/api/v1/runs/{run_id}/heartbeat"),
     ("GET", "/api/v1/runs/{run_id}"),
     ("GET", "/api/v1/recipes"),
     ("GET", "/healthz"),

@@ -255,6 +255,12 @@ class FinishRequest(BaseModel):
     attempt: int | None = Field(None, ge=1, le=2**31 - 1, description="With a worker token: the attempt it ran.")
 
 
+class HeartbeatIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    attempt: int | None = Field(None, ge=1, le=2**31 - 1, description="With a worker token: the attempt it runs.")
+
+
 class RequeueRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,10 @@ def describe_device(trainer_args: dict[str, Any]) -> str:
     except Exception:  # noqa: BLE001 - no driver: the trainer will say so if a GPU was required
         return "cpu"
     return f"cuda:{gpu} ({name})" if gpu is not None else f"cuda:0 ({name})"
+
+
+def _noop() -> None:
+    """The forkserver's first child: returns at once (see ``Agent._start_forkserver``)."""
 
 
 class Agent:
@@ -132,9 +137,12 @@ class Agent:
         # a module that is not installed is skipped.
         self._context.set_forkserver_preload(["worker.forkserver_init", "worker.run_process", "torch._dynamo",
                                               "sklearn.datasets", *self._recipe_modules()])
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
+        # Wait until the forkserver has imported everything (a first process forked from it
+        # returns only then): until it has, a run's process could not start, and the run would
+        # go without heartbeats. The worker says it is ready only after this.
+        warm = self._context.Process(target=_noop, name="runyard-forkserver-warmup")
+        warm.start()
+        warm.join()
 
     def _recipe_modules(self) -> list[str]:
         return [m.strip() for m in self.settings.recipes.split(",") if m.strip()]
@@ -178,10 +186,17 @@ class Agent:
         process = self._context.Process(target=run_process.main, args=(payload,), name=f"runyard-run-{run_id}")
         process.start()
         signalled = False
+        beat_every = float(claim.get("heartbeat_interval") or 1.0)
+        next_beat = time.monotonic() + beat_every
         while True:
             process.join(0.2)
             if process.exitcode is not None:
                 break
+            if time.monotonic() >= next_beat:
+                # The worker vouches for the process it sees alive; the process heartbeats too
+                # (and learns of a cancel that way), but a busy one may be late on a loaded machine.
+                next_beat = time.monotonic() + beat_every
+                self._beat_run(run_id, attempt)
             if WORKER_SHUTDOWN.is_set() and not signalled:
                 signalled = True
                 try:
@@ -209,6 +224,15 @@ class Agent:
                 log.info("run %s: %s (not recorded: %s)", run_id, reason, exc)
         self._clean(run_dir)
         return status or "lost"
+
+    def _beat_run(self, run_id: int, attempt: int) -> None:
+        try:
+            self.client.request("POST", f"/runs/{run_id}/heartbeat", json={"attempt": attempt},
+                                timeout=max(1.0, self.settings.heartbeat_timeout / 2))
+        except (ApiError, Unreachable):
+            pass  # 409: the run is no longer this attempt's; its process learns it from its own token
+        except Exception:  # noqa: BLE001 - a heartbeat must never stop the supervision
+            log.warning("heartbeat of run %s failed", run_id, exc_info=True)
 
     def _status(self, run_id: int) -> str | None:
         try:

@@ -18,6 +18,7 @@ from server.errors import ApiError
 from server.schemas import (
     ClaimRequest,
     FinishRequest,
+    HeartbeatIn,
     RequeueRequest,
     ResumeRequest,
     RunCreate,
@@ -211,15 +212,25 @@ def heartbeat_interval(timeout: float) -> float:
 
 
 @router.post("/runs/{run_id}/heartbeat")
-def heartbeat(run_id: RunId, request: Request, session: Session = Depends(get_session)) -> dict[str, Any]:
+def heartbeat(run_id: RunId, request: Request, body: HeartbeatIn | None = Body(None),
+              session: Session = Depends(get_session)) -> dict[str, Any]:
     """The run's process is alive. The answer says whether to stop (cancel requested); 409:
-    the run is no longer running (as this run token's attempt), stop training it."""
+    the run is no longer running (as this attempt), stop training it. Sent by the run's process
+    (its run token) and by the worker watching that process (worker token and ``attempt``): a
+    busy training process on a loaded machine may be late with its own."""
     principal = _principal(request)
     run = store.require_run(session, run_id)
-    if principal.kind != "run" and run.recipe != store.EXTERNAL_RECIPE:
-        raise ApiError(403, f"Run {run_id} is trained by a worker; only its run process (its run token) "
-                            "sends its heartbeat.")
-    return store.heartbeat_run(session, run_id, principal.attempt if principal.kind == "run" else None)
+    attempt = None
+    if principal.kind == "run":
+        attempt = principal.attempt
+    elif principal.kind == "worker":
+        if body is None or body.attempt is None:
+            raise ApiError(422, "A worker's heartbeat for a run names the attempt it runs.", "attempt")
+        attempt = body.attempt
+    elif run.recipe != store.EXTERNAL_RECIPE:
+        raise ApiError(403, f"Run {run_id} is trained by a worker; only its run process or worker sends its "
+                            "heartbeat.")
+    return store.heartbeat_run(session, run_id, attempt)
 
 
 @router.post("/runs/{run_id}/finish", response_model=RunOut)

@@ -103,6 +103,14 @@ def depths(pid: int) -> dict[int, int]:
     return out
 
 
+def wait_gone(pids, timeout: float = 15.0) -> None:
+    """Every process in ``pids`` has exited (a forkserver leaves a moment after its worker)."""
+    deadline = time.monotonic() + timeout
+    while left := [pid for pid in pids if alive(pid)]:
+        assert time.monotonic() < deadline, f"orphans left: {left} of {pids}"
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_up_serves_submits_a_demo_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     port = free_port()
@@ -155,8 +163,7 @@ def test_up_serves_submits_a_demo_and_stops_cleanly_on_sigint(tmp_path: Path) ->
     # and "stopping" once
     assert "Traceback" not in output and output.count("stopping") == 1, output
     assert f"run {loader_run} saved and requeued" in output, output
-    time.sleep(0.5)
-    assert not [pid for pid in family if alive(pid)], f"orphans left: {family}"
+    wait_gone(family)
     db = sqlite3.connect(tmp_path / "home" / "runyard.db")
     # A run stopped by the shutdown goes back to the queue (or had finished already) ...
     status = db.execute("select status from runs where id = ?", (demo["id"],)).fetchone()[0]
@@ -245,5 +252,4 @@ def test_worker_concurrency_runs_two_at_once_and_stops_cleanly(sqlite_stack: Sta
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
     assert code == 0
-    time.sleep(0.3)
-    assert not [pid for pid in family if alive(pid)]
+    wait_gone(family)
