@@ -84,11 +84,13 @@ def test_a_worker_with_its_own_folder_resumes_a_run_killed_on_another(split_stac
     else:
         pytest.fail(f"no checkpoint at step 40: {stack.read_log('far-worker-1')[-3000:]}")
     stack.wait_metric(run_id, "train_loss", last[0]["step"] + 5)
-    # the checkpoint lives on the server: in its artifact folder, not the worker's
-    server_home = Path(stack.env["RUNYARD_HOME"])
-    assert (server_home / "artifacts" / str(run_id) / "checkpoints" / last[0]["filename"]).is_file()
-    assert not list(homes[0].rglob("runyard.db")), "the worker must not have a database"
     stack.kill_workers()  # SIGKILL the whole worker: no cleanup, no ack, no final status
+    # the resume checkpoint lives on the server: in its artifact folder, not the worker's
+    # (read again: newer ones replaced it while the run went on)
+    [last] = [c for c in stack.client.get(f"/api/v1/runs/{run_id}/checkpoints").json() if c["is_last"]]
+    server_home = Path(stack.env["RUNYARD_HOME"])
+    assert (server_home / "artifacts" / str(run_id) / "checkpoints" / last["filename"]).is_file()
+    assert not list(homes[0].rglob("runyard.db")), "the worker must not have a database"
 
     stack.start_worker("far-worker-2", home=homes[1])
     run = stack.wait_status(run_id, "succeeded", timeout=150)
