@@ -166,7 +166,9 @@ export async function render(root, { id }) {
     const ok = await confirmDialog({ title: `Cancel run #${run.id}?`, body: `“${run.name || "run " + run.id}” will stop at its next step and save a last checkpoint. This cannot be undone, but you can resume from a checkpoint later.`, confirmLabel: "Cancel run", dismissLabel: "Keep running", danger: true });
     if (!ok) return;
     try {
-      run = await runsApi.cancel(id);
+      const answer = await runsApi.cancel(id);
+      // the live stream may have brought a newer state (the run already stopped) meanwhile
+      if (!run.updated_at || answer.updated_at >= run.updated_at) run = answer;
       toast(`Cancel requested for run #${id}`, "info");
       renderHead(); renderInfo();
     } catch (err) { toast(err.message, "error"); }
@@ -257,7 +259,9 @@ export async function render(root, { id }) {
   // Hyperparameters can be logged after start (PUT by the logger); refresh while running.
   const hpTimer = setInterval(async () => {
     if (!ACTIVE.has(run.status)) return;
-    try { const r = await runsApi.get(id); run = { ...run, ...r }; renderParams(); renderInfo(); } catch { /* server restarting */ }
+    // Only the hyperparameters: a status that the live stream changed while this request was
+    // on its way must not be put back by this (older) answer.
+    try { const r = await runsApi.get(id); run = { ...run, hyperparameters: r.hyperparameters }; renderParams(); renderInfo(); } catch { /* server restarting */ }
   }, 5000);
   cleanups.push(() => clearInterval(hpTimer));
 
