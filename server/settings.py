@@ -71,6 +71,12 @@ class Settings(BaseSettings):
         if not self.resend_after:
             self.resend_after = 10 * self.heartbeat_timeout
 
+    @property
+    def heartbeat_interval(self) -> float:
+        """How often runs and workers heartbeat: a quarter of the timeout, between 0.2 s and 5 s
+        (three missed beats before the reaper acts)."""
+        return max(0.2, min(5.0, self.heartbeat_timeout / 4))
+
     def ensure_dirs(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         self.artifact_root.mkdir(parents=True, exist_ok=True)

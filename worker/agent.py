@@ -108,7 +108,7 @@ class Agent:
         return self
 
     def _beat(self) -> None:
-        interval = max(0.2, min(5.0, self.settings.heartbeat_timeout / 4))
+        interval = self.settings.heartbeat_interval
         while not self._done.wait(interval):
             try:
                 self.client.request("POST", f"/workers/{self.worker_id}/heartbeat", json={"run_id": self.current_run})

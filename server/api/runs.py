@@ -206,9 +206,21 @@ def _principal(request: Request) -> Principal:
     return request.state.principal
 
 
-def heartbeat_interval(timeout: float) -> float:
-    """A quarter of the timeout, between 0.2 s and 5 s: three missed beats before a requeue."""
-    return max(0.2, min(5.0, timeout / 4))
+def _writer_attempt(request: Request, run: Any, attempt: int | None, doing: str) -> int | None:
+    """The attempt a write to a running run is guarded by: the run token's, or the one a worker
+    names (422 without it); None for an external run written without either (403 for a
+    worker's run)."""
+    principal = _principal(request)
+    if principal.kind == "run":
+        return principal.attempt
+    if principal.kind == "worker":
+        if attempt is None:
+            raise ApiError(422, f"A worker that {doing} a run names the attempt it runs.", "attempt")
+        return attempt
+    if run.recipe != store.EXTERNAL_RECIPE:
+        raise ApiError(403, f"Run {run.id} is trained by a worker; only its run process or worker {doing} it. "
+                            f"Cancel it with POST /api/v1/runs/{run.id}/cancel.")
+    return None
 
 
 @router.post("/runs/{run_id}/heartbeat")
@@ -218,18 +230,8 @@ def heartbeat(run_id: RunId, request: Request, body: HeartbeatIn | None = Body(N
     the run is no longer running (as this attempt), stop training it. Sent by the run's process
     (its run token) and by the worker watching that process (worker token and ``attempt``): a
     busy training process on a loaded machine may be late with its own."""
-    principal = _principal(request)
     run = store.require_run(session, run_id)
-    attempt = None
-    if principal.kind == "run":
-        attempt = principal.attempt
-    elif principal.kind == "worker":
-        if body is None or body.attempt is None:
-            raise ApiError(422, "A worker's heartbeat for a run names the attempt it runs.", "attempt")
-        attempt = body.attempt
-    elif run.recipe != store.EXTERNAL_RECIPE:
-        raise ApiError(403, f"Run {run_id} is trained by a worker; only its run process or worker sends its "
-                            "heartbeat.")
+    attempt = _writer_attempt(request, run, body.attempt if body else None, "sends heartbeats for")
     return store.heartbeat_run(session, run_id, attempt)
 
 
@@ -238,18 +240,8 @@ def finish(run_id: RunId, body: FinishRequest, request: Request, session: Sessio
            settings: Settings = Depends(get_settings_dep)) -> RunOut:
     """The final status of a running run: an external run's script, a run process (run token,
     its attempt) or the worker that ran it (worker token and ``attempt``, e.g. the process died)."""
-    principal = _principal(request)
     run = store.require_run(session, run_id)
-    attempt = None
-    if principal.kind == "run":
-        attempt = principal.attempt
-    elif principal.kind == "worker":
-        if body.attempt is None:
-            raise ApiError(422, "A worker finishing a run names the attempt it ran.", "attempt")
-        attempt = body.attempt
-    elif run.recipe != store.EXTERNAL_RECIPE:
-        raise ApiError(403, f"Run {run_id} is trained by a worker; its run process or worker sets its final "
-                            f"status. Cancel it with POST /api/v1/runs/{run_id}/cancel.")
+    attempt = _writer_attempt(request, run, body.attempt, "finishes")
     return run_out(store.finish_run(session, run_id, body.status, error=body.error, attempt=attempt),
                    settings.public_url)
 
@@ -301,7 +293,7 @@ def claim(run_id: RunId, body: ClaimRequest, request: Request, session: Session 
         "run": run_out(store.require_run(session, run_id), settings.public_url).model_dump(mode="json"),
         "token": secret,
         "attempt": run.attempt,
-        "heartbeat_interval": heartbeat_interval(settings.heartbeat_timeout),
+        "heartbeat_interval": settings.heartbeat_interval,
         "resume": None if resume is None else {
             **checkpoint_out(resume).model_dump(mode="json"), "checkpoint_id": resume.id,
             "filename": resume.path.rsplit("/", 1)[-1],
