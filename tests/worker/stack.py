@@ -173,6 +173,17 @@ class Stack:
             time.sleep(0.1)
         raise AssertionError(f"run {run_id} never logged {count} points of {key}: {self.run(run_id)}")
 
+    def wait_last_checkpoint(self, run_id: int, min_step: int, timeout: float = 60) -> dict:
+        """The run's checkpoint flagged last, once it is at ``min_step`` or later."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            last = [c for c in self.client.get(f"/api/v1/runs/{run_id}/checkpoints").json() if c["is_last"]]
+            if last and last[0]["step"] >= min_step:
+                return last[0]
+            time.sleep(0.1)
+        logs = {path.stem: path.read_text(errors="replace")[-3000:] for path in self.logs.glob("*.log")}
+        raise AssertionError(f"run {run_id} has no checkpoint at step {min_step}: {self.run(run_id)}\n{logs}")
+
     # -- teardown -----------------------------------------------------------------------------------
     def kill_workers(self, sig: int = signal.SIGKILL) -> None:
         for proc in self.workers:

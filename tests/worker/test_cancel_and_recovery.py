@@ -65,15 +65,8 @@ def test_sigkilled_worker_run_resumes_from_last_checkpoint(backend: str, request
         {"max_epochs": 1, "log_every_n_steps": 1, "checkpoint_every_n_train_steps": 20, "limit_val_batches": 1},
     )["id"]
     stack.wait_status(run_id, "running", timeout=60)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        last = [c for c in client.get(f"/api/v1/runs/{run_id}/checkpoints").json() if c["is_last"]]
-        if last and last[0]["step"] >= 40:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("no checkpoint at step 40")
-    stack.wait_metric(run_id, "train_loss", last[0]["step"] + 5)
+    last = stack.wait_last_checkpoint(run_id, 40)
+    stack.wait_metric(run_id, "train_loss", last["step"] + 5)
     stack.kill_workers()  # SIGKILL: no cleanup, no ack, no final status
     assert stack.run(run_id)["status"] == "running"
 

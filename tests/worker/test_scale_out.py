@@ -7,7 +7,6 @@ the embedded broker, and on PostgreSQL + Redis."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 
@@ -74,16 +73,8 @@ def test_a_worker_with_its_own_folder_resumes_a_run_killed_on_another(split_stac
         {"max_epochs": 1, "log_every_n_steps": 1, "checkpoint_every_n_train_steps": 20, "limit_val_batches": 1},
     )["id"]
     stack.wait_status(run_id, "running", timeout=60)
-    deadline = time.monotonic() + 90
-    last: list[dict] = []
-    while time.monotonic() < deadline:
-        last = [c for c in stack.client.get(f"/api/v1/runs/{run_id}/checkpoints").json() if c["is_last"]]
-        if last and last[0]["step"] >= 40:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"no checkpoint at step 40: {stack.read_log('far-worker-1')[-3000:]}")
-    stack.wait_metric(run_id, "train_loss", last[0]["step"] + 5)
+    last = stack.wait_last_checkpoint(run_id, 40, timeout=90)
+    stack.wait_metric(run_id, "train_loss", last["step"] + 5)
     stack.kill_workers()  # SIGKILL the whole worker: no cleanup, no ack, no final status
     # the resume checkpoint lives on the server: in its artifact folder, not the worker's
     # (read again: newer ones replaced it while the run went on)
