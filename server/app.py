@@ -23,7 +23,8 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from server import queue, store
-from server.api import checkpoints, events, logs, metrics, misc, runs, workers
+from server import oidc
+from server.api import account, checkpoints, events, logs, metrics, misc, runs, workers
 from server.auth import authorize
 from server.db import get_engine, session_factory, upgrade_database
 from server.errors import ApiError, install_error_handlers
@@ -129,8 +130,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessionmaker = session_factory(app.state.engine)
     app.state.artifacts = checkpoints.artifact_store(settings)  # server/artifacts.py: local root or s3://
     install_error_handlers(app)
-    for module in (runs, metrics, checkpoints, logs, events, misc, workers):
+    for module in (runs, metrics, checkpoints, logs, events, misc, workers, account, oidc):
         app.include_router(module.router)
+    oidc.install(app, settings)
 
     @app.get("/static/plotly.min.js", include_in_schema=False)
     def plotly_bundle() -> Response:

@@ -27,20 +27,25 @@ every request and decides with the rules below, so no router can forget a check.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import ipaddress
+import logging
 import secrets
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from fastapi import Request
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from server.errors import ApiError
-from server.models import Checkpoint, Run, Token, Upload, utcnow
+from server.models import Checkpoint, Project, Run, Token, Upload, User, utcnow
 
-KIND_PREFIX = {"worker": "ryw", "run": "ryr", "personal": "ryp"}
+log = logging.getLogger(__name__)
+KIND_PREFIX = {"worker": "ryw", "run": "ryr", "personal": "ryp", "login": "ryl"}
 SCOPES = {"worker": "worker", "run": "run"}
 LAST_USED_EVERY_S = 60.0
 CACHE_TTL_S = 2.0
@@ -52,14 +57,15 @@ def hash_secret(secret: str) -> str:
 
 def create_token(session: Session, kind: str, *, name: str = "", scope: str | None = None, run_id: int | None = None,
                  attempt: int | None = None, user_id: int | None = None, reads: list[int] | None = None,
-                 expires_at: datetime | None = None, commit: bool = True) -> tuple[Token, str]:
+                 expires_at: datetime | None = None, project_id: int | None = None,
+                 commit: bool = True) -> tuple[Token, str]:
     """A new token and its secret (shown once; only its hash is stored)."""
     if kind not in KIND_PREFIX:
         raise ValueError(f"kind must be one of {', '.join(KIND_PREFIX)}, not {kind!r}")
     secret = f"{KIND_PREFIX[kind]}_{secrets.token_urlsafe(32)}"
     token = Token(kind=kind, name=name[:200], secret_hash=hash_secret(secret), prefix=secret[:10],
                   scope=scope or SCOPES.get(kind, "read"), run_id=run_id, attempt=attempt, user_id=user_id,
-                  reads=list(reads or []), created_at=utcnow(), expires_at=expires_at)
+                  reads=list(reads or []), created_at=utcnow(), expires_at=expires_at, project_id=project_id)
     session.add(token)
     session.flush()
     if commit:
@@ -71,20 +77,22 @@ def revoke_run_tokens(session: Session, run_id: int) -> None:
     """End every run token of ``run_id`` (its attempt ended or a new one starts). No commit."""
     session.execute(update(Token).where(Token.run_id == run_id, Token.kind == "run", Token.revoked_at.is_(None))
                     .values(revoked_at=utcnow()))
-    _cache.clear()
+    clear_caches()
 
 
 def revoke_token(session: Session, token_id: int) -> bool:
     result = session.execute(update(Token).where(Token.id == token_id, Token.revoked_at.is_(None))
                              .values(revoked_at=utcnow()))
     session.commit()
-    _cache.clear()
+    clear_caches()
     return result.rowcount == 1
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: ``kind`` is ``anonymous``, ``worker``, ``run`` or ``personal``."""
+    """Who is calling. ``kind``: ``anonymous`` (no credentials), ``open`` (no credentials and no
+    account exists yet: single-user mode, a server admin), ``worker``, ``run``, ``personal``
+    (a user's API token) or ``session`` (a logged-in browser)."""
 
     kind: str
     token_id: int | None = None
@@ -94,42 +102,176 @@ class Principal:
     scope: str = "all"
     name: str = ""
     reads: frozenset[int] = field(default_factory=frozenset)  # checkpoint ids a run token may download
+    is_admin: bool = False
+    project_id: int | None = None  # a personal token limited to one project
+    session_id: int | None = None
+    csrf: str | None = None
+
+    @property
+    def is_user(self) -> bool:
+        return self.kind in ("personal", "session", "open")
+
+    @property
+    def label(self) -> str:
+        """The actor's name for the audit log."""
+        if self.kind == "open":
+            return "local (no accounts yet)"
+        if self.kind in ("worker", "run"):
+            return f"{self.kind} token {self.name}"
+        return self.name
 
 
 ANONYMOUS = Principal(kind="anonymous")
+OPEN = Principal(kind="open", is_admin=True)
 
 _cache: dict[str, tuple[float, Principal | None]] = {}
+_roles_cache: dict[int, tuple[float, dict[int, str]]] = {}
 _cache_lock = threading.Lock()
+
+
+def clear_caches() -> None:
+    """Forget cached tokens, sessions and roles (after a revocation or a role change here; other
+    server processes notice within CACHE_TTL_S)."""
+    with _cache_lock:
+        _cache.clear()
+        _roles_cache.clear()
+
+
+def _cached(key: str) -> tuple[bool, Principal | None]:
+    with _cache_lock:
+        hit = _cache.get(key)
+    if hit is not None and time.monotonic() - hit[0] < CACHE_TTL_S:
+        return True, hit[1]
+    return False, None
+
+
+def _remember(key: str, principal: Principal | None) -> None:
+    with _cache_lock:
+        if len(_cache) > 10_000:
+            _cache.clear()
+        _cache[key] = (time.monotonic(), principal)
 
 
 def _lookup(session: Session, secret: str) -> Principal | None:
     digest = hash_secret(secret)
-    now_m = time.monotonic()
-    with _cache_lock:
-        hit = _cache.get(digest)
-    if hit is not None and now_m - hit[0] < CACHE_TTL_S:
-        return hit[1]
+    found, principal = _cached(digest)
+    if found:
+        return principal
     token = session.scalar(select(Token).where(Token.secret_hash == digest))
     principal = None
     now = utcnow()
-    if token is not None and token.revoked_at is None and (token.expires_at is None or token.expires_at > now):
+    if (token is not None and token.kind != "login" and token.revoked_at is None
+            and (token.expires_at is None or token.expires_at > now)):
         reads: frozenset[int] = frozenset()
+        user = session.get(User, token.user_id) if token.user_id is not None else None
         if token.kind == "run" and token.run_id is not None:
             run = session.get(Run, token.run_id)
             ids = {int(i) for i in (token.reads or [])}
             if run is not None and run.resume_checkpoint_id is not None:
                 ids.add(run.resume_checkpoint_id)
             reads = frozenset(ids)
-        principal = Principal(kind=token.kind, token_id=token.id, run_id=token.run_id, attempt=token.attempt,
-                              user_id=token.user_id, scope=token.scope, name=token.name, reads=reads)
-        if token.last_used_at is None or (now - token.last_used_at) > timedelta(seconds=LAST_USED_EVERY_S):
+        if token.kind == "personal" and (user is None or user.disabled_at is not None):
+            token = None
+        else:
+            principal = Principal(kind=token.kind, token_id=token.id, run_id=token.run_id, attempt=token.attempt,
+                                  user_id=token.user_id, scope=token.scope,
+                                  name=user.name if user is not None else token.name, reads=reads,
+                                  is_admin=bool(user is not None and user.is_admin), project_id=token.project_id)
+        if token is not None and (token.last_used_at is None
+                                  or (now - token.last_used_at) > timedelta(seconds=LAST_USED_EVERY_S)):
             session.execute(update(Token).where(Token.id == token.id).values(last_used_at=now))
             session.commit()
-    with _cache_lock:
-        if len(_cache) > 10_000:
-            _cache.clear()
-        _cache[digest] = (now_m, principal)
+    _remember(digest, principal)
     return principal
+
+
+def _session_principal(session: Session, secret: str, settings: Any) -> Principal | None:
+    from server import users
+
+    key = "s:" + hash_secret(secret)
+    found, principal = _cached(key)
+    if found:
+        return principal
+    row = users.lookup_session(session, secret, settings.session_idle_timeout)
+    principal = None
+    if row is not None:
+        user = session.get(User, row.user_id)
+        if user is not None and user.disabled_at is None:
+            principal = Principal(kind="session", user_id=user.id, name=user.name, is_admin=user.is_admin,
+                                  scope="read+write", session_id=row.id, csrf=row.csrf_token)
+            if utcnow() - row.last_seen_at > timedelta(seconds=LAST_USED_EVERY_S):
+                users.touch_session(session, row.id)
+    _remember(key, principal)
+    return principal
+
+
+def roles(session: Session, principal: Principal) -> dict[int, str]:
+    """project id -> role of the principal's user (cached for CACHE_TTL_S)."""
+    if principal.user_id is None:
+        return {}
+    with _cache_lock:
+        hit = _roles_cache.get(principal.user_id)
+    if hit is not None and time.monotonic() - hit[0] < CACHE_TTL_S:
+        return hit[1]
+    from server.users import roles_of
+
+    found = roles_of(session, principal.user_id)
+    with _cache_lock:
+        if len(_roles_cache) > 10_000:
+            _roles_cache.clear()
+        _roles_cache[principal.user_id] = (time.monotonic(), found)
+    return found
+
+
+def role_in(session: Session, principal: Principal, project_id: int) -> str | None:
+    """The principal's role in a project: ``admin`` for a server admin, None: may not see it."""
+    if principal.kind == "open":
+        return "admin"
+    if not principal.is_user:
+        return None
+    if principal.project_id is not None and principal.project_id != project_id:
+        return None
+    if principal.is_admin:
+        return "admin"
+    return roles(session, principal).get(project_id)
+
+
+def visible_projects(session: Session, principal: Principal) -> set[int] | None:
+    """The project ids the principal may read; None: every project."""
+    if principal.kind == "open" or (principal.is_admin and principal.project_id is None):
+        return None
+    if principal.is_admin:
+        return {principal.project_id}
+    ids = set(roles(session, principal))
+    if principal.project_id is not None:
+        ids &= {principal.project_id}
+    return ids
+
+
+def may_change(role: str | None, need: str, principal: Principal, owner_id: int | None) -> bool:
+    from server.policy import NEED_RANK
+    from server.users import ROLE_RANK
+
+    if role is None or ROLE_RANK[role] < NEED_RANK[need]:
+        return False
+    return need != "own" or role == "admin" or (owner_id is not None and owner_id == principal.user_id)
+
+
+def require_project_role(session: Session, principal: Principal, project_name: str, need: str = "write") -> None:
+    """For routes whose project is in the body (creating a run): 403 unless the principal may
+    ``need`` there. A project that does not exist yet may be created by any user who may write."""
+    project = session.scalar(select(Project).where(Project.name == ((project_name or "default").strip()
+                                                                    or "default")))
+    if project is None:
+        if principal.project_id is not None:
+            raise ApiError(403, "This token is limited to one project; it cannot create another.", "project")
+        return
+    role = role_in(session, principal, project.id)
+    if not may_change(role, need, principal, principal.user_id):
+        from server.policy import ROLE_FOR_NEED
+
+        raise ApiError(403, f"Submitting runs to project {project.name!r} needs the role "
+                            f"{ROLE_FOR_NEED[need]} there; ask one of its admins.", "project")
 
 
 # --------------------------------------------------------------------------- rules
@@ -182,6 +324,13 @@ def _route(request: Request) -> tuple[str, str]:
     return request.method, getattr(route, "path", request.url.path)
 
 
+COOKIE = "runyard_session"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+NEED_LOGIN = ("Log in (POST /api/v1/auth/login, or the dashboard's login page) or send an API token as "
+              "'Authorization: Bearer <token>'.")
+
+
 def _bearer(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if not header:
@@ -192,40 +341,185 @@ def _bearer(request: Request) -> str | None:
     return secret.strip()
 
 
-def authorize(request: Request) -> Principal:
-    """The app-wide dependency: who is calling, and may they call this route (401/403 if not)."""
-    secret = _bearer(request)
-    method, path = _route(request)
-    if method == "HEAD":
-        method = "GET"
-    key = (method, path)
-    if secret is None:
-        if key in WORKER_ROUTES:
-            raise ApiError(401, "This endpoint is for workers: send a worker token (runyard token create --worker) "
-                                "as 'Authorization: Bearer <token>'.")
-        request.state.principal = ANONYMOUS
-        request.state.run_attempt = None
-        return ANONYMOUS
-    session: Session = request.app.state.sessionmaker()
+def is_local(request: Request) -> bool:
+    """A caller on this machine: loopback, a unix socket, or an in-process client."""
+    client = request.client
+    if client is None or not client.host:
+        return True
     try:
+        return ipaddress.ip_address(client.host).is_loopback
+    except ValueError:
+        return True  # not an IP address: e.g. the in-process test client
+
+
+def request_origin(request: Request) -> str:
+    return f"{request.url.scheme}://{request.headers.get('host', '')}".lower()
+
+
+def check_same_origin(request: Request) -> None:
+    """Refuse a state-changing browser request that another site's page made (the browser says
+    so in ``Sec-Fetch-Site`` / ``Origin``). Requests without those headers are not from a
+    browser page (curl, scripts) or are same-origin navigations."""
+    if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
+        raise ApiError(403, "Cross-site requests may not change anything here (Sec-Fetch-Site: cross-site).")
+    origin = request.headers.get("origin")
+    if origin and origin.lower() != "null":
+        allowed = {request_origin(request)}
+        public = request.app.state.settings.public_url
+        if public:
+            parts = public.split("/")
+            allowed.add("/".join(parts[:3]).lower())
+        if origin.lower().rstrip("/") not in allowed:
+            raise ApiError(403, f"Requests from {origin} may not change anything here (a different origin).")
+    elif origin and origin.lower() == "null":
+        raise ApiError(403, "Requests from an opaque origin (Origin: null) may not change anything here.")
+
+
+def _authenticate(request: Request, session: Session) -> Principal:
+    secret = _bearer(request)
+    if secret is not None:
         principal = _lookup(session, secret)
         if principal is None:
             raise ApiError(401, "The token is unknown, revoked or expired; create a new one.")
+        return principal
+    cookie = request.cookies.get(COOKIE)
+    if cookie:
+        principal = _session_principal(session, cookie, request.app.state.settings)
+        if principal is not None:
+            return principal
+        request.state.session_ended = True
+    from server.users import any_user
+
+    if not any_user(session):
+        return OPEN if is_local(request) else ANONYMOUS
+    return ANONYMOUS
+
+
+def authorize(request: Request) -> Principal:
+    """The app-wide dependency: who is calling, and may they call this route (401/403/404 if not)."""
+    from server.policy import rule_for
+
+    method, path = _route(request)
+    key = ("GET" if method == "HEAD" else method, path)
+    rule = rule_for(method, path)
+    request.state.principal = ANONYMOUS
+    request.state.run_attempt = None
+    session: Session = request.app.state.sessionmaker()
+    try:
+        if rule is not None and rule.target == "public":
+            try:  # a public route answers even when the database or the credentials do not
+                principal = _authenticate(request, session)
+            except Exception:  # noqa: BLE001
+                session.rollback()
+                principal = ANONYMOUS
+            if principal.kind not in ("worker", "run"):
+                request.state.principal = principal
+                return principal
+        else:
+            principal = _authenticate(request, session)
         request.state.principal = principal
         request.state.run_attempt = principal.attempt if principal.kind == "run" else None
         if principal.kind == "worker":
             if key not in WORKER_ROUTES and key not in WORKER_ALSO:
                 raise ApiError(403, "A worker token may only register its worker and recipes, claim runs, report "
                                     "a run it ran and requeue it; use a personal token for anything else.")
-        elif principal.kind == "run":
+            return principal
+        if principal.kind == "run":
             _check_run_token(session, request, principal, key)
-        elif key in WORKER_ROUTES:
+            return principal
+        if rule is None:
+            log.error("no access rule for %s %s: refused (add it to server/policy.py)", method, path)
+            raise ApiError(403, "This route has no access rule yet; it is refused for everyone.")
+        if rule.target == "worker":
+            if principal.kind in ("anonymous", "open"):
+                raise ApiError(401, "This endpoint is for workers: send a worker token (runyard token create "
+                                    "--worker) as 'Authorization: Bearer <token>'.")
             raise ApiError(403, "This endpoint is for workers: use a worker token.")
-        elif principal.scope == "read" and method not in ("GET",):
-            raise ApiError(403, "This token may only read (scope 'read'); use a read+write token to change things.")
+        if rule.target == "public":
+            return principal
+        if principal.kind == "anonymous":
+            if getattr(request.state, "session_ended", False):
+                raise ApiError(401, "Your session has ended (expired, logged out or revoked); log in again.")
+            from server.users import any_user
+
+            if not any_user(session):
+                raise ApiError(401, "No account exists yet and this request is not from this machine: create "
+                                    "an admin with `runyard user create NAME --admin` on the server.")
+            raise ApiError(401, NEED_LOGIN)
+        if method not in SAFE_METHODS:
+            if principal.kind == "session":
+                check_same_origin(request)
+                sent = request.headers.get(CSRF_HEADER, "")
+                if not sent or not hmac.compare_digest(sent, principal.csrf or ""):
+                    raise ApiError(403, "Missing or wrong CSRF token: the dashboard sends the X-CSRF-Token header "
+                                        "from GET /api/v1/me with every change; reload the page.")
+            if principal.scope == "read":
+                raise ApiError(403, "This token may only read (scope 'read'); use a read+write token to change "
+                                    "things.")
+        if rule.target == "user":
+            return principal
+        if rule.target == "admin":
+            if not principal.is_admin or principal.project_id is not None:
+                raise ApiError(403, "Only a server admin may do this.")
+            return principal
+        _check_target(session, request, principal, rule)
         return principal
     finally:
         session.close()
+
+
+def _check_target(session: Session, request: Request, principal: Principal, rule: Any) -> None:
+    """A route on one run, checkpoint, upload or project: the caller's role in its project."""
+    from server.policy import DOING, ROLE_FOR_NEED
+    from server.store import missing_checkpoint, missing_run
+
+    params = request.path_params
+    owner_id: int | None = None
+    if rule.target in ("project", "run", "checkpoint"):
+        raw = _int_param(params, f"{rule.target}_id")
+        if raw is None:
+            return  # not an id: the route answers 422
+    if rule.target == "project":
+        project_id = raw
+        missing: Exception = ApiError(404, f"Project {project_id} does not exist; list projects with "
+                                           "GET /api/v1/projects.")
+        if session.get(Project, project_id) is None:
+            raise missing
+        what = f"project {project_id}"
+    else:
+        if rule.target == "run":
+            run_id = raw
+            missing = missing_run(run_id)
+        elif rule.target == "checkpoint":
+            checkpoint_id = raw
+            run_id = session.scalar(select(Checkpoint.run_id).where(Checkpoint.id == checkpoint_id))
+            missing = missing_checkpoint(checkpoint_id)
+        else:  # upload
+            run_id = session.scalar(select(Upload.run_id).where(Upload.id == str(params.get("upload_id", ""))))
+            missing = ApiError(404, f"Upload {params.get('upload_id', '')!r} does not exist; start one with "
+                                    "POST /api/v1/runs/{id}/checkpoints/uploads.")
+        row = None if run_id is None else session.execute(
+            select(Run.project_id, Run.owner_id).where(Run.id == run_id)).first()
+        if row is None:
+            return  # the handler answers 404
+        project_id, owner_id = row
+        what = f"run {run_id}"
+    role = role_in(session, principal, project_id)
+    if role is None:
+        raise missing
+    if not may_change(role, rule.need, principal, owner_id):
+        needed = ROLE_FOR_NEED[rule.need]
+        extra = " (or member and the one who submitted it)" if rule.need == "own" else ""
+        raise ApiError(403, f"Your role in the project of {what} is {role}; to {DOING[rule.need]} you need "
+                            f"{'admin' if rule.need == 'own' else needed}{extra}.")
+
+
+def _int_param(params: Any, name: str) -> int | None:
+    try:
+        value = int(str(params.get(name, "")))
+    except ValueError:
+        return None
+    return value if 0 < value <= 2**63 - 1 else None
 
 
 def _check_run_token(session: Session, request: Request, principal: Principal, key: tuple[str, str]) -> None:
@@ -234,13 +528,14 @@ def _check_run_token(session: Session, request: Request, principal: Principal, k
     if key in RUN_READS or key in RUN_WRITES:
         if key == ("GET", "/healthz"):
             return
-        if int(params.get("run_id", 0)) != principal.run_id:
+        if _int_param(params, "run_id") != principal.run_id:
             raise deny
         if key in RUN_WRITES:
             _check_attempt(session, principal)
         return
     if key in RUN_CHECKPOINT_ROUTES:
-        checkpoint = session.get(Checkpoint, int(params.get("checkpoint_id", 0)))
+        checkpoint_id = _int_param(params, "checkpoint_id")
+        checkpoint = session.get(Checkpoint, checkpoint_id) if checkpoint_id is not None else None
         if checkpoint is None:
             return  # the route answers 404
         if key[0] == "GET" and (checkpoint.run_id == principal.run_id or checkpoint.id in principal.reads):

@@ -16,9 +16,10 @@ log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    def __init__(self, status_code: int, message: str, field: str | None = None) -> None:
+    def __init__(self, status_code: int, message: str, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status_code, self.message, self.field = status_code, message, field
+        self.status_code, self.message, self.field, self.headers = status_code, message, field, headers
 
 
 def error_body(message: str, field: str | None = None, **extra: object) -> dict:
@@ -41,7 +42,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.message, exc.field), status_code=exc.status_code)
+        return JSONResponse(error_body(exc.message, exc.field), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -117,8 +117,11 @@ class Run(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # A client's own id for the run (RunyardLogger): creating with the same key again returns this run.
     client_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # The user who submitted it (NULL: before users existed, or a worker-side run).
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
 
     project: Mapped[Project] = relationship(back_populates="runs", lazy="joined")
+    owner: Mapped[User | None] = relationship(lazy="joined")
 
 
 class MetricPoint(Base):
@@ -219,8 +222,9 @@ class Token(Base):
     """An API token. Only a hash of the secret is stored (the secret is shown once).
 
     ``kind`` is ``worker`` (claims runs, publishes recipes), ``run`` (issued when a worker claims
-    a run; bound to that run and attempt, see ``server/auth.py``) or ``personal`` (a user's, the
-    users issue: ``user_id`` and ``scope`` ``read`` / ``read+write``)."""
+    a run; bound to that run and attempt, see ``server/auth.py``), ``personal`` (a user's:
+    ``user_id``, ``scope`` ``read`` / ``read+write``, optionally one ``project_id``) or ``login``
+    (a one-time login link for ``user_id``; used up when it is opened)."""
 
     __tablename__ = "tokens"
 
@@ -230,8 +234,10 @@ class Token(Base):
     secret_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     prefix: Mapped[str] = mapped_column(String(16), nullable=False)
     scope: Mapped[str] = mapped_column(String(32), nullable=False)
-    user_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    # personal tokens: limited to this project (NULL: every project its user may reach)
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     attempt: Mapped[int | None] = mapped_column(Integer)
     # run tokens: checkpoint ids of other runs it may download (the claim's inputs)
     reads: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
@@ -294,3 +300,72 @@ class Upload(Base):
     attempt: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+
+class User(Base):
+    """An account: a password (argon2id hash) and/or an SSO identity (issuer + subject)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)  # the login name
+    display_name: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    email: Mapped[str | None] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    oidc_issuer: Mapped[str | None] = mapped_column(String(500))
+    oidc_subject: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("uq_users_oidc", "oidc_issuer", "oidc_subject", unique=True),)
+
+
+class ProjectMember(Base):
+    """A user's role in a project: ``viewer``, ``member`` or ``admin``. ``source`` is ``manual``
+    (set by an admin) or ``oidc`` (from the IdP's group claim; recomputed at each SSO login)."""
+
+    __tablename__ = "project_members"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+    role: Mapped[str] = mapped_column(String(16), nullable=False)
+    source: Mapped[str] = mapped_column(String(16), nullable=False, default="manual")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+
+class BrowserSession(Base):
+    """A logged-in browser. The cookie holds a random secret; only its SHA-256 is stored."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64), nullable=False)
+    method: Mapped[str] = mapped_column(String(16), nullable=False, default="password")  # password|link|oidc
+    id_token: Mapped[str | None] = mapped_column(Text)  # SSO: the ID token, as logout's id_token_hint
+    address: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEvent(Base):
+    """Who did what and when. ``actor`` keeps the name as it was (users may be renamed)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_time", "time"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    user_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    actor: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    action: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    target: Mapped[str] = mapped_column(String(300), nullable=False, default="")
+    project_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    address: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)

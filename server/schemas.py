@@ -68,6 +68,7 @@ class RunOut(BaseModel):
     resume_checkpoint_id: int | None
     cancel_requested: bool
     queue: str
+    owner: str | None = None
     url: str
     last_metrics: dict[str, FloatOut] | None = None
     warnings: list[str] = Field(default_factory=list)
@@ -194,8 +195,10 @@ class MetricKey(BaseModel):
 
 
 class ProjectOut(BaseModel):
+    id: int
     name: str
     run_count: int
+    role: str | None = Field(None, description="The caller's role here (admin for a server admin).")
 
 
 class RecipeOut(BaseModel):
@@ -285,7 +288,7 @@ def run_out(run: Run, public_url: str, last_metrics: dict[str, Any] | None = Non
         ended_at=run.ended_at, duration_s=duration, error=run.error, worker_host=run.worker_host,
         device=run.device, attempt=run.attempt, max_attempts=run.max_attempts,
         resumed_from_id=run.resumed_from_id, resume_checkpoint_id=run.resume_checkpoint_id,
-        cancel_requested=run.cancel_requested, queue=run.queue, url=f"{public_url.rstrip('/')}/runs/{run.id}",
+        cancel_requested=run.cancel_requested, queue=run.queue, owner=run.owner.name if run.owner else None, url=f"{public_url.rstrip('/')}/runs/{run.id}",
         last_metrics=None if last_metrics is None else {k: encode_float(v) for k, v in last_metrics.items()},
     )
 

@@ -48,6 +48,33 @@ class Settings(BaseSettings):
     token: str = Field("", description="RUNYARD_TOKEN: the token workers, scripts and the CLI send (a worker token "
                        "for `runyard worker`).", repr=False)
     worker_name: str = Field("", description="RUNYARD_WORKER_NAME: the name a worker registers as (default: host).")
+    # accounts, sessions, SSO (docs/security.md)
+    secret_key: str = Field("", repr=False, description="RUNYARD_SECRET_KEY: signs the short-lived SSO login "
+                            "state cookie; default: a random key kept in RUNYARD_HOME/secret_key (0600).")
+    session_max_age: float = Field(14 * 86400, gt=0, description="RUNYARD_SESSION_MAX_AGE: seconds a browser "
+                                   "login lasts at most (default 14 days).")
+    session_idle_timeout: float = Field(3 * 86400, gt=0, description="RUNYARD_SESSION_IDLE_TIMEOUT: seconds "
+                                        "without a request after which a browser login ends (default 3 days).")
+    login_max_failures: int = Field(5, ge=1, description="RUNYARD_LOGIN_MAX_FAILURES: failed logins per account "
+                                    "within RUNYARD_LOGIN_WINDOW before it is refused with 429.")
+    login_max_failures_per_address: int = Field(20, ge=1, description="RUNYARD_LOGIN_MAX_FAILURES_PER_ADDRESS: "
+                                                "failed logins per client address within the window.")
+    login_window: float = Field(300.0, gt=0, description="RUNYARD_LOGIN_WINDOW: seconds the login limits count.")
+    login_link_ttl: float = Field(24 * 3600.0, gt=0, description="RUNYARD_LOGIN_LINK_TTL: seconds a one-time "
+                                  "login link stays valid.")
+    oidc_issuer: str = Field("", description="RUNYARD_OIDC_ISSUER: the OpenID Connect issuer URL (its "
+                             "/.well-known/openid-configuration is read); empty: no single sign-on.")
+    oidc_client_id: str = Field("", description="RUNYARD_OIDC_CLIENT_ID")
+    oidc_client_secret: str = Field("", repr=False, description="RUNYARD_OIDC_CLIENT_SECRET")
+    oidc_scopes: str = Field("openid email profile", description="RUNYARD_OIDC_SCOPES: scopes asked for.")
+    oidc_groups_claim: str = Field("groups", description="RUNYARD_OIDC_GROUPS_CLAIM: the ID token / userinfo "
+                                   "claim that lists the user's groups.")
+    oidc_group_roles: str = Field("", description="RUNYARD_OIDC_GROUP_ROLES: group=project:role pairs, comma "
+                                  "separated (e.g. 'ml-team=vision:member,ml-leads=vision:admin'); a user's roles "
+                                  "from SSO are recomputed at every login.")
+    oidc_admin_groups: str = Field("", description="RUNYARD_OIDC_ADMIN_GROUPS: comma-separated groups whose "
+                                   "members are server admins.")
+    oidc_name: str = Field("single sign-on", description="RUNYARD_OIDC_NAME: the login button's label.")
 
     def model_post_init(self, __context: object) -> None:
         if not self.database_url:
@@ -70,6 +97,28 @@ class Settings(BaseSettings):
         self.url = self.url.rstrip("/")
         if not self.resend_after:
             self.resend_after = 10 * self.heartbeat_timeout
+        self.oidc_issuer = self.oidc_issuer.rstrip("/")
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer and self.oidc_client_id)
+
+    def signing_key(self) -> str:
+        """RUNYARD_SECRET_KEY, else a random key made once and kept in RUNYARD_HOME/secret_key."""
+        if self.secret_key:
+            return self.secret_key
+        import os
+        import secrets
+
+        path = self.home / "secret_key"
+        self.home.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+        return path.read_text().strip()
 
     @property
     def heartbeat_interval(self) -> float:

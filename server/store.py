@@ -7,7 +7,7 @@ transaction (what SQLite with several writer processes wants). Errors are
 value, with ``field``); each carries a sentence in ``message``.
 
 Projects and runs
-    ``get_or_create_project(s, name)``, ``list_projects(s)`` -> [(name, run_count)],
+    ``get_or_create_project(s, name)``, ``list_projects(s, project_ids)`` -> [(id, name, run_count)],
     ``create_run(s, recipe=, name=, project=, params=, trainer=, hyperparameters=, status="queued",
     max_attempts=, task_id=, resumed_from_id=, resume_checkpoint_id=)`` (``status="running"`` for
     external runs), ``get_run(s, id)`` -> Run | None, ``require_run(s, id)`` -> Run or NotFound,
@@ -131,6 +131,17 @@ class Invalid(StoreError):
     status_code = 422
 
 
+def missing_run(run_id: int) -> NotFound:
+    """The one answer for a run that does not exist, or that the caller may not see."""
+    return NotFound(f"Run {run_id} does not exist; list runs with GET /api/v1/runs.")
+
+
+def missing_checkpoint(checkpoint_id: int) -> NotFound:
+    """The one answer for a checkpoint that does not exist, or that the caller may not see."""
+    return NotFound(f"Checkpoint {checkpoint_id} does not exist; list a run's checkpoints with "
+                    "GET /api/v1/runs/{id}/checkpoints.")
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -198,7 +209,7 @@ def _project_id(session: Session, name: str) -> int:
 def require_run(session: Session, run_id: int) -> Run:
     run = session.get(Run, run_id, populate_existing=True)
     if run is None:
-        raise NotFound(f"Run {run_id} does not exist; list runs with GET /api/v1/runs.")
+        raise missing_run(run_id)
     return run
 
 
@@ -208,7 +219,7 @@ def get_run(session: Session, run_id: int) -> Run | None:
 
 def _check_run_exists(session: Session, run_id: int) -> None:
     if session.scalar(select(Run.id).where(Run.id == run_id)) is None:
-        raise NotFound(f"Run {run_id} does not exist; list runs with GET /api/v1/runs.")
+        raise missing_run(run_id)
 
 
 APPEND_LOCK_SPACE = 0x52594431  # "RYD1": the first key of the per-run advisory locks below
@@ -229,6 +240,11 @@ def lock_run_for_append(session: Session, run_id: int) -> None:
 # --------------------------------------------------------------------------- projects and runs
 
 
+def project_by_name(session: Session, name: str) -> Project | None:
+    name = (name or "default").strip() or "default"
+    return session.scalar(select(Project).where(Project.name == name))
+
+
 def get_or_create_project(session: Session, name: str) -> Project:
     name = (name or "default").strip() or "default"
     project = session.scalar(select(Project).where(Project.name == name))
@@ -246,15 +262,18 @@ def get_or_create_project(session: Session, name: str) -> Project:
     return project
 
 
-def list_projects(session: Session) -> list[tuple[str, int]]:
-    rows = session.execute(
-        select(Project.name, func.count(Run.id))
+def list_projects(session: Session, project_ids: set[int] | None = None) -> list[tuple[int, str, int]]:
+    """(id, name, run count) of every project, or of ``project_ids`` only."""
+    query = (
+        select(Project.id, Project.name, func.count(Run.id))
         .select_from(Project)
         .outerjoin(Run, Run.project_id == Project.id)
         .group_by(Project.id, Project.name)
         .order_by(Project.name)
-    ).all()
-    return [(name, count) for name, count in rows]
+    )
+    if project_ids is not None:
+        query = query.where(Project.id.in_(project_ids or {-1}))
+    return [(pid, name, count) for pid, name, count in session.execute(query).all()]
 
 
 def create_run(
@@ -273,6 +292,7 @@ def create_run(
     resume_checkpoint_id: int | None = None,
     queue: str = "runyard",
     client_key: str | None = None,
+    owner_id: int | None = None,
 ) -> Run:
     if status not in ("queued", "running"):
         raise Invalid(f"A new run starts as queued or running, not {status!r}.", "status")
@@ -297,6 +317,7 @@ def create_run(
         cancel_requested=False,
         queue=queue,
         client_key=client_key,
+        owner_id=owner_id,
     )
     session.add(run)
     session.flush()
@@ -326,8 +347,12 @@ def list_runs(
     sort: str = "-created_at",
     limit: int = 50,
     offset: int = 0,
+    project_ids: set[int] | None = None,
 ) -> tuple[list[Run], int]:
+    """A page of runs; ``project_ids`` (None: all) limits them to the projects the caller may see."""
     query = select(Run)
+    if project_ids is not None:
+        query = query.where(Run.project_id.in_(project_ids or {-1}))
     if project:
         query = query.join(Project, Project.id == Run.project_id).where(Project.name == project)
     if status:
@@ -470,7 +495,7 @@ def _delete_run_files(run_id: int, artifacts: Any, uploads_dir: Path | str | Non
 
 
 def resume_run(session: Session, run_id: int, checkpoint_id: int | None = None,
-               task_id: str | None = None, queue: str | None = None) -> Run:
+               task_id: str | None = None, queue: str | None = None, owner_id: int | None = None) -> Run:
     """A new queued run that continues ``run_id`` from a checkpoint.
 
     The old run's metric points up to the checkpoint's step are copied into the new run, so
@@ -507,6 +532,7 @@ def resume_run(session: Session, run_id: int, checkpoint_id: int | None = None,
         resumed_from_id=source.id,
         resume_checkpoint_id=checkpoint.id,
         queue=queue or source.queue,
+        owner_id=owner_id if owner_id is not None else source.owner_id,
     )
     cols = [MetricPoint.key, MetricPoint.step, MetricPoint.epoch, MetricPoint.value, MetricPoint.wall_time]
     copied = select(func.cast(new.id, MetricPoint.run_id.type).label("run_id"), *cols).where(
@@ -1097,8 +1123,7 @@ def set_checkpoint_flags(session: Session, checkpoint_id: int, *, is_best: bool 
     """Set or clear ``is_best`` / ``is_last``; setting one clears it on the run's other checkpoints."""
     checkpoint = session.get(Checkpoint, checkpoint_id)
     if checkpoint is None:
-        raise NotFound(f"Checkpoint {checkpoint_id} does not exist; list a run's checkpoints with "
-                       "GET /api/v1/runs/{id}/checkpoints.")
+        raise missing_checkpoint(checkpoint_id)
     lock_run_for_append(session, checkpoint.run_id)
     others = update(Checkpoint).where(Checkpoint.run_id == checkpoint.run_id, Checkpoint.id != checkpoint_id)
     if is_best:
@@ -1119,8 +1144,7 @@ def delete_checkpoint(session: Session, checkpoint_id: int) -> str | None:
     Conflict while a queued or running run is to resume from it."""
     checkpoint = session.get(Checkpoint, checkpoint_id)
     if checkpoint is None:
-        raise NotFound(f"Checkpoint {checkpoint_id} does not exist; list a run's checkpoints with "
-                       "GET /api/v1/runs/{id}/checkpoints.")
+        raise missing_checkpoint(checkpoint_id)
     waiting = session.scalar(select(Run.id).where(Run.resume_checkpoint_id == checkpoint_id,
                                                   Run.id != checkpoint.run_id,
                                                   Run.status.in_(("queued", "running"))).limit(1))
@@ -1182,9 +1206,15 @@ def event_cursors(session: Session, run_id: int) -> tuple[int, int, int]:
     )
 
 
-def runs_changed_since(session: Session, when: datetime) -> list[Run]:
-    return list(session.scalars(select(Run).where(Run.updated_at > when).order_by(Run.updated_at)).unique())
+def runs_changed_since(session: Session, when: datetime, project_ids: set[int] | None = None) -> list[Run]:
+    query = select(Run).where(Run.updated_at > when).order_by(Run.updated_at)
+    if project_ids is not None:
+        query = query.where(Run.project_id.in_(project_ids or {-1}))
+    return list(session.scalars(query).unique())
 
 
-def run_ids(session: Session) -> set[int]:
-    return set(session.scalars(select(Run.id)))
+def run_ids(session: Session, project_ids: set[int] | None = None) -> set[int]:
+    query = select(Run.id)
+    if project_ids is not None:
+        query = query.where(Run.project_id.in_(project_ids or {-1}))
+    return set(session.scalars(query))

@@ -34,7 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.requests import ClientDisconnect
 
-from server import store
+from server import audit, store
 from server.artifacts import ArtifactNotFound, ArtifactStore, UnsafeKey, artifact_store, check_key
 from server.deps import CheckpointId, RunId, get_session, get_settings_dep
 from server.errors import ApiError, error_body
@@ -206,7 +206,12 @@ def patch_checkpoint(checkpoint_id: CheckpointId, body: CheckpointPatch,
 def delete_checkpoint(checkpoint_id: CheckpointId, request: Request,
                       session: Session = Depends(get_session)) -> Response:
     """Remove a checkpoint and its file (top-k rotation)."""
+    checkpoint = store.get_checkpoint(session, checkpoint_id)
+    run = store.get_run(session, checkpoint.run_id) if checkpoint is not None else None
     key = store.delete_checkpoint(session, checkpoint_id)
+    if request.state.principal.is_user:  # not the run's own top-k rotation
+        audit.record(session, "checkpoint_deleted", request=request, target=f"checkpoint {checkpoint_id}",
+                     project_id=run.project_id if run else None)
     if key is not None:
         try:
             artifacts_of(request).delete(key)
@@ -590,6 +595,11 @@ async def upload_checkpoint(
 # --------------------------------------------------------------------------- download
 
 
+def _continues(range_header: str | None) -> bool:
+    """A Range request that continues a download (not from byte 0): not audited again."""
+    return bool(range_header) and not range_header.replace(" ", "").startswith("bytes=0-")
+
+
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     match = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", header)
     if not match or (not match.group(1) and not match.group(2)):
@@ -613,10 +623,13 @@ def download_checkpoint(checkpoint_id: CheckpointId, request: Request, session: 
                         settings: Settings = Depends(get_settings_dep)) -> Response:
     checkpoint = store.get_checkpoint(session, checkpoint_id)
     if checkpoint is None:
-        raise ApiError(404, f"Checkpoint {checkpoint_id} does not exist; list a run's checkpoints with "
-                            "GET /api/v1/runs/{id}/checkpoints.")
+        raise store.missing_checkpoint(checkpoint_id)
     artifacts = artifacts_of(request)
     key, sha = checkpoint.path, checkpoint.sha256
+    if request.state.principal.is_user and not _continues(request.headers.get("range")):
+        run = store.get_run(session, checkpoint.run_id)
+        audit.record(session, "checkpoint_downloaded", request=request, target=f"checkpoint {checkpoint_id}",
+                     project_id=run.project_id if run else None, run_id=checkpoint.run_id)
     session.close()  # a long download holds no database connection
     try:
         size = artifacts.size(key)

@@ -15,13 +15,14 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 from datetime import datetime, timedelta
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from server import store
+from server import auth, store
 from server.deps import RunId
 from server.errors import ApiError
 from server.schemas import checkpoint_out, run_out
@@ -66,12 +67,13 @@ class RunEventPoller:
         self.run_id = run_id
         self.cursor = cursor
         self.status_key: tuple | None = None
+        self.principal = request.state.principal
 
     def poll(self) -> list[str]:
         session = self.app.state.sessionmaker()
         try:
             run = store.get_run(session, self.run_id)
-            if run is None:
+            if run is None or not self._may_read(session, run):
                 return [format_event("deleted", {"id": self.run_id})]
             events: list[str] = []
             if self.cursor is None:
@@ -108,6 +110,12 @@ class RunEventPoller:
         finally:
             session.close()
 
+    def _may_read(self, session: Any, run: Any) -> bool:
+        """A user whose role was taken away (or who logged out) stops getting the run's events."""
+        if not self.principal.is_user:
+            return True  # a run's own token: checked when the stream opened
+        return auth.role_in(session, self.principal, run.project_id) is not None
+
 
 async def _stream(request: Request, poll, interval: float) -> AsyncIterator[str]:  # noqa: ANN001
     yield "retry: 1000\n\n"
@@ -140,7 +148,7 @@ async def run_events(run_id: RunId, request: Request,
             session.close()
 
     if not await run_in_threadpool(exists):
-        raise ApiError(404, f"Run {run_id} does not exist; list runs with GET /api/v1/runs.")
+        raise store.missing_run(run_id)
     raw = request.headers.get("last-event-id") or cursor
     parsed = parse_cursor(raw)
     if raw and parsed is None:
@@ -161,6 +169,7 @@ class RunListPoller:
 
     def __init__(self, request: Request) -> None:
         self.app = request.app
+        self.principal = request.state.principal
         self.since: datetime | None = None
         self.known: set[int] | None = None
         self.sent: dict[int, datetime] = {}
@@ -169,15 +178,16 @@ class RunListPoller:
         session = self.app.state.sessionmaker()
         try:
             public_url = self.app.state.settings.public_url
-            ids = store.run_ids(session)
+            visible = auth.visible_projects(session, self.principal)
+            ids = store.run_ids(session, visible)
             events: list[str] = []
             if self.known is None:
                 self.since = store.utcnow()
-                recent = store.runs_changed_since(session, self.since - self.OVERLAP)
+                recent = store.runs_changed_since(session, self.since - self.OVERLAP, visible)
                 self.known = ids | {run.id for run in recent}
                 self.sent = {run.id: run.updated_at for run in recent}
                 return events
-            changed = store.runs_changed_since(session, self.since - self.OVERLAP)
+            changed = store.runs_changed_since(session, self.since - self.OVERLAP, visible)
             for run in changed:
                 if self.sent.get(run.id) == run.updated_at:
                     continue

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from server import store
+from server import auth, store
 from server.deps import get_session, get_settings_dep
 from server.schemas import ProjectOut, RecipeOut
 from server.settings import Settings
@@ -26,8 +26,12 @@ def healthz(request: Request) -> JSONResponse:
 
 
 @router.get("/api/v1/projects", response_model=list[ProjectOut])
-def projects(session: Session = Depends(get_session)) -> list[ProjectOut]:
-    return [ProjectOut(name=name, run_count=count) for name, count in store.list_projects(session)]
+def projects(request: Request, session: Session = Depends(get_session)) -> list[ProjectOut]:
+    """The projects the caller may see, with their role in each."""
+    principal = request.state.principal
+    visible = auth.visible_projects(session, principal)
+    return [ProjectOut(id=pid, name=name, run_count=count, role=auth.role_in(session, principal, pid))
+            for pid, name, count in store.list_projects(session, visible)]
 
 
 @router.get("/api/v1/recipes", response_model=list[RecipeOut])

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server import queue, recipes, store
+from server import audit, auth, queue, recipes, store, users
 from server.auth import Principal, create_token
 from server.deps import RunId, get_session, get_settings_dep
 from server.errors import ApiError
@@ -65,18 +65,24 @@ def _availability_warning(session: Session, recipe: str, run_queue: str, setting
 
 
 @router.post("/runs", status_code=201, response_model=RunOut)
-def create_run(body: RunCreate, response: Response, session: Session = Depends(get_session),
+def create_run(body: RunCreate, request: Request, response: Response, session: Session = Depends(get_session),
                settings: Settings = Depends(get_settings_dep)) -> RunOut:
+    principal = _principal(request)
+    auth.require_project_role(session, principal, body.project, "write")
     if body.client_key is not None:
         existing = store.run_by_client_key(session, body.client_key)
         if existing is not None:
+            if auth.role_in(session, principal, existing.project_id) is None or existing.owner_id != principal.user_id:
+                raise ApiError(409, "This client_key belongs to another run; use a new key.", "client_key")
             response.status_code = 200
             return run_out(existing, settings.public_url)
+    new_project = store.project_by_name(session, body.project) is None
     if body.recipe == store.EXTERNAL_RECIPE:
         try:
             run = store.create_run(session, recipe=body.recipe, name=body.name, project=body.project,
                                    params=body.params, trainer=body.trainer, hyperparameters=body.hyperparameters,
-                                   status="running", max_attempts=1, client_key=body.client_key)
+                                   status="running", max_attempts=1, client_key=body.client_key,
+                                   owner_id=principal.user_id)
         except IntegrityError:  # a concurrent create with the same client_key won
             session.rollback()
             existing = store.run_by_client_key(session, body.client_key or "")
@@ -84,6 +90,7 @@ def create_run(body: RunCreate, response: Response, session: Session = Depends(g
                 raise
             response.status_code = 200
             return run_out(existing, settings.public_url)
+        _submitted(request, session, run, new_project)
         return run_out(run, settings.public_url)
     recipe = store.get_recipe(session, body.recipe)
     if recipe is None:
@@ -94,7 +101,9 @@ def create_run(body: RunCreate, response: Response, session: Session = Depends(g
     trainer = recipes.validate(recipe.trainer_schema or {}, body.trainer, "trainer")
     run = store.create_run(session, recipe=body.recipe, name=body.name, project=body.project, params=params,
                            trainer=trainer, hyperparameters=body.hyperparameters,
-                           max_attempts=settings.max_attempts, queue=body.queue, client_key=body.client_key)
+                           max_attempts=settings.max_attempts, queue=body.queue, client_key=body.client_key,
+                           owner_id=principal.user_id)
+    _submitted(request, session, run, new_project)
     warnings = [w for w in (_availability_warning(session, body.recipe, run.queue, settings),
                             _enqueue(session, run.id, run.queue, settings)) if w]
     out = run_out(store.require_run(session, run.id), settings.public_url)
@@ -102,8 +111,18 @@ def create_run(body: RunCreate, response: Response, session: Session = Depends(g
     return out
 
 
+def _submitted(request: Request, session: Session, run: Any, new_project: bool) -> None:
+    """The audit event of a new run; the creator of a new project becomes its admin."""
+    principal = _principal(request)
+    if new_project and principal.user_id is not None:
+        users.set_role(session, run.project, users.get_user(session, principal.user_id), "admin", commit=False)
+    audit.record(session, "run_submitted", request=request, target=f"run {run.id}", project_id=run.project_id,
+                 recipe=run.recipe, name=run.name)
+
+
 @router.get("/runs", response_model=RunList)
 def list_runs(
+    request: Request,
     project: str | None = None,
     status: str | None = None,
     recipe: str | None = None,
@@ -116,8 +135,10 @@ def list_runs(
     session: Session = Depends(get_session),
     settings: Settings = Depends(get_settings_dep),
 ) -> RunList:
+    """The runs of the projects the caller may see."""
+    visible = auth.visible_projects(session, _principal(request))
     runs, total = store.list_runs(session, project=project, status=status, recipe=recipe, q=q, sort=sort,
-                                  limit=limit, offset=offset)
+                                  limit=limit, offset=offset, project_ids=visible)
     keys = [k.strip() for k in (metric_keys or "").split(",") if k.strip()]
     if not keys and sort.lstrip("-+").startswith("metric:"):
         keys = [sort.lstrip("-+").removeprefix("metric:")]
@@ -148,19 +169,22 @@ def update_run(run_id: RunId, body: RunPatch, session: Session = Depends(get_ses
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunOut)
-def cancel_run(run_id: RunId, session: Session = Depends(get_session),
+def cancel_run(run_id: RunId, request: Request, session: Session = Depends(get_session),
                settings: Settings = Depends(get_settings_dep)) -> RunOut:
     run = store.request_cancel(session, run_id)
+    audit.record(session, "run_cancelled", request=request, target=f"run {run_id}", project_id=run.project_id)
     if run.status == "cancelled" and run.task_id:
         queue.revoke(run.task_id, settings=settings)
     return run_out(run, settings.public_url)
 
 
 @router.post("/runs/{run_id}/resume", status_code=201, response_model=RunOut)
-def resume_run(run_id: RunId, body: ResumeRequest | None = Body(None), session: Session = Depends(get_session),
-               settings: Settings = Depends(get_settings_dep)) -> RunOut:
+def resume_run(run_id: RunId, request: Request, body: ResumeRequest | None = Body(None),
+               session: Session = Depends(get_session), settings: Settings = Depends(get_settings_dep)) -> RunOut:
     new = store.resume_run(session, run_id, checkpoint_id=body.checkpoint_id if body else None,
-                           queue=body.queue if body else None)
+                           queue=body.queue if body else None, owner_id=_principal(request).user_id)
+    audit.record(session, "run_resumed", request=request, target=f"run {new.id}", project_id=new.project_id,
+                 resumed_from=run_id)
     warning = _enqueue(session, new.id, new.queue, settings)
     out = run_out(store.require_run(session, new.id), settings.public_url)
     out.warnings = [warning] if warning else []
@@ -170,7 +194,9 @@ def resume_run(run_id: RunId, body: ResumeRequest | None = Body(None), session: 
 @router.delete("/runs/{run_id}", status_code=204)
 def delete_run(run_id: RunId, request: Request, session: Session = Depends(get_session),
                settings: Settings = Depends(get_settings_dep)) -> Response:
+    project_id = store.require_run(session, run_id).project_id
     store.delete_run(session, run_id, request.app.state.artifacts, uploads_dir=settings.upload_dir)
+    audit.record(session, "run_deleted", request=request, target=f"run {run_id}", project_id=project_id)
     return Response(status_code=204)
 
 

@@ -452,7 +452,9 @@ def test_event_pollers_on_this_backend(client):
 
     from server.api.events import RunEventPoller, RunListPoller
 
-    request = SimpleNamespace(app=client.app)
+    from server.auth import OPEN
+
+    request = SimpleNamespace(app=client.app, state=SimpleNamespace(principal=OPEN))
     listing = RunListPoller(request)
     assert listing.poll() == []  # the first poll takes the baseline
     rid = external_run(client, "polled")["id"]

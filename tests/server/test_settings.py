@@ -37,6 +37,21 @@ ENVIRONMENT = {
     "RUNYARD_S3_ENDPOINT_URL": ("s3_endpoint_url", "http://127.0.0.1:9000", lambda tmp: "http://127.0.0.1:9000"),
     "RUNYARD_UPLOAD_DIR": ("upload_dir", "{tmp}/up", lambda tmp: Path(f"{tmp}/up").resolve()),
     "RUNYARD_MAX_CHECKPOINT_BYTES": ("max_checkpoint_bytes", "1000", lambda tmp: 1000),
+    "RUNYARD_SECRET_KEY": ("secret_key", "k" * 40, lambda tmp: "k" * 40),
+    "RUNYARD_SESSION_MAX_AGE": ("session_max_age", "3600", lambda tmp: 3600.0),
+    "RUNYARD_SESSION_IDLE_TIMEOUT": ("session_idle_timeout", "600", lambda tmp: 600.0),
+    "RUNYARD_LOGIN_MAX_FAILURES": ("login_max_failures", "3", lambda tmp: 3),
+    "RUNYARD_LOGIN_MAX_FAILURES_PER_ADDRESS": ("login_max_failures_per_address", "9", lambda tmp: 9),
+    "RUNYARD_LOGIN_WINDOW": ("login_window", "60", lambda tmp: 60.0),
+    "RUNYARD_LOGIN_LINK_TTL": ("login_link_ttl", "120", lambda tmp: 120.0),
+    "RUNYARD_OIDC_ISSUER": ("oidc_issuer", "http://127.0.0.1:9/", lambda tmp: "http://127.0.0.1:9"),
+    "RUNYARD_OIDC_CLIENT_ID": ("oidc_client_id", "runyard", lambda tmp: "runyard"),
+    "RUNYARD_OIDC_CLIENT_SECRET": ("oidc_client_secret", "s3cret", lambda tmp: "s3cret"),
+    "RUNYARD_OIDC_SCOPES": ("oidc_scopes", "openid groups", lambda tmp: "openid groups"),
+    "RUNYARD_OIDC_GROUPS_CLAIM": ("oidc_groups_claim", "roles", lambda tmp: "roles"),
+    "RUNYARD_OIDC_GROUP_ROLES": ("oidc_group_roles", "ml=vision:member", lambda tmp: "ml=vision:member"),
+    "RUNYARD_OIDC_ADMIN_GROUPS": ("oidc_admin_groups", "ops", lambda tmp: "ops"),
+    "RUNYARD_OIDC_NAME": ("oidc_name", "Company SSO", lambda tmp: "Company SSO"),
 }
 
 

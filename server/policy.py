@@ -1,0 +1,129 @@
+"""Who may call which route: one table, checked for every request by ``server.auth.authorize``.
+
+Each route of the app, as ``(METHOD, path template)``, has a :class:`Rule`:
+
+- ``target`` says what the route acts on, which decides the project whose role counts:
+  ``public`` (no login: health, login, the dashboard's files), ``user`` (any logged-in user;
+  the handler filters what it returns, e.g. lists show only visible projects' runs),
+  ``admin`` (server-wide admins only), ``run`` / ``checkpoint`` / ``upload`` (the run named by
+  the path, or the run the checkpoint / upload belongs to), ``project`` (``{project_id}`` in
+  the path), ``worker`` (worker tokens only).
+- ``need`` is the least role that may call it: ``read`` (viewer), ``write`` (member),
+  ``own`` (a member on a run they submitted, or a project admin on any), ``manage`` (project
+  admin). Server admins pass every check.
+
+A target the caller may not read answers 404 exactly as if it did not exist; a target they
+may read but not change answers 403 naming the role it needs. Worker and run tokens are
+checked by their own narrower rules first (``server/auth.py``). ``tests/server/test_roles.py``
+walks the app's route table and fails for a route missing here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Rule:
+    target: str
+    need: str = "read"
+
+
+PUBLIC = Rule("public")
+USER = Rule("user")
+ADMIN = Rule("admin")
+
+RULES: dict[tuple[str, str], Rule] = {
+    # service and the dashboard
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/static/plotly.min.js"): PUBLIC,
+    ("GET", "/runs/{run_id}"): PUBLIC,  # the dashboard's page (index.html); its data needs a login
+    ("GET", "/openapi.json"): PUBLIC,  # the API's description (no data)
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/oauth2-redirect"): PUBLIC,
+    ("GET", "/redoc"): PUBLIC,
+    # accounts and sessions
+    ("GET", "/api/v1/me"): PUBLIC,  # who am I (or: not logged in, and how to log in)
+    ("POST", "/api/v1/auth/login"): PUBLIC,
+    ("POST", "/api/v1/auth/link"): PUBLIC,
+    ("POST", "/api/v1/auth/logout"): USER,
+    ("GET", "/auth/oidc/login"): PUBLIC,
+    ("GET", "/auth/oidc/callback"): PUBLIC,
+    ("POST", "/api/v1/me/password"): USER,
+    ("GET", "/api/v1/tokens"): USER,
+    ("POST", "/api/v1/tokens"): USER,
+    ("DELETE", "/api/v1/tokens/{token_id}"): USER,
+    ("GET", "/api/v1/users"): ADMIN,
+    ("POST", "/api/v1/users"): ADMIN,
+    ("PATCH", "/api/v1/users/{user_id}"): ADMIN,
+    ("POST", "/api/v1/users/{user_id}/password"): ADMIN,
+    ("POST", "/api/v1/users/{user_id}/login-link"): ADMIN,
+    ("GET", "/api/v1/audit"): USER,  # server admins: everything; project admins: their projects
+    # projects
+    ("GET", "/api/v1/projects"): USER,
+    ("GET", "/api/v1/projects/{project_id}/members"): Rule("project", "read"),
+    ("PUT", "/api/v1/projects/{project_id}/members/{user_name}"): Rule("project", "manage"),
+    ("DELETE", "/api/v1/projects/{project_id}/members/{user_name}"): Rule("project", "manage"),
+    # runs
+    ("POST", "/api/v1/runs"): USER,  # the handler checks member on the body's project
+    ("GET", "/api/v1/runs"): USER,
+    ("GET", "/api/v1/events"): USER,
+    ("GET", "/api/v1/runs/{run_id}"): Rule("run", "read"),
+    ("PATCH", "/api/v1/runs/{run_id}"): Rule("run", "own"),
+    ("DELETE", "/api/v1/runs/{run_id}"): Rule("run", "own"),
+    ("POST", "/api/v1/runs/{run_id}/cancel"): Rule("run", "own"),
+    ("POST", "/api/v1/runs/{run_id}/resume"): Rule("run", "write"),
+    ("GET", "/api/v1/runs/{run_id}/hyperparameters"): Rule("run", "read"),
+    ("PUT", "/api/v1/runs/{run_id}/hyperparameters"): Rule("run", "own"),
+    ("GET", "/api/v1/runs/{run_id}/summary"): Rule("run", "read"),
+    ("PUT", "/api/v1/runs/{run_id}/summary"): Rule("run", "own"),
+    ("POST", "/api/v1/runs/{run_id}/heartbeat"): Rule("run", "own"),
+    ("POST", "/api/v1/runs/{run_id}/finish"): Rule("run", "own"),
+    ("POST", "/api/v1/runs/{run_id}/metrics"): Rule("run", "own"),
+    ("GET", "/api/v1/runs/{run_id}/metrics"): Rule("run", "read"),
+    ("GET", "/api/v1/runs/{run_id}/metric-keys"): Rule("run", "read"),
+    ("GET", "/api/v1/runs/{run_id}/logs"): Rule("run", "read"),
+    ("POST", "/api/v1/runs/{run_id}/logs"): Rule("run", "own"),
+    ("GET", "/api/v1/runs/{run_id}/events"): Rule("run", "read"),
+    # checkpoints
+    ("GET", "/api/v1/runs/{run_id}/checkpoints"): Rule("run", "read"),
+    ("POST", "/api/v1/runs/{run_id}/checkpoints"): Rule("run", "own"),
+    ("POST", "/api/v1/runs/{run_id}/checkpoints/uploads"): Rule("run", "own"),
+    ("PUT", "/api/v1/runs/{run_id}/checkpoints/upload"): Rule("run", "own"),
+    ("GET", "/api/v1/uploads/{upload_id}"): Rule("upload", "own"),
+    ("PUT", "/api/v1/uploads/{upload_id}"): Rule("upload", "own"),
+    ("GET", "/api/v1/checkpoints/{checkpoint_id}/download"): Rule("checkpoint", "read"),
+    ("PATCH", "/api/v1/checkpoints/{checkpoint_id}"): Rule("checkpoint", "own"),
+    ("DELETE", "/api/v1/checkpoints/{checkpoint_id}"): Rule("checkpoint", "own"),
+    # workers and recipes
+    ("GET", "/api/v1/recipes"): USER,
+    ("GET", "/api/v1/workers"): USER,
+    ("POST", "/api/v1/workers"): Rule("worker"),
+    ("POST", "/api/v1/workers/{worker_id}/heartbeat"): Rule("worker"),
+    ("POST", "/api/v1/runs/{run_id}/claim"): Rule("worker"),
+    ("POST", "/api/v1/runs/{run_id}/requeue"): Rule("worker"),
+}
+
+NEED_RANK = {"read": 1, "write": 2, "own": 2, "manage": 3}
+ROLE_FOR_NEED = {"read": "viewer", "write": "member", "own": "member", "manage": "admin"}
+DOING = {"read": "read it", "write": "change it", "own": "change it", "manage": "manage its members"}
+
+
+def rule_for(method: str, path: str) -> Rule | None:
+    return RULES.get(("GET" if method == "HEAD" else method, path))
+
+
+def app_routes(app: Any) -> list[tuple[str, str]]:
+    """Every (method, path template) the app answers with a handler of ours (the OpenAPI
+    schema, plus the routes left out of it), for the route x role test."""
+    out = set()
+    for path, operations in app.openapi().get("paths", {}).items():
+        for method in operations:
+            out.add((method.upper(), path))
+    for route in app.router.routes:
+        methods = getattr(route, "methods", None)
+        path = getattr(route, "path", None)
+        if methods and path and getattr(route, "include_in_schema", True) is False:
+            out.update((m, path) for m in methods if m != "HEAD")
+    return sorted(out)
