@@ -22,8 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from server import queue, store
-from server import oidc
+from server import oidc, queue, store
 from server.api import account, checkpoints, events, logs, metrics, misc, runs, workers
 from server.auth import authorize
 from server.db import get_engine, session_factory, upgrade_database
@@ -130,8 +129,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessionmaker = session_factory(app.state.engine)
     app.state.artifacts = checkpoints.artifact_store(settings)  # server/artifacts.py: local root or s3://
     install_error_handlers(app)
-    for module in (runs, metrics, checkpoints, logs, events, misc, workers, account, oidc):
-        app.include_router(module.router)
+    app.state.routers = [m.router for m in (runs, metrics, checkpoints, logs, events, misc, workers, account, oidc)]
+    for router in app.state.routers:
+        app.include_router(router)
     oidc.install(app, settings)
 
     @app.get("/static/plotly.min.js", include_in_schema=False)

@@ -471,7 +471,7 @@ def authorize(request: Request) -> Principal:
 def _check_target(session: Session, request: Request, principal: Principal, rule: Any) -> None:
     """A route on one run, checkpoint, upload or project: the caller's role in its project."""
     from server.policy import DOING, ROLE_FOR_NEED
-    from server.store import missing_checkpoint, missing_run
+    from server.store import missing_checkpoint, missing_run, missing_upload
 
     params = request.path_params
     owner_id: int | None = None
@@ -496,8 +496,7 @@ def _check_target(session: Session, request: Request, principal: Principal, rule
             missing = missing_checkpoint(checkpoint_id)
         else:  # upload
             run_id = session.scalar(select(Upload.run_id).where(Upload.id == str(params.get("upload_id", ""))))
-            missing = ApiError(404, f"Upload {params.get('upload_id', '')!r} does not exist; start one with "
-                                    "POST /api/v1/runs/{id}/checkpoints/uploads.")
+            missing = missing_upload(str(params.get("upload_id", "")))
         row = None if run_id is None else session.execute(
             select(Run.project_id, Run.owner_id).where(Run.id == run_id)).first()
         if row is None:

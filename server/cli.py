@@ -4,7 +4,10 @@
     runyard server                 the API and dashboard (uvicorn)
     runyard worker [--gpus 0,1] [--concurrency N] [--queues runyard]   (RUNYARD_URL, RUNYARD_TOKEN, broker)
     runyard submit RECIPE --param k=v --trainer k=v [--queue runyard] [--wait]
-    runyard token create --worker [--name N] | token list | token revoke ID
+    runyard token create --worker [--name N] | --user NAME [--scope read|read+write] [--project P]
+    runyard token list | token revoke ID
+    runyard user create NAME [--admin] | list | disable NAME | enable NAME | reset-password NAME
+    runyard user login-link NAME | role NAME PROJECT viewer|member|admin|none
     runyard sync DIR               upload what a RunyardLogger spooled while the server was unreachable
     runyard db upgrade
 
@@ -15,6 +18,7 @@ so stopping ``runyard up`` or ``runyard worker`` never leaves an orphan behind.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -152,6 +156,39 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _active_admin(settings: Settings) -> Any:
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from server.db import get_engine
+    from server.models import User
+
+    with Session(get_engine(settings.database_url)) as session:
+        return session.scalar(select(User).where(User.is_admin.is_(True), User.disabled_at.is_(None))
+                              .order_by(User.id).limit(1))
+
+
+def refuse_open_bind(settings: Settings, host: str, command: str) -> str | None:
+    """Why serving on ``host`` must not start: a non-loopback address and no admin account
+    (anyone who reaches the port would have the whole server); None if it may."""
+    if is_loopback(host) or _active_admin(settings) is not None:
+        return None
+    return (f"runyard {command}: refusing to serve on {host} with no admin account: anyone who reaches the port "
+            "would control every run. Create one first with `runyard user create NAME --admin` (it prints a "
+            "one-time login link), then start again; or bind to 127.0.0.1.")
+
+
 def cmd_server(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -160,6 +197,12 @@ def cmd_server(settings: Settings, args: argparse.Namespace) -> int:
     settings.ensure_dirs()
     host = args.host or settings.host
     port = args.port or settings.port
+    if settings.migrate:
+        cmd_db_upgrade(settings, args)
+    refusal = refuse_open_bind(settings, host, "server")
+    if refusal:
+        print(refusal, file=sys.stderr)
+        return EXIT_CONFIG
     # create_app's startup brings the database to the latest migration (unless RUNYARD_MIGRATE=0).
     uvicorn.run(create_app(settings), host=host, port=port, log_level=args.log_level, access_log=False)
     return 0
@@ -188,18 +231,22 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
 
     from server.auth import revoke_token
     from server.db import get_engine, upgrade_database
-    from server.models import Token
+    from server.models import Token, User
 
     settings.ensure_dirs()
     upgrade_database(settings.database_url)
     if args.token_command == "create":
-        if not args.worker:
-            print("runyard token create: only worker tokens exist so far; pass --worker", file=sys.stderr)
+        if args.worker == bool(args.user):
+            print("runyard token create: pass --worker (a worker's token) or --user NAME (a personal API token)",
+                  file=sys.stderr)
             return 2
-        secret = create_worker_token(settings, args.name or "worker")
-        print(secret)
-        print("runyard: a worker token (shown once); start a worker with RUNYARD_TOKEN set to it", file=sys.stderr)
-        return 0
+        if args.worker:
+            secret = create_worker_token(settings, args.name or "worker")
+            print(secret)
+            print("runyard: a worker token (shown once); start a worker with RUNYARD_TOKEN set to it",
+                  file=sys.stderr)
+            return 0
+        return _personal_token(settings, args)
     with Session(get_engine(settings.database_url)) as session:
         if args.token_command == "revoke":
             if not revoke_token(session, args.id):
@@ -207,11 +254,132 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
                 return 1
             print(f"token {args.id} revoked")
             return 0
-        rows = session.scalars(select(Token).where(Token.kind != "run").order_by(Token.id)).all()
+        rows = session.scalars(select(Token).where(Token.kind.in_(("worker", "personal"))).order_by(Token.id)).all()
+        names = {u.id: u.name for u in session.scalars(select(User))}
         for t in rows:
             state = "revoked" if t.revoked_at else "active"
             used = t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "never"
-            print(f"{t.id}\t{t.kind}\t{t.name}\t{t.prefix}…\t{state}\tlast used {used}")
+            owner = f"user {names.get(t.user_id, '?')}, {t.scope}" if t.kind == "personal" else "worker"
+            print(f"{t.id}\t{t.kind}\t{t.name}\t{t.prefix}…\t{owner}\t{state}\tlast used {used}")
+    return 0
+
+
+CLI_ACTOR = "runyard CLI on the server"
+
+
+def _personal_token(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from sqlalchemy.orm import Session
+
+    from server import audit, store, users
+    from server.auth import create_token
+    from server.db import get_engine
+    from server.models import utcnow
+
+    with Session(get_engine(settings.database_url)) as session:
+        user = users.user_by_name(session, args.user)
+        if user is None or user.disabled_at is not None:
+            print(f"runyard token create: no active user named {args.user!r} (runyard user list)", file=sys.stderr)
+            return 1
+        project_id = None
+        if args.project:
+            project = store.project_by_name(session, args.project)
+            if project is None:
+                print(f"runyard token create: no project {args.project!r}", file=sys.stderr)
+                return 1
+            project_id = project.id
+        expires = utcnow() + timedelta(days=args.expires_days) if args.expires_days else None
+        token, secret = create_token(session, "personal", name=args.name or "cli", scope=args.scope,
+                                     user_id=user.id, expires_at=expires, project_id=project_id)
+        audit.record(session, "token_created", user_id=user.id, actor=CLI_ACTOR, target=f"token {token.prefix}",
+                     project_id=project_id, name=token.name, scope=args.scope)
+    print(secret)
+    print(f"runyard: an API token for {user.name} (scope {args.scope}, shown once); send it as "
+          "'Authorization: Bearer <token>' or set RUNYARD_TOKEN", file=sys.stderr)
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> str | None:
+    import getpass
+
+    if getattr(args, "password_stdin", False):
+        return sys.stdin.readline().rstrip("\n")
+    if sys.stdin.isatty():
+        first = getpass.getpass("new password: ")
+        if getpass.getpass("again: ") != first:
+            raise SystemExit("runyard: the passwords differ")
+        return first
+    return None
+
+
+def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
+    """Accounts, from the server's own machine (it opens the database directly)."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from server import audit, store, users
+    from server.api.account import login_link_for
+    from server.db import get_engine, upgrade_database
+    from server.models import User
+
+    settings.ensure_dirs()
+    upgrade_database(settings.database_url)
+    with Session(get_engine(settings.database_url)) as session:
+        if args.user_command == "list":
+            for u in session.scalars(select(User).order_by(User.name)):
+                flags = [f for f, on in (("admin", u.is_admin), ("disabled", u.disabled_at is not None),
+                                         ("sso", bool(u.oidc_subject)), ("password", bool(u.password_hash))) if on]
+                print(f"{u.id}\t{u.name}\t{u.email or '-'}\t{','.join(flags) or '-'}")
+            return 0
+        if args.user_command == "create":
+            password = _read_password(args) if args.password_stdin else None
+            try:
+                user = users.create_user(session, args.name, display_name=args.display_name or "", email=args.email,
+                                         password=password, is_admin=args.admin)
+            except store.StoreError as exc:
+                print(f"runyard user create: {exc.message}", file=sys.stderr)
+                return 1
+            audit.record(session, "user_created", actor=CLI_ACTOR, target=f"user {user.name}", is_admin=args.admin)
+            print(f"user {user.name} created{' (server admin)' if args.admin else ''}")
+            if not password:
+                print(f"one-time login link (valid {settings.login_link_ttl / 3600:g} h): "
+                      f"{login_link_for(session, user, settings)}")
+            return 0
+        user = users.user_by_name(session, args.name)
+        if user is None:
+            print(f"runyard user {args.user_command}: no user named {args.name!r} (runyard user list)",
+                  file=sys.stderr)
+            return 1
+        if args.user_command in ("disable", "enable"):
+            users.set_disabled(session, user, args.user_command == "disable")
+            audit.record(session, f"user_{args.user_command}d", actor=CLI_ACTOR, target=f"user {user.name}")
+            print(f"user {user.name} {args.user_command}d")
+        elif args.user_command == "reset-password":
+            password = _read_password(args)
+            if password is None:
+                print("runyard user reset-password: pass --password-stdin (or run it in a terminal), or use "
+                      "`runyard user login-link NAME` and let the user set one", file=sys.stderr)
+                return 2
+            try:
+                users.set_password(session, user, password)
+            except store.StoreError as exc:
+                print(f"runyard user reset-password: {exc.message}", file=sys.stderr)
+                return 1
+            audit.record(session, "password_reset", actor=CLI_ACTOR, target=f"user {user.name}")
+            print(f"password of {user.name} set; their sessions were ended")
+        elif args.user_command == "login-link":
+            if user.disabled_at is not None:
+                print(f"runyard user login-link: {user.name} is disabled", file=sys.stderr)
+                return 1
+            print(login_link_for(session, user, settings))
+        elif args.user_command == "role":
+            project = store.get_or_create_project(session, args.project)
+            role = None if args.role == "none" else args.role
+            before = users.set_role(session, project, user, role)
+            audit.record(session, "role_changed", actor=CLI_ACTOR, target=f"user {user.name}", project_id=project.id,
+                         project=project.name, before=before, after=role)
+            print(f"{user.name} in {project.name}: {role or 'no role'} (was {before or 'no role'})")
     return 0
 
 
@@ -315,11 +483,12 @@ def wait_healthy(base_url: str, timeout: float, procs: Sequence[subprocess.Popen
     return False
 
 
-def wait_recipe(base_url: str, recipe: str, timeout: float, procs: Sequence[subprocess.Popen] = ()) -> bool:
+def wait_recipe(base_url: str, recipe: str, timeout: float, procs: Sequence[subprocess.Popen] = (),
+                token: str | None = None) -> bool:
     """Wait until a live worker has published ``recipe``."""
     from trainer_core.client import Client, ClientError
 
-    client = Client(base_url, token=None, timeout=5)
+    client = Client(base_url, token=token, timeout=5)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if any(p.poll() is not None for p in procs):
@@ -364,6 +533,53 @@ def demo_submission(settings: Settings) -> dict[str, Any]:
     }
 
 
+def first_admin(settings: Settings, print_link: bool) -> tuple[str, str | None]:
+    """The admin ``runyard up`` logs in: on a fresh install it creates ``admin`` (no password:
+    the one-time link logs in, the Account page sets one). Returns (name, a new one-time login
+    link or None)."""
+    from sqlalchemy.orm import Session
+
+    from server import audit, users
+    from server.api.account import login_link_for
+    from server.db import get_engine
+
+    with Session(get_engine(settings.database_url)) as session:
+        admin = _active_admin(settings)
+        if admin is None:
+            admin = users.create_user(session, "admin", display_name="Admin", is_admin=True)
+            audit.record(session, "user_created", actor=CLI_ACTOR, target="user admin", is_admin=True,
+                         reason="first start")
+            print("runyard: created the server admin 'admin' (first start)", flush=True)
+        else:
+            admin = session.merge(admin)
+        link = login_link_for(session, admin, settings) if print_link else None
+        return admin.name, link
+
+
+@contextlib.contextmanager
+def demo_token(settings: Settings, user_name: str) -> Any:
+    """A short-lived read+write token of ``user_name`` to submit the demo run, revoked after."""
+    from datetime import timedelta
+
+    from sqlalchemy.orm import Session
+
+    from server import users
+    from server.auth import create_token, revoke_token
+    from server.db import get_engine
+    from server.models import utcnow
+
+    with Session(get_engine(settings.database_url)) as session:
+        user = users.user_by_name(session, user_name)
+        token, secret = create_token(session, "personal", name="runyard up: demo submission", scope="read+write",
+                                     user_id=user.id, expires_at=utcnow() + timedelta(minutes=10))
+        token_id = token.id
+    try:
+        yield secret
+    finally:
+        with Session(get_engine(settings.database_url)) as session:
+            revoke_token(session, token_id)
+
+
 def _has_runs(settings: Settings) -> bool:
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
@@ -385,6 +601,11 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     settings.ensure_dirs()
     cmd_db_upgrade(settings, args)
     fresh = not _has_runs(settings)
+    refusal = refuse_open_bind(settings, host, "up")
+    if refusal:
+        print(refusal, file=sys.stderr)
+        return EXIT_CONFIG
+    admin, login_link = first_admin(settings, print_link=is_loopback(host))
     token = create_worker_token(settings, "local worker (runyard up)", replace=True)
     me = [sys.executable, "-m", "server.cli"]
     procs = {"server": spawn([*me, "server", "--host", host, "--port", str(port), "--log-level", "warning"],
@@ -402,16 +623,20 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
             stop_all(list(procs.values()))
             return 1
         print(f"runyard: serving {base_url} — Ctrl-C stops server and worker", flush=True)
+        if login_link:
+            print(f"runyard: log in as {admin} with this one-time link (valid "
+                  f"{settings.login_link_ttl / 3600:g} h):\n    {login_link}", flush=True)
         if args.demo and fresh:
             from trainer_core.client import Client
 
             body = demo_submission(settings)
-            if not wait_recipe(base_url, body["recipe"], 120, list(procs.values())):
-                print("runyard: the worker did not publish its recipes; no demo run", file=sys.stderr)
-            else:
-                run = Client(base_url, token=None).request("POST", "/api/v1/runs", json=body)
-                print(f"runyard: demo run {run['id']} ({body['recipe']}, dataset {body['params']['dataset']}): "
-                      f"{run.get('url')}", flush=True)
+            with demo_token(settings, admin) as secret:
+                if not wait_recipe(base_url, body["recipe"], 120, list(procs.values()), token=secret):
+                    print("runyard: the worker did not publish its recipes; no demo run", file=sys.stderr)
+                else:
+                    run = Client(base_url, token=secret).request("POST", "/api/v1/runs", json=body)
+                    print(f"runyard: demo run {run['id']} ({body['recipe']}, dataset "
+                          f"{body['params']['dataset']}): {run.get('url')}", flush=True)
         elif args.demo:
             print(f"runyard: {settings.home} has runs already; no new demo run (open {base_url})", flush=True)
     except BaseException:
@@ -543,11 +768,40 @@ def build_parser() -> argparse.ArgumentParser:
     token_sub = token.add_subparsers(dest="token_command", required=True)
     create = token_sub.add_parser("create", help="create a token and print its secret")
     create.add_argument("--worker", action="store_true", help="a worker token (for runyard worker's RUNYARD_TOKEN)")
+    create.add_argument("--user", help="a personal API token of this user")
     create.add_argument("--name", help="what the token is for, e.g. the worker's machine")
+    create.add_argument("--scope", choices=("read", "read+write"), default="read", help="personal tokens: read only "
+                        "(default), or read+write")
+    create.add_argument("--expires-days", type=int, default=90, help="personal tokens: days until it expires "
+                        "(default 90; 0: never)")
+    create.add_argument("--project", help="personal tokens: limit it to this project")
     token_sub.add_parser("list", help="list tokens (never their secrets)")
     revoke = token_sub.add_parser("revoke", help="revoke a token by id")
     revoke.add_argument("id", type=int)
     token.set_defaults(func=cmd_token)
+
+    user = sub.add_parser("user", help="accounts (run on the server's machine: it opens the database)")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    ucreate = user_sub.add_parser("create", help="create an account (prints a one-time login link without a password)")
+    ucreate.add_argument("name")
+    ucreate.add_argument("--admin", action="store_true", help="a server admin")
+    ucreate.add_argument("--email")
+    ucreate.add_argument("--display-name")
+    ucreate.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    user_sub.add_parser("list", help="list accounts")
+    for verb, text in (("disable", "disable an account (ends its sessions and tokens)"),
+                       ("enable", "enable a disabled account"),
+                       ("reset-password", "set a new password (ends the user's sessions)"),
+                       ("login-link", "print a one-time login link")):
+        p = user_sub.add_parser(verb, help=text)
+        p.add_argument("name")
+        if verb == "reset-password":
+            p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    urole = user_sub.add_parser("role", help="set a user's role in a project (viewer, member, admin, none)")
+    urole.add_argument("name")
+    urole.add_argument("project")
+    urole.add_argument("role", choices=("viewer", "member", "admin", "none"))
+    user.set_defaults(func=cmd_user)
 
     sync = sub.add_parser("sync", help="upload a run that a RunyardLogger spooled while the server was unreachable")
     sync.add_argument("dir", help="the run's local folder (it holds spool.jsonl)")

@@ -50,6 +50,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/auth/logout"): USER,
     ("GET", "/auth/oidc/login"): PUBLIC,
     ("GET", "/auth/oidc/callback"): PUBLIC,
+    ("GET", "/auth/oidc/logged-out"): PUBLIC,
     ("POST", "/api/v1/me/password"): USER,
     ("GET", "/api/v1/tokens"): USER,
     ("POST", "/api/v1/tokens"): USER,
@@ -115,13 +116,17 @@ def rule_for(method: str, path: str) -> Rule | None:
 
 
 def app_routes(app: Any) -> list[tuple[str, str]]:
-    """Every (method, path template) the app answers with a handler of ours (the OpenAPI
-    schema, plus the routes left out of it), for the route x role test."""
+    """Every (method, path template) the app answers with a handler of ours, for the route x
+    role test: the OpenAPI schema, plus the routes left out of it (the app's own and those of
+    the routers it included, ``app.state.routers``)."""
     out = set()
     for path, operations in app.openapi().get("paths", {}).items():
         for method in operations:
             out.add((method.upper(), path))
-    for route in app.router.routes:
+    routes = list(app.router.routes)
+    for router in getattr(app.state, "routers", ()):
+        routes.extend(router.routes)
+    for route in routes:
         methods = getattr(route, "methods", None)
         path = getattr(route, "path", None)
         if methods and path and getattr(route, "include_in_schema", True) is False:

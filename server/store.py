@@ -136,6 +136,13 @@ def missing_run(run_id: int) -> NotFound:
     return NotFound(f"Run {run_id} does not exist; list runs with GET /api/v1/runs.")
 
 
+def missing_upload(upload_id: str) -> NotFound:
+    """The one answer for an upload that does not exist, or that the caller may not see."""
+    return NotFound(f"Upload {upload_id!r} does not exist (finished runs' uploads go with the run, and a newer "
+                    "upload of the same file name replaces an unfinished one); start one with "
+                    "POST /api/v1/runs/{id}/checkpoints/uploads.")
+
+
 def missing_checkpoint(checkpoint_id: int) -> NotFound:
     """The one answer for a checkpoint that does not exist, or that the caller may not see."""
     return NotFound(f"Checkpoint {checkpoint_id} does not exist; list a run's checkpoints with "

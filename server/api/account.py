@@ -14,7 +14,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server import audit, users
-from server.auth import COOKIE, Principal, check_same_origin, clear_caches, create_token, role_in, visible_projects
+from server.auth import (
+    COOKIE,
+    Principal,
+    check_same_origin,
+    clear_caches,
+    create_token,
+    role_in,
+    visible_projects,
+)
 from server.deps import get_session, get_settings_dep
 from server.errors import ApiError
 from server.models import Project, Token, User, utcnow

@@ -245,10 +245,8 @@ def _load_upload(session: Session, upload_id: str) -> dict[str, Any] | None:
     return None if upload is None else _upload_view(upload)
 
 
-def _missing_upload(upload_id: str) -> ApiError:
-    return ApiError(404, f"Upload {upload_id!r} does not exist (finished runs' uploads go with the run, and a newer "
-                         "upload of the same file name replaces an unfinished one); start one with "
-                         "POST /api/v1/runs/{id}/checkpoints/uploads.")
+def _missing_upload(upload_id: str) -> Exception:
+    return store.missing_upload(upload_id)
 
 
 @router.post("/runs/{run_id}/checkpoints/uploads", status_code=201, response_model=UploadCreated,

@@ -15,8 +15,8 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 from datetime import datetime, timedelta
+from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool

@@ -451,7 +451,6 @@ def test_event_pollers_on_this_backend(client):
     from types import SimpleNamespace
 
     from server.api.events import RunEventPoller, RunListPoller
-
     from server.auth import OPEN
 
     request = SimpleNamespace(app=client.app, state=SimpleNamespace(principal=OPEN))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -120,28 +121,36 @@ def test_up_serves_submits_a_demo_and_stops_cleanly_on_sigint(tmp_path: Path) ->
     proc = subprocess.Popen([*RUNYARD, "up", "--demo", "--concurrency", "2"], env=env, cwd=ROOT, stdout=log,
                             stderr=subprocess.STDOUT)
     loader_run = None
+    browser = httpx.Client(base_url=base, timeout=10)
     try:
         deadline = time.monotonic() + 120
         runs: list = []
+        link = None
         while time.monotonic() < deadline and not runs:
             assert proc.poll() is None, (tmp_path / "up.log").read_text()
-            try:
-                assert httpx.get(f"{base}/healthz", timeout=2).json()["status"] == "ok"
-                runs = httpx.get(f"{base}/api/v1/runs", timeout=5).json()["items"]
-            except httpx.HTTPError:
-                pass
+            if link is None:
+                found = re.search(r"one-time link.*\n\s+(\S+)", (tmp_path / "up.log").read_text())
+                if found:  # the first start created the admin and printed a login link: log in with it
+                    link = found.group(1)
+                    assert link.startswith(f"{base}/#/login?link="), link
+                    r = browser.post("/api/v1/auth/link", json={"token": link.split("link=", 1)[1]})
+                    assert r.status_code == 200 and r.json()["user"]["name"] == "admin", r.text
+                    browser.headers["X-CSRF-Token"] = browser.get("/api/v1/me").json()["csrf"]
+                    assert httpx.get(f"{base}/api/v1/runs").status_code == 401  # not without the login
+            if link is not None:
+                runs = browser.get("/api/v1/runs").json()["items"]
             time.sleep(0.3)
         assert runs, (tmp_path / "up.log").read_text()
         demo = runs[0]
         assert demo["recipe"] == "digits_classifier" and demo["params"]["dataset"] == "digits"
         # A second run whose DataLoader has worker processes: great-grandchildren of `runyard up`
         # (up -> worker supervisor -> celery worker -> DataLoader workers).
-        loader_run = httpx.post(f"{base}/api/v1/runs", json={
+        loader_run = browser.post("/api/v1/runs", json={
             "recipe": "slow_regression", "params": {"step_delay": 0.05, "n": 100_000, "num_workers": 2},
             "trainer": {"max_epochs": 1, "log_every_n_steps": 1, "limit_val_batches": 0}}).json()["id"]
         deadline = time.monotonic() + 90
         while True:
-            keys = httpx.get(f"{base}/api/v1/runs/{loader_run}/metric-keys").json()
+            keys = browser.get(f"/api/v1/runs/{loader_run}/metric-keys").json()
             if keys and keys[0]["count"] >= 3:
                 break
             assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()
@@ -153,11 +162,14 @@ def test_up_serves_submits_a_demo_and_stops_cleanly_on_sigint(tmp_path: Path) ->
         server_pid = next(pid for pid in family if b"server.cli\x00server" in Path(f"/proc/{pid}/cmdline").read_bytes())
         assert b"RUNYARD_MIGRATE=0" in Path(f"/proc/{server_pid}/environ").read_bytes().split(b"\x00")
     finally:
+        browser.close()
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=60)
     output = (tmp_path / "up.log").read_text()
     assert code == 0, output
     assert "demo run" in output and base in output
+    assert "created the server admin 'admin'" in output
+    assert demo["owner"] == "admin"
     assert output.count("is up to date") == 1, output
     # Ctrl-C during a run: one line says the run was saved and requeued; no Celery traceback,
     # and "stopping" once
@@ -182,7 +194,14 @@ def test_up_serves_submits_a_demo_and_stops_cleanly_on_sigint(tmp_path: Path) ->
         while "has runs already" not in (tmp_path / "up2.log").read_text():
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "up2.log").read_text()
             time.sleep(0.3)
-        assert httpx.get(f"{base}/api/v1/runs", timeout=5).json()["total"] == 2
+        # the browser's login outlives the restart (sessions are in the database) ...
+        with httpx.Client(base_url=base, timeout=10, cookies=browser.cookies) as again:
+            assert again.get("/api/v1/runs").json()["total"] == 2
+        # ... and the second start prints a new one-time link for the same admin, creates none
+        second = (tmp_path / "up2.log").read_text()
+        assert "created the server admin" not in second and "log in as admin" in second, second
+        new_link = re.search(r"one-time link.*\n\s+(\S+)", second).group(1)
+        assert new_link != link
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)

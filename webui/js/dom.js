@@ -93,3 +93,62 @@ export function confirmDialog({ title, body, confirmLabel = "Confirm", dismissLa
     cancel.focus();
   });
 }
+
+/**
+ * A modal asking for one value (a new name, a password) on <dialog>. Resolves the entered
+ * string, or null when dismissed. `check(value)` may return an error sentence to show instead
+ * of closing.
+ */
+export function promptDialog({ title, body, label, value = "", type = "text", confirmLabel = "Save", dismissLabel = "Back", check = null, autocomplete = "off" }) {
+  return new Promise((resolve) => {
+    const input = h("input", { class: "input", type, value, autocomplete, "aria-label": label || title, dataset: { testid: "prompt-input" } });
+    const error = h("div", { class: "field-error", role: "alert", hidden: true, dataset: { testid: "prompt-error" } });
+    const ok = h("button", { class: "btn btn-primary", type: "submit", dataset: { testid: "prompt-ok" } }, confirmLabel);
+    const cancel = h("button", { class: "btn", type: "button", dataset: { testid: "prompt-cancel" } }, dismissLabel);
+    const form = h("form", { method: "dialog", class: "prompt-form" },
+      label ? h("label", { class: "field-label" }, label) : null, input, error,
+      h("div", { class: "dialog-actions" }, cancel, ok));
+    const dlg = h("dialog", { class: "dialog", dataset: { testid: "prompt-dialog" } }, h("h3", null, title), body ? h("p", null, body) : null, form);
+    const done = (result) => { dlg.close(); dlg.remove(); resolve(result); };
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const problem = check ? check(input.value) : null;
+      if (problem) { error.hidden = false; error.textContent = problem; input.focus(); return; }
+      done(input.value);
+    });
+    cancel.addEventListener("click", () => done(null));
+    dlg.addEventListener("cancel", (e) => { e.preventDefault(); done(null); });
+    document.body.append(dlg);
+    dlg.showModal();
+    input.focus();
+    input.select();
+  });
+}
+
+/**
+ * A secret shown once (a new API token, a login link): read-only text, a Copy button and the
+ * warning that it will not be shown again. Without the async clipboard (plain http on another
+ * host) the text is selected for the user to copy.
+ */
+export function secretBox(secret, { title = "Copy it now", warning = "It will not be shown again.", testid = "secret" } = {}) {
+  const text = h("input", { class: "input input-mono secret-text", readonly: true, value: secret, spellcheck: "false", "aria-label": title, dataset: { testid: `${testid}-value` },
+    on: { focus: (e) => e.target.select() } });
+  const status = h("span", { class: "muted small", role: "status", dataset: { testid: `${testid}-copy-status` } });
+  const copy = h("button", { class: "btn btn-primary", type: "button", dataset: { testid: `${testid}-copy` }, on: { click: async () => {
+    try {
+      if (!navigator.clipboard || !window.isSecureContext) throw new Error("no clipboard");
+      await navigator.clipboard.writeText(secret);
+      status.textContent = "Copied.";
+    } catch {
+      text.focus();
+      text.select();
+      let copied = false;
+      try { copied = document.execCommand("copy"); } catch { copied = false; }
+      status.textContent = copied ? "Copied." : "Selected: press Ctrl+C (⌘C) to copy.";
+    }
+  } } }, "Copy");
+  return h("div", { class: "secret-box", dataset: { testid } },
+    h("div", { class: "secret-head" }, h("strong", null, title), h("span", { class: "secret-warning" }, warning)),
+    h("div", { class: "secret-row" }, text, copy),
+    status);
+}

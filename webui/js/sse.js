@@ -7,6 +7,8 @@
 // backoff, passing the last id we saw as `cursor` in the query (the header cannot
 // be set from script) and call `onResync` so the page can reload anything it missed.
 
+import { checkSession } from "./api.js";
+
 const live = new Set();
 // Counters for diagnostics (and the browser tests): opens, and reconnects we made ourselves.
 window.__runyard = window.__runyard || {};
@@ -70,6 +72,8 @@ export class LiveStream {
         // after two refusals start fresh; onResync reloads everything anyway.
         this.closedInRow = (this.closedInRow || 0) + 1;
         if (this.closedInRow >= 2) this.lastEventId = null;
+        // Refused because the session ended (a 401)? Then the login page, not endless retries.
+        checkSession();
         this.timer = setTimeout(() => this.connect(), this.retryMs);
         this.retryMs = Math.min(this.retryMs * 2, 5000);
       }

@@ -3,6 +3,7 @@
 
 import { h, replace, toast } from "../dom.js";
 import { recipes as recipesApi, runs as runsApi, projects as projectsApi, FloatValue } from "../api.js";
+import { canWrite } from "../perm.js";
 
 // Used only when the server's recipe carries no trainer_schema.
 const FALLBACK_TRAINER_SCHEMA = {
@@ -231,6 +232,14 @@ export async function render(root, _params, query) {
     return;
   }
 
+  // Projects offered: those the user may submit to (member or admin there); any new name may
+  // be typed too (whoever makes a project is its admin).
+  const writable = projectList.filter((p) => canWrite(p.name));
+  const known = new Set(projectList.map((p) => p.name));
+  const pickProject = (name) => (!known.has(name) || canWrite(name) ? name : null);
+  const initialProject = (cloneRun && pickProject(cloneRun.project)) || pickProject(query.get("project") || "default")
+    || (writable[0] && writable[0].name) || "";
+
   let current = cloneRun && runnable.find((r) => r.name === cloneRun.recipe) ? cloneRun.recipe : runnable[0].name;
   let groups = null;
 
@@ -243,8 +252,8 @@ export async function render(root, _params, query) {
   const nameInput = h("input", { id: "f-name", class: "input", name: "name", dataset: { field: "name" }, placeholder: "optional: a name for this run",
     value: cloneRun ? `${cloneRun.name || "run-" + cloneRun.id}-clone` : "" });
   const projectInput = h("input", { id: "f-project", class: "input", name: "project", dataset: { field: "project" }, list: "project-options",
-    value: cloneRun ? cloneRun.project : "default" });
-  const projectOptions = h("datalist", { id: "project-options" }, projectList.map((p) => h("option", { value: p.name })));
+    value: initialProject, placeholder: "a project you are a member of, or a new name" });
+  const projectOptions = h("datalist", { id: "project-options" }, writable.map((p) => h("option", { value: p.name })));
   const queueInput = h("input", { id: "f-queue", class: "input", name: "queue", dataset: { field: "queue" }, placeholder: "runyard",
     value: cloneRun && cloneRun.queue ? cloneRun.queue : "runyard" });
   const topErrors = new Map([["recipe", errorSlot("recipe")], ["name", errorSlot("name")], ["project", errorSlot("project")], ["queue", errorSlot("queue")]]);
@@ -358,7 +367,7 @@ export async function render(root, _params, query) {
           topField("recipe", recipeSel, topErrors.get("recipe"), null),
           unavailable,
           topField("name", nameInput, topErrors.get("name"), null),
-          topField("project", projectInput, topErrors.get("project"), null), projectOptions),
+          topField("project", projectInput, topErrors.get("project"), writable.length < projectList.length ? "Projects where you are a member, or a new name (you become its admin)." : null), projectOptions),
         recipeDesc),
       h("section", { class: "form-section" }, h("h2", null, "Parameters ", h("span", { class: "muted small" }, "from the recipe's schema")), paramsBox),
       h("section", { class: "form-section" }, h("h2", null, "Trainer"), trainerBox,

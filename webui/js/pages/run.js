@@ -1,8 +1,9 @@
 // Run page: status and timing, live metric charts, params, model summary, checkpoints,
 // log tail; cancel (confirmed), resume from a checkpoint, clone.
 
-import { h, replace, toast, confirmDialog } from "../dom.js";
-import { runs as runsApi, downloadUrl } from "../api.js";
+import { h, replace, toast, confirmDialog, promptDialog } from "../dom.js";
+import { runs as runsApi, downloadUrl, removeCheckpoint } from "../api.js";
+import { canChangeRun, canWrite } from "../perm.js";
 import { LiveStream } from "../sse.js";
 import { MetricCharts } from "../charts.js";
 import { ACTIVE, fmtBytes, fmtDateTime, fmtDuration, fmtNumber, fmtValue, runDuration } from "../format.js";
@@ -47,19 +48,26 @@ export async function render(root, { id }) {
   function renderHead() {
     // Rebuilt only when something it shows changes: a checkpoint arriving every few steps must
     // not replace the Cancel button under the user's pointer.
-    const key = JSON.stringify([run.id, run.name, run.status, !!run.cancel_requested, run.recipe, checkpoints.length > 0]);
+    // What the role allows (the server refuses the rest anyway): resume and clone need member in
+    // the run's project; cancel, rename and delete need its owner as member, or a project admin.
+    const mayWrite = canWrite(run.project);
+    const mayChange = canChangeRun(run);
+    const key = JSON.stringify([run.id, run.name, run.status, !!run.cancel_requested, run.recipe, checkpoints.length > 0, mayWrite, mayChange]);
     if (key === headKey) return;
     headKey = key;
     const actions = [];
     if (ACTIVE.has(run.status)) {
-      actions.push(h("button", { class: "btn btn-danger", type: "button", dataset: { testid: "cancel-run" }, disabled: !!run.cancel_requested, on: { click: onCancel } },
-        run.cancel_requested ? "Cancelling…" : "Cancel"));
-    } else if (checkpoints.length && run.recipe !== "external") {
+      if (mayChange) {
+        actions.push(h("button", { class: "btn btn-danger", type: "button", dataset: { testid: "cancel-run" }, disabled: !!run.cancel_requested, on: { click: onCancel } },
+          run.cancel_requested ? "Cancelling…" : "Cancel"));
+      }
+    } else if (checkpoints.length && run.recipe !== "external" && mayWrite) {
       actions.push(h("button", { class: "btn", type: "button", dataset: { testid: "resume-run" }, on: { click: () => onResume(null) }, title: "Continue training from the last checkpoint in a new run" }, "Resume"));
     }
-    if (run.recipe !== "external") actions.push(h("a", { class: "btn", href: `#/new?clone=${run.id}`, dataset: { testid: "clone-run" } }, "Clone"));
+    if (run.recipe !== "external" && mayWrite) actions.push(h("a", { class: "btn", href: `#/new?clone=${run.id}`, dataset: { testid: "clone-run" } }, "Clone"));
     actions.push(h("a", { class: "btn", href: `#/compare?ids=${run.id}` }, "Compare…"));
-    if (!ACTIVE.has(run.status)) {
+    if (mayChange) actions.push(h("button", { class: "btn", type: "button", dataset: { testid: "rename-run" }, on: { click: onRename } }, "Rename"));
+    if (!ACTIVE.has(run.status) && mayChange) {
       actions.push(h("button", { class: "btn btn-danger", type: "button", dataset: { testid: "delete-run" }, on: { click: onDelete } }, "Delete"));
     }
     replace(head,
@@ -79,6 +87,7 @@ export async function render(root, { id }) {
   function renderInfo() {
     replace(info,
       infoItem("Project", run.project),
+      infoItem("Owner", run.owner || "—", "owner"),
       infoItem("Recipe", h("code", null, run.recipe)),
       infoItem("Created", fmtDateTime(run.created_at), "created"),
       infoItem("Started", fmtDateTime(run.started_at), "started"),
@@ -101,6 +110,8 @@ export async function render(root, { id }) {
 
   function renderCheckpoints() {
     if (!checkpoints.length) { replace(ckptBody, h("p", { class: "muted small" }, "No checkpoints yet.")); return; }
+    const mayResume = !ACTIVE.has(run.status) && run.recipe !== "external" && canWrite(run.project);
+    const mayDelete = !ACTIVE.has(run.status) && canChangeRun(run);
     const rows = [...checkpoints].sort((a, b) => (b.step ?? 0) - (a.step ?? 0) || b.id - a.id).map((c) => {
       const name = (c.path || "").split("/").pop();
       const flags = [c.is_best ? h("span", { class: "tag tag-best" }, "best") : null, c.is_last ? h("span", { class: "tag tag-last" }, "last") : null];
@@ -113,8 +124,10 @@ export async function render(root, { id }) {
         h("td", null, flags),
         h("td", { class: "actions" },
           h("a", { class: "btn btn-sm", href: downloadUrl(c.id), download: name || `checkpoint-${c.id}.ckpt`, dataset: { testid: "download-ckpt" } }, "Download"),
-          !ACTIVE.has(run.status) && run.recipe !== "external"
-            ? h("button", { class: "btn btn-sm", type: "button", dataset: { testid: "resume-from" }, on: { click: () => onResume(c.id) } }, "Resume") : null));
+          mayResume
+            ? h("button", { class: "btn btn-sm", type: "button", dataset: { testid: "resume-from" }, on: { click: () => onResume(c.id) } }, "Resume") : null,
+          mayDelete
+            ? h("button", { class: "btn btn-sm btn-danger", type: "button", dataset: { testid: "delete-ckpt" }, title: "Delete this checkpoint and its file", on: { click: () => onDeleteCheckpoint(c, name) } }, "Delete") : null));
     });
     const monitor = checkpoints.find((c) => c.monitor)?.monitor;
     replace(ckptBody, h("table", { class: "table" },
@@ -181,6 +194,29 @@ export async function render(root, { id }) {
       await runsApi.remove(id);
       toast(`Run #${id} deleted`, "info");
       location.hash = "#/runs";
+    } catch (err) { toast(err.message, "error"); }
+  }
+
+  async function onRename() {
+    const name = await promptDialog({ title: `Rename run #${run.id}`, label: "name", value: run.name || "", confirmLabel: "Rename",
+      check: (v) => (v.trim() ? null : "A run needs a name.") });
+    if (name === null || name.trim() === run.name) return;
+    try {
+      const answer = await runsApi.rename(id, name.trim());
+      run = { ...run, name: answer.name, updated_at: answer.updated_at };
+      toast(`Run #${id} renamed`, "ok");
+      renderHead();
+    } catch (err) { toast(err.message, "error"); }
+  }
+
+  async function onDeleteCheckpoint(c, name) {
+    const ok = await confirmDialog({ title: "Delete this checkpoint?", body: `“${name || "checkpoint " + c.id}” (step ${c.step ?? "—"}) and its file will be removed for good.`, confirmLabel: "Delete checkpoint", danger: true });
+    if (!ok) return;
+    try {
+      await removeCheckpoint(c.id);
+      checkpoints = checkpoints.filter((x) => x.id !== c.id);
+      toast("Checkpoint deleted", "info");
+      renderCheckpoints(); renderHead();
     } catch (err) { toast(err.message, "error"); }
   }
 

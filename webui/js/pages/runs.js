@@ -3,6 +3,7 @@
 import { h, replace, toast } from "../dom.js";
 import { runs as runsApi, projects as projectsApi, recipes as recipesApi } from "../api.js";
 import { LiveStream } from "../sse.js";
+import { canSubmitSomewhere } from "../perm.js";
 import { fmtDateTime, fmtDuration, fmtNumber, fmtRelative, runDuration, STATUSES } from "../format.js";
 
 const PAGE_SIZE = 100;
@@ -51,7 +52,9 @@ function clientSort(items, sort) {
   });
 }
 
-export async function render(root) {
+export async function render(root, _params, query) {
+  // #/runs?project=<name> (from the projects page) opens the list filtered to that project.
+  if (query && query.has("project")) { state.project = query.get("project"); state.offset = 0; }
   let metricCols = loadMetricColumns();
   let items = [];
   let total = 0;
@@ -100,8 +103,22 @@ export async function render(root) {
     load();
   }
 
+  // The selected project's members page (roles), next to the project filter.
+  const projectIds = new Map();
+  const membersLink = h("a", { class: "btn btn-sm", hidden: true, dataset: { testid: "project-members" }, title: "Who may see and change this project's runs" }, "Members");
+  function updateMembersLink() {
+    const pid = state.project ? projectIds.get(state.project) : undefined;
+    membersLink.hidden = pid === undefined;
+    if (pid !== undefined) membersLink.href = `#/projects/${pid}/members`;
+  }
+  projectSel.addEventListener("change", updateMembersLink);
+
   // Options for project / recipe filters.
-  projectsApi().then((ps) => fillSelect(projectSel, "Project", ps.map((p) => p.name), state.project)).catch(() => {});
+  projectsApi().then((ps) => {
+    for (const p of ps) projectIds.set(p.name, p.id);
+    fillSelect(projectSel, "Project", [...ps.map((p) => p.name), ...(state.project ? [state.project] : [])], state.project);
+    updateMembersLink();
+  }).catch(() => {});
   recipesApi().then((rs) => fillSelect(recipeSel, "Recipe", [...rs.map((r) => r.name), "external"], state.recipe)).catch(() => {});
 
   function fillSelect(sel, label, values, current) {
@@ -114,8 +131,8 @@ export async function render(root) {
       h("h1", null, "Runs"), countEl,
       h("span", { class: "spacer" }),
       compareBtn,
-      h("a", { class: "btn", href: "#/new" }, "New run")),
-    h("div", { class: "toolbar" }, search, statusSel, projectSel, recipeSel, h("span", { class: "ctl ctl-grow" }, "Columns", colChips, addCol, colsInput)),
+      canSubmitSomewhere() ? h("a", { class: "btn", href: "#/new", dataset: { testid: "new-run" } }, "New run") : null),
+    h("div", { class: "toolbar" }, search, statusSel, projectSel, membersLink, recipeSel, h("span", { class: "ctl ctl-grow" }, "Columns", colChips, addCol, colsInput)),
     h("div", { class: "table-wrap" }, table),
     pager));
 
