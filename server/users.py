@@ -71,20 +71,18 @@ def hash_password(password: str) -> str:
 
 
 def any_user(session: Session) -> bool:
-    """Whether any account exists (until one does, the server is in single-user open mode)."""
-    global _users_exist
-    if _users_exist:
+    """Whether any account exists (until one does, the server is in single-user open mode).
+    Once true for a database it stays true (accounts are disabled, never deleted)."""
+    key = str(session.get_bind().url)
+    if key in _users_exist:
         return True
-    _users_exist = session.scalar(select(User.id).limit(1)) is not None
-    return _users_exist
+    found = session.scalar(select(User.id).limit(1)) is not None
+    if found:
+        _users_exist.add(key)
+    return found
 
 
-_users_exist = False  # once true it stays true (accounts are disabled, never deleted)
-
-
-def forget_user_cache() -> None:
-    global _users_exist
-    _users_exist = False
+_users_exist: set[str] = set()  # database URLs known to have accounts
 
 
 def create_user(session: Session, name: str, *, display_name: str = "", email: str | None = None,
@@ -289,8 +287,8 @@ def sync_sso_roles(session: Session, user: User, wanted: dict[str, str]) -> dict
         if member is not None and member.role == role:
             continue
         project = get_or_create_project(session, name)
-        set_role(session, project, user, role, source="oidc", commit=False)
-        changes[name] = (member.role if member is not None else None, role)
+        previous = set_role(session, project, user, role, source="oidc", commit=False)
+        changes[name] = (previous, role)
     session.commit()
     return changes
 
