@@ -14,7 +14,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server import users
-from server.auth import RUN_CHECKPOINT_ROUTES, RUN_READS, RUN_UPLOAD_ROUTES, RUN_WRITES, WORKER_ALSO, WORKER_ROUTES
+from server.auth import (
+    RUN_CHECKPOINT_ROUTES,
+    RUN_READS,
+    RUN_UPLOAD_ROUTES,
+    RUN_WRITES,
+    WORKER_ALSO,
+    WORKER_ROUTES,
+)
 from server.models import Checkpoint, ModelSummary, Upload
 from server.policy import RULES, app_routes
 from server.store import missing_checkpoint, missing_run, missing_upload
@@ -96,7 +103,7 @@ def fresh_target(client: TestClient, project_id: int, owner_id: int) -> dict:
 # The contract of docs/security.md, written out on its own (not read from server/policy.py):
 # (method, path) -> who may call it. "public", "user" (any logged-in user), "admin" (server
 # admins), "worker", or "<read|write|own|manage> <run|checkpoint|upload|project>".
-R, W, O = "read run", "write run", "own run"
+R, W, O = "read run", "write run", "own run"  # noqa: E741 - short names keep the table readable
 SPEC = {
     ("GET", "/healthz"): "public", ("GET", "/static/plotly.min.js"): "public", ("GET", "/runs/{run_id}"): "public",
     ("GET", "/openapi.json"): "public", ("GET", "/docs"): "public", ("GET", "/docs/oauth2-redirect"): "public",

@@ -286,7 +286,7 @@ def test_admin_page_users_and_audit_log(pages, server, accts):
     assert other.context.request.get("/api/v1/me").json()["authenticated"] is False
     res = other.context.request.post("/api/v1/auth/login", data={"login": "dave", "password": "dave-password-2"})
     assert res.status == 401 and "disabled" in res.json()["detail"]
-    other.goto("/#/runs")
+    other.reload()
     expect(other.get_by_test_id("login-form")).to_be_visible()
     login_form(other, "dave", "dave-password-2")
     expect(other.get_by_test_id("login-error")).to_contain_text("disabled")
