@@ -6,8 +6,8 @@ against the provider's JWKS, ``iss`` (the issuer in the provider's metadata, whi
 minutes leeway), ``nonce`` and ``at_hash``. No token is parsed or verified by hand here.
 
 - ``GET /auth/oidc/login?next=/#/runs/3``: a login state (state, nonce, PKCE verifier) in a
-  short-lived signed cookie (``runyard_oidc``, 10 minutes, SameSite=Lax), then a redirect to
-  the provider. ``next`` is kept only when it is a path on this site.
+  short-lived signed cookie (``runyard_oidc``, 10 minutes, SameSite=Lax, HttpOnly, sent only
+  to ``/auth/oidc/``), then a redirect to the provider. ``next`` is kept only when it is a path on this site.
 - ``GET /auth/oidc/callback``: the code is exchanged, the ID token validated, the user found
   by (issuer, subject) or created on the first login, their SSO roles recomputed from the
   groups claim (``RUNYARD_OIDC_GROUP_ROLES``), ``is_admin`` set from
@@ -145,8 +145,10 @@ def install(app: Any, settings: Any) -> None:
         return
     app.state.oidc_group_roles = parse_group_roles(settings.oidc_group_roles)
     app.state.oidc_admin_groups = parse_groups(settings.oidc_admin_groups)
+    # The cookie goes only to the SSO routes (path), so no other answer re-sends or refreshes it.
+    cookie_path = urlsplit(settings.public_url).path.rstrip("/") + "/auth/oidc"
     app.add_middleware(SessionMiddleware, secret_key=settings.signing_key(), session_cookie=STATE_COOKIE,
-                       max_age=STATE_MAX_AGE, same_site="lax",
+                       max_age=STATE_MAX_AGE, path=cookie_path, same_site="lax",
                        https_only=settings.public_url.startswith("https://"))
     client_kwargs: dict[str, Any] = {"scope": settings.oidc_scopes, "code_challenge_method": "S256",
                                      "timeout": 15}
@@ -177,7 +179,7 @@ def _check_issuer(metadata: dict[str, Any], settings: Any) -> None:
 async def _metadata(client: Any, settings: Any) -> dict[str, Any]:
     try:
         metadata = await client.load_server_metadata()
-    except (httpx.HTTPError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - httpx (or httpx2, which Authlib prefers) errors, bad JSON
         log.warning("SSO: cannot read %s/.well-known/openid-configuration: %s", settings.oidc_issuer,
                     type(exc).__name__)
         raise Refused("the identity provider could not be reached; try again later", 502) from None
@@ -236,7 +238,7 @@ async def oidc_login(request: Request, next: str | None = None) -> Response:  # 
     redirect_uri = settings.public_url.rstrip("/") + CALLBACK_PATH
     try:
         return await client.authorize_redirect(request, redirect_uri, state=state)
-    except (httpx.HTTPError, RuntimeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - as above; RuntimeError: no authorization endpoint
         log.warning("SSO: cannot start the login: %s", type(exc).__name__)
         return _page("the identity provider's metadata has no usable authorization endpoint", 502)
 
@@ -268,7 +270,7 @@ def _reason(exc: Exception) -> str:
         return "the ID token is not valid"
     if isinstance(exc, OAuthError):
         return f"the identity provider refused the code ({exc.error or 'error'})"
-    if isinstance(exc, httpx.HTTPError):
+    if isinstance(exc, httpx.HTTPError) or type(exc).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore"):
         return "the identity provider could not be reached"
     return "the identity provider's answer could not be used"
 

@@ -18,12 +18,36 @@ from server.models import AuditEvent, BrowserSession, Token, utcnow
 PASSWORD = "correct horse battery"
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def own_backend(request, tmp_path_factory):
+    """A database of this module's own: the accounts made here must not turn other modules'
+    databases (which run in single-user open mode) into ones that need a login."""
+    home = tmp_path_factory.mktemp(f"accounts-{request.param}")
+    if request.param == "sqlite":
+        yield f"sqlite:///{home / 'runyard.db'}", home
+        return
+    import secrets
+
+    import psycopg
+
+    base = request.getfixturevalue("pg_url").rsplit("/", 1)[0]
+    name = f"runyard_accounts_{secrets.token_hex(4)}"
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield f"{base}/{name}", home
+    from server.db import dispose_engine
+
+    dispose_engine(f"{base}/{name}")
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture(scope="module")
-def app(backend, tmp_path_factory):
+def app(own_backend):
     from server.app import create_app
     from server.settings import Settings
 
-    _, url, home = backend
+    url, home = own_backend
     settings = Settings(home=home, database_url=url, reaper=False, broker_url="memory://", login_max_failures=3,
                         login_max_failures_per_address=8, login_window=600)
     application = create_app(settings)

@@ -428,11 +428,11 @@ def sso_login(context, runyard, idp, login: str, next_path: str | None = None) -
     page.fill("input[name=password]", "anything")
     page.click("button[type=submit]")
     page.wait_for_url(lambda u: u.startswith(runyard.url) or (u.startswith(f"{idp.url}/interaction/")
-                                                             and u != login_url), wait_until="domcontentloaded")
+                                                             and u != login_url), wait_until="commit")
     if not page.url.startswith(runyard.url):  # the consent page
         page.locator("input[name=prompt][value=consent]").wait_for(state="attached")
         page.click("button[type=submit]")
-        page.wait_for_url(lambda u: u.startswith(runyard.url), wait_until="domcontentloaded")
+        page.wait_for_url(lambda u: u.startswith(runyard.url), wait_until="commit")
     wait_until(lambda: callbacks, 10, "the callback's answer")
     return Login(page, callbacks[0])
 
@@ -463,6 +463,7 @@ def test_first_login_creates_the_user_and_the_next_login_reuses_it(context, brow
     assert who["user"]["email"] == "alice@example.org" and who["user"]["sso"] is True
     assert who["user"]["has_password"] is False
     assert who["roles"] == {"vision": "member"} and who["is_admin"] is False
+    assert who["sso"]["url"] == "/auth/oidc/login"
     cookies = {c["name"]: c for c in context.cookies()}
     assert cookies["runyard_session"]["httpOnly"] and cookies["runyard_session"]["sameSite"] == "Lax"
     user = runyard.user("alice")
@@ -491,7 +492,7 @@ def test_the_login_state_cookie_is_short_lived_and_lax(context, runyard, idp):
     page.goto(f"{runyard.url}/auth/oidc/login", wait_until="domcontentloaded")
     page.wait_for_url(f"{idp.url}/interaction/**", wait_until="domcontentloaded")
     state = next(c for c in context.cookies() if c["name"] == "runyard_oidc")
-    assert state["httpOnly"] and state["sameSite"] == "Lax"
+    assert state["httpOnly"] and state["sameSite"] == "Lax" and state["path"] == "/auth/oidc"
     assert 0 < state["expires"] - time.time() <= 600 + 5
     query = parse_qs(urlsplit(page.url).query)
     assert not query  # the interaction page carries no secrets in its URL
@@ -577,6 +578,9 @@ def test_logout_ends_the_session_and_sends_the_browser_to_the_provider(context, 
     assert query["client_id"] == [CLIENT_ID]
     claims = b64url_json(query["id_token_hint"][0].split(".")[1])
     assert claims["sub"] == "u-erin" and claims["aud"] == CLIENT_ID
+    # oidc-provider puts scope claims only in userinfo for the code flow: the groups (and the
+    # roles checked above) came from the userinfo fallback
+    assert "groups" not in claims
     assert me(context, runyard)["authenticated"] is False
 
     page = done.page  # the provider's logout page, then back to Runyard's login page
@@ -654,6 +658,20 @@ def test_next_only_leads_to_this_site(next_path, location, context, runyard, idp
 
 
 # --------------------------------------------------------------------------- without a browser
+
+
+def test_a_password_logout_has_no_provider_redirect(runyard):
+    with httpx.Client(base_url=runyard.url, timeout=30) as c:
+        r = c.post("/api/v1/auth/login", json={"login": "root", "password": "root-password-123"})
+        assert r.status_code == 200, r.text
+        csrf = c.get("/api/v1/me").json()["csrf"]
+        r = c.post("/api/v1/auth/logout", headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 200 and r.json() == {"logged_out": True, "redirect": None}
+
+
+def test_the_logged_out_landing_goes_to_the_login_page(runyard):
+    r = httpx.get(runyard.url + "/auth/oidc/logged-out", timeout=10)
+    assert r.status_code == 303 and r.headers["location"] == "/#/login"
 
 
 def test_a_provider_error_or_a_forged_callback_is_refused(runyard):
@@ -768,3 +786,38 @@ def test_the_access_log_filter_redacts_sensitive_query_values():
                                ("127.0.0.1:5", "GET", "/auth/oidc/callback?code=secret&state=s2", "1.1", 303), None)
     assert RedactQuery().filter(record) is True
     assert "secret" not in record.getMessage() and "code=REDACTED&state=REDACTED" in record.getMessage()
+
+
+def test_userinfo_completes_the_id_token_only_when_needed():
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from server.oidc import Refused, _with_userinfo
+
+    def run(coro):  # in a thread of its own: Playwright's loop may be running in this one
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, coro).result()
+
+    calls = []
+
+    class Client:
+        def __init__(self, info):
+            self.info = info
+
+        async def userinfo(self, token):
+            calls.append(token)
+            return self.info
+
+    settings = SimpleNamespace(oidc_groups_claim="groups")
+    metadata = {"userinfo_endpoint": "http://idp/userinfo"}
+    token = {"access_token": "at"}
+    full = {"sub": "s1", "groups": ["g"], "email": "a@x", "preferred_username": "a", "name": "A"}
+    assert run(_with_userinfo(Client({}), token, full, metadata, settings)) == full and not calls
+    partial = {"sub": "s1", "email": "id@x"}
+    merged = run(_with_userinfo(Client({"sub": "s1", "email": "ui@x", "groups": ["g2"]}), token, partial,
+                                        metadata, settings))
+    assert merged == {"sub": "s1", "email": "id@x", "groups": ["g2"]} and len(calls) == 1  # the ID token wins
+    with pytest.raises(Refused, match="another subject"):
+        run(_with_userinfo(Client({"sub": "s2", "groups": ["admins"]}), token, partial, metadata, settings))
+    assert run(_with_userinfo(Client({}), token, partial, {}, settings)) == partial  # no endpoint

@@ -109,7 +109,7 @@ function renderUserArea(me) {
   const item = (href, label, testid) => h("a", { href, class: "usermenu-item", dataset: { testid }, on: { click: close } }, label);
   append(menu,
     h("summary", { class: "usermenu-summary", title: user.email || user.name }, h("span", { class: "usermenu-name", dataset: { testid: "user-name" } }, user.display_name || user.name), h("span", { class: "usermenu-caret" }, "▾")),
-    h("div", { class: "usermenu-list", role: "menu" },
+    h("div", { class: "usermenu-list" },
       h("div", { class: "usermenu-who" }, h("div", null, user.display_name || user.name), h("div", { class: "muted small mono" }, user.name, me.is_admin ? " · server admin" : "")),
       item("#/tokens", "API tokens", "menu-tokens"),
       item("#/account", "Account", "menu-account"),

@@ -114,7 +114,7 @@ function usersSection(me) {
     h("div", { class: "panel-head" }, h("h2", null, "Users")),
     h("form", { class: "inline-form", novalidate: true, dataset: { testid: "user-form" }, on: { submit } },
       field("name", name), field("display name", display), field("email", email), field("password", password),
-      h("div", { class: "field field-check" }, h("label", { class: "field-label", for: "nu-admin" }, "admin"), isAdmin),
+      h("div", { class: "field field-check" }, h("label", { class: "ctl inline-check" }, isAdmin, "server admin")),
       h("div", { class: "field field-submit" }, submitBtn)),
     formError, linkBox,
     h("div", { class: "table-wrap" }, h("table", { class: "table users-table", dataset: { testid: "users-table" } },

@@ -3,7 +3,7 @@
 
 import { h, replace, toast, confirmDialog, promptDialog } from "../dom.js";
 import { runs as runsApi, downloadUrl, removeCheckpoint } from "../api.js";
-import { canChangeRun, canWrite } from "../perm.js";
+import { canChangeRun, canWrite, isOpenMode } from "../perm.js";
 import { LiveStream } from "../sse.js";
 import { MetricCharts } from "../charts.js";
 import { ACTIVE, fmtBytes, fmtDateTime, fmtDuration, fmtNumber, fmtValue, runDuration } from "../format.js";
@@ -87,7 +87,7 @@ export async function render(root, { id }) {
   function renderInfo() {
     replace(info,
       infoItem("Project", run.project),
-      infoItem("Owner", run.owner || "—", "owner"),
+      run.owner || !isOpenMode() ? infoItem("Owner", run.owner || "—", "owner") : null,
       infoItem("Recipe", h("code", null, run.recipe)),
       infoItem("Created", fmtDateTime(run.created_at), "created"),
       infoItem("Started", fmtDateTime(run.started_at), "started"),
