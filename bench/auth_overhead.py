@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import httpx
+from fastapi import Request
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -33,8 +34,6 @@ sys.path.insert(0, str(REPO))
 
 def create_app_auth_off():  # noqa: ANN201 - uvicorn factory
     """The app with the access check replaced by one that lets everything through (baseline)."""
-    from fastapi import Request
-
     from server.app import create_app
     from server.auth import OPEN, authorize
 
@@ -120,9 +119,12 @@ def main() -> None:
     run_id = project_run.id
     session.close()
 
-    on_proc, on_url = serve(home, "server.app:create_app")
-    off_proc, off_url = serve(home, "auth_overhead:create_app_auth_off")
+    procs = []
     try:
+        on_proc, on_url = serve(home, "server.app:create_app")
+        procs.append(on_proc)
+        off_proc, off_url = serve(home, "auth_overhead:create_app_auth_off")
+        procs.append(off_proc)
         off = httpx.Client(base_url=off_url, timeout=30)
         token = httpx.Client(base_url=on_url, timeout=30, headers={"Authorization": f"Bearer {personal}"})
         browser = httpx.Client(base_url=on_url, timeout=30)
@@ -160,7 +162,7 @@ def main() -> None:
             extra = "" if k == "off" else f"   ({(m / base - 1) * 100:+.1f} % vs off)"
             print(f"  auth {k:9s} {m:,.0f}{extra}   rounds: {', '.join(f'{x:,.0f}' for x in v)}")
     finally:
-        for p in (on_proc, off_proc):
+        for p in procs:
             p.terminate()
             p.wait(timeout=20)
 

@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from server.errors import ApiError
@@ -468,6 +468,18 @@ def authorize(request: Request) -> Principal:
         session.close()
 
 
+# The lookups of every targeted request, on a plain connection: a quarter of an ORM session's cost.
+_PROJECT_EXISTS = select(Project.id).where(Project.id == bindparam("id"))
+_CHECKPOINT_RUN = select(Checkpoint.run_id).where(Checkpoint.id == bindparam("id"))
+_UPLOAD_RUN = select(Upload.run_id).where(Upload.id == bindparam("id"))
+_RUN_PROJECT_OWNER = select(Run.project_id, Run.owner_id).where(Run.id == bindparam("id"))
+
+
+def _one(request: Request, statement: Any, **params: Any) -> Any:
+    with request.app.state.engine.connect() as connection:
+        return connection.execute(statement, params).first()
+
+
 def _check_target(session: Session, request: Request, principal: Principal, rule: Any) -> None:
     """A route on one run, checkpoint, upload or project: the caller's role in its project."""
     from server.policy import DOING, ROLE_FOR_NEED
@@ -483,7 +495,7 @@ def _check_target(session: Session, request: Request, principal: Principal, rule
         project_id = raw
         missing: Exception = ApiError(404, f"Project {project_id} does not exist; list projects with "
                                            "GET /api/v1/projects.")
-        if session.get(Project, project_id) is None:
+        if _one(request, _PROJECT_EXISTS, id=project_id) is None:
             raise missing
         what = f"project {project_id}"
     else:
@@ -492,13 +504,14 @@ def _check_target(session: Session, request: Request, principal: Principal, rule
             missing = missing_run(run_id)
         elif rule.target == "checkpoint":
             checkpoint_id = raw
-            run_id = session.scalar(select(Checkpoint.run_id).where(Checkpoint.id == checkpoint_id))
+            found = _one(request, _CHECKPOINT_RUN, id=checkpoint_id)
+            run_id = found[0] if found else None
             missing = missing_checkpoint(checkpoint_id)
         else:  # upload
-            run_id = session.scalar(select(Upload.run_id).where(Upload.id == str(params.get("upload_id", ""))))
+            found = _one(request, _UPLOAD_RUN, id=str(params.get("upload_id", "")))
+            run_id = found[0] if found else None
             missing = missing_upload(str(params.get("upload_id", "")))
-        row = None if run_id is None else session.execute(
-            select(Run.project_id, Run.owner_id).where(Run.id == run_id)).first()
+        row = None if run_id is None else _one(request, _RUN_PROJECT_OWNER, id=run_id)
         if row is None:
             return  # the handler answers 404
         project_id, owner_id = row

@@ -179,6 +179,24 @@ def _active_admin(settings: Settings) -> Any:
                               .order_by(User.id).limit(1))
 
 
+def bootstrap_admin(settings: Settings) -> None:
+    """RUNYARD_ADMIN_USER + RUNYARD_ADMIN_PASSWORD: create that admin once, if no user has the name."""
+    if not (settings.admin_user and settings.admin_password):
+        return
+    from sqlalchemy.orm import Session
+
+    from server import audit, users
+    from server.db import get_engine
+
+    with Session(get_engine(settings.database_url)) as session:
+        if users.user_by_name(session, settings.admin_user) is not None:
+            return
+        user = users.create_user(session, settings.admin_user, is_admin=True, password=settings.admin_password)
+        audit.record(session, "user_created", actor=CLI_ACTOR, target=f"user {user.name}", is_admin=True,
+                     reason="RUNYARD_ADMIN_USER")
+        print(f"runyard: created the server admin {user.name!r} (RUNYARD_ADMIN_USER)", flush=True)
+
+
 def refuse_open_bind(settings: Settings, host: str, command: str) -> str | None:
     """Why serving on ``host`` must not start: a non-loopback address and no admin account
     (anyone who reaches the port would have the whole server); None if it may."""
@@ -186,7 +204,8 @@ def refuse_open_bind(settings: Settings, host: str, command: str) -> str | None:
         return None
     return (f"runyard {command}: refusing to serve on {host} with no admin account: anyone who reaches the port "
             "would control every run. Create one first with `runyard user create NAME --admin` (it prints a "
-            "one-time login link), then start again; or bind to 127.0.0.1.")
+            "one-time login link), or set RUNYARD_ADMIN_USER and RUNYARD_ADMIN_PASSWORD, then start again; or "
+            "bind to 127.0.0.1.")
 
 
 def cmd_server(settings: Settings, args: argparse.Namespace) -> int:
@@ -199,6 +218,7 @@ def cmd_server(settings: Settings, args: argparse.Namespace) -> int:
     port = args.port or settings.port
     if settings.migrate:
         cmd_db_upgrade(settings, args)
+    bootstrap_admin(settings)
     refusal = refuse_open_bind(settings, host, "server")
     if refusal:
         print(refusal, file=sys.stderr)
@@ -294,8 +314,9 @@ def _personal_token(settings: Settings, args: argparse.Namespace) -> int:
                                      user_id=user.id, expires_at=expires, project_id=project_id)
         audit.record(session, "token_created", user_id=user.id, actor=CLI_ACTOR, target=f"token {token.prefix}",
                      project_id=project_id, name=token.name, scope=args.scope)
+        user_name = user.name
     print(secret)
-    print(f"runyard: an API token for {user.name} (scope {args.scope}, shown once); send it as "
+    print(f"runyard: an API token for {user_name} (scope {args.scope}, shown once); send it as "
           "'Authorization: Bearer <token>' or set RUNYARD_TOKEN", file=sys.stderr)
     return 0
 
@@ -601,6 +622,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     settings.ensure_dirs()
     cmd_db_upgrade(settings, args)
     fresh = not _has_runs(settings)
+    bootstrap_admin(settings)
     refusal = refuse_open_bind(settings, host, "up")
     if refusal:
         print(refusal, file=sys.stderr)

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     oidc_admin_groups: str = Field("", description="RUNYARD_OIDC_ADMIN_GROUPS: comma-separated groups whose "
                                    "members are server admins.")
     oidc_name: str = Field("single sign-on", description="RUNYARD_OIDC_NAME: the login button's label.")
+    admin_user: str = Field("", description="RUNYARD_ADMIN_USER: with RUNYARD_ADMIN_PASSWORD, `runyard server` / "
+                            "`runyard up` create this server admin at start if no user of that name exists (for "
+                            "deployments such as docker compose); it is never changed afterwards.")
+    admin_password: str = Field("", repr=False, description="RUNYARD_ADMIN_PASSWORD: that admin's first password "
+                                "(at least 8 characters).")
 
     def model_post_init(self, __context: object) -> None:
         if not self.database_url:

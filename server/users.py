@@ -142,9 +142,11 @@ def authenticate(session: Session, login: str, password: str) -> tuple[User | No
     return user, None
 
 
-def set_password(session: Session, user: User, password: str) -> None:
+def set_password(session: Session, user: User, password: str, keep_session_id: int | None = None) -> None:
+    """Set the password and end the user's sessions (all, or all but ``keep_session_id``: the
+    browser that changed its own password stays logged in)."""
     user.password_hash = hash_password(password)
-    revoke_sessions(session, user.id)
+    revoke_sessions(session, user.id, keep=keep_session_id)
     session.commit()
 
 
@@ -215,10 +217,12 @@ def revoke_session(session: Session, session_id: int) -> None:
     clear_caches()
 
 
-def revoke_sessions(session: Session, user_id: int) -> None:
-    """End every session of ``user_id`` (no commit)."""
-    session.execute(update(BrowserSession).where(BrowserSession.user_id == user_id,
-                                                 BrowserSession.revoked_at.is_(None)).values(revoked_at=utcnow()))
+def revoke_sessions(session: Session, user_id: int, keep: int | None = None) -> None:
+    """End every session of ``user_id`` but ``keep`` (no commit)."""
+    query = update(BrowserSession).where(BrowserSession.user_id == user_id, BrowserSession.revoked_at.is_(None))
+    if keep is not None:
+        query = query.where(BrowserSession.id != keep)
+    session.execute(query.values(revoked_at=utcnow()))
     from server.auth import clear_caches
 
     clear_caches()

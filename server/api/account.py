@@ -257,7 +257,7 @@ def change_password(body: PasswordChange, request: Request, session: Session = D
         if ok is None:
             raise ApiError(403, "The current password is wrong.", "current_password")
     users.check_password(body.new_password, "new_password")
-    users.set_password(session, user, body.new_password)
+    users.set_password(session, user, body.new_password, keep_session_id=principal.session_id)
     audit.record(session, "password_changed", request=request, target=f"user {user.name}")
     return Response(status_code=204)
 

@@ -52,6 +52,8 @@ ENVIRONMENT = {
     "RUNYARD_OIDC_GROUP_ROLES": ("oidc_group_roles", "ml=vision:member", lambda tmp: "ml=vision:member"),
     "RUNYARD_OIDC_ADMIN_GROUPS": ("oidc_admin_groups", "ops", lambda tmp: "ops"),
     "RUNYARD_OIDC_NAME": ("oidc_name", "Company SSO", lambda tmp: "Company SSO"),
+    "RUNYARD_ADMIN_USER": ("admin_user", "root", lambda tmp: "root"),
+    "RUNYARD_ADMIN_PASSWORD": ("admin_password", "first-password", lambda tmp: "first-password"),
 }
 
 

@@ -272,3 +272,79 @@ def test_worker_concurrency_runs_two_at_once_and_stops_cleanly(sqlite_stack: Sta
         code = proc.wait(timeout=60)
     assert code == 0
     wait_gone(family)
+
+
+def _cli(home: Path, *args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess:
+    full = {**os.environ, "RUNYARD_HOME": str(home), **env}
+    return subprocess.run([*RUNYARD, *args], env=full, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          input=stdin)
+
+
+def test_user_and_token_commands(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+    from server.settings import Settings
+
+    home = tmp_path / "home"
+    made = _cli(home, "user", "create", "ana", "--admin", "--email", "ana@example.org")
+    assert made.returncode == 0, made.stderr
+    assert "user ana created (server admin)" in made.stdout and "#/login?link=ryl_" in made.stdout
+    assert _cli(home, "user", "create", "ana").returncode == 1  # taken
+    assert _cli(home, "user", "create", "ben", "--password-stdin", stdin="short\n").returncode == 1
+    assert _cli(home, "user", "create", "ben", "--password-stdin", stdin="a long password\n").returncode == 0
+    assert _cli(home, "user", "role", "ben", "vision", "viewer").stdout.startswith("ben in vision: viewer")
+    token = _cli(home, "token", "create", "--user", "ben", "--scope", "read", "--name", "ci")
+    assert token.returncode == 0 and token.stdout.startswith("ryp_"), token.stderr
+    secret = token.stdout.strip()
+    listed = _cli(home, "token", "list").stdout
+    assert "user ben, read" in listed and secret not in listed
+    users_out = _cli(home, "user", "list").stdout
+    assert "ana" in users_out and "admin" in users_out and "password" in users_out
+    app = create_app(Settings(home=home, reaper=False, broker_url="memory://"))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert c.get("/api/v1/projects", headers={"Authorization": f"Bearer {secret}"}).json()[0]["role"] == "viewer"
+        assert c.post("/api/v1/auth/login", json={"login": "ben", "password": "a long password"}).status_code == 200
+        assert _cli(home, "user", "disable", "ben").returncode == 0
+        from server.auth import clear_caches
+
+        clear_caches()
+        assert c.get("/api/v1/runs").status_code == 401  # the session ended
+        assert c.get("/api/v1/runs", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+        assert _cli(home, "user", "enable", "ben").returncode == 0
+        assert _cli(home, "user", "reset-password", "ben", "--password-stdin", stdin="another password\n").returncode == 0
+        assert c.post("/api/v1/auth/login", json={"login": "ben", "password": "another password"}).status_code == 200
+        link = _cli(home, "user", "login-link", "ana").stdout.strip()
+        c.cookies.clear()
+        assert c.post("/api/v1/auth/link", json={"token": link.split("link=")[1]}).json()["user"]["name"] == "ana"
+        assert {"user_created", "user_disabled", "user_enabled", "password_reset", "token_created", "role_changed"} <= {
+            e["action"] for e in c.get("/api/v1/audit?limit=1000").json()}
+
+
+def test_a_server_on_a_public_address_needs_an_admin_first(tmp_path: Path) -> None:
+    home, port = tmp_path / "home", free_port()
+    refused = _cli(home, "server", "--host", "0.0.0.0", "--port", str(port))
+    assert refused.returncode == 78
+    assert "refusing to serve on 0.0.0.0 with no admin account" in refused.stderr
+    assert "runyard user create NAME --admin" in refused.stderr and "RUNYARD_ADMIN_PASSWORD" in refused.stderr
+    env = {**os.environ, "RUNYARD_HOME": str(home), "RUNYARD_ADMIN_USER": "root",
+           "RUNYARD_ADMIN_PASSWORD": "first password", "RUNYARD_REAPER": "false"}
+    proc = subprocess.Popen([*RUNYARD, "server", "--host", "0.0.0.0", "--port", str(port), "--log-level", "warning"],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        r = httpx.post(f"http://127.0.0.1:{port}/api/v1/auth/login", json={"login": "root", "password": "first password"})
+        assert r.status_code == 200 and r.json()["user"]["is_admin"] is True
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/runs").status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
