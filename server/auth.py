@@ -135,6 +135,7 @@ def clear_caches() -> None:
     with _cache_lock:
         _cache.clear()
         _roles_cache.clear()
+        _valid_cache.clear()
 
 
 def _cached(key: str) -> tuple[bool, Principal | None]:
@@ -203,6 +204,43 @@ def _session_principal(session: Session, secret: str, settings: Any) -> Principa
                 users.touch_session(session, row.id)
     _remember(key, principal)
     return principal
+
+
+_valid_cache: dict[tuple[str, int | None], tuple[float, bool]] = {}
+
+
+def still_valid(session: Session, principal: Principal) -> bool:
+    """Whether the credentials a long request (an event stream) started with still hold: the
+    session or token not revoked or expired, the user not disabled, open mode not ended by a
+    first account. Cached for CACHE_TTL_S."""
+    from server.models import BrowserSession
+
+    if principal.kind == "anonymous":
+        return True
+    key = (principal.kind, principal.session_id if principal.kind == "session" else principal.token_id)
+    with _cache_lock:
+        hit = _valid_cache.get(key)
+    if hit is not None and time.monotonic() - hit[0] < CACHE_TTL_S:
+        return hit[1]
+    now = utcnow()
+    if principal.kind == "open":
+        from server.users import any_user
+
+        valid = not any_user(session)
+    elif principal.kind == "session":
+        row = session.get(BrowserSession, principal.session_id, populate_existing=True)
+        valid = row is not None and row.revoked_at is None and row.expires_at > now
+    else:
+        token = session.get(Token, principal.token_id, populate_existing=True)
+        valid = token is not None and token.revoked_at is None and (token.expires_at is None or token.expires_at > now)
+    if valid and principal.user_id is not None:
+        user = session.get(User, principal.user_id, populate_existing=True)
+        valid = user is not None and user.disabled_at is None
+    with _cache_lock:
+        if len(_valid_cache) > 10_000:
+            _valid_cache.clear()
+        _valid_cache[key] = (time.monotonic(), valid)
+    return valid
 
 
 def roles(session: Session, principal: Principal) -> dict[int, str]:

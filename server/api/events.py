@@ -5,6 +5,9 @@ event id is ``<metric id>.<log id>.<checkpoint id>``, the last row of each kind 
 client reconnecting with ``Last-Event-ID`` (or ``?cursor=``) gets exactly what it missed.
 Without one the stream starts with a ``status`` event and then only new rows.
 
+Both streams re-check the caller every poll (cached 2 s): a logout, a revoked token, a disabled
+user or a role taken away ends them (``ended`` / ``deleted``).
+
 ``GET /api/v1/events``: event ``run`` ``{"action": "created"|"updated"|"deleted", "run"}``.
 """
 
@@ -31,6 +34,7 @@ from server.store import INT64_MAX, encode_float
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
 KEEPALIVE_S = 15.0
+CREDENTIALS_ENDED = "The session or token this stream was opened with ended (logout, revocation, expiry)."
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -72,6 +76,8 @@ class RunEventPoller:
     def poll(self) -> list[str]:
         session = self.app.state.sessionmaker()
         try:
+            if not auth.still_valid(session, self.principal):
+                return [format_event("ended", {"reason": CREDENTIALS_ENDED})]
             run = store.get_run(session, self.run_id)
             if run is None or not self._may_read(session, run):
                 return [format_event("deleted", {"id": self.run_id})]
@@ -128,7 +134,7 @@ async def _stream(request: Request, poll, interval: float) -> AsyncIterator[str]
         for event in events:
             yield event
             last_sent = time.monotonic()
-            if event.startswith("event: deleted"):
+            if event.startswith(("event: deleted", "event: ended")):
                 return
         if time.monotonic() - last_sent > KEEPALIVE_S:
             yield ": keep-alive\n\n"
@@ -177,6 +183,8 @@ class RunListPoller:
     def poll(self) -> list[str]:
         session = self.app.state.sessionmaker()
         try:
+            if not auth.still_valid(session, self.principal):
+                return [format_event("ended", {"reason": CREDENTIALS_ENDED})]
             public_url = self.app.state.settings.public_url
             visible = auth.visible_projects(session, self.principal)
             ids = store.run_ids(session, visible)

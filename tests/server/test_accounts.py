@@ -346,22 +346,23 @@ def test_lists_and_streams_show_only_visible_projects(client, app):
     assert r.status_code == 404
     assert r.json() == client.get("/api/v1/runs/987654321").json() | {
         "detail": f"Run {vision['id']} does not exist; list runs with GET /api/v1/runs."}
-    # /api/v1/events: carol's stream never mentions vision's runs
+    # /api/v1/events: carol's stream (in her own browser) never mentions vision's runs
     from server.api.events import RunListPoller
 
-    session = app.state.sessionmaker()
-    try:
-        carol = auth._session_principal(session, client.cookies.get("runyard_session"), app.state.settings)
-    finally:
-        session.close()
-    poller = RunListPoller(SimpleNamespace(app=app, state=SimpleNamespace(principal=carol)))
-    poller.poll()
-    login(client, "alice")
-    client.patch(f"/api/v1/runs/{vision['id']}", json={"name": "v2"})
-    client.post(f"/api/v1/runs/{nlp['id']}/heartbeat")  # alice is member of nlp but not its owner: 403
-    login(client, "carol")
-    client.patch(f"/api/v1/runs/{nlp['id']}", json={"name": "n2"})
-    events = poller.poll()
+    with TestClient(app, raise_server_exceptions=False) as carols_browser:
+        login(carols_browser, "carol")
+        session = app.state.sessionmaker()
+        try:
+            carol = auth._session_principal(session, carols_browser.cookies.get("runyard_session"),
+                                            app.state.settings)
+        finally:
+            session.close()
+        poller = RunListPoller(SimpleNamespace(app=app, state=SimpleNamespace(principal=carol)))
+        poller.poll()
+        login(client, "alice")
+        client.patch(f"/api/v1/runs/{vision['id']}", json={"name": "v2"})
+        carols_browser.patch(f"/api/v1/runs/{nlp['id']}", json={"name": "n2"})
+        events = poller.poll()
     assert any(f'"id":{nlp["id"]}' in e for e in events)
     assert not any(f'"id":{vision["id"]}' in e for e in events)
 
@@ -536,3 +537,22 @@ def test_tokens_in_urls_are_never_logged_and_the_logger_uses_runyard_token(tmp_p
     text = log_path.read_text()
     assert "GET /api/v1/runs?" in text, text[-2000:]  # the access log is on ...
     assert secret not in text and secret[:20] not in text  # ... and never holds the token
+
+
+def test_open_event_streams_end_when_the_session_ends(client, app):
+    from server.api.events import RunEventPoller, RunListPoller
+
+    login(client, "alice")
+    run = client.post("/api/v1/runs", json={"recipe": "external", "project": "vision"}).json()["id"]
+    session = app.state.sessionmaker()
+    try:
+        alice = auth._session_principal(session, client.cookies.get("runyard_session"), app.state.settings)
+    finally:
+        session.close()
+    request = SimpleNamespace(app=app, state=SimpleNamespace(principal=alice))
+    listing, one = RunListPoller(request), RunEventPoller(request, run, None)
+    listing.poll()
+    assert any(e.startswith("event: status") for e in one.poll())
+    client.post("/api/v1/auth/logout")
+    assert listing.poll()[0].startswith("event: ended")
+    assert one.poll()[0].startswith("event: ended")

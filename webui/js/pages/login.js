@@ -79,7 +79,7 @@ export async function render(root, _params, query) {
   }
 
   const sso = me && me.sso ? h("div", { class: "login-sso" },
-    h("a", { class: "btn login-sso-btn", href: me.sso.url, dataset: { testid: "login-sso" } }, `Log in with ${me.sso.name || "single sign-on"}`),
+    h("a", { class: "btn login-sso-btn", href: `${me.sso.url}?next=${encodeURIComponent("/" + next)}`, dataset: { testid: "login-sso" } }, `Log in with ${me.sso.name || "single sign-on"}`),
     h("div", { class: "login-or" }, h("span", null, "or"))) : null;
 
   replace(card,
