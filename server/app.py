@@ -73,12 +73,30 @@ def reap_once(app: FastAPI) -> dict[str, list[int]]:
         session.close()
 
 
+SESSION_SWEEP_S = 3600.0
+
+
+def sweep_sessions(app: FastAPI) -> int:
+    """Drop browser sessions that ended over a day ago (logins would otherwise pile up)."""
+    from server.users import delete_expired_sessions
+
+    session = app.state.sessionmaker()
+    try:
+        return delete_expired_sessions(session)
+    finally:
+        session.close()
+
+
 async def _reaper(app: FastAPI) -> None:
     interval = max(0.5, min(5.0, app.state.settings.heartbeat_timeout / 3))
+    last_sweep = 0.0
     while True:
         await asyncio.sleep(interval)
         try:
             await run_in_threadpool(reap_once, app)
+            if asyncio.get_running_loop().time() - last_sweep > SESSION_SWEEP_S:
+                last_sweep = asyncio.get_running_loop().time()
+                await run_in_threadpool(sweep_sessions, app)
         except Exception:  # noqa: BLE001 - keep reaping
             log.exception("reaper pass failed")
 

@@ -556,3 +556,19 @@ def test_open_event_streams_end_when_the_session_ends(client, app):
     client.post("/api/v1/auth/logout")
     assert listing.poll()[0].startswith("event: ended")
     assert one.poll()[0].startswith("event: ended")
+
+
+def test_ended_sessions_are_swept_after_a_day(client, app):
+    from server.app import sweep_sessions
+
+    login(client, "bob")
+    session = app.state.sessionmaker()
+    try:
+        row = session.scalars(select(BrowserSession).order_by(BrowserSession.id.desc())).first()
+        session.execute(update(BrowserSession).where(BrowserSession.id == row.id)
+                        .values(expires_at=utcnow() - timedelta(days=2)))
+        session.commit()
+        assert sweep_sessions(app) >= 1
+        assert session.get(BrowserSession, row.id, populate_existing=True) is None
+    finally:
+        session.close()
