@@ -1,9 +1,9 @@
-"""API tokens and what each kind may do.
+"""Who is calling, and may they call this route: tokens, browser sessions, and the one check.
 
 A token is ``ry<k>_<43 random url-safe characters>`` (``k``: ``w`` worker, ``r`` run, ``p``
-personal), made by :func:`secrets.token_urlsafe`; the database keeps only its SHA-256 (a
-random 256-bit secret needs no slow password hash: nothing can be guessed from the hash) and
-a short prefix to show in lists. The secret is returned once, when the token is made.
+personal, ``l`` a one-time login link), made by :func:`secrets.token_urlsafe`; the database
+keeps only its SHA-256 (a random 256-bit secret needs no slow password hash: nothing can be
+guessed from the hash) and a short prefix to show in lists. The secret is returned once.
 
 Kinds (``tokens.kind``):
 
@@ -15,13 +15,19 @@ Kinds (``tokens.kind``):
   claim named as inputs) and writes that run's metrics, logs, checkpoints, summary,
   hyperparameters, heartbeat and final status, while the run is running as its attempt.
   Revoked when the attempt ends.
-- ``personal``: a user's (scope ``read`` or ``read+write``); the users issue builds on this.
+- ``personal``: a user's API token: scope ``read`` (GET only) or ``read+write``, optionally
+  limited to one project; it acts with its user's roles.
+- ``login``: a one-time login link (``POST /api/v1/auth/link``); never accepted as a Bearer token.
 
-Requests without a token keep full access to the user-facing API until users exist (the
-next issue); the worker endpoints always need a worker token.
+A browser sends the ``runyard_session`` cookie instead (``server/users.py``); every
+state-changing request made with it must carry the session's CSRF token (``X-CSRF-Token``) and
+come from our origin. With no credentials and no account in the database yet, a caller on this
+machine is a server admin ("open mode", the single-user default before any account exists).
 
 :func:`authorize` is one app-wide dependency: it looks at the route template and method of
-every request and decides with the rules below, so no router can forget a check.
+every request and decides with ``server/policy.py``'s rule for it, so no router can forget a
+check. A run, checkpoint, upload or project the caller may not read answers 404 as if it did
+not exist.
 """
 
 from __future__ import annotations

@@ -448,19 +448,33 @@ def test_one_time_login_link(client, app):
 def test_audit_log_records_run_and_checkpoint_actions(client, app):
     login(client, "alice")
     run = client.post("/api/v1/runs", json={"recipe": "external", "project": "vision"}).json()["id"]
-    client.post(f"/api/v1/runs/{run}/checkpoints/uploads", json={})
-    client.post(f"/api/v1/runs/{run}/cancel")
+    r = client.put(f"/api/v1/runs/{run}/checkpoints/upload?filename=last.ckpt", content=b"weights")
+    assert r.status_code == 201, r.text
+    checkpoint = r.json()["id"]
+    assert client.get(f"/api/v1/checkpoints/{checkpoint}/download").content == b"weights"
+    # a download continued with a Range is the same download: not audited again
+    assert client.get(f"/api/v1/checkpoints/{checkpoint}/download", headers={"Range": "bytes=3-"}).status_code == 206
+    assert client.post(f"/api/v1/runs/{run}/cancel").status_code == 200
     client.post(f"/api/v1/runs/{run}/finish", json={"status": "cancelled"})
     assert client.delete(f"/api/v1/runs/{run}").status_code == 204
     login(client, "root")
-    events = [e for e in client.get("/api/v1/audit?limit=1000").json() if e["target"] == f"run {run}"]
-    assert [e["action"] for e in reversed(events)][:1] == ["run_submitted"]
-    assert {"run_submitted", "run_deleted"} <= {e["action"] for e in events}
-    assert all(e["actor"] == "alice" for e in events)
+    events = client.get("/api/v1/audit?limit=1000").json()
+    mine = [e for e in events if e["target"] in (f"run {run}", f"checkpoint {checkpoint}")]
+    assert [e["action"] for e in reversed(mine)] == ["run_submitted", "checkpoint_downloaded", "run_cancelled",
+                                                      "run_deleted"]
+    assert all(e["actor"] == "alice" and e["user_id"] and e["project_id"] == app.state.test_projects["vision"]
+               for e in mine)
+    assert all(e["address"] == "testclient" for e in mine)
+    # filters, and paging with before=
+    only = client.get("/api/v1/audit?action=run_deleted").json()
+    assert only and {e["action"] for e in only} == {"run_deleted"}
+    page = client.get(f"/api/v1/audit?limit=2&before={events[0]['id']}").json()
+    assert [e["id"] for e in page] == [e["id"] for e in events[1:3]]
     # project admins read their projects' events only
     login(client, "carol")
-    mine = client.get("/api/v1/audit").json()
-    assert mine and all(e["project_id"] == app.state.test_projects["nlp"] for e in mine)
+    client.post("/api/v1/runs", json={"recipe": "external", "project": "nlp"})
+    theirs = client.get("/api/v1/audit").json()
+    assert theirs and all(e["project_id"] == app.state.test_projects["nlp"] for e in theirs)
 
 
 def test_open_mode_serves_only_this_machine_until_an_account_exists(tmp_path):

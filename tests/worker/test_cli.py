@@ -348,3 +348,25 @@ def test_a_server_on_a_public_address_needs_an_admin_first(tmp_path: Path) -> No
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_submit_sends_runyard_token(tmp_path: Path) -> None:
+    from tests.server.conftest import start_server, stop_server, wait_healthy
+
+    home, port = tmp_path / "home", free_port()
+    assert _cli(home, "user", "create", "ana").returncode == 0
+    assert _cli(home, "user", "role", "ana", "team", "member").returncode == 0
+    secret = _cli(home, "token", "create", "--user", "ana", "--scope", "read+write").stdout.strip()
+    proc = start_server(home, port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(proc, base)
+        args = ("submit", "external", "--project", "team", "--name", "from-cli", "--url", base)
+        refused = _cli(home, *args, RUNYARD_TOKEN="")
+        assert refused.returncode == 2 and "401" in refused.stderr and "Log in" in refused.stderr
+        ok = _cli(home, *args, RUNYARD_TOKEN=secret)
+        assert ok.returncode == 0, ok.stderr
+        run = httpx.get(f"{base}/api/v1/runs", headers={"Authorization": f"Bearer {secret}"}).json()["items"][0]
+        assert (run["name"], run["owner"], run["project"]) == ("from-cli", "ana", "team")
+    finally:
+        stop_server(proc)
