@@ -17,7 +17,7 @@ minutes leeway), ``nonce`` and ``at_hash``. No token is parsed or verified by ha
   URI without a fragment, as providers require); it redirects to the dashboard's login page.
 
 Codes, states and tokens are never logged (``server.logredact`` also keeps them out of the
-access log). See docs/sso.md.
+access log). See docs/security.md (Single sign-on).
 """
 
 from __future__ import annotations
