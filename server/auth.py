@@ -491,6 +491,8 @@ def authorize(request: Request) -> Principal:
                                     "an admin with `runyard user create NAME --admin` on the server.")
             raise ApiError(401, NEED_LOGIN)
         if method not in SAFE_METHODS:
+            if principal.kind == "open":
+                check_same_origin(request)  # a page on another site must not drive a local open server
             if principal.kind == "session":
                 check_same_origin(request)
                 sent = request.headers.get(CSRF_HEADER, "")

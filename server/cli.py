@@ -185,13 +185,16 @@ def bootstrap_admin(settings: Settings) -> None:
         return
     from sqlalchemy.orm import Session
 
-    from server import audit, users
+    from server import audit, store, users
     from server.db import get_engine
 
     with Session(get_engine(settings.database_url)) as session:
         if users.user_by_name(session, settings.admin_user) is not None:
             return
-        user = users.create_user(session, settings.admin_user, is_admin=True, password=settings.admin_password)
+        try:
+            user = users.create_user(session, settings.admin_user, is_admin=True, password=settings.admin_password)
+        except store.StoreError as exc:
+            raise SystemExit(f"runyard: RUNYARD_ADMIN_USER/RUNYARD_ADMIN_PASSWORD: {exc.message}") from None
         audit.record(session, "user_created", actor=CLI_ACTOR, target=f"user {user.name}", is_admin=True,
                      reason="RUNYARD_ADMIN_USER")
         print(f"runyard: created the server admin {user.name!r} (RUNYARD_ADMIN_USER)", flush=True)
@@ -242,6 +245,9 @@ def create_worker_token(settings: Settings, name: str, replace: bool = False) ->
             session.execute(update(Token).where(Token.kind == "worker", Token.name == name,
                                                 Token.revoked_at.is_(None)).values(revoked_at=utcnow()))
         _, secret = create_token(session, "worker", name=name)
+        from server import audit
+
+        audit.record(session, "token_created", actor=CLI_ACTOR, target=f"worker token {name}", kind="worker")
     return secret
 
 
@@ -272,6 +278,9 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
             if not revoke_token(session, args.id):
                 print(f"runyard token revoke: no active token {args.id}", file=sys.stderr)
                 return 1
+            from server import audit
+
+            audit.record(session, "token_revoked", actor=CLI_ACTOR, target=f"token {args.id}")
             print(f"token {args.id} revoked")
             return 0
         rows = session.scalars(select(Token).where(Token.kind.in_(("worker", "personal"))).order_by(Token.id)).all()
@@ -394,6 +403,7 @@ def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"runyard user login-link: {user.name} is disabled", file=sys.stderr)
                 return 1
             print(login_link_for(session, user, settings))
+            audit.record(session, "login_link_created", actor=CLI_ACTOR, target=f"user {user.name}")
         elif args.user_command == "role":
             project = store.get_or_create_project(session, args.project)
             role = None if args.role == "none" else args.role
@@ -567,10 +577,15 @@ def first_admin(settings: Settings, print_link: bool) -> tuple[str, str | None]:
     with Session(get_engine(settings.database_url)) as session:
         admin = _active_admin(settings)
         if admin is None:
-            admin = users.create_user(session, "admin", display_name="Admin", is_admin=True)
-            audit.record(session, "user_created", actor=CLI_ACTOR, target="user admin", is_admin=True,
+            name = "admin"
+            for i in range(2, 1000):  # a user named admin who is no (active) admin keeps the name
+                if users.user_by_name(session, name) is None:
+                    break
+                name = f"admin{i}"
+            admin = users.create_user(session, name, display_name="Admin", is_admin=True)
+            audit.record(session, "user_created", actor=CLI_ACTOR, target=f"user {name}", is_admin=True,
                          reason="first start")
-            print("runyard: created the server admin 'admin' (first start)", flush=True)
+            print(f"runyard: created the server admin {name!r} (first start)", flush=True)
         else:
             admin = session.merge(admin)
         link = login_link_for(session, admin, settings) if print_link else None
@@ -619,6 +634,8 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     base_url = f"http://{host}:{port}"
+    if not os.environ.get("RUNYARD_PUBLIC_URL"):  # links printed and served name the port really used
+        settings.public_url = base_url
     settings.ensure_dirs()
     cmd_db_upgrade(settings, args)
     fresh = not _has_runs(settings)
@@ -631,7 +648,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     token = create_worker_token(settings, "local worker (runyard up)", replace=True)
     me = [sys.executable, "-m", "server.cli"]
     procs = {"server": spawn([*me, "server", "--host", host, "--port", str(port), "--log-level", "warning"],
-                             {"RUNYARD_MIGRATE": "0"})}
+                             {"RUNYARD_MIGRATE": "0", "RUNYARD_PUBLIC_URL": settings.public_url})}
     worker_args = [*me, "worker", "--queues", args.queues or DEFAULT_QUEUE]
     if args.gpus:
         worker_args += ["--gpus", args.gpus]

@@ -89,9 +89,7 @@ def create_user(session: Session, name: str, *, display_name: str = "", email: s
                 password: str | None = None, is_admin: bool = False, oidc_issuer: str | None = None,
                 oidc_subject: str | None = None, commit: bool = True) -> User:
     name = check_name(name)
-    email = (email or "").strip() or None
-    if email is not None and ("@" not in email or len(email) > 320):
-        raise Invalid("An email looks like name@example.org.", "email")
+    email = check_email(email)
     user = User(name=name, display_name=(display_name or name)[:200], email=email,
                 password_hash=hash_password(password) if password else None, is_admin=is_admin,
                 oidc_issuer=oidc_issuer, oidc_subject=oidc_subject, created_at=utcnow())
@@ -123,6 +121,20 @@ def find_login(session: Session, login: str) -> User | None:
     if not login:
         return None
     return session.scalar(select(User).where((func.lower(User.name) == login) | (func.lower(User.email) == login)))
+
+
+def limit_key(session: Session, login: str) -> str:
+    """What the per-account login limit counts: the account (by id) when the name or email names
+    one, so its name and its email share one budget; else the name as typed."""
+    user = find_login(session, login)
+    return f"user:{user.id}" if user is not None else f"name:{(login or '').strip().lower()}"
+
+
+def check_email(email: str | None) -> str | None:
+    email = (email or "").strip() or None
+    if email is not None and (len(email) > 320 or not re.match(r"^[^@\s]+@[^@\s]+$", email)):
+        raise Invalid("An email looks like name@example.org.", "email")
+    return email
 
 
 def authenticate(session: Session, login: str, password: str) -> tuple[User | None, str | None]:

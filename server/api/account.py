@@ -177,27 +177,30 @@ async def login(body: LoginIn, request: Request, response: Response) -> dict[str
     check_same_origin(request)
     limiter = _limiter(request)
     address = audit.client_address(request) or "?"
-    wait = limiter.retry_after(body.login, address)
 
     def attempt() -> tuple[dict[str, Any] | None, str | None, int]:
+        nonlocal wait
         session = request.app.state.sessionmaker()
         try:
+            key = users.limit_key(session, body.login)
+            wait = limiter.retry_after(key, address)
             if wait is not None:
                 audit.record(session, "login_blocked", request=request, actor=body.login[:200],
                              target=f"login {body.login[:100]}")
                 return None, f"Too many failed logins; try again in {int(wait) + 1} s.", 429
             user, reason = users.authenticate(session, body.login, body.password)
             if user is None:
-                limiter.failed(body.login, address)
+                limiter.failed(key, address)
                 audit.record(session, "login_failed", request=request, actor=body.login[:200],
                              target=f"login {body.login[:100]}", reason=reason)
                 return None, reason, 401
-            limiter.succeeded(body.login)
+            limiter.succeeded(key)
             start_session(request, session, user, response, "password")
             return {"user": user_out(user)}, None, 200
         finally:
             session.close()
 
+    wait: float | None = None
     out, reason, status = await run_in_threadpool(attempt)
     if out is None:
         if status == 401:
@@ -253,8 +256,16 @@ def change_password(body: PasswordChange, request: Request, session: Session = D
         raise ApiError(409, "No account is logged in (no accounts exist yet).")
     user = users.get_user(session, principal.user_id)
     if user.password_hash:
+        limiter, key, address = _limiter(request), f"user:{user.id}", audit.client_address(request) or "?"
+        wait = limiter.retry_after(key, address)
+        if wait is not None:
+            raise ApiError(429, f"Too many wrong passwords; try again in {int(wait) + 1} s.",
+                           headers={"Retry-After": str(int(wait) + 1)})
         ok, _ = users.authenticate(session, user.name, body.current_password)
         if ok is None:
+            limiter.failed(key, address)
+            audit.record(session, "login_failed", request=request, target=f"user {user.name}",
+                         reason="wrong current password")
             raise ApiError(403, "The current password is wrong.", "current_password")
     users.check_password(body.new_password, "new_password")
     users.set_password(session, user, body.new_password, keep_session_id=principal.session_id)
@@ -353,7 +364,10 @@ def update_user(user_id: DbId, body: UserPatch, request: Request, session: Sessi
         user.display_name = body.display_name
         changes["display_name"] = body.display_name
     if body.email is not None:
-        user.email = body.email.strip() or None
+        email = users.check_email(body.email)
+        if email is not None and session.scalar(select(User.id).where(User.email == email, User.id != user.id)):
+            raise ApiError(409, "Another user has this email.", "email")
+        user.email = email
         changes["email"] = user.email
     if body.is_admin is not None and body.is_admin != user.is_admin:
         user.is_admin = body.is_admin

@@ -177,6 +177,8 @@ def test_login_attempts_are_rate_limited_per_account_and_per_address(client, app
         assert client.post("/api/v1/auth/login", json={"login": "bob", "password": "bad-bad-bad"}).status_code == 401
     r = client.post("/api/v1/auth/login", json={"login": "bob", "password": PASSWORD})  # even the right one
     assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0 and "try again" in r.json()["detail"]
+    # the email names the same account: it shares the budget
+    assert client.post("/api/v1/auth/login", json={"login": "bob@example.org", "password": PASSWORD}).status_code == 429
     # an unknown account is limited the same way (no enumeration through the limit)
     for _ in range(3):
         client.post("/api/v1/auth/login", json={"login": "nobody-here", "password": "bad-bad-bad"})
@@ -412,6 +414,8 @@ def test_server_admin_manages_users(client, app):
     assert client.post("/api/v1/users", json={"name": "erin"}).status_code == 409
     link = client.post(f"/api/v1/users/{erin}/login-link").json()["url"]
     assert "#/login?link=" in link
+    assert client.patch(f"/api/v1/users/{erin}", json={"email": "not-an-email"}).status_code == 422
+    assert client.patch(f"/api/v1/users/{erin}", json={"email": "alice@example.org"}).status_code == 409
     assert client.patch(f"/api/v1/users/{erin}", json={"disabled": True}).json()["disabled"] is True
     assert client.patch(f"/api/v1/users/{client.get('/api/v1/me').json()['user']['id']}",
                         json={"disabled": True}).status_code == 409  # not yourself
@@ -486,6 +490,12 @@ def test_open_mode_serves_only_this_machine_until_an_account_exists(tmp_path):
     with TestClient(application, raise_server_exceptions=False) as local:
         assert local.get("/api/v1/runs").status_code == 200
         assert local.get("/api/v1/me").json()["open"] is True
+        # a page on another site cannot drive the local open server
+        r = local.post("/api/v1/runs", json={"recipe": "external"}, headers={"Origin": "http://evil.example"})
+        assert r.status_code == 403
+        assert local.post("/api/v1/runs", json={"recipe": "external"},
+                          headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+        assert local.post("/api/v1/runs", json={"recipe": "external"}).status_code == 201  # curl, scripts
     with TestClient(application, client=("10.1.2.3", 40000), raise_server_exceptions=False) as remote:
         r = remote.get("/api/v1/runs")
         assert r.status_code == 401 and "runyard user create" in r.json()["detail"]
