@@ -476,6 +476,9 @@ def celery_worker_command(queues: str, slot: str, loglevel: str = "INFO") -> lis
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from server.settings import forbid_peeking
+
+    forbid_peeking()  # RUNYARD_TOKEN is in this supervisor's environment: not readable by runs' code
     settings.ensure_dirs()
     slots = worker_slots(args.gpus, args.concurrency)
     queues = args.queues or DEFAULT_QUEUE

@@ -15,11 +15,12 @@ import threading
 from celery import signals
 
 from server.queue import DEFAULT_QUEUE, make_celery
-from server.settings import get_settings
+from server.settings import forbid_peeking, get_settings
 
 log = logging.getLogger(__name__)
 
 settings = get_settings()
+forbid_peeking()  # a run's code (same user) must not read this process's token from /proc
 app = make_celery(settings)
 app.conf.update(
     include=["worker.tasks"],
