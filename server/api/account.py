@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from server import audit, users
@@ -409,6 +409,9 @@ def make_login_link(user_id: DbId, request: Request, session: Session = Depends(
 def login_link_for(session: Session, user: User, settings: Settings) -> str:
     """A new one-time login link. The secret is in the URL's fragment, which browsers never
     send to the server, so no access log can hold it."""
+    # a new link replaces the user's earlier unused ones
+    session.execute(update(Token).where(Token.kind == "login", Token.user_id == user.id, Token.revoked_at.is_(None))
+                    .values(revoked_at=utcnow()))
     _, secret = create_token(session, "login", name=f"login link for {user.name}", scope="login", user_id=user.id,
                              expires_at=utcnow() + timedelta(seconds=settings.login_link_ttl))
     return f"{settings.public_url.rstrip('/')}/#/login?link={secret}"

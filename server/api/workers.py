@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Request
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server import store
@@ -34,6 +35,16 @@ def heartbeat(body: WorkerHeartbeat, request: Request, worker_id: int = WorkerId
 
 @router.get("/workers")
 def list_workers(request: Request, session: Session = Depends(get_session)) -> list[dict[str, Any]]:
+    """Live workers; ``run_id`` (the run it trains) only when the caller may see that run."""
+    from server.auth import visible_projects
+    from server.models import Run
+
     settings = request.app.state.settings
-    return [{"id": w.id, "name": w.name, "queues": w.queues, "recipes": w.recipes, "run_id": w.run_id,
-             "last_seen_at": w.last_seen_at.isoformat()} for w in store.live_workers(session, settings.heartbeat_timeout)]
+    workers = store.live_workers(session, settings.heartbeat_timeout)
+    visible = visible_projects(session, request.state.principal)
+    busy = {w.run_id for w in workers if w.run_id is not None}
+    shown = busy if visible is None else set(session.scalars(
+        select(Run.id).where(Run.id.in_(busy or {-1}), Run.project_id.in_(visible or {-1}))))
+    return [{"id": w.id, "name": w.name, "queues": w.queues, "recipes": w.recipes,
+             "run_id": w.run_id if w.run_id in shown else None,
+             "last_seen_at": w.last_seen_at.isoformat()} for w in workers]

@@ -442,6 +442,13 @@ def test_one_time_login_link(client, app):
     finally:
         session.close()
     secret = url.split("#/login?link=")[1]
+    session = app.state.sessionmaker()
+    try:  # a newer link replaces it
+        newer = login_link_for(session, users.user_by_name(session, "bob"), app.state.settings).split("link=")[1]
+    finally:
+        session.close()
+    assert client.post("/api/v1/auth/link", json={"token": secret}).status_code == 401
+    secret = newer
     assert client.post("/api/v1/auth/link", json={"token": secret}).status_code == 200
     assert client.get("/api/v1/me").json()["user"]["name"] == "bob"
     client.cookies.clear()
@@ -596,3 +603,22 @@ def test_ended_sessions_are_swept_after_a_day(client, app):
         assert session.get(BrowserSession, row.id, populate_existing=True) is None
     finally:
         session.close()
+
+
+def test_workers_list_names_only_runs_the_caller_may_see(client, app):
+    login(client, "alice")
+    run = client.post("/api/v1/runs", json={"recipe": "external", "project": "vision"}).json()["id"]
+    session = app.state.sessionmaker()
+    try:
+        worker_token = auth.create_token(session, "worker", name="w")[1]
+    finally:
+        session.close()
+    with TestClient(app, raise_server_exceptions=False) as w:
+        w.headers["Authorization"] = f"Bearer {worker_token}"
+        worker_id = w.post("/api/v1/workers", json={"name": "gpu-1"}).json()["id"]
+        assert w.post(f"/api/v1/workers/{worker_id}/heartbeat", json={"run_id": run}).status_code == 200
+    shown = {x["name"]: x["run_id"] for x in client.get("/api/v1/workers").json()}
+    assert shown["gpu-1"] == run
+    login(client, "carol")  # nlp only
+    shown = {x["name"]: x["run_id"] for x in client.get("/api/v1/workers").json()}
+    assert shown["gpu-1"] is None
