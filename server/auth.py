@@ -130,38 +130,46 @@ class Principal:
 ANONYMOUS = Principal(kind="anonymous")
 OPEN = Principal(kind="open", is_admin=True)
 
-_cache: dict[str, tuple[float, Principal | None]] = {}
-_roles_cache: dict[int, tuple[float, dict[int, str]]] = {}
+class _TTLCache:
+    """A small thread-safe map whose entries live CACHE_TTL_S (cleared whole past 10,000 keys)."""
+
+    def __init__(self) -> None:
+        self._data: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any) -> tuple[bool, Any]:
+        with _cache_lock:
+            hit = self._data.get(key)
+        if hit is not None and time.monotonic() - hit[0] < CACHE_TTL_S:
+            return True, hit[1]
+        return False, None
+
+    def put(self, key: Any, value: Any) -> None:
+        with _cache_lock:
+            if len(self._data) > 10_000:
+                self._data.clear()
+            self._data[key] = (time.monotonic(), value)
+
+    def clear(self) -> None:
+        with _cache_lock:
+            self._data.clear()
+
+
 _cache_lock = threading.Lock()
+_principals = _TTLCache()  # token digest / "s:" + session digest -> Principal | None
+_roles_cache = _TTLCache()  # user id -> {project id: role}
+_valid_cache = _TTLCache()  # (kind, session or token id) -> still valid
 
 
 def clear_caches() -> None:
     """Forget cached tokens, sessions and roles (after a revocation or a role change here; other
     server processes notice within CACHE_TTL_S)."""
-    with _cache_lock:
-        _cache.clear()
-        _roles_cache.clear()
-        _valid_cache.clear()
-
-
-def _cached(key: str) -> tuple[bool, Principal | None]:
-    with _cache_lock:
-        hit = _cache.get(key)
-    if hit is not None and time.monotonic() - hit[0] < CACHE_TTL_S:
-        return True, hit[1]
-    return False, None
-
-
-def _remember(key: str, principal: Principal | None) -> None:
-    with _cache_lock:
-        if len(_cache) > 10_000:
-            _cache.clear()
-        _cache[key] = (time.monotonic(), principal)
+    for cache in (_principals, _roles_cache, _valid_cache):
+        cache.clear()
 
 
 def _lookup(session: Session, secret: str) -> Principal | None:
     digest = hash_secret(secret)
-    found, principal = _cached(digest)
+    found, principal = _principals.get(digest)
     if found:
         return principal
     token = session.scalar(select(Token).where(Token.secret_hash == digest))
@@ -188,7 +196,7 @@ def _lookup(session: Session, secret: str) -> Principal | None:
                                   or (now - token.last_used_at) > timedelta(seconds=LAST_USED_EVERY_S)):
             session.execute(update(Token).where(Token.id == token.id).values(last_used_at=now))
             session.commit()
-    _remember(digest, principal)
+    _principals.put(digest, principal)
     return principal
 
 
@@ -196,7 +204,7 @@ def _session_principal(session: Session, secret: str, settings: Any) -> Principa
     from server import users
 
     key = "s:" + hash_secret(secret)
-    found, principal = _cached(key)
+    found, principal = _principals.get(key)
     if found:
         return principal
     row = users.lookup_session(session, secret, settings.session_idle_timeout)
@@ -208,11 +216,8 @@ def _session_principal(session: Session, secret: str, settings: Any) -> Principa
                                   scope="read+write", session_id=row.id, csrf=row.csrf_token)
             if utcnow() - row.last_seen_at > timedelta(seconds=LAST_USED_EVERY_S):
                 users.touch_session(session, row.id)
-    _remember(key, principal)
+    _principals.put(key, principal)
     return principal
-
-
-_valid_cache: dict[tuple[str, int | None], tuple[float, bool]] = {}
 
 
 def still_valid(session: Session, principal: Principal) -> bool:
@@ -224,10 +229,9 @@ def still_valid(session: Session, principal: Principal) -> bool:
     if principal.kind == "anonymous":
         return True
     key = (principal.kind, principal.session_id if principal.kind == "session" else principal.token_id)
-    with _cache_lock:
-        hit = _valid_cache.get(key)
-    if hit is not None and time.monotonic() - hit[0] < CACHE_TTL_S:
-        return hit[1]
+    found, valid = _valid_cache.get(key)
+    if found:
+        return valid
     now = utcnow()
     if principal.kind == "open":
         from server.users import any_user
@@ -242,10 +246,7 @@ def still_valid(session: Session, principal: Principal) -> bool:
     if valid and principal.user_id is not None:
         user = session.get(User, principal.user_id, populate_existing=True)
         valid = user is not None and user.disabled_at is None
-    with _cache_lock:
-        if len(_valid_cache) > 10_000:
-            _valid_cache.clear()
-        _valid_cache[key] = (time.monotonic(), valid)
+    _valid_cache.put(key, valid)
     return valid
 
 
@@ -253,18 +254,14 @@ def roles(session: Session, principal: Principal) -> dict[int, str]:
     """project id -> role of the principal's user (cached for CACHE_TTL_S)."""
     if principal.user_id is None:
         return {}
-    with _cache_lock:
-        hit = _roles_cache.get(principal.user_id)
-    if hit is not None and time.monotonic() - hit[0] < CACHE_TTL_S:
-        return hit[1]
+    found, cached = _roles_cache.get(principal.user_id)
+    if found:
+        return cached
     from server.users import roles_of
 
-    found = roles_of(session, principal.user_id)
-    with _cache_lock:
-        if len(_roles_cache) > 10_000:
-            _roles_cache.clear()
-        _roles_cache[principal.user_id] = (time.monotonic(), found)
-    return found
+    cached = roles_of(session, principal.user_id)
+    _roles_cache.put(principal.user_id, cached)
+    return cached
 
 
 def role_in(session: Session, principal: Principal, project_id: int) -> str | None:
@@ -301,21 +298,24 @@ def may_change(role: str | None, need: str, principal: Principal, owner_id: int 
     return need != "own" or role == "admin" or (owner_id is not None and owner_id == principal.user_id)
 
 
-def require_project_role(session: Session, principal: Principal, project_name: str, need: str = "write") -> None:
+def require_project_role(session: Session, principal: Principal, project_name: str, need: str = "write") -> Project | None:
     """For routes whose project is in the body (creating a run): 403 unless the principal may
-    ``need`` there. A project that does not exist yet may be created by any user who may write."""
-    project = session.scalar(select(Project).where(Project.name == ((project_name or "default").strip()
-                                                                    or "default")))
+    ``need`` there. A project that does not exist yet may be created by any user who may write.
+    Returns the project, or None when it is new."""
+    from server.store import project_by_name
+
+    project = project_by_name(session, project_name)
     if project is None:
         if principal.project_id is not None:
             raise ApiError(403, "This token is limited to one project; it cannot create another.", "project")
-        return
+        return None
     role = role_in(session, principal, project.id)
     if not may_change(role, need, principal, principal.user_id):
         from server.policy import ROLE_FOR_NEED
 
         raise ApiError(403, f"Submitting runs to project {project.name!r} needs the role "
                             f"{ROLE_FOR_NEED[need]} there; ask one of its admins.", "project")
+    return project
 
 
 # --------------------------------------------------------------------------- rules
@@ -529,7 +529,7 @@ def _one(request: Request, statement: Any, **params: Any) -> Any:
 def _check_target(session: Session, request: Request, principal: Principal, rule: Any) -> None:
     """A route on one run, checkpoint, upload or project: the caller's role in its project."""
     from server.policy import DOING, ROLE_FOR_NEED
-    from server.store import missing_checkpoint, missing_run, missing_upload
+    from server.store import missing_checkpoint, missing_project, missing_run, missing_upload
 
     params = request.path_params
     owner_id: int | None = None
@@ -539,8 +539,7 @@ def _check_target(session: Session, request: Request, principal: Principal, rule
             return  # not an id: the route answers 422
     if rule.target == "project":
         project_id = raw
-        missing: Exception = ApiError(404, f"Project {project_id} does not exist; list projects with "
-                                           "GET /api/v1/projects.")
+        missing: Exception = missing_project(project_id)
         if _one(request, _PROJECT_EXISTS, id=project_id) is None:
             raise missing
         what = f"project {project_id}"

@@ -167,16 +167,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _active_admin(settings: Settings) -> Any:
+def _active_admin(session: Any) -> Any:
+    """The first enabled server admin, or None."""
     from sqlalchemy import select
-    from sqlalchemy.orm import Session
 
-    from server.db import get_engine
     from server.models import User
 
-    with Session(get_engine(settings.database_url)) as session:
-        return session.scalar(select(User).where(User.is_admin.is_(True), User.disabled_at.is_(None))
-                              .order_by(User.id).limit(1))
+    return session.scalar(select(User).where(User.is_admin.is_(True), User.disabled_at.is_(None))
+                          .order_by(User.id).limit(1))
 
 
 def bootstrap_admin(settings: Settings) -> None:
@@ -203,8 +201,15 @@ def bootstrap_admin(settings: Settings) -> None:
 def refuse_open_bind(settings: Settings, host: str, command: str) -> str | None:
     """Why serving on ``host`` must not start: a non-loopback address and no admin account
     (anyone who reaches the port would have the whole server); None if it may."""
-    if is_loopback(host) or _active_admin(settings) is not None:
+    if is_loopback(host):
         return None
+    from sqlalchemy.orm import Session
+
+    from server.db import get_engine
+
+    with Session(get_engine(settings.database_url)) as session:
+        if _active_admin(session) is not None:
+            return None
     return (f"runyard {command}: refusing to serve on {host} with no admin account: anyone who reaches the port "
             "would control every run. Create one first with `runyard user create NAME --admin` (it prints a "
             "one-time login link), or set RUNYARD_ADMIN_USER and RUNYARD_ADMIN_PASSWORD, then start again; or "
@@ -578,7 +583,7 @@ def first_admin(settings: Settings, print_link: bool) -> tuple[str, str | None]:
     from server.db import get_engine
 
     with Session(get_engine(settings.database_url)) as session:
-        admin = _active_admin(settings)
+        admin = _active_admin(session)
         if admin is None:
             name = "admin"
             for i in range(2, 1000):  # a user named admin who is no (active) admin keeps the name
@@ -589,8 +594,6 @@ def first_admin(settings: Settings, print_link: bool) -> tuple[str, str | None]:
             audit.record(session, "user_created", actor=CLI_ACTOR, target=f"user {name}", is_admin=True,
                          reason="first start")
             print(f"runyard: created the server admin {name!r} (first start)", flush=True)
-        else:
-            admin = session.merge(admin)
         link = login_link_for(session, admin, settings) if print_link else None
         return admin.name, link
 

@@ -136,6 +136,11 @@ def missing_run(run_id: int) -> NotFound:
     return NotFound(f"Run {run_id} does not exist; list runs with GET /api/v1/runs.")
 
 
+def missing_project(project_id: int) -> NotFound:
+    """The one answer for a project that does not exist, or that the caller may not see."""
+    return NotFound(f"Project {project_id} does not exist; list projects with GET /api/v1/projects.")
+
+
 def missing_upload(upload_id: str) -> NotFound:
     """The one answer for an upload that does not exist, or that the caller may not see."""
     return NotFound(f"Upload {upload_id!r} does not exist (finished runs' uploads go with the run, and a newer "

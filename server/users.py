@@ -20,8 +20,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
@@ -174,20 +173,7 @@ def set_disabled(session: Session, user: User, disabled: bool) -> None:
     clear_caches()
 
 
-def admins(session: Session) -> list[User]:
-    return list(session.scalars(select(User).where(User.is_admin.is_(True), User.disabled_at.is_(None))))
-
-
 # --------------------------------------------------------------------------- sessions
-
-
-@dataclass(frozen=True)
-class SessionInfo:
-    id: int
-    user_id: int
-    csrf_token: str
-    expires_at: datetime
-    method: str
 
 
 def create_session(session: Session, user: User, *, max_age_s: float, method: str, address: str | None = None,

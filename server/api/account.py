@@ -3,7 +3,6 @@ project members and roles, the audit log. Access is decided by ``server/policy.p
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
@@ -27,6 +26,7 @@ from server.deps import get_session, get_settings_dep
 from server.errors import ApiError
 from server.models import Project, Token, User, utcnow
 from server.settings import Settings
+from server.store import missing_project
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
 DbId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -178,8 +178,7 @@ async def login(body: LoginIn, request: Request, response: Response) -> dict[str
     limiter = _limiter(request)
     address = audit.client_address(request) or "?"
 
-    def attempt() -> tuple[dict[str, Any] | None, str | None, int]:
-        nonlocal wait
+    def attempt() -> tuple[dict[str, Any] | None, str | None, int, float | None]:
         session = request.app.state.sessionmaker()
         try:
             key = users.limit_key(session, body.login)
@@ -187,25 +186,22 @@ async def login(body: LoginIn, request: Request, response: Response) -> dict[str
             if wait is not None:
                 audit.record(session, "login_blocked", request=request, actor=body.login[:200],
                              target=f"login {body.login[:100]}")
-                return None, f"Too many failed logins; try again in {int(wait) + 1} s.", 429
+                return None, f"Too many failed logins; try again in {int(wait) + 1} s.", 429, wait
             user, reason = users.authenticate(session, body.login, body.password)
             if user is None:
                 limiter.failed(key, address)
                 audit.record(session, "login_failed", request=request, actor=body.login[:200],
                              target=f"login {body.login[:100]}", reason=reason)
-                return None, reason, 401
+                return None, reason, 401, None
             limiter.succeeded(key)
             start_session(request, session, user, response, "password")
-            return {"user": user_out(user)}, None, 200
+            return {"user": user_out(user)}, None, 200, None
         finally:
             session.close()
 
-    wait: float | None = None
-    out, reason, status = await run_in_threadpool(attempt)
+    out, reason, status, wait = await run_in_threadpool(attempt)
     if out is None:
-        if status == 401:
-            await asyncio.sleep(0)  # the argon2 verify above already evened the timing
-        headers = {"Retry-After": str(int((wait or 0) + 1))} if status == 429 else None
+        headers = {"Retry-After": str(int(wait) + 1)} if wait is not None else None
         raise ApiError(status, reason or users.LOGIN_FAILED, headers=headers)
     return out
 
@@ -423,7 +419,7 @@ def login_link_for(session: Session, user: User, settings: Settings) -> str:
 def _project(session: Session, project_id: int) -> Project:
     project = session.get(Project, project_id)
     if project is None:
-        raise ApiError(404, f"Project {project_id} does not exist; list projects with GET /api/v1/projects.")
+        raise missing_project(project_id)
     return project
 
 

@@ -68,7 +68,7 @@ def _availability_warning(session: Session, recipe: str, run_queue: str, setting
 def create_run(body: RunCreate, request: Request, response: Response, session: Session = Depends(get_session),
                settings: Settings = Depends(get_settings_dep)) -> RunOut:
     principal = _principal(request)
-    auth.require_project_role(session, principal, body.project, "write")
+    new_project = auth.require_project_role(session, principal, body.project, "write") is None
     if body.client_key is not None:
         existing = store.run_by_client_key(session, body.client_key)
         if existing is not None:
@@ -76,7 +76,6 @@ def create_run(body: RunCreate, request: Request, response: Response, session: S
                 raise ApiError(409, "This client_key belongs to another run; use a new key.", "client_key")
             response.status_code = 200
             return run_out(existing, settings.public_url)
-    new_project = store.project_by_name(session, body.project) is None
     if body.recipe == store.EXTERNAL_RECIPE:
         try:
             run = store.create_run(session, recipe=body.recipe, name=body.name, project=body.project,

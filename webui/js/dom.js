@@ -46,6 +46,11 @@ function applyAttrs(el, attrs) {
   }
 }
 
+// A labelled form field: <div class="field"><label for=input.id>label</label>input</div>.
+export function field(label, input) {
+  return h("div", { class: "field" }, h("label", { class: "field-label", for: input.id }, label), input);
+}
+
 export function append(el, children) {
   for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;

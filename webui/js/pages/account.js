@@ -1,6 +1,6 @@
 // Account page: who you are, your roles, and changing your password.
 
-import { h, replace, toast } from "../dom.js";
+import { h, replace, toast, field } from "../dom.js";
 import { account, currentMe, forgetMe, loadMe } from "../api.js";
 import { fmtDateTime } from "../format.js";
 
@@ -42,7 +42,6 @@ export async function render(root) {
     }
   }
 
-  const field = (label, input) => h("div", { class: "field" }, h("label", { class: "field-label", for: input.id }, label), input);
   replace(root, h("div", { class: "page page-form", dataset: { testid: "account-page" } },
     h("div", { class: "page-head" }, h("h1", null, "Account")),
     h("section", { class: "panel" },

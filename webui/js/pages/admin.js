@@ -2,7 +2,7 @@
 // password, a one-time login link shown once) and the whole audit log. Project admins see
 // the audit log of their projects only.
 
-import { h, replace, toast, confirmDialog, promptDialog, secretBox } from "../dom.js";
+import { h, replace, toast, confirmDialog, promptDialog, secretBox, field } from "../dom.js";
 import { account, currentMe, loadMe } from "../api.js";
 import { canReadAudit } from "../perm.js";
 import { fmtDateTime, fmtRelative } from "../format.js";
@@ -109,7 +109,6 @@ function usersSection(me) {
     }
   }
 
-  const field = (label, input) => h("div", { class: "field" }, h("label", { class: "field-label", for: input.id }, label), input);
   const el = h("section", { class: "panel", dataset: { testid: "users-section" } },
     h("div", { class: "panel-head" }, h("h2", null, "Users")),
     h("form", { class: "inline-form", novalidate: true, dataset: { testid: "user-form" }, on: { submit } },

@@ -1,7 +1,7 @@
 // API tokens page: your personal tokens (scripts, the RunyardLogger, the CLI send them as
 // `Authorization: Bearer <token>`), a form to make one, its secret shown once, revoke.
 
-import { h, replace, toast, confirmDialog, secretBox } from "../dom.js";
+import { h, replace, toast, confirmDialog, secretBox, field } from "../dom.js";
 import { account, currentMe, projects as projectsApi } from "../api.js";
 import { fmtDateTime, fmtRelative, parseTime } from "../format.js";
 
@@ -87,7 +87,6 @@ export async function render(root) {
     }
   }
 
-  const field = (label, input) => h("div", { class: "field" }, h("label", { class: "field-label", for: input.id }, label), input);
   renderList();
   replace(root, h("div", { class: "page", dataset: { testid: "tokens-page" } },
     h("div", { class: "page-head" }, h("h1", null, "API tokens"), h("span", { class: "muted" }, "for scripts, the logger and the CLI")),
