@@ -14,7 +14,9 @@ from pathlib import Path
 from celery import Celery
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import sqlalchemy as sqla_transport
+from kombu.transport.sqlalchemy.models import metadata as sqla_metadata
 from sqlalchemy import create_engine, event
+from sqlalchemy.exc import IntegrityError
 
 from server.settings import Settings, get_settings
 
@@ -42,7 +44,30 @@ class SQLiteChannel(sqla_transport.Channel):
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.close()
 
+        # Several processes open a fresh broker file at once (`runyard up` starts the server and
+        # two workers together): kombu's unlocked create_all then fails in all but one with
+        # "table kombu_queue already exists". Create the tables under a lock on the file.
+        lock_path = Path(str(engine.url.database) + ".lock") if engine.url.database else None
+        if lock_path is not None:
+            import fcntl
+
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(lock_path, "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    sqla_metadata.create_all(engine)
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
         return engine
+
+    def _get_or_create(self, queue):  # noqa: ANN001, ANN202 - kombu's signature
+        """kombu's, but a queue row another process inserted first is read, not an error
+        (kombu catches OperationalError only; SQLite raises IntegrityError for the unique name)."""
+        try:
+            return super()._get_or_create(queue)
+        except IntegrityError:
+            self.session.rollback()
+            return self.session.query(self.queue_cls).filter(self.queue_cls.name == queue).one()
 
 
 class SQLiteTransport(sqla_transport.Transport):
