@@ -48,3 +48,38 @@ def test_writer_processes_and_wal(tmp_path):
         keys = {k["key"]: k["count"] for k in store.metric_keys(s, run.id)}
         assert keys == {"main": 100, "w0": 1500, "w1": 1500, "w2": 1500}
         assert len(store.get_log_lines(s, run.id, tail=1000)[0]) == 450
+
+
+BROKER_OPENER = textwrap.dedent('''
+    import sys, time
+    from server.queue import make_celery
+    from server.settings import Settings
+    app = make_celery(Settings(broker_url="sqla+sqlite:///" + sys.argv[1]))
+    start_at = float(sys.argv[2])
+    while time.time() < start_at:  # every process opens the fresh file at the same moment
+        pass
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        channel.queue_declare("runyard")
+        channel.basic_publish(channel.prepare_message("hello"), exchange="", routing_key="runyard")
+    print("done")
+''')
+
+
+def test_processes_opening_a_fresh_broker_at_once_all_succeed(tmp_path):
+    # `runyard up` starts the server and two workers together on a new RUNYARD_HOME: kombu's own
+    # create_all raced ("table kombu_queue already exists") and a worker lost its connection.
+    import time
+
+    broker = tmp_path / "broker.db"
+    start_at = f"{time.time() + 3.0}"
+    procs = [subprocess.Popen([sys.executable, "-c", BROKER_OPENER, str(broker), start_at], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0 and out.strip() == "done", err[-3000:]
+    import sqlite3
+
+    with sqlite3.connect(broker) as conn:
+        assert conn.execute("SELECT count(*) FROM kombu_queue WHERE name = 'runyard'").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM kombu_message").fetchone()[0] == 4
