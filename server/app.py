@@ -23,7 +23,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from server import oidc, queue, store
-from server.api import account, checkpoints, events, logs, metrics, misc, runs, workers
+from server.api import account, checkpoints, code, events, logs, metrics, misc, runs, workers
 from server.auth import authorize
 from server.db import get_engine, session_factory, upgrade_database
 from server.errors import ApiError, install_error_handlers
@@ -147,7 +147,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessionmaker = session_factory(app.state.engine)
     app.state.artifacts = checkpoints.artifact_store(settings)  # server/artifacts.py: local root or s3://
     install_error_handlers(app)
-    app.state.routers = [m.router for m in (runs, metrics, checkpoints, logs, events, misc, workers, account, oidc)]
+    app.state.routers = [m.router for m in (runs, metrics, checkpoints, code, logs, events, misc, workers, account,
+                                            oidc)]
     for router in app.state.routers:
         app.include_router(router)
     oidc.install(app, settings)

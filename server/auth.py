@@ -12,9 +12,10 @@ Kinds (``tokens.kind``):
   reports a run process that died, hands a run back on a warm shutdown. Nothing else.
 - ``run``: made when a worker claims a run, bound to that run and attempt, given only to the
   run's own process. It reads the run and its resume checkpoint (and the checkpoints the
-  claim named as inputs) and writes that run's metrics, logs, checkpoints, summary,
-  hyperparameters, heartbeat and final status, while the run is running as its attempt.
-  Revoked when the attempt ends.
+  claim named as inputs), downloads the code snapshot of a code run, and writes that run's
+  metrics, logs, checkpoints, summary, hyperparameters, code schema, environment record,
+  heartbeat and final status, while the run is running as its attempt. Revoked when the
+  attempt ends.
 - ``personal``: a user's API token: scope ``read`` (GET only) or ``read+write``, optionally
   limited to one project; it acts with its user's roles.
 - ``login``: a one-time login link (``POST /api/v1/auth/link``); never accepted as a Bearer token.
@@ -48,7 +49,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from server.errors import ApiError
-from server.models import Checkpoint, Project, Run, Token, Upload, User, utcnow
+from server.models import Checkpoint, CodeSnapshot, Project, Run, Token, Upload, User, utcnow
 
 log = logging.getLogger(__name__)
 KIND_PREFIX = {"worker": "ryw", "run": "ryr", "personal": "ryp", "login": "ryl"}
@@ -349,6 +350,12 @@ RUN_WRITES = {
     ("POST", "/api/v1/runs/{run_id}/finish"),
     ("POST", "/api/v1/runs/{run_id}/checkpoints/uploads"),
     ("PUT", "/api/v1/runs/{run_id}/checkpoints/upload"),
+    ("PUT", "/api/v1/runs/{run_id}/code-schema"),
+    ("PUT", "/api/v1/runs/{run_id}/environment"),
+}
+# A run token may download the snapshot its own (code) run runs, no other.
+RUN_SNAPSHOT_ROUTES = {
+    ("GET", "/api/v1/snapshots/{snapshot_id}/download"),
 }
 RUN_CHECKPOINT_ROUTES = {
     ("GET", "/api/v1/checkpoints/{checkpoint_id}/download"),
@@ -359,13 +366,16 @@ RUN_UPLOAD_ROUTES = {
     ("PUT", "/api/v1/uploads/{upload_id}"),
     ("GET", "/api/v1/uploads/{upload_id}"),
 }
-RUN_TOKEN_MAY = ("read its run (GET /api/v1/runs/{id}) and its resume checkpoint, and write its run's metrics, "
-                 "logs, checkpoints, summary, hyperparameters, heartbeat and final status")
+RUN_TOKEN_MAY = ("read its run (GET /api/v1/runs/{id}), its resume checkpoint and its code snapshot, and write "
+                 "its run's metrics, logs, checkpoints, summary, hyperparameters, code schema, environment, "
+                 "heartbeat and final status")
 
 
 def _route(request: Request) -> tuple[str, str]:
     route = request.scope.get("route")
-    return request.method, getattr(route, "path", request.url.path)
+    # path_format: the template without converters ("{path:path}" -> "{path}"), as the OpenAPI
+    # document (and so server/policy.py) names it
+    return request.method, getattr(route, "path_format", None) or getattr(route, "path", request.url.path)
 
 
 COOKIE = "runyard_session"
@@ -519,6 +529,8 @@ _PROJECT_EXISTS = select(Project.id).where(Project.id == bindparam("id"))
 _CHECKPOINT_RUN = select(Checkpoint.run_id).where(Checkpoint.id == bindparam("id"))
 _UPLOAD_RUN = select(Upload.run_id).where(Upload.id == bindparam("id"))
 _RUN_PROJECT_OWNER = select(Run.project_id, Run.owner_id).where(Run.id == bindparam("id"))
+_SNAPSHOT_PROJECT = select(CodeSnapshot.project_id).where(CodeSnapshot.id == bindparam("id"))
+_RUN_SNAPSHOT = select(Run.snapshot_id).where(Run.id == bindparam("id"))
 
 
 def _one(request: Request, statement: Any, **params: Any) -> Any:
@@ -527,13 +539,19 @@ def _one(request: Request, statement: Any, **params: Any) -> Any:
 
 
 def _check_target(session: Session, request: Request, principal: Principal, rule: Any) -> None:
-    """A route on one run, checkpoint, upload or project: the caller's role in its project."""
+    """A route on one run, checkpoint, upload, snapshot or project: the caller's role in its project."""
     from server.policy import DOING, ROLE_FOR_NEED
-    from server.store import missing_checkpoint, missing_project, missing_run, missing_upload
+    from server.store import (
+        missing_checkpoint,
+        missing_project,
+        missing_run,
+        missing_snapshot,
+        missing_upload,
+    )
 
     params = request.path_params
     owner_id: int | None = None
-    if rule.target in ("project", "run", "checkpoint"):
+    if rule.target in ("project", "run", "checkpoint", "snapshot"):
         raw = _int_param(params, f"{rule.target}_id")
         if raw is None:
             return  # not an id: the route answers 422
@@ -543,6 +561,13 @@ def _check_target(session: Session, request: Request, principal: Principal, rule
         if _one(request, _PROJECT_EXISTS, id=project_id) is None:
             raise missing
         what = f"project {project_id}"
+    elif rule.target == "snapshot":
+        found = _one(request, _SNAPSHOT_PROJECT, id=raw)
+        if found is None:
+            return  # the handler answers 404
+        project_id = found[0]
+        missing = missing_snapshot(raw)
+        what = f"snapshot {raw}"
     else:
         if rule.target == "run":
             run_id = raw
@@ -601,6 +626,14 @@ def _check_run_token(session: Session, request: Request, principal: Principal, k
             raise deny
         if key[0] != "GET":
             _check_attempt(session, principal)
+        return
+    if key in RUN_SNAPSHOT_ROUTES:
+        snapshot_id = _int_param(params, "snapshot_id")
+        if snapshot_id is None or _one(request, _SNAPSHOT_PROJECT, id=snapshot_id) is None:
+            return  # the route answers 422 / 404
+        row = _one(request, _RUN_SNAPSHOT, id=principal.run_id)
+        if row is None or row[0] != snapshot_id:
+            raise deny
         return
     if key in RUN_UPLOAD_ROUTES:
         upload = session.get(Upload, str(params.get("upload_id", "")))

@@ -714,20 +714,31 @@ FINAL = ("succeeded", "failed", "cancelled")
 def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
     from trainer_core.client import ApiError, Client, Unreachable
 
-    client = Client(args.url or settings.url, settings.token or None, timeout=30)
-    body = {
-        "recipe": args.recipe,
-        "params": parse_pairs(args.param, "--param"),
-        "trainer": parse_pairs(args.trainer, "--trainer"),
-        "project": args.project,
-        "queue": args.queue,
-    }
-    if args.name:
-        body["name"] = args.name
+    client = Client(args.url or settings.url, settings.token or None, timeout=60)
+    code_argv = list(getattr(args, "command_argv", None) or [])
+    is_folder = Path(args.target).is_dir() or bool(code_argv) or args.model or args.cli
     try:
+        if is_folder:
+            body = code_submission(client, args, code_argv)
+            if body is None:
+                return 0  # --dry-run
+        else:
+            body = {
+                "recipe": args.target,
+                "params": parse_pairs(args.param, "--param"),
+                "trainer": parse_pairs(args.trainer, "--trainer"),
+                "project": args.project,
+                "queue": args.queue,
+            }
+        if args.name:
+            body["name"] = args.name
         run = client.request("POST", "/api/v1/runs", json=body)
+    except SubmitError as exc:
+        print(f"runyard submit: {exc}", file=sys.stderr)
+        return 2
     except ApiError as exc:
-        print(f"runyard submit: the server refused the run ({exc.status}): {exc}", file=sys.stderr)
+        field = f" [{exc.field}]" if getattr(exc, "field", None) else ""
+        print(f"runyard submit: the server refused the run ({exc.status}){field}: {exc}", file=sys.stderr)
         return 2
     except Unreachable as exc:
         print(f"runyard submit: cannot reach {client.url} ({exc}); is `runyard up` running? (RUNYARD_URL)",
@@ -739,6 +750,148 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
     if not args.wait:
         return 0
     return follow(client, run["id"])
+
+
+class SubmitError(Exception):
+    """A submission refused before anything was sent, with a message saying what to change."""
+
+
+def split_command(argv: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
+    """``python train.py --lr 0.01 --fast`` -> (``["python", "train.py"]``, ``{"--lr": "0.01", "--fast": True}``).
+
+    The command is everything up to the first option; after it, ``--name value``, ``--name=value``
+    and ``-n value`` pairs, and flags (``--name`` followed by another option or nothing) as ``true``.
+    The worker rebuilds the same argv from the two (``worker/code.py``)."""
+    argv = list(argv)
+    if not argv:
+        raise SubmitError("the command after `--` is empty; e.g. `runyard submit . -- python train.py --lr 0.01`")
+
+    def is_option(token: str) -> bool:
+        if not token.startswith("-") or token == "-":
+            return False
+        try:
+            float(token)  # a negative number is a value
+        except ValueError:
+            return True
+        return False
+
+    i = 1
+    while i < len(argv) and not is_option(argv[i]):
+        i += 1
+    command, params = argv[:i], {}
+    while i < len(argv):
+        token = argv[i]
+        if not is_option(token):
+            raise SubmitError(f"{token!r} follows the options of the command: put positional arguments before "
+                              "the first option, or give it as an option's value")
+        name, eq, value = token.partition("=")
+        if eq:
+            params[name] = value
+            i += 1
+        elif i + 1 < len(argv) and not is_option(argv[i + 1]):
+            params[name] = argv[i + 1]
+            i += 2
+        else:
+            params[name] = True
+            i += 1
+    return command, params
+
+
+def nest_pairs(pairs: Sequence[str], option: str) -> dict[str, Any]:
+    """``model.lr=0.01`` -> ``{"model": {"lr": 0.01}}`` (a LightningCLI config)."""
+    out: dict[str, Any] = {}
+    for key, value in parse_pairs(pairs, option).items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SubmitError(f"{option} {key}: {part!r} is set to a value and used as a section")
+        node[parts[-1]] = value
+    return out
+
+
+def _class_spec(text: str, folder: Path, option: str) -> str:
+    path, sep, name = text.partition(":")
+    if not sep or not name.isidentifier() or not path.endswith(".py"):
+        raise SubmitError(f"{option} takes FILE.py:Class (e.g. pkg/models.py:LitClassifier), got {text!r}")
+    if not (folder / path).is_file():
+        raise SubmitError(f"{option}: there is no file {path} in {folder}")
+    return f"{Path(path).as_posix()}:{name}"
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def code_submission(client: Any, args: argparse.Namespace, code_argv: list[str]) -> dict[str, Any] | None:
+    """Pack the folder, upload it unless the project has it already, and make the run's body."""
+    from server import snapshots
+
+    folder = Path(args.target)
+    if not folder.is_dir():
+        raise SubmitError(f"{args.target} is not a folder (nor a recipe name with --model/--cli/--)")
+    kinds = [k for k, given in (("module", args.model), ("cli", args.cli), ("command", code_argv)) if given]
+    if len(kinds) != 1:
+        raise SubmitError("name one entry point: --model FILE.py:Class [--data FILE.py:Class], --cli SCRIPT.py, "
+                          "or a command after `--` (e.g. `-- python train.py --lr 0.01`)"
+                          + (f"; got {' and '.join(kinds)}" if kinds else ""))
+    kind = kinds[0]
+    if args.data and kind != "module":
+        raise SubmitError("--data goes with --model")
+    trainer: dict[str, Any] = parse_pairs(args.trainer, "--trainer")
+    if kind == "module":
+        entry = {"kind": "module", "model": _class_spec(args.model, folder, "--model"),
+                 "data": _class_spec(args.data, folder, "--data") if args.data else None}
+        params = parse_pairs(args.param, "--param")
+    elif kind == "cli":
+        script = Path(args.cli).as_posix()
+        if not (folder / script).is_file():
+            raise SubmitError(f"--cli: there is no file {script} in {folder}")
+        entry = {"kind": "cli", "script": script, "subcommand": args.subcommand}
+        params = nest_pairs(args.param, "--param")
+        if trainer:
+            params.setdefault("trainer", {}).update(trainer)  # the CLI's own trainer section
+            trainer = {}
+    else:
+        if args.param:
+            raise SubmitError("a command run takes its parameters on the command line after `--`, not --param")
+        command, params = split_command(code_argv)
+        entry = {"kind": "command", "command": command}
+        if trainer:
+            raise SubmitError("a command run sets its own Trainer arguments; --trainer goes with --model")
+    max_bytes = int(args.max_size * 2**20) if args.max_size else snapshots.DEFAULT_MAX_BYTES
+    try:
+        packed = snapshots.pack(folder, max_bytes=max_bytes)
+    except snapshots.SnapshotError as exc:
+        raise SubmitError(str(exc)) from exc
+    git = packed.git or {}
+    described = f"{len(packed.files)} files, {_human(sum(f['size'] for f in packed.files))}"
+    if git.get("commit"):
+        described += f", git {git['commit'][:10]}" + (f" on {git['branch']}" if git.get("branch") else "")
+        described += " with uncommitted changes" if git.get("dirty") else ""
+    if args.dry_run:
+        for f in packed.files:
+            print(f"  {f['size']:>10}  {f['path']}")
+        print(f"snapshot {packed.sha256[:12]} ({described}, {_human(len(packed.data))} packed): not sent (--dry-run)")
+        return None
+    found = client.request("GET", "/api/v1/snapshots", query={"project": args.project, "sha256": packed.sha256})
+    items = (found or {}).get("items") or []
+    if items:
+        snapshot = items[0]
+        how = "already on the server"
+    else:
+        snapshot = client.request("PUT", f"/api/v1/snapshots/{packed.sha256}", data=packed.data,
+                                  query={"project": args.project},
+                                  headers={"Content-Type": "application/gzip"}, retry_for=30)
+        how = f"uploaded {_human(len(packed.data))}"
+    print(f"snapshot {packed.sha256[:12]} ({described}): {how}", flush=True)
+    return {"recipe": "code", "code": {"snapshot_id": snapshot["id"], "entry": entry}, "params": params,
+            "trainer": trainer, "project": args.project, "queue": args.queue}
 
 
 def follow(client: Any, run_id: int, poll: float = 1.0) -> int:
@@ -797,10 +950,24 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--log-level", default="info")
     worker.set_defaults(func=cmd_worker)
 
-    submit = sub.add_parser("submit", help="queue a run of a registered recipe")
-    submit.add_argument("recipe")
-    submit.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    submit = sub.add_parser(
+        "submit", help="queue a run: of a registered recipe, or of your own code (a folder)",
+        description="runyard submit RECIPE [--param k=v]...  |  runyard submit FOLDER --model FILE.py:Class "
+                    "[--data FILE.py:Class]  |  runyard submit FOLDER --cli SCRIPT.py  |  runyard submit FOLDER -- "
+                    "python train.py --lr 0.01   (the folder is packed respecting .gitignore and .runyardignore, "
+                    "uploaded once, and run in its own process on a worker; see docs/your-code.md)")
+    submit.add_argument("target", metavar="RECIPE|FOLDER")
+    submit.add_argument("--model", metavar="FILE.py:Class", help="a LightningModule in the folder")
+    submit.add_argument("--data", metavar="FILE.py:Class", help="its LightningDataModule (with --model)")
+    submit.add_argument("--cli", metavar="SCRIPT.py", help="a script that runs trainer_core.cli.LightningCLI")
+    submit.add_argument("--subcommand", default="fit", choices=("fit", "validate", "test", "predict"),
+                        help="the LightningCLI subcommand (with --cli; default fit)")
+    submit.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="a parameter (with --cli: a config key such as model.lr=0.01)")
     submit.add_argument("--trainer", action="append", default=[], metavar="KEY=VALUE")
+    submit.add_argument("--max-size", type=float, metavar="MB", help="refuse a folder larger than this "
+                        "(default 100 MB unpacked)")
+    submit.add_argument("--dry-run", action="store_true", help="list what would be packed, send nothing")
     submit.add_argument("--name")
     submit.add_argument("--project", default="default")
     submit.add_argument("--queue", default=DEFAULT_QUEUE,
@@ -861,7 +1028,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command_argv: list[str] = []
+    if argv[:1] == ["submit"] and "--" in argv:  # runyard submit FOLDER [options] -- COMMAND...
+        cut = argv.index("--")
+        argv, command_argv = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
+    if args.command == "submit":
+        args.command_argv = command_argv
     return int(args.func(get_settings(), args) or 0)
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -119,9 +120,16 @@ class Run(Base):
     client_key: Mapped[str | None] = mapped_column(String(64), unique=True)
     # The user who submitted it (NULL: before users existed, or a worker-side run).
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    # A code run (recipe "code"): the snapshot it runs (a snapshot in use cannot be deleted) and
+    # its entry point ({"kind": "module" | "cli" | "command", ...}, docs/design-issue10.md).
+    # (NO ACTION: deleting a snapshot that runs use fails; SQLite reflects no ON DELETE of a column
+    # added in place, so none is declared)
+    snapshot_id: Mapped[int | None] = mapped_column(ForeignKey("code_snapshots.id"), index=True)
+    entry: Mapped[dict | None] = mapped_column(JSON)
 
     project: Mapped[Project] = relationship(back_populates="runs", lazy="joined")
     owner: Mapped[User | None] = relationship(lazy="joined")
+    snapshot: Mapped[CodeSnapshot | None] = relationship(lazy="joined")
 
 
 class MetricPoint(Base):
@@ -369,3 +377,52 @@ class AuditEvent(Base):
     project_id: Mapped[int | None] = mapped_column(Integer, index=True)
     address: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+
+
+class CodeSnapshot(Base):
+    """A project's code snapshot (``server/snapshots.py``): the deterministic tar.gz of a folder,
+    content-addressed by sha256. The blob is stored once per sha256 in the artifact store
+    (``snapshots/<sha[:2]>/<sha>.tar.gz``); each project that uploads it has its own row."""
+
+    __tablename__ = "code_snapshots"
+    __table_args__ = (UniqueConstraint("project_id", "sha256", name="uq_code_snapshots_project_sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), nullable=False, index=True)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False)  # the tar.gz's bytes
+    unpacked_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    file_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    # [{"path", "size"}]; deferred: runs join their snapshot, lists never need its files
+    files: Mapped[list] = mapped_column(JSON, nullable=False, default=list, deferred=True)
+    git: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+
+    project: Mapped[Project] = relationship(lazy="joined")
+    creator: Mapped[User | None] = relationship(lazy="joined")
+
+
+class CodeSchema(Base):
+    """The params (and trainer) schema a code run's process recorded for a snapshot's entry point
+    (``entry_key``: sha256 of the entry's canonical JSON), for the dashboard's form."""
+
+    __tablename__ = "code_schemas"
+    __table_args__ = (UniqueConstraint("snapshot_id", "entry_key", name="uq_code_schemas_snapshot_entry"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    snapshot_id: Mapped[int] = mapped_column(ForeignKey("code_snapshots.id", ondelete="CASCADE"), nullable=False)
+    entry_key: Mapped[str] = mapped_column(String(64), nullable=False)
+    params_schema: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    trainer_schema: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+
+class RunEnvironment(Base):
+    """A run's reproducibility record (``trainer_core/environment.py``: command, versions, packages...)."""
+
+    __tablename__ = "run_environments"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    record: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)

@@ -7,7 +7,8 @@ Each route of the app, as ``(METHOD, path template)``, has a :class:`Rule`:
   the handler filters what it returns, e.g. lists show only visible projects' runs),
   ``admin`` (server-wide admins only), ``run`` / ``checkpoint`` / ``upload`` (the run named by
   the path, or the run the checkpoint / upload belongs to), ``project`` (``{project_id}`` in
-  the path), ``worker`` (worker tokens only).
+  the path), ``snapshot`` (the code snapshot ``{snapshot_id}``: its project), ``worker``
+  (worker tokens only).
 - ``need`` is the least role that may call it: ``read`` (viewer), ``write`` (member),
   ``own`` (a member on a run they submitted, or a project admin on any), ``manage`` (project
   admin). Server admins pass every check.
@@ -97,6 +98,16 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/checkpoints/{checkpoint_id}/download"): Rule("checkpoint", "read"),
     ("PATCH", "/api/v1/checkpoints/{checkpoint_id}"): Rule("checkpoint", "own"),
     ("DELETE", "/api/v1/checkpoints/{checkpoint_id}"): Rule("checkpoint", "own"),
+    # code snapshots and code runs (docs/design-issue10.md)
+    ("GET", "/api/v1/snapshots"): USER,  # the handler lists visible projects' snapshots only
+    ("PUT", "/api/v1/snapshots/{sha256}"): USER,  # the handler checks member on ?project=
+    ("GET", "/api/v1/snapshots/{snapshot_id}"): Rule("snapshot", "read"),
+    ("GET", "/api/v1/snapshots/{snapshot_id}/files/{path}"): Rule("snapshot", "read"),
+    ("GET", "/api/v1/snapshots/{snapshot_id}/download"): Rule("snapshot", "read"),
+    ("GET", "/api/v1/runs/{run_id}/code-schema"): Rule("run", "read"),
+    ("PUT", "/api/v1/runs/{run_id}/code-schema"): Rule("run", "own"),
+    ("GET", "/api/v1/runs/{run_id}/environment"): Rule("run", "read"),
+    ("PUT", "/api/v1/runs/{run_id}/environment"): Rule("run", "own"),
     # workers and recipes
     ("GET", "/api/v1/recipes"): USER,
     ("GET", "/api/v1/workers"): USER,

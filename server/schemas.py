@@ -7,12 +7,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from server.models import Checkpoint, Run
+from server.models import Checkpoint, CodeSnapshot, Run
 from server.store import encode_float, json_safe
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 QUEUE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 FloatOut = float | str | None  # non-finite floats travel as "NaN", "Infinity", "-Infinity"
+
+
+class CodeSpec(BaseModel):
+    """What a code run runs: a snapshot of the run's project and an entry point in it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    snapshot_id: int = Field(..., ge=1, le=2**63 - 1, description="A snapshot of the run's project.")
+    entry: dict[str, Any] = Field(..., description='{"kind": "module", "model": "pkg/models.py:Lit", "data": '
+                                  '"pkg/data.py:Data" | null}, {"kind": "cli", "script": "train.py", '
+                                  '"subcommand": "fit"} or {"kind": "command", "command": ["python", "train.py"]}.')
 
 
 class RunCreate(BaseModel):
@@ -27,6 +38,7 @@ class RunCreate(BaseModel):
     queue: str = Field("runyard", pattern=QUEUE_PATTERN, description="The Celery queue to run on (ignored for external runs).")
     client_key: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
                                    description="A client's own id for the run: creating again with it returns the same run.")
+    code: CodeSpec | None = Field(None, description='With recipe "code": the snapshot and entry point to run.')
 
 
 class RunPatch(BaseModel):
@@ -72,6 +84,8 @@ class RunOut(BaseModel):
     url: str
     last_metrics: dict[str, FloatOut] | None = None
     warnings: list[str] = Field(default_factory=list)
+    code: dict[str, Any] | None = Field(None, description='A code run: {"snapshot_id", "sha256", "entry", "git": '
+                                        '{"commit", "branch", "remote", "dirty"} | null}.')
 
 
 class RunList(BaseModel):
@@ -275,6 +289,77 @@ class Accepted(BaseModel):
     duplicate: bool = Field(False, description="This Idempotency-Key was stored before: nothing stored again.")
 
 
+class SnapshotOut(BaseModel):
+    id: int
+    project: str
+    sha256: str
+    size: int = Field(..., description="Bytes of the tar.gz.")
+    unpacked_bytes: int
+    file_count: int
+    git: dict[str, Any] | None = Field(None, description="The git record of the folder (commit, branch, "
+                                       "remote, dirty, diff_bytes, diff_truncated, root), when it was in a repo.")
+    created_at: datetime
+    created_by: str | None
+    download_url: str
+    files: list[dict[str, Any]] | None = Field(None, description="[{path, size}] (GET of one snapshot only).")
+
+
+class SnapshotList(BaseModel):
+    items: list[SnapshotOut]
+
+
+class SnapshotFile(BaseModel):
+    path: str
+    size: int
+    text: str | None = Field(None, description="The file's text (its first 1 MiB); absent for a binary file.")
+    binary: bool = False
+    truncated: bool = Field(False, description="The text is the file's first 1 MiB only.")
+
+
+class CodeSchemaIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    params_schema: dict[str, Any]
+    trainer_schema: dict[str, Any] | None = None
+
+
+class CodeSchemaOut(BaseModel):
+    params_schema: dict[str, Any]
+    trainer_schema: dict[str, Any] | None
+
+
+class EnvironmentOut(BaseModel):
+    record: dict[str, Any]
+    updated_at: datetime
+
+
+def snapshot_out(snapshot: CodeSnapshot, files: list[dict[str, Any]] | None = None) -> SnapshotOut:
+    return SnapshotOut(
+        id=snapshot.id, project=snapshot.project.name, sha256=snapshot.sha256, size=snapshot.size,
+        unpacked_bytes=snapshot.unpacked_bytes, file_count=snapshot.file_count,
+        git=json_safe(snapshot.git) if snapshot.git is not None else None, created_at=snapshot.created_at,
+        created_by=snapshot.creator.name if snapshot.creator else None,
+        download_url=f"/api/v1/snapshots/{snapshot.id}/download", files=files,
+    )
+
+
+GIT_SUMMARY = ("commit", "branch", "remote", "dirty")
+
+
+def code_out(run: Run) -> dict[str, Any] | None:
+    """RunOut.code of a code run (None for the others)."""
+    if run.snapshot_id is None:
+        return None
+    snapshot = run.snapshot
+    git = snapshot.git if snapshot is not None else None
+    return {
+        "snapshot_id": run.snapshot_id,
+        "sha256": snapshot.sha256 if snapshot is not None else None,
+        "entry": json_safe(run.entry or {}),
+        "git": None if not git else {k: json_safe(git.get(k)) for k in GIT_SUMMARY},
+    }
+
+
 def run_out(run: Run, public_url: str, last_metrics: dict[str, Any] | None = None) -> RunOut:
     duration = None
     if run.started_at is not None:
@@ -290,6 +375,7 @@ def run_out(run: Run, public_url: str, last_metrics: dict[str, Any] | None = Non
         resumed_from_id=run.resumed_from_id, resume_checkpoint_id=run.resume_checkpoint_id,
         cancel_requested=run.cancel_requested, queue=run.queue, owner=run.owner.name if run.owner else None, url=f"{public_url.rstrip('/')}/runs/{run.id}",
         last_metrics=None if last_metrics is None else {k: encode_float(v) for k, v in last_metrics.items()},
+        code=code_out(run),
     )
 
 

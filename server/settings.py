@@ -36,6 +36,13 @@ class Settings(BaseSettings):
                              "until they are complete (server-local disk); default RUNYARD_HOME/uploads.")
     max_checkpoint_bytes: int = Field(50 * 2**30, ge=1, description="RUNYARD_MAX_CHECKPOINT_BYTES: the largest "
                                       "checkpoint an upload may declare or send (more: 413); default 50 GiB.")
+    snapshot_max_bytes: int = Field(100 * 2**20, ge=1, description="RUNYARD_SNAPSHOT_MAX_BYTES: the largest code "
+                                    "snapshot (tar.gz) an upload may send (more: 413); default 100 MiB.")
+    snapshot_max_unpacked_bytes: int = Field(100 * 2**20, ge=1, description="RUNYARD_SNAPSHOT_MAX_UNPACKED_BYTES: "
+                                             "the most bytes a snapshot's files may hold unpacked (more: 413); "
+                                             "default 100 MiB.")
+    snapshot_max_files: int = Field(10_000, ge=1, description="RUNYARD_SNAPSHOT_MAX_FILES: the most files a "
+                                    "snapshot may hold (more: 413).")
     reaper: bool = Field(True, description="Run the reaper in the server: requeue runs with a stale heartbeat, fail "
                          "scripts that stopped heartbeating, send queued runs whose message never reached the broker.")
     resend_after: float = Field(0.0, ge=0, description="RUNYARD_RESEND_AFTER: seconds after which a queued run's "

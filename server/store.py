@@ -40,6 +40,15 @@ Summary, logs, checkpoints
 Events
     ``event_cursors(s, run_id)`` -> (metric id, log id, checkpoint id), ``runs_changed_since(s, when)``,
     ``run_ids(s)``.
+Code snapshots, code schemas, run environments (code runs: ``create_run(..., recipe="code",
+snapshot_id=, entry=)``)
+    ``snapshot_key(sha256)`` (the blob's artifact key), ``get_snapshot``, ``require_snapshot`` (NotFound
+    ``missing_snapshot``), ``snapshot_in_project(s, project_id, sha256)``, ``add_snapshot(s, project_id=,
+    sha256=, size=, unpacked_bytes=, files=, git=, created_by=)`` -> (snapshot, created),
+    ``list_snapshots(s, project_ids=, project=, sha256=, limit=)``, ``snapshot_files(s, id)``,
+    ``set_code_schema(s, snapshot_id, entry_key, params_schema, trainer_schema)`` (upsert),
+    ``get_code_schema(s, snapshot_id, entry_key)``, ``code_schema_of_run(s, run)``,
+    ``set_run_environment(s, run_id, record)``, ``get_run_environment(s, run_id)``.
 """
 
 from __future__ import annotations
@@ -63,6 +72,8 @@ from server.models import (
     FINISHED_STATUSES,
     RUN_STATUSES,
     Checkpoint,
+    CodeSchema,
+    CodeSnapshot,
     IngestBatch,
     LogLine,
     MetricBlock,
@@ -72,6 +83,7 @@ from server.models import (
     Project,
     Recipe,
     Run,
+    RunEnvironment,
     RunStatus,
     UTCDateTime,
     Worker,
@@ -79,6 +91,7 @@ from server.models import (
 )
 
 EXTERNAL_RECIPE = "external"
+CODE_RECIPE = "code"  # a run of a project's own code (a snapshot and an entry point)
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
 
@@ -146,6 +159,11 @@ def missing_upload(upload_id: str) -> NotFound:
     return NotFound(f"Upload {upload_id!r} does not exist (finished runs' uploads go with the run, and a newer "
                     "upload of the same file name replaces an unfinished one); start one with "
                     "POST /api/v1/runs/{id}/checkpoints/uploads.")
+
+
+def missing_snapshot(snapshot_id: int) -> NotFound:
+    """The one answer for a snapshot that does not exist, or that the caller may not see."""
+    return NotFound(f"Snapshot {snapshot_id} does not exist; list snapshots with GET /api/v1/snapshots.")
 
 
 def missing_checkpoint(checkpoint_id: int) -> NotFound:
@@ -305,6 +323,8 @@ def create_run(
     queue: str = "runyard",
     client_key: str | None = None,
     owner_id: int | None = None,
+    snapshot_id: int | None = None,
+    entry: dict | None = None,
 ) -> Run:
     if status not in ("queued", "running"):
         raise Invalid(f"A new run starts as queued or running, not {status!r}.", "status")
@@ -330,6 +350,8 @@ def create_run(
         queue=queue,
         client_key=client_key,
         owner_id=owner_id,
+        snapshot_id=snapshot_id,
+        entry=json_safe(entry, "entry") if entry is not None else None,
     )
     session.add(run)
     session.flush()
@@ -478,6 +500,7 @@ def delete_run(session: Session, run_id: int, artifacts: Any, *, uploads_dir: Pa
     session.execute(delete(LogLine).where(LogLine.run_id == run_id))
     session.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id))
     session.execute(delete(ModelSummary).where(ModelSummary.run_id == run_id))
+    session.execute(delete(RunEnvironment).where(RunEnvironment.run_id == run_id))
     session.execute(delete(Run).where(Run.id == run_id))
     session.commit()
     session.expunge_all()
@@ -545,6 +568,8 @@ def resume_run(session: Session, run_id: int, checkpoint_id: int | None = None,
         resume_checkpoint_id=checkpoint.id,
         queue=queue or source.queue,
         owner_id=owner_id if owner_id is not None else source.owner_id,
+        snapshot_id=source.snapshot_id,
+        entry=source.entry,
     )
     cols = [MetricPoint.key, MetricPoint.step, MetricPoint.epoch, MetricPoint.value, MetricPoint.wall_time]
     copied = select(func.cast(new.id, MetricPoint.run_id.type).label("run_id"), *cols).where(
@@ -1230,3 +1255,146 @@ def run_ids(session: Session, project_ids: set[int] | None = None) -> set[int]:
     if project_ids is not None:
         query = query.where(Run.project_id.in_(project_ids or {-1}))
     return set(session.scalars(query))
+
+
+# --------------------------------------------------------------------------- code snapshots
+
+SNAPSHOT_LIST_LIMIT = 1000
+
+
+def snapshot_key(sha256: str) -> str:
+    """The artifact-store key of a snapshot's blob (one per sha256, shared by the projects that have it)."""
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise Invalid(f"{sha256!r} is not a sha256 (64 lowercase hex digits).", "sha256")
+    return f"snapshots/{sha256[:2]}/{sha256}.tar.gz"
+
+
+def get_snapshot(session: Session, snapshot_id: int) -> CodeSnapshot | None:
+    return session.get(CodeSnapshot, snapshot_id, populate_existing=True)
+
+
+def require_snapshot(session: Session, snapshot_id: int) -> CodeSnapshot:
+    snapshot = get_snapshot(session, snapshot_id)
+    if snapshot is None:
+        raise missing_snapshot(snapshot_id)
+    return snapshot
+
+
+def snapshot_in_project(session: Session, project_id: int, sha256: str) -> CodeSnapshot | None:
+    return session.scalar(select(CodeSnapshot).where(CodeSnapshot.project_id == project_id,
+                                                     CodeSnapshot.sha256 == sha256))
+
+
+def snapshot_files(session: Session, snapshot_id: int) -> list[dict]:
+    """A snapshot's file list ``[{"path", "size"}]`` (the column is not loaded with the row)."""
+    files = session.scalar(select(CodeSnapshot.files).where(CodeSnapshot.id == snapshot_id))
+    if files is None:
+        raise missing_snapshot(snapshot_id)
+    return list(files)
+
+
+def add_snapshot(session: Session, *, project_id: int, sha256: str, size: int, unpacked_bytes: int,
+                 files: list[dict], git: dict | None, created_by: int | None = None) -> tuple[CodeSnapshot, bool]:
+    """The project's row for this sha256: (new row, True), or (the row it already had, False)."""
+    existing = snapshot_in_project(session, project_id, sha256)
+    if existing is not None:
+        return existing, False
+    snapshot = CodeSnapshot(project_id=project_id, sha256=sha256, size=size, unpacked_bytes=unpacked_bytes,
+                            file_count=len(files), files=json_safe(files, "files"),
+                            git=json_safe(git, "git") if git is not None else None, created_at=utcnow(),
+                            created_by=created_by)
+    try:
+        with session.begin_nested():
+            session.add(snapshot)
+            session.flush()
+    except Exception:  # noqa: BLE001 - a concurrent upload of the same bytes to this project won
+        existing = snapshot_in_project(session, project_id, sha256)
+        if existing is None:
+            raise
+        session.commit()
+        return existing, False
+    session.commit()
+    return snapshot, True
+
+
+def list_snapshots(session: Session, *, project_ids: set[int] | None = None, project: str | None = None,
+                   sha256: str | None = None, limit: int = 100) -> list[CodeSnapshot]:
+    """Snapshots, newest first, of ``project_ids`` (None: every project), optionally of one project
+    (by name) and/or one sha256."""
+    query = select(CodeSnapshot).order_by(CodeSnapshot.id.desc()).limit(min(limit, SNAPSHOT_LIST_LIMIT))
+    if project_ids is not None:
+        query = query.where(CodeSnapshot.project_id.in_(project_ids or {-1}))
+    if project is not None:
+        query = query.join(Project, Project.id == CodeSnapshot.project_id).where(Project.name == project)
+    if sha256 is not None:
+        query = query.where(CodeSnapshot.sha256 == sha256.lower())
+    return list(session.scalars(query).unique())
+
+
+def set_code_schema(session: Session, snapshot_id: int, entry_key: str, params_schema: dict,
+                    trainer_schema: dict | None) -> CodeSchema:
+    """Record (or replace) the schema of one entry point of a snapshot."""
+    params_schema = json_safe(params_schema, "params_schema")
+    trainer_schema = json_safe(trainer_schema, "trainer_schema") if trainer_schema is not None else None
+    row = session.scalar(select(CodeSchema).where(CodeSchema.snapshot_id == snapshot_id,
+                                                  CodeSchema.entry_key == entry_key))
+    if row is None:
+        try:
+            with session.begin_nested():
+                row = CodeSchema(snapshot_id=snapshot_id, entry_key=entry_key, params_schema=params_schema,
+                                 trainer_schema=trainer_schema, created_at=utcnow())
+                session.add(row)
+                session.flush()
+            session.commit()
+            return row
+        except Exception:  # noqa: BLE001 - a concurrent recording won: replace theirs below
+            row = session.scalar(select(CodeSchema).where(CodeSchema.snapshot_id == snapshot_id,
+                                                          CodeSchema.entry_key == entry_key))
+            if row is None:
+                raise
+    row.params_schema = params_schema
+    row.trainer_schema = trainer_schema
+    row.created_at = utcnow()
+    session.commit()
+    return row
+
+
+def get_code_schema(session: Session, snapshot_id: int, entry_key: str) -> CodeSchema | None:
+    return session.scalar(select(CodeSchema).where(CodeSchema.snapshot_id == snapshot_id,
+                                                   CodeSchema.entry_key == entry_key))
+
+
+def code_schema_of_run(session: Session, run: Run) -> CodeSchema | None:
+    """The schema recorded for the run's snapshot and entry point (None: not a code run, or none yet)."""
+    from server.snapshots import entry_key
+
+    if run.snapshot_id is None or run.entry is None:
+        return None
+    return get_code_schema(session, run.snapshot_id, entry_key(run.entry))
+
+
+def set_run_environment(session: Session, run_id: int, record: dict) -> RunEnvironment:
+    """Store (replace) a run's reproducibility record."""
+    _check_run_exists(session, run_id)
+    record = json_safe(record, "record")
+    row = session.get(RunEnvironment, run_id)
+    if row is None:
+        try:
+            with session.begin_nested():
+                row = RunEnvironment(run_id=run_id, record=record, updated_at=utcnow())
+                session.add(row)
+                session.flush()
+            session.commit()
+            return row
+        except Exception:  # noqa: BLE001 - a concurrent first write won: replace it below
+            row = session.get(RunEnvironment, run_id, populate_existing=True)
+            if row is None:
+                raise
+    row.record = record
+    row.updated_at = utcnow()
+    session.commit()
+    return row
+
+
+def get_run_environment(session: Session, run_id: int) -> RunEnvironment | None:
+    return session.get(RunEnvironment, run_id, populate_existing=True)

@@ -11,10 +11,19 @@ import torch
 log = logging.getLogger(__name__)
 
 _MAX_SEED = 2**32 - 1
+_LAST_SEED: int | None = None  # what the last seed_everything applied in this process
+
+
+def last_seed() -> int | None:
+    """The seed the last :func:`seed_everything` call of this process applied, ``None`` when it was
+    never called. Lightning keeps it in ``PL_GLOBAL_SEED`` (set here too, for dataloader workers and
+    :func:`reset_seed`); an inherited ``PL_GLOBAL_SEED`` alone is no seed this process applied."""
+    return _LAST_SEED
 
 
 def seed_everything(seed: int | None = None, workers: bool = False, verbose: bool = True) -> int:
     """Seed python, numpy and torch; with ``workers=True`` dataloader workers get derived seeds too."""
+    global _LAST_SEED
     if seed is None:
         env_seed = os.environ.get("PL_GLOBAL_SEED")
         if env_seed is None:
@@ -40,6 +49,7 @@ def seed_everything(seed: int | None = None, workers: bool = False, verbose: boo
     except ImportError:  # pragma: no cover
         pass
     torch.manual_seed(seed)
+    _LAST_SEED = seed
     return seed
 
 

@@ -105,15 +105,19 @@ def run(payload: dict[str, Any], run_dir: Path) -> int:
     except Exception as exc:  # noqa: BLE001 - any failure of the run ends it as failed, with the reason
         from pydantic import ValidationError
 
+        from worker.code import CodeRunError
         from worker.recipes.data import DatasetMissing
 
-        if isinstance(exc, DatasetMissing):
+        if isinstance(exc, (DatasetMissing, CodeRunError)):
             error = str(exc)
         elif isinstance(exc, ValidationError):
             error = f"The recipe refused its parameters: {exc}"
         else:
             error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
-        print(traceback.format_exc(), file=sys.stderr)
+        if isinstance(exc, CodeRunError):
+            print(f"[runyard] {error}", file=sys.stderr)
+        else:
+            print(traceback.format_exc(), file=sys.stderr)
         if logger.lost.is_set():
             return 0
         logger.finish("failed", error=error)
@@ -163,13 +167,27 @@ def build_trainer(trainer_args: dict[str, Any], run_dir: Path, logger: Any, cont
 
 
 def _train(payload: dict[str, Any], logger: Any, run_dir: Path) -> str:
-    from worker.recipes import RecipeContext
-
     started = time.perf_counter()
     spec = payload["run"]
-    run_id, attempt = spec["id"], payload["attempt"]
+    if spec.get("recipe") == "code":  # the user's own code (a snapshot): worker/code.py
+        from worker import code
+
+        return code.train(payload, logger, run_dir)
     get_registry(payload.get("recipes", ""))
     recipe = get_recipe(spec["recipe"])
+    return train_recipe(payload, logger, run_dir, recipe, spec.get("params") or {}, started=started)
+
+
+def train_recipe(payload: dict[str, Any], logger: Any, run_dir: Path, recipe: Any, params: dict[str, Any], *,
+                 label: str | None = None, started: float | None = None, data_dir: str | None = None,
+                 download: bool | None = None) -> str:
+    """Build ``recipe`` with ``params`` and train it (resume checkpoint, cancel, warm shutdown,
+    test); the status. ``data_dir``/``download`` replace the worker's for code runs."""
+    from worker.recipes import RecipeContext
+
+    started = time.perf_counter() if started is None else started
+    spec = payload["run"]
+    run_id, attempt = spec["id"], payload["attempt"]
     trainer_args = TrainerArgs.model_validate(spec.get("trainer") or {})
     if trainer_args.seed is not None:
         L.seed_everything(trainer_args.seed)
@@ -182,15 +200,16 @@ def _train(payload: dict[str, Any], logger: Any, run_dir: Path) -> str:
         whose = "its own" if resume["run_id"] == run_id else f"run {resume['run_id']}'s"
         print(f"[runyard] attempt {attempt}: resuming from {whose} checkpoint {resume['filename']} "
               f"(step {resume['step']})")
-    ctx = RecipeContext(data_dir=payload["data_dir"], download=payload["download_data"], run_id=run_id,
+    ctx = RecipeContext(data_dir=payload["data_dir"] if data_dir is None else data_dir,
+                        download=payload["download_data"] if download is None else download, run_id=run_id,
                         inputs=list(payload.get("inputs") or []),
                         fetch_input=lambda c: _fetch(logger, c, run_dir / "inputs"))
-    built = recipe.build(spec.get("params") or {}, ctx)
+    built = recipe.build(params, ctx)
     # The trainer's stop flag follows the logger's (cancel requested, or the run was taken away).
     control = RunControl(logger.stop_requested, logger, ckpt_dir, trainer_args.checkpoint_every_n_train_steps)
     trainer, _ = build_trainer(spec.get("trainer") or {}, run_dir, logger, control)
-    print(f"[runyard] run {run_id} attempt {attempt}: recipe {recipe.name} on {payload.get('device', 'cpu')}"
-          f" ({trainer.strategy.root_device}, precision {trainer.precision}), built in "
+    print(f"[runyard] run {run_id} attempt {attempt}: {label or 'recipe ' + recipe.name} on "
+          f"{payload.get('device', 'cpu')} ({trainer.strategy.root_device}, precision {trainer.precision}), built in "
           f"{time.perf_counter() - started:.1f} s")
     if logger.stop_requested.is_set() or WORKER_SHUTDOWN.is_set():
         return _stopped(logger)

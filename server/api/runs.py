@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server import audit, auth, queue, recipes, store, users
+from server import audit, auth, queue, recipes, snapshots, store, users
 from server.auth import Principal, create_token
 from server.deps import RunId, get_session, get_settings_dep
 from server.errors import ApiError
@@ -76,6 +76,11 @@ def create_run(body: RunCreate, request: Request, response: Response, session: S
                 raise ApiError(409, "This client_key belongs to another run; use a new key.", "client_key")
             response.status_code = 200
             return run_out(existing, settings.public_url)
+    if body.recipe == store.CODE_RECIPE:
+        return _create_code_run(body, request, session, settings, new_project)
+    if body.code is not None:
+        raise ApiError(422, f'code is only for recipe "code" (a run of a project\'s own code), not {body.recipe!r}.',
+                       "code")
     if body.recipe == store.EXTERNAL_RECIPE:
         try:
             run = store.create_run(session, recipe=body.recipe, name=body.name, project=body.project,
@@ -104,6 +109,70 @@ def create_run(body: RunCreate, request: Request, response: Response, session: S
                            owner_id=principal.user_id)
     _submitted(request, session, run, new_project)
     warnings = [w for w in (_availability_warning(session, body.recipe, run.queue, settings),
+                            _enqueue(session, run.id, run.queue, settings)) if w]
+    out = run_out(store.require_run(session, run.id), settings.public_url)
+    out.warnings = warnings
+    return out
+
+
+def _command_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A command entry's params: options after the command, each a string, number or boolean."""
+    for key, value in params.items():
+        if not key or not isinstance(value, str | int | float | bool) and value is not None:
+            raise ApiError(422, f"Invalid value for params.{key}: a command's params are its options, each a "
+                                "string, number or boolean (true: the bare flag, false: left out).", f"params.{key}")
+    return params
+
+
+def _published_trainer_schema(session: Session, settings: Settings) -> dict[str, Any] | None:
+    """The trainer arguments' schema the workers publish with their recipes (the same for all)."""
+    for recipe, _, _ in store.list_recipes(session, settings.heartbeat_timeout):
+        if recipe.trainer_schema:
+            return recipe.trainer_schema
+    return None
+
+
+def _create_code_run(body: RunCreate, request: Request, session: Session, settings: Settings,
+                     new_project: bool) -> RunOut:
+    """A run of a snapshot of the project's own code (docs/design-issue10.md)."""
+    principal = _principal(request)
+    if body.code is None:
+        raise ApiError(422, 'A code run needs "code": {"snapshot_id": ..., "entry": {...}} (runyard submit '
+                            "uploads a folder and sends it).", "code")
+    project = store.project_by_name(session, body.project)
+    snapshot = store.get_snapshot(session, body.code.snapshot_id)
+    if snapshot is None or project is None or snapshot.project_id != project.id:
+        raise ApiError(422, f"Snapshot {body.code.snapshot_id} is not a snapshot of project {body.project!r}; "
+                            f"upload the folder to this project (PUT /api/v1/snapshots/{{sha256}}?project="
+                            f"{body.project}) and use the id it answers.", "code.snapshot_id")
+    paths = {f.get("path") for f in store.snapshot_files(session, snapshot.id)}
+    try:
+        entry = snapshots.validate_entry(body.code.entry, paths)
+    except snapshots.EntryError as exc:
+        raise ApiError(422, f"Invalid value for code.entry.{exc.field}: {exc}", f"code.entry.{exc.field}") from None
+    schema = store.get_code_schema(session, snapshot.id, snapshots.entry_key(entry))
+    if schema is not None and schema.params_schema:
+        params = recipes.validate(schema.params_schema, body.params, "params")
+    elif entry["kind"] == "command":
+        params = _command_params(dict(body.params))
+    else:  # validated by the run's process, which records the schema first
+        params = dict(body.params)
+    if entry["kind"] != "module":
+        if body.trainer:
+            where = "its config's trainer section" if entry["kind"] == "cli" else "the command's own options"
+            raise ApiError(422, f"A {entry['kind']} run takes no trainer arguments; set them in {where}.",
+                           "trainer")
+        trainer: dict[str, Any] = {}
+    else:
+        trainer_schema = (schema.trainer_schema if schema is not None and schema.trainer_schema
+                          else _published_trainer_schema(session, settings))
+        trainer = recipes.validate(trainer_schema, body.trainer, "trainer") if trainer_schema else dict(body.trainer)
+    run = store.create_run(session, recipe=store.CODE_RECIPE, name=body.name, project=body.project, params=params,
+                           trainer=trainer, hyperparameters=body.hyperparameters,
+                           max_attempts=settings.max_attempts, queue=body.queue, client_key=body.client_key,
+                           owner_id=principal.user_id, snapshot_id=snapshot.id, entry=entry)
+    _submitted(request, session, run, new_project)
+    warnings = [w for w in (_availability_warning(session, store.CODE_RECIPE, run.queue, settings),
                             _enqueue(session, run.id, run.queue, settings)) if w]
     out = run_out(store.require_run(session, run.id), settings.public_url)
     out.warnings = warnings

@@ -17,6 +17,7 @@ from server import users
 from server.auth import (
     RUN_CHECKPOINT_ROUTES,
     RUN_READS,
+    RUN_SNAPSHOT_ROUTES,
     RUN_UPLOAD_ROUTES,
     RUN_WRITES,
     WORKER_ALSO,
@@ -24,7 +25,7 @@ from server.auth import (
 )
 from server.models import Checkpoint, ModelSummary, Upload
 from server.policy import RULES, app_routes
-from server.store import missing_checkpoint, missing_run, missing_upload
+from server.store import missing_checkpoint, missing_run, missing_snapshot, missing_upload
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +59,28 @@ def world(tmp_path_factory):
             ids = {name: u.id for name, u in made.items()}
             victim_token = create_token(session, "personal", name="victim", scope="read",
                                         user_id=made["extra"].id)[0].id
+            snapshot_id = _alpha_snapshot(client, session, alpha.id, tmp_path_factory.mktemp("roles-code"))
         finally:
             session.close()
         cookies = {name: login(client, name) for name in ("sadmin", "padmin", "member", "member2", "viewer",
                                                            "outsider")}
         yield {"client": client, "alpha": alpha.id, "ids": ids, "cookies": cookies, "read_token": read_token,
-               "worker_token": worker_token, "victim_token": victim_token}
+               "worker_token": worker_token, "victim_token": victim_token, "snapshot_id": snapshot_id}
+
+
+def _alpha_snapshot(client: TestClient, session, project_id: int, folder) -> int:
+    """A code snapshot of project alpha (its row and its blob), for the snapshot routes."""
+    from server import snapshots
+    from server.store import add_snapshot, snapshot_key
+
+    (folder / "train.py").write_text("print('hi')\n")
+    packed = snapshots.pack(folder)
+    blob = folder.parent / "snapshot.tar.gz"
+    blob.write_bytes(packed.data)
+    client.app.state.artifacts.put_file(snapshot_key(packed.sha256), blob)
+    row, _ = add_snapshot(session, project_id=project_id, sha256=packed.sha256, size=len(packed.data),
+                          unpacked_bytes=sum(f["size"] for f in packed.files), files=packed.files, git=packed.git)
+    return row.id
 
 
 def login(client: TestClient, name: str) -> tuple[str, str]:
@@ -133,6 +150,12 @@ SPEC = {
     ("GET", "/api/v1/checkpoints/{checkpoint_id}/download"): "read checkpoint",
     ("PATCH", "/api/v1/checkpoints/{checkpoint_id}"): "own checkpoint",
     ("DELETE", "/api/v1/checkpoints/{checkpoint_id}"): "own checkpoint",
+    ("GET", "/api/v1/snapshots"): "user", ("PUT", "/api/v1/snapshots/{sha256}"): "user",
+    ("GET", "/api/v1/snapshots/{snapshot_id}"): "read snapshot",
+    ("GET", "/api/v1/snapshots/{snapshot_id}/files/{path}"): "read snapshot",
+    ("GET", "/api/v1/snapshots/{snapshot_id}/download"): "read snapshot",
+    ("GET", "/api/v1/runs/{run_id}/code-schema"): R, ("PUT", "/api/v1/runs/{run_id}/code-schema"): O,
+    ("GET", "/api/v1/runs/{run_id}/environment"): R, ("PUT", "/api/v1/runs/{run_id}/environment"): O,
     ("GET", "/api/v1/recipes"): "user", ("GET", "/api/v1/workers"): "user", ("POST", "/api/v1/workers"): "worker",
     ("POST", "/api/v1/workers/{worker_id}/heartbeat"): "worker", ("POST", "/api/v1/runs/{run_id}/claim"): "worker",
     ("POST", "/api/v1/runs/{run_id}/requeue"): "worker",
@@ -150,6 +173,8 @@ def expected(caller: str, method: str, path: str) -> str:
     if caller == "worker":
         return "ok" if key in WORKER_ROUTES or key in WORKER_ALSO else "403"
     if caller == "run":
+        if key in RUN_SNAPSHOT_ROUTES:
+            return "403"  # the fresh run is no code run: the snapshot is not its own (test_snapshots.py)
         return "ok" if key in RUN_READS | RUN_WRITES | RUN_CHECKPOINT_ROUTES | RUN_UPLOAD_ROUTES else "403"
     target, _, need_name = SPEC[key].partition(" ")
     if need_name:
@@ -196,7 +221,8 @@ def test_every_route_of_the_app_has_an_access_rule(world):
 
 def _url(path: str, target: dict, world: dict) -> str:
     values = {**target, "project_id": world["alpha"], "user_id": world["ids"]["extra"], "worker_id": 1,
-              "user_name": "extra", "token_id": world["victim_token"]}
+              "user_name": "extra", "token_id": world["victim_token"], "snapshot_id": world["snapshot_id"],
+              "sha256": "0" * 64, "path": "train.py"}
     return re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]), path)
 
 
@@ -207,6 +233,8 @@ def _missing_detail(path: str, target: dict, world: dict) -> str | None:
         return missing_checkpoint(target["checkpoint_id"]).message
     if "{upload_id}" in path:
         return missing_upload(target["upload_id"]).message
+    if "{snapshot_id}" in path:
+        return missing_snapshot(world["snapshot_id"]).message
     if "{project_id}" in path:
         return f"Project {world['alpha']} does not exist; list projects with GET /api/v1/projects."
     return None

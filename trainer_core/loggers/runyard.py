@@ -21,6 +21,19 @@ Standard library only, through :mod:`trainer_core.client`; trainer_core never im
   ``stop_requested``): the run is no longer this process's.
 - **stdout/stderr** become the run's log lines (``capture=True``) from the logger's start: its
   first use for a run it creates, its construction for a run it is attached to.
+  ``RUNYARD_CAPTURE=0`` turns the capture off (a worker captures a child script's output itself).
+- **Reproducibility record.** Once started, the environment record of
+  :func:`trainer_core.environment.collect` (command line, versions, packages, GPUs, seed, git) is
+  sent with ``PUT /runs/{id}/environment`` (an ordered op, spooled like the others), and again at
+  ``log_hyperparams``/``log_model_summary``/``finalize`` when the ``seed_everything`` seed changed
+  since. A server without that route is warned about once.
+- **System metrics.** A :class:`~trainer_core.sysmetrics.SystemSampler` thread samples CPU, RAM,
+  the process tree's RSS and the GPUs every ``RUNYARD_SYSTEM_METRICS_INTERVAL`` s (default 5;
+  ``RUNYARD_SYSTEM_METRICS=0`` or 0 turns it off) into ``system/*`` series: step = the sample's
+  number, wall time = when it was taken. They go on the ordered op queue (not the trainer's point
+  deque, whose counters belong to the training thread) and out with the next send.
+- **Auto-attach.** :meth:`RunyardLogger.auto` is the one process-wide logger attached to
+  ``RUNYARD_RUN_ID``; ``Trainer`` uses it when ``RUNYARD_AUTO_LOGGER=1`` (a worker's code runs).
 - **Checkpoints** saved by ``ModelCheckpoint`` are uploaded (resumable upload) into the run's
   folder on the server; a checkpoint rotated out locally (top-k) is deleted there too, and the
   best/last flags follow.
@@ -66,6 +79,7 @@ from trainer_core.client import (
 )
 from trainer_core.loggers.capture import Capture
 from trainer_core.loggers.logger import Logger
+from trainer_core.sysmetrics import SystemSampler, interval_from_env
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +94,8 @@ PROBE_MIN_S, PROBE_MAX_S = 0.5, 30.0
 STATUS_OF = {"success": "succeeded", "succeeded": "succeeded", "failed": "failed", "interrupted": "cancelled",
              "cancelled": "cancelled", "canceled": "cancelled"}
 MAX_ERROR_CHARS = 200_000
+MAX_SYSTEM_SAMPLES_PER_REQUEST = 1_000
+_OFF = ("0", "false", "no", "off")
 
 # What older code imported from here.
 RunyardError = ClientError
@@ -358,6 +374,18 @@ class _Sender:
                             query={"merge": "true"}, retry_for=self.retry_for)
         self.stats["hyperparameters"] += 1
 
+    def _op_environment(self, rec: dict[str, Any]) -> None:
+        try:
+            self.client.request("PUT", f"/runs/{self.run_id}/environment", json=rec["body"], retry_for=self.retry_for)
+        except ApiError as exc:
+            if not exc.route_missing:
+                raise
+            self.stats["dropped"] += 1  # an older server: it keeps no environment records
+            self._warn("environment-route", f"the server at {self.client.url} keeps no environment records "
+                                            "(an older Runyard); the run goes on without one")
+            return
+        self.stats["environment"] += 1
+
     def _op_summary(self, rec: dict[str, Any]) -> None:
         self.client.request("PUT", f"/runs/{self.run_id}/summary", json=rec["body"], retry_for=self.retry_for)
         self.stats["summary"] += 1
@@ -498,9 +526,14 @@ class RunyardLogger(Logger):
             ``save_dir/<project>/<version>``, ``version`` a local key like ``run-1a2b3c4d``. For an
             attached run, ``save_dir`` (or ``RUNYARD_RUN_DIR``) is the run's folder itself.
         token: API token (default ``RUNYARD_TOKEN``).
-        capture: copy stdout/stderr into the run's log lines while the logger runs.
+        capture: copy stdout/stderr into the run's log lines while the logger runs (default on;
+            ``RUNYARD_CAPTURE=0`` turns it off whatever is passed).
         heartbeat_interval: seconds between heartbeats (default ``RUNYARD_HEARTBEAT_INTERVAL`` or 5;
             0 turns them off).
+        system_metrics: seconds between system-metric samples (``system/*`` series); ``None`` or
+            ``True``: ``RUNYARD_SYSTEM_METRICS_INTERVAL`` or 5; ``False``/0: off.
+            ``RUNYARD_SYSTEM_METRICS=0`` turns it off whatever is passed.
+        environment: send the reproducibility record (``PUT /runs/{id}/environment``).
     """
 
     def __init__(
@@ -517,8 +550,10 @@ class RunyardLogger(Logger):
         *,
         save_dir: str | os.PathLike | None = None,
         token: str | None = None,
-        capture: bool = True,
+        capture: bool | None = None,
         heartbeat_interval: float | None = None,
+        system_metrics: float | bool | None = None,
+        environment: bool = True,
     ) -> None:
         super().__init__()
         self.client = Client(url or None, token, timeout=timeout)
@@ -532,7 +567,19 @@ class RunyardLogger(Logger):
         self.retry_for = retry_for
         self.timeout = timeout
         self.max_buffered_points = max_buffered_points
-        self.capture = capture
+        if os.environ.get("RUNYARD_CAPTURE", "").strip().lower() in _OFF:
+            capture = False
+        self.capture = True if capture is None else bool(capture)
+        if system_metrics is None or system_metrics is True:
+            system_interval = interval_from_env()
+        elif system_metrics is False:
+            system_interval = 0.0
+        else:
+            system_interval = max(0.0, float(system_metrics))
+        if os.environ.get("RUNYARD_SYSTEM_METRICS", "").strip().lower() in _OFF:
+            system_interval = 0.0
+        self.system_metrics_interval = system_interval
+        self.environment = bool(environment)
         if heartbeat_interval is None:
             heartbeat_interval = float(os.environ.get("RUNYARD_HEARTBEAT_INTERVAL") or 5.0)
         self.heartbeat_interval = float(heartbeat_interval)
@@ -592,6 +639,8 @@ class RunyardLogger(Logger):
         self._hb_thread: threading.Thread | None = None
         self._hb_stop = threading.Event()
         self._capture: Capture | None = None
+        self._sampler: SystemSampler | None = None
+        self._env_seed: int | None = None
         self._queued_ckpt: dict[str, list[int]] = {}
         self._saw_checkpoints = False
         self._owner_sets_last = False
@@ -688,6 +737,10 @@ class RunyardLogger(Logger):
                         body["name"] = self.run_name
                     self._ops.appendleft(("create", 0, {"body": body}))
                     self._urgent = True  # the run should exist on the server at once
+                if self.environment:  # right after the create: collected on the sender's thread
+                    self._env_seed = _current_seed()
+                    self._ops.append(("environment", 0, {"body": None}))
+                    self._urgent = True
             self._stop_flag = False
             self._abandon = False
             thread = threading.Thread(target=self._loop, name=f"runyard-logger-{self._version}", daemon=True)
@@ -701,6 +754,28 @@ class RunyardLogger(Logger):
                 self._hb_thread.start()
             if self.capture and self._capture is None:
                 self._capture = Capture(self._on_lines).start()
+            if self.system_metrics_interval > 0 and self._sampler is None and not self._finish_sent:
+                self._sampler = SystemSampler(interval=self.system_metrics_interval,
+                                              emit=self._on_system_sample).start()
+
+    def _stop_sampler(self) -> None:
+        """Stop the system-metric sampler (its last sample is queued before this returns)."""
+        sampler, self._sampler = self._sampler, None
+        if sampler is not None:
+            sampler.stop()
+
+    def _on_system_sample(self, step: int, wall_time: float, metrics: dict[str, float]) -> None:
+        # the sampler's thread: an op (deque.append is atomic), no wake-up; out with the next send
+        self._ops.append(("sysmetrics", 0, (step, wall_time, metrics)))
+
+    def _check_seed(self) -> None:
+        """Send the environment record again when ``seed_everything`` changed the seed since."""
+        if not self.environment or not self._started or self._finish_sent:
+            return
+        seed = _current_seed()
+        if seed != self._env_seed:
+            self._env_seed = seed
+            self._enqueue("environment", {"body": None})
 
     def _stop_capture(self) -> None:
         capture, self._capture = self._capture, None
@@ -741,6 +816,7 @@ class RunyardLogger(Logger):
 
     def _at_exit(self) -> None:
         if self._thread is None and not self._spool.written:
+            self._stop_sampler()
             self._stop_capture()
             return
         # offline with everything spooled (finalize waited already): leave it for `runyard sync`
@@ -750,6 +826,7 @@ class RunyardLogger(Logger):
         """Send what is buffered (up to ``timeout``, default ``retry_for``, while the server is
         unreachable), spool the rest, stop the threads and the capture. Does not finish the run."""
         delivered = True
+        self._stop_sampler()
         if self._thread is not None:
             delivered = self._wait_delivered(grace=self.retry_for if timeout is None else timeout, timeout=timeout)
             self._stop_sender(abandon=not delivered, timeout=self.timeout + 5)
@@ -828,6 +905,7 @@ class RunyardLogger(Logger):
     def _records(self, ops: list[tuple[str, int, Any]], target: int) -> Iterator[dict[str, Any]]:
         """Records in logging order: before each op, the points logged before it."""
         lines: list[tuple[str, str, Any]] = []
+        system: list[tuple[int, float, dict]] = []
         for kind, mark, payload in ops:
             if kind == "lines":
                 lines.extend(payload)
@@ -835,14 +913,38 @@ class RunyardLogger(Logger):
                     yield from self._line_records(lines)
                     lines = []
                 continue
+            if kind == "sysmetrics":  # system samples: their own steps, no order against the trainer's
+                system.append(payload)
+                if len(system) >= MAX_SYSTEM_SAMPLES_PER_REQUEST:
+                    yield self._system_record(system)
+                    system = []
+                continue
             if lines:
                 yield from self._line_records(lines)
                 lines = []
+            if system:  # before the op (the final status comes after the last sample)
+                yield self._system_record(system)
+                system = []
             yield from self._metric_records(mark)
+            if kind == "environment" and payload.get("body") is None:
+                payload = {"body": self._environment_record()}
             yield {"op": kind, **payload}
+        if system:
+            yield self._system_record(system)
         yield from self._metric_records(target)
         if lines:
             yield from self._line_records(lines)
+
+    @staticmethod
+    def _system_record(entries: list[tuple[int, float, dict]]) -> dict[str, Any]:
+        return {"op": "metrics", "idem": uuid.uuid4().hex, "n": sum(len(e[2]) for e in entries),
+                "body": encode_entries(entries)}
+
+    @staticmethod
+    def _environment_record() -> dict[str, Any]:
+        from trainer_core.environment import collect  # first use: reads the installed packages once
+
+        return json_safe(collect())
 
     def _metric_records(self, until: int) -> Iterator[dict[str, Any]]:
         while self._taken_points < until and self._metrics:
@@ -1078,9 +1180,11 @@ class RunyardLogger(Logger):
         if isinstance(params, Namespace):
             params = vars(params)
         self._enqueue("hparams", {"body": json_safe(dict(params or {}))})
+        self._check_seed()
 
     def log_model_summary(self, summary: dict[str, Any]) -> None:
         self._enqueue("summary", {"body": json_safe(summary)})
+        self._check_seed()
 
     def _epoch_of(self, path: str) -> int | None:
         match = re.search(r"epoch=(\d+)", os.path.basename(path))
@@ -1180,6 +1284,7 @@ class RunyardLogger(Logger):
         if not self._started:
             return  # nothing was ever logged: no run to close
         error = self._error_text() if status == "failed" else None
+        self._check_seed()
         self._queue_reconcile()
         if self._attached or self._finish_sent:
             delivered = self._wait_delivered(grace=self.retry_for)
@@ -1211,6 +1316,8 @@ class RunyardLogger(Logger):
         return self._finish(final, error)
 
     def _finish(self, status: str, error: str | None) -> bool:
+        self._check_seed()
+        self._stop_sampler()  # its last sample goes before the final status
         self._finish_sent = True
         self._enqueue("finish", {"status": status, "error": error})
         delivered = self._wait_delivered(grace=self.retry_for)
@@ -1221,6 +1328,43 @@ class RunyardLogger(Logger):
         else:
             self._tell_spooled()  # the sender keeps trying while this process lives
         return delivered
+
+
+    # ------------------------------------------------------------------ auto-attach
+
+    @classmethod
+    def auto(cls) -> RunyardLogger:
+        """The process-wide logger attached to the run ``RUNYARD_RUN_ID`` (with ``RUNYARD_URL``,
+        ``RUNYARD_TOKEN``, ``RUNYARD_RUN_DIR``), made on the first call and shared by every later
+        one: what ``Trainer`` adds with ``RUNYARD_AUTO_LOGGER=1``, so a script's trainers (fit,
+        then test; or several) report into one run. Raises ``ValueError`` without ``RUNYARD_RUN_ID``."""
+        global _AUTO
+        with _AUTO_LOCK:
+            if _AUTO is None:
+                raw = os.environ.get("RUNYARD_RUN_ID", "").strip()
+                if not raw:
+                    raise ValueError("RunyardLogger.auto() attaches to the run RUNYARD_RUN_ID, which is not set.")
+                try:
+                    run_id = int(raw)
+                except ValueError:
+                    raise ValueError(f"RUNYARD_RUN_ID={raw!r} is not a run id (an integer).") from None
+                _AUTO = cls(run_id=run_id)
+            return _AUTO
+
+
+_AUTO: RunyardLogger | None = None
+_AUTO_LOCK = threading.Lock()
+
+
+def auto_logger_enabled() -> bool:
+    """``RUNYARD_AUTO_LOGGER`` is on and ``RUNYARD_RUN_ID`` names a run."""
+    return (os.environ.get("RUNYARD_AUTO_LOGGER", "").strip().lower() in ("1", "true", "yes", "on")
+            and bool(os.environ.get("RUNYARD_RUN_ID", "").strip()))
+
+
+def _current_seed() -> int | None:
+    seed_module = sys.modules.get("trainer_core.seed")
+    return seed_module.last_seed() if seed_module is not None else None
 
 
 # --------------------------------------------------------------------------- runyard sync
@@ -1298,4 +1442,4 @@ def _sync_one(folder: Path, url: str | None, token: str | None, retry_for: float
     }
 
 
-__all__ = ["RunyardError", "RunyardLogger", "Spool", "SyncSummary", "sync_spool"]
+__all__ = ["RunyardError", "RunyardLogger", "Spool", "SyncSummary", "auto_logger_enabled", "sync_spool"]

@@ -72,6 +72,14 @@ class _SingleDeviceStrategy:
         return True
 
 
+def _auto_logger_enabled() -> bool:
+    """``RUNYARD_AUTO_LOGGER=1`` with ``RUNYARD_RUN_ID`` set: the worker runs this script as a run's code
+    (checked here, so that RunyardLogger is imported only then)."""
+    return os.environ.get("RUNYARD_AUTO_LOGGER", "").strip().lower() in ("1", "true", "yes", "on") and bool(
+        os.environ.get("RUNYARD_RUN_ID", "").strip()
+    )
+
+
 def _bad(name: str, value: Any, allowed: str) -> ValueError:
     return ValueError(f"Trainer({name}={value!r}) is not valid. Allowed values: {allowed}.")
 
@@ -312,6 +320,15 @@ class Trainer:
         for lg in loggers or ():
             if not isinstance(lg, Logger):
                 raise _bad("logger", logger, "None, True, False, a Logger or a list of Loggers")
+        if loggers != [] and not fast_dev_run_n and _auto_logger_enabled():
+            # a worker's code run (RUNYARD_AUTO_LOGGER=1, RUNYARD_RUN_ID): the process's one attached
+            # RunyardLogger instead of the default, or next to the loggers given
+            from trainer_core.loggers.runyard import RunyardLogger
+
+            if loggers is None:
+                loggers = [RunyardLogger.auto()]
+            elif not any(isinstance(lg, RunyardLogger) for lg in loggers):
+                loggers.append(RunyardLogger.auto())
         if fast_dev_run_n and loggers != []:
             from trainer_core.loggers.logger import DummyLogger
 

@@ -166,14 +166,17 @@ export class FloatValue {
 
 const FLOAT_MARK = "\u0000runyard-float:";
 
-/** JSON.stringify that writes FloatValues as floats (`1.0`). */
-export function toJSONText(body) {
+/** JSON text read with whole floats kept as FloatValues (`1.0` stays a float): for JSON typed in a form. */
+export function parseJSONExact(text) { return parseJSON(text, true); }
+
+/** JSON.stringify that writes FloatValues as floats (`1.0`); `indent` as JSON.stringify's. */
+export function toJSONText(body, indent) {
   let marked = false;
   const text = JSON.stringify(body, function (key, value) {
     const raw = this[key];
     if (raw instanceof FloatValue) { marked = true; return FLOAT_MARK + raw.text; }
     return value;
-  });
+  }, indent);
   if (!marked) return text;
   return text.replace(/"\\u0000runyard-float:([^"]+)"/g, "$1");
 }
@@ -199,6 +202,19 @@ export const runs = {
   checkpoints: (id) => api(`runs/${id}/checkpoints`),
   summary: (id) => api(`runs/${id}/summary`),
   logs: (id, query) => api(`runs/${id}/logs`, { query }),
+  // Code runs (issue 10): the schema its process recorded, and every run's reproducibility record.
+  codeSchema: (id) => api(`runs/${id}/code-schema`),
+  environment: (id) => api(`runs/${id}/environment`),
+};
+
+/** A path inside a snapshot, each segment escaped (a file may be named `a b#?.py`). */
+const snapshotPath = (path) => String(path).split("/").map(encodeURIComponent).join("/");
+
+export const snapshots = {
+  list: (query) => api("snapshots", { query }),
+  get: (id) => api(`snapshots/${id}`),
+  file: (id, path) => api(`snapshots/${id}/files/${snapshotPath(path)}`),
+  downloadUrl: (id) => `${API}/snapshots/${id}/download`,
 };
 
 export const recipes = () => api("recipes");

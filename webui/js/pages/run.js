@@ -1,16 +1,29 @@
-// Run page: status and timing, live metric charts, params, model summary, checkpoints,
-// log tail; cancel (confirmed), resume from a checkpoint, clone.
+// Run page: status and timing, live metric charts (training metrics, and the system/* series
+// in a section of their own), params, model summary, checkpoints, the code snapshot of a code
+// run (files, download), the environment record, log tail; cancel (confirmed), resume from a
+// checkpoint, clone.
 
 import { h, replace, toast, confirmDialog, promptDialog } from "../dom.js";
 import { runs as runsApi, downloadUrl, removeCheckpoint } from "../api.js";
 import { canChangeRun, canWrite, isOpenMode } from "../perm.js";
 import { LiveStream } from "../sse.js";
-import { MetricCharts } from "../charts.js";
+import { SystemCharts, TrainingCharts } from "../syscharts.js";
+import { EnvironmentView, renderCodeSection, shortSha } from "../code.js";
 import { ACTIVE, fmtBytes, fmtDateTime, fmtDuration, fmtNumber, fmtValue, runDuration } from "../format.js";
 import { statusBadge } from "./runs.js";
 import { renderSummary } from "../summary.js";
 
 const MAX_LOG_LINES = 2000;
+
+/** Nested objects as dotted keys (a LightningCLI config: model.lr, trainer.max_epochs). */
+function flattenKeys(obj, prefix = "", out = {}) {
+  for (const [k, v] of Object.entries(obj || {})) {
+    const key = prefix ? `${prefix}.${k}` : k;
+    if (v && typeof v === "object" && !Array.isArray(v) && Object.getPrototypeOf(v) === Object.prototype && Object.keys(v).length) flattenKeys(v, key, out);
+    else out[key] = v;
+  }
+  return out;
+}
 
 export function kvTable(obj, { testid, empty = "None." } = {}) {
   const entries = Object.entries(obj || {});
@@ -32,6 +45,10 @@ export async function render(root, { id }) {
   const info = h("div", { class: "info-grid", dataset: { testid: "run-info" } });
   const errorBox = h("pre", { class: "error-box error-trace", hidden: true, dataset: { testid: "run-error" } });
   const chartsBox = h("div", { class: "charts-grid", dataset: { testid: "charts" } });
+  const systemBox = h("div", { class: "charts-grid", dataset: { testid: "system-charts" } });
+  const isCode = run.recipe === "code" || !!run.code;
+  const codeBox = h("div", { dataset: { testid: "code-section" } }, h("p", { class: "muted small" }, "Loading…"));
+  const environment = new EnvironmentView(id);
   const paramsBox = h("div");
   const hparamsBox = h("div");
   const summaryBox = h("div", { dataset: { testid: "model-summary" } });
@@ -41,7 +58,8 @@ export async function render(root, { id }) {
   let checkpoints = [];
   let logCount = 0;
 
-  const charts = new MetricCharts(chartsBox, { runs: [{ id: run.id, name: run.name }] });
+  const systemCharts = new SystemCharts(systemBox, { runs: [{ id: run.id, name: run.name }] });
+  const charts = new TrainingCharts(chartsBox, { runs: [{ id: run.id, name: run.name }] }, systemCharts);
   cleanups.push(() => charts.destroy());
 
   let headKey = null;
@@ -89,6 +107,7 @@ export async function render(root, { id }) {
       infoItem("Project", run.project),
       run.owner || !isOpenMode() ? infoItem("Owner", run.owner || "—", "owner") : null,
       infoItem("Recipe", h("code", null, run.recipe)),
+      run.code ? infoItem("Snapshot", h("code", { title: run.code.sha256 }, shortSha(run.code.sha256)), "snapshot") : null,
       infoItem("Created", fmtDateTime(run.created_at), "created"),
       infoItem("Started", fmtDateTime(run.started_at), "started"),
       infoItem("Ended", fmtDateTime(run.ended_at), "ended"),
@@ -102,9 +121,12 @@ export async function render(root, { id }) {
   }
 
   function renderParams() {
+    const kind = run.code && run.code.entry ? run.code.entry.kind : null;
+    const label = !isCode ? "Recipe parameters" : kind === "cli" ? "Config (LightningCLI)" : kind === "command" ? "Command options" : "Parameters";
     replace(paramsBox,
-      h("h3", { class: "sub" }, "Recipe parameters"), kvTable(settings.params, { testid: "params-table" }),
-      h("h3", { class: "sub" }, "Trainer"), kvTable(settings.trainer, { testid: "trainer-table" }));
+      h("h3", { class: "sub" }, label), kvTable(kind === "cli" ? flattenKeys(settings.params) : settings.params, { testid: "params-table" }),
+      !isCode || kind === "module" || Object.keys(settings.trainer || {}).length
+        ? [h("h3", { class: "sub" }, "Trainer"), kvTable(settings.trainer, { testid: "trainer-table" })] : null);
     replace(hparamsBox, kvTable(run.hyperparameters, { testid: "hparams-table", empty: "No hyperparameters logged yet." }));
   }
 
@@ -232,6 +254,7 @@ export async function render(root, { id }) {
   replace(root, h("div", { class: "page page-wide run-page", dataset: { runId: run.id } },
     head, info, errorBox,
     h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Metrics"), charts.controls()), chartsBox),
+    h("section", { class: "panel", dataset: { testid: "system-section" } }, h("div", { class: "panel-head" }, h("h2", null, "System"), systemCharts.controls()), systemBox),
     h("div", { class: "two-col" },
       h("div", { class: "col" },
         h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Model summary")), summaryBox),
@@ -239,6 +262,8 @@ export async function render(root, { id }) {
       h("div", { class: "col" },
         h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Parameters")), paramsBox),
         h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Hyperparameters")), hparamsBox))),
+    isCode ? h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Code")), codeBox) : null,
+    h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Environment")), environment.el),
     h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Logs"), h("label", { class: "ctl" }, follow, " Follow")), logPre)));
 
   // Live stream first, then history, so nothing logged in between is missed (duplicates
@@ -259,6 +284,7 @@ export async function render(root, { id }) {
         if (run.status === "running" && was === "queued" && run.attempt > 1) charts.load();
         if (!ACTIVE.has(run.status)) { loadCheckpoints(); loadSummary(); }
         if (run.status === "running") loadSummary();
+        environment.load();
       }
     },
     log: (d) => appendLogs(d && d.lines),
@@ -280,7 +306,7 @@ export async function render(root, { id }) {
     onResync: async () => {
       run = await runsApi.get(id).catch(() => run);
       renderHead(); renderInfo(); renderParams();
-      charts.load(); loadCheckpoints(); loadLogs();
+      charts.load(); loadCheckpoints(); loadLogs(); environment.load();
     },
   });
   cleanups.push(() => stream.close());
@@ -298,10 +324,13 @@ export async function render(root, { id }) {
     // Only the hyperparameters: a status that the live stream changed while this request was
     // on its way must not be put back by this (older) answer.
     try { const r = await runsApi.get(id); run = { ...run, hyperparameters: r.hyperparameters }; renderParams(); renderInfo(); } catch { /* server restarting */ }
+    // The record arrives when training starts, and again when the seed is set.
+    environment.load();
   }, 5000);
   cleanups.push(() => clearInterval(hpTimer));
 
-  await Promise.all([charts.load(), loadCheckpoints(), loadSummary(), loadLogs()]);
+  await Promise.all([charts.load(), loadCheckpoints(), loadSummary(), loadLogs(), environment.load(),
+    isCode ? renderCodeSection(codeBox, exact) : null]);
   return () => cleanups.forEach((f) => f());
 }
 

@@ -1,0 +1,1 @@
+"""The tutorial's autoencoder as a project of its own (tests of code runs)."""
