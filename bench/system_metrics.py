@@ -64,12 +64,21 @@ class LitAutoEncoder(L.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=1e-3)
 
 
+def thread_cpu(thread) -> float:
+    """CPU seconds a live thread of this process has used."""
+    if thread is None or not thread.is_alive():
+        return 0.0
+    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+
+
 class StepTimer(L.Callback):
     def __init__(self, logger: RunyardLogger) -> None:
         self.logger = logger
         self.wall: list[float] = []
         self.cpu: list[float] = []
         self.samples = 0
+        self.sampler_cpu = 0.0
+        self.sender_cpu = 0.0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.wall.append(time.perf_counter())
@@ -77,7 +86,10 @@ class StepTimer(L.Callback):
 
     def on_train_end(self, trainer, pl_module):
         sampler = self.logger._sampler
-        self.samples = sampler.samples if sampler is not None else 0
+        if sampler is not None:
+            self.samples = sampler.samples
+            self.sampler_cpu = thread_cpu(sampler._thread)
+        self.sender_cpu = thread_cpu(self.logger._thread)
 
 
 # --------------------------------------------------------------------------- 1. one sample
@@ -108,8 +120,21 @@ def free_port() -> int:
 def start_server(home: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "RUNYARD_HOME": str(home), "RUNYARD_REAPER": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "server.app:create_app", "--factory", "--port",
-                             str(port), "--log-level", "warning"], cwd=REPO, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "server.app:create_app",
+            "--factory",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO,
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -128,16 +153,35 @@ def make_loader(steps: int) -> DataLoader:
 
 
 def fit(url: str, tmp: str, steps: int, interval: float, warmup: int) -> dict[str, float]:
-    logger = RunyardLogger(url=url, project="bench-sysmetrics", save_dir=tmp, capture=False,
-                           system_metrics=interval if interval > 0 else False)
+    logger = RunyardLogger(
+        url=url,
+        project="bench-sysmetrics",
+        save_dir=tmp,
+        capture=False,
+        system_metrics=interval if interval > 0 else False,
+    )
     timer = StepTimer(logger)
     torch.manual_seed(0)
-    trainer = L.Trainer(max_steps=steps, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer], default_root_dir=tmp)
+    trainer = L.Trainer(
+        max_steps=steps,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
+        default_root_dir=tmp,
+    )
     trainer.fit(LitAutoEncoder(), make_loader(steps))
     n = len(timer.wall) - 1 - warmup
-    return {"wall": (timer.wall[-1] - timer.wall[warmup]) / n, "cpu": (timer.cpu[-1] - timer.cpu[warmup]) / n,
-            "samples": timer.samples}
+    return {
+        "wall": (timer.wall[-1] - timer.wall[warmup]) / n,
+        "cpu": (timer.cpu[-1] - timer.cpu[warmup]) / n,
+        "samples": timer.samples,
+        "train_s": timer.wall[-1] - timer.wall[0],
+        "sampler_cpu": timer.sampler_cpu,
+        "sender_cpu": timer.sender_cpu,
+    }
 
 
 def ab(url: str, tmp: str, interval: float, steps: int, rounds: int, warmup: int) -> dict[str, float]:
@@ -153,10 +197,17 @@ def ab(url: str, tmp: str, interval: float, steps: int, rounds: int, warmup: int
         "off_steps_s": statistics.median(1 / x["wall"] for x in off),
         "on_steps_s": statistics.median(1 / x["wall"] for x in on),
         "wall_ratio": statistics.median(wall_ratio),
-        "wall_q": statistics.quantiles(wall_ratio, n=4, method="inclusive") if len(wall_ratio) > 1 else [0, 0, 0],
+        "wall_q": statistics.quantiles(wall_ratio, n=4, method="inclusive")
+        if len(wall_ratio) > 1
+        else [0, 0, 0],
         "cpu_ratio": statistics.median(cpu_ratio),
         "step_us": statistics.median(x["wall"] for x in off) * 1e6,
         "samples": statistics.median(x["samples"] for x in on),
+        # threads' own CPU per second of training: the sampler's, and what the sender spends more
+        "sampler_share": statistics.median(x["sampler_cpu"] / x["train_s"] for x in on),
+        "sender_extra_share": statistics.median(x["sender_cpu"] / x["train_s"] for x in on)
+        - statistics.median(x["sender_cpu"] / x["train_s"] for x in off),
+        "sampler_us_per_sample": statistics.median(x["sampler_cpu"] / max(1, x["samples"]) * 1e6 for x in on),
     }
 
 
@@ -164,20 +215,27 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6, help="pairs of blocks (on, off) per interval")
     parser.add_argument("--block-s", type=float, default=5.0, help="seconds of training per block")
-    parser.add_argument("--measure-default", action="store_true", help="also A/B the 5 s interval (4x longer blocks)")
+    parser.add_argument(
+        "--measure-default", action="store_true", help="also A/B the 5 s interval (4x longer blocks)"
+    )
     parser.add_argument("--quick", action="store_true", help="short blocks (a smoke run, not for the record)")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.block_s = 2, 1.5
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
-          f"GPUs through NVML: {len(sysmetrics.nvml_handles() or [])}")
+    print(
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
+        f"GPUs through NVML: {len(sysmetrics.nvml_handles() or [])}"
+    )
 
     n = 50 if args.quick else 300
     per_sample = {}
     for use_psutil, label in ((True, "psutil"), (False, "/proc")):
         per_sample[label] = sample_cost(n, use_psutil)
-    print("1. one sample's CPU time: " + ", ".join(f"{k} {v:.0f} µs" for k, v in per_sample.items())
-          + f" (this process tree: {len(os.listdir('/proc'))} /proc entries scanned for children)")
+    print(
+        "1. one sample's CPU time: "
+        + ", ".join(f"{k} {v:.0f} µs" for k, v in per_sample.items())
+        + f" (this process tree: {len(os.listdir('/proc'))} /proc entries scanned for children)"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_server(Path(tmp) / "home")
@@ -185,8 +243,10 @@ def main(argv: list[str] | None = None) -> None:
             probe = fit(url, tmp, 300, 0.0, 50)  # calibrate the block length
             steps = max(300, int(args.block_s / probe["wall"]))
             warmup = min(100, steps // 10)
-            print(f"2. autoencoder, batch 64: {steps} steps per block (~{args.block_s:g} s), {args.rounds} pairs, "
-                  f"RunyardLogger to a local server (log_every_n_steps=50)")
+            print(
+                f"2. autoencoder, batch 64: {steps} steps per block (~{args.block_s:g} s), {args.rounds} pairs, "
+                f"RunyardLogger to a local server (log_every_n_steps=50)"
+            )
             plan = [0.5] + ([5.0] if args.measure_default else [])
             measured = {}
             for interval in plan:
@@ -194,10 +254,12 @@ def main(argv: list[str] | None = None) -> None:
                 r = ab(url, tmp, interval, block_steps, args.rounds, warmup)
                 measured[interval] = r
                 cost = (r["wall_ratio"] - 1) * 100
-                print(f"   interval {interval:g} s: off {r['off_steps_s']:.1f} steps/s, on {r['on_steps_s']:.1f} "
-                      f"steps/s, wall ratio on/off {r['wall_ratio']:.4f} (quartiles {r['wall_q'][0]:.4f}.."
-                      f"{r['wall_q'][2]:.4f}), CPU ratio {r['cpu_ratio']:.4f}; cost {cost:+.2f} % of a step "
-                      f"({r['step_us']:.0f} µs), {r['samples']:.0f} samples per block")
+                print(
+                    f"   interval {interval:g} s: off {r['off_steps_s']:.1f} steps/s, on {r['on_steps_s']:.1f} "
+                    f"steps/s, wall ratio on/off {r['wall_ratio']:.4f} (quartiles {r['wall_q'][0]:.4f}.."
+                    f"{r['wall_q'][2]:.4f}), CPU ratio {r['cpu_ratio']:.4f}; cost {cost:+.2f} % of a step "
+                    f"({r['step_us']:.0f} µs), {r['samples']:.0f} samples per block"
+                )
         finally:
             proc.terminate()
             proc.wait(10)
@@ -205,12 +267,16 @@ def main(argv: list[str] | None = None) -> None:
     r = measured[0.5]
     scaled = (r["wall_ratio"] - 1) * 100 * 0.5 / 5.0
     direct = per_sample["psutil"] / 5e6 * 100
-    print(f"3. default 5 s interval: {scaled:+.3f} % of a step (the 0.5 s cost x 0.1); one sample's CPU over "
-          f"5 s: {direct:.3f} % of the time (target: <= 1 %)")
+    print(
+        f"3. default 5 s interval: {scaled:+.3f} % of a step (the 0.5 s cost x 0.1); one sample's CPU over "
+        f"5 s: {direct:.3f} % of the time (target: <= 1 %)"
+    )
     if 5.0 in measured:
         m = measured[5.0]
-        print(f"   measured at 5 s: wall ratio {m['wall_ratio']:.4f} ({(m['wall_ratio'] - 1) * 100:+.2f} %, "
-              "within the noise of the blocks)")
+        print(
+            f"   measured at 5 s: wall ratio {m['wall_ratio']:.4f} ({(m['wall_ratio'] - 1) * 100:+.2f} %, "
+            "within the noise of the blocks)"
+        )
 
 
 if __name__ == "__main__":

@@ -159,16 +159,14 @@ def fetch_snapshot(logger: Any, code: dict[str, Any], run_dir: Path) -> Path:
 
 
 def _limits(snapshots: Any) -> dict[str, int]:
-    """The unpack limits: the server's own settings' variables when set, else the defaults."""
-    out = {"max_bytes": snapshots.DEFAULT_MAX_BYTES, "max_files": snapshots.DEFAULT_MAX_FILES}
-    for key, name in (
-        ("max_bytes", "RUNYARD_SNAPSHOT_MAX_UNPACKED_BYTES"),
-        ("max_files", "RUNYARD_SNAPSHOT_MAX_FILES"),
-    ):
-        value = os.environ.get(name, "").strip()
-        if value.isdigit():
-            out[key] = int(value)
-    return out
+    """The unpack limits: the worker's RUNYARD_SNAPSHOT_MAX_UNPACKED_BYTES / _MAX_FILES (as the server's)."""
+    from server.settings import get_settings
+
+    settings = get_settings()
+    return {
+        "max_bytes": int(getattr(settings, "snapshot_max_unpacked_bytes", snapshots.DEFAULT_MAX_BYTES)),
+        "max_files": int(getattr(settings, "snapshot_max_files", snapshots.DEFAULT_MAX_FILES)),
+    }
 
 
 def record_schema(

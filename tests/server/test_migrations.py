@@ -103,3 +103,32 @@ def test_runyard_db_upgrade_by_hand(fresh_url, tmp_path):
     again = subprocess.run(command_line, env=env, capture_output=True, text=True, timeout=120,
                            cwd=Path(__file__).resolve().parents[2])
     assert again.returncode == 0  # idempotent
+
+
+def test_upgrading_a_database_with_data_keeps_every_row(fresh_url):
+    # Batch mode on SQLite rebuilds `runs` (copy, DROP, rename); with foreign keys on, the DROP
+    # cascaded and 0003 -> head deleted every metric point, log line and checkpoint.
+    from sqlalchemy import text
+
+    from server.db import get_engine
+
+    upgrade_database(fresh_url, "0003")
+    engine = get_engine(fresh_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO projects (id, name, created_at) VALUES (1, 'p', CURRENT_TIMESTAMP)"))
+        conn.execute(text(
+            "INSERT INTO runs (id, name, project_id, recipe, params, trainer, hyperparameters, status, created_at, "
+            "updated_at, attempt, max_attempts, cancel_requested, queue) VALUES (1, 'r', 1, 'external', '{}', '{}', "
+            "'{}', 'succeeded', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 1, 1, false, 'runyard')"))
+        conn.execute(text("INSERT INTO metric_points (run_id, key, step, epoch, value, wall_time) "
+                          "VALUES (1, 'loss', 0, 0, 1.5, 0.0), (1, 'loss', 1, 0, 1.25, 0.0)"))
+        conn.execute(text("INSERT INTO log_lines (run_id, stream, time, text) VALUES (1, 'stdout', CURRENT_TIMESTAMP, 'hello')"))
+        conn.execute(text("INSERT INTO checkpoints (run_id, path, epoch, step, size, sha256, is_best, is_last, "
+                          "created_at) VALUES (1, '1/checkpoints/a.ckpt', 0, 1, 3, 'x', false, true, CURRENT_TIMESTAMP)"))
+    upgrade_database(fresh_url)
+    with engine.connect() as conn:
+        counts = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar()
+                  for t in ("runs", "metric_points", "log_lines", "checkpoints")}
+        if engine.dialect.name == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # back on for the app
+    assert counts == {"runs": 1, "metric_points": 2, "log_lines": 1, "checkpoints": 1}

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from tests.webui.conftest import SCREENSHOTS, screenshot
+
 pytestmark = pytest.mark.browser
 
 PROJECT = "code-ui"
@@ -121,6 +123,20 @@ def field(page, path: str):
     return page.locator(f"[data-field='{path}']")
 
 
+def panel_shot(page, locator, name: str) -> None:
+    """A picture of one section (test-output/screenshots/NAME.png), checking the page is not
+    wider than the window."""
+    page.mouse.move(0, 0)
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"{name}: the page is {overflow}px wider than the window"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    locator.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def section(page, title: str):
+    return page.locator("section.panel").filter(has=page.locator(".panel-head h2", has_text=title))
+
+
 def test_code_section_lists_files_shows_text_escapes_html_and_downloads(page, server, code):
     rid = code["base"]["id"]
     sha = code["packed"].sha256
@@ -143,6 +159,7 @@ def test_code_section_lists_files_shows_text_escapes_html_and_downloads(page, se
     expect(page.get_by_test_id("file-path")).to_have_text("pkg/models.py")
     expect(text).to_contain_text("class LitClassifier(LightningModule):")
     expect(text).to_contain_text("# tuned the head")
+    panel_shot(page, section(page, "Code"), "run-code")
     # HTML in a file is shown as its characters, never parsed.
     files.locator(".file-item[data-path='notes.html']").click()
     expect(page.get_by_test_id("file-path")).to_have_text("notes.html")
@@ -165,6 +182,12 @@ def test_code_section_lists_files_shows_text_escapes_html_and_downloads(page, se
         page.get_by_test_id("download-snapshot").click()
     assert Path(info.value.path()).read_bytes() == code["packed"].data
     assert info.value.suggested_filename == f"snapshot-{sha[:12]}.tar.gz"
+    # A narrow window: the file browser stacks, nothing is wider than the window.
+    page.set_viewport_size({"width": 760, "height": 900})
+    page.get_by_test_id("file-filter").fill("")
+    files.locator(".file-item[data-path='pkg/models.py']").click()
+    expect(text).to_have_attribute("data-loaded", "1")
+    page.wait_for_function("document.documentElement.scrollWidth <= window.innerWidth")
 
 
 def test_environment_and_system_sections(page, server, code):
@@ -186,6 +209,7 @@ def test_environment_and_system_sections(page, server, code):
     page.get_by_test_id("package-filter").fill("num")
     expect(page.get_by_test_id("package-table").locator("tr")).to_have_count(1)
     expect(page.get_by_test_id("package-table").locator("tr[data-package='numpy'] td")).to_have_text("2.1.3")
+    panel_shot(page, section(page, "Environment"), "run-environment")
 
     # System series in their own section, against seconds since the first sample; not among
     # the training charts.
@@ -195,6 +219,8 @@ def test_environment_and_system_sections(page, server, code):
         expect(system.locator(f".chart-card[data-key='{key}']")).to_have_attribute("data-total", "12")
     expect(training.locator(".chart-card[data-key='train_loss']")).to_have_attribute("data-total", "12")
     expect(training.locator(".chart-card[data-key^='system/']")).to_have_count(0)
+    page.wait_for_timeout(200)  # the picture only: let plotly finish drawing after its data
+    panel_shot(page, section(page, "System"), "run-system")
     plot = "[data-testid=system-charts] .chart-card[data-key='system/cpu_percent'] .chart-plot"
     page.wait_for_function(f"document.querySelector(\"{plot}\").data && document.querySelector(\"{plot}\").data.length === 1")
     xs = page.evaluate(f"document.querySelector(\"{plot}\").data[0].x")
@@ -229,6 +255,7 @@ def test_new_run_from_an_earlier_code_run(page, server, code):
     expect(field(page, "params.lr")).to_have_value("0.01")
     expect(field(page, "params.hidden_dim")).to_have_value("64")
     expect(field(page, "trainer.max_epochs")).to_have_value("2")
+    screenshot(page, "new-run-code")
     # A value the recorded schema refuses: the server's 422 goes next to its field.
     field(page, "params.hidden_dim").fill("0")
     page.get_by_test_id("submit-run").click()
@@ -326,5 +353,6 @@ def test_compare_highlights_differing_environment(page, server, code):
     expect(params.locator("tr.group-row[data-group='env']")).to_have_count(1)
     page.get_by_test_id("only-diff").check()
     expect(params.locator("tr[data-param='env.python']")).to_have_count(0)
+    panel_shot(page, section(page, "Parameters"), "compare-environment")
     expect(params.locator("tr[data-param='env.torch']")).to_be_visible()
     expect(params.locator("tr.group-row[data-group='run']")).to_have_count(0)
