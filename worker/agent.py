@@ -180,6 +180,7 @@ class Agent:
             **claim, "url": self.settings.url, "run_dir": str(run_dir), "data_dir": str(self.settings.data_dir),
             "download_data": self.settings.download_data, "recipes": self.settings.recipes,
             "device": claim["run"].get("device") or "cpu", "worker_pid": os.getpid(),
+            "home": str(Path(self.settings.home).resolve()),  # code runs cache requirements envs under it
         }
         from worker import run_process
 

@@ -197,7 +197,7 @@ def test_the_environment_record_reaches_the_run(server, api, project, tmp_path):
     assert logger._sender.stats["environment"] == 1  # the seed did not change: sent once
 
 
-def test_a_changed_seed_sends_the_record_again(server, proxy, api, project, tmp_path):
+def test_a_changed_seed_sends_the_record_again(server, proxy, api, project, tmp_path, monkeypatch):
     logger = RunyardLogger(
         url=proxy.url,
         project=project,
@@ -217,8 +217,19 @@ def test_a_changed_seed_sends_the_record_again(server, proxy, api, project, tmp_
     assert logger.flush(timeout=30)
     assert environment_of(api, logger.run_id)["record"]["seed"] == 77
     assert len(proxy.paths("PUT", r"/environment$")) == 2
+    # a worker unpacked the run's code meanwhile: its git record goes too, at the next fit start
+    code = tmp_path / "code"
+    (code / ".runyard").mkdir(parents=True)
+    (code / ".runyard" / "git.json").write_text(
+        json.dumps({"commit": "c" * 40, "branch": "b", "remote": None, "dirty": False})
+    )
+    monkeypatch.setenv("RUNYARD_CODE_DIR", str(code))
+    logger.log_hyperparams({"lr": 0.1})
+    assert logger.flush(timeout=30)
+    record = environment_of(api, logger.run_id)["record"]
+    assert record["git"]["commit"] == "c" * 40 and record["seed"] == 77
     logger.finalize("success")
-    assert len(proxy.paths("PUT", r"/environment$")) == 2
+    assert len(proxy.paths("PUT", r"/environment$")) == 3
 
 
 def test_an_older_server_without_the_route_is_warned_about_once(server, api, project, tmp_path, caplog):

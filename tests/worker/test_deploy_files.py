@@ -46,7 +46,10 @@ def test_compose_parses_and_names_every_service_and_variable(monkeypatch) -> Non
                       for n in re.findall(r"\bRUNYARD_[A-Z][A-Z0-9_]*\b", path.read_text())} - SET_BY_THE_CLI
     assert read_by_worker - set(worker_env) <= {"RUNYARD_DATABASE_URL", "RUNYARD_BROKER_URL", "RUNYARD_TOKEN",
                                                  "RUNYARD_RUN_ID", "RUNYARD_RUN_DIR", "RUNYARD_ARTIFACT_URL",
-                                                 "RUNYARD_URL", "RUNYARD_RECIPES"}
+                                                 "RUNYARD_URL", "RUNYARD_RECIPES",
+                                                 # set by the run's process for a code run's child
+                                                 "RUNYARD_AUTO_LOGGER", "RUNYARD_CAPTURE", "RUNYARD_CODE_DIR",
+                                                 "RUNYARD_SYSTEM_METRICS"}
     devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert services["worker"]["command"][:2] == ["runyard", "worker"]

@@ -25,8 +25,9 @@ Standard library only, through :mod:`trainer_core.client`; trainer_core never im
 - **Reproducibility record.** Once started, the environment record of
   :func:`trainer_core.environment.collect` (command line, versions, packages, GPUs, seed, git) is
   sent with ``PUT /runs/{id}/environment`` (an ordered op, spooled like the others), and again at
-  ``log_hyperparams``/``log_model_summary``/``finalize`` when the ``seed_everything`` seed changed
-  since. A server without that route is warned about once.
+  ``log_hyperparams``/``log_model_summary``/``finalize`` when the ``seed_everything`` seed (or
+  ``RUNYARD_CODE_DIR``) changed since; :meth:`RunyardLogger.send_environment` sends it on demand.
+  A server without that route is warned about once.
 - **System metrics.** A :class:`~trainer_core.sysmetrics.SystemSampler` thread samples CPU, RAM,
   the process tree's RSS and the GPUs every ``RUNYARD_SYSTEM_METRICS_INTERVAL`` s (default 5;
   ``RUNYARD_SYSTEM_METRICS=0`` or 0 turns it off) into ``system/*`` series: step = the sample's
@@ -534,6 +535,8 @@ class RunyardLogger(Logger):
             ``True``: ``RUNYARD_SYSTEM_METRICS_INTERVAL`` or 5; ``False``/0: off.
             ``RUNYARD_SYSTEM_METRICS=0`` turns it off whatever is passed.
         environment: send the reproducibility record (``PUT /runs/{id}/environment``).
+        spool_dir: where ``spool.jsonl`` goes when the server cannot be reached (default: the run's
+            local folder; ``runyard sync`` finds it in any folder below the one it is given).
     """
 
     def __init__(
@@ -554,6 +557,7 @@ class RunyardLogger(Logger):
         heartbeat_interval: float | None = None,
         system_metrics: float | bool | None = None,
         environment: bool = True,
+        spool_dir: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         self.client = Client(url or None, token, timeout=timeout)
@@ -607,7 +611,7 @@ class RunyardLogger(Logger):
         self._client_key = None if self._attached else uuid.uuid4().hex
         self._sender = _Sender(self.client, run_id, retry_for=SEND_RETRY_S, attached=self._attached,
                                on_lost=self._mark_lost)
-        self._spool = Spool(os.path.abspath(self.log_dir))
+        self._spool = Spool(os.path.abspath(self.log_dir if spool_dir is None else os.fspath(spool_dir)))
 
         # queues: log_metrics appends (step, wall time, dict) to _metrics from the training thread
         # without a lock (deque.append/popleft are atomic); the sender pops. Everything else is an
@@ -640,7 +644,7 @@ class RunyardLogger(Logger):
         self._hb_stop = threading.Event()
         self._capture: Capture | None = None
         self._sampler: SystemSampler | None = None
-        self._env_seed: int | None = None
+        self._env_key: tuple[Any, ...] | None = None
         self._queued_ckpt: dict[str, list[int]] = {}
         self._saw_checkpoints = False
         self._owner_sets_last = False
@@ -738,7 +742,7 @@ class RunyardLogger(Logger):
                     self._ops.appendleft(("create", 0, {"body": body}))
                     self._urgent = True  # the run should exist on the server at once
                 if self.environment:  # right after the create: collected on the sender's thread
-                    self._env_seed = _current_seed()
+                    self._env_key = _environment_key()
                     self._ops.append(("environment", 0, {"body": None}))
                     self._urgent = True
             self._stop_flag = False
@@ -769,12 +773,19 @@ class RunyardLogger(Logger):
         self._ops.append(("sysmetrics", 0, (step, wall_time, metrics)))
 
     def _check_seed(self) -> None:
-        """Send the environment record again when ``seed_everything`` changed the seed since."""
+        """Send the environment record again when ``seed_everything`` changed the seed since (or
+        the code folder ``RUNYARD_CODE_DIR``, set by a worker once it unpacked a run's code)."""
         if not self.environment or not self._started or self._finish_sent:
             return
-        seed = _current_seed()
-        if seed != self._env_seed:
-            self._env_seed = seed
+        key = _environment_key()
+        if key != self._env_key:
+            self._env_key = key
+            self._enqueue("environment", {"body": None})
+
+    def send_environment(self) -> None:
+        """Collect and send the environment record again (in order, after what was logged before)."""
+        if self.environment and not self._finish_sent:
+            self._env_key = _environment_key()
             self._enqueue("environment", {"body": None})
 
     def _stop_capture(self) -> None:
@@ -1348,7 +1359,10 @@ class RunyardLogger(Logger):
                     run_id = int(raw)
                 except ValueError:
                     raise ValueError(f"RUNYARD_RUN_ID={raw!r} is not a run id (an integer).") from None
-                _AUTO = cls(run_id=run_id)
+                # A worker's run process keeps its own spool in the run folder: this process (its child)
+                # gets a spool folder of its own there, so both can go offline and resume safely.
+                folder = os.environ.get("RUNYARD_RUN_DIR") or os.path.join(DEFAULT_SAVE_DIR, f"run-{run_id}")
+                _AUTO = cls(run_id=run_id, spool_dir=os.path.join(folder, f"script-spool-{os.getpid()}"))
             return _AUTO
 
 
@@ -1362,9 +1376,10 @@ def auto_logger_enabled() -> bool:
             and bool(os.environ.get("RUNYARD_RUN_ID", "").strip()))
 
 
-def _current_seed() -> int | None:
+def _environment_key() -> tuple[Any, ...]:
+    """What, when it changes, makes the environment record worth sending again."""
     seed_module = sys.modules.get("trainer_core.seed")
-    return seed_module.last_seed() if seed_module is not None else None
+    return (seed_module.last_seed() if seed_module is not None else None, os.environ.get("RUNYARD_CODE_DIR"))
 
 
 # --------------------------------------------------------------------------- runyard sync
