@@ -146,10 +146,14 @@ def start_server(home: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("server did not start")
 
 
-def make_loader(steps: int) -> DataLoader:
+def make_loader(batches: int = 200) -> DataLoader:
+    """MNIST-shaped random images, ``batches`` batches of 64 (epochs repeat it up to max_steps)."""
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(steps * 64, 1, 28, 28, generator=g)
+    x = torch.rand(batches * 64, 1, 28, 28, generator=g)
     return DataLoader(TensorDataset(x, torch.zeros(len(x))), batch_size=64)
+
+
+_LOADER = make_loader()
 
 
 def fit(url: str, tmp: str, steps: int, interval: float, warmup: int) -> dict[str, float]:
@@ -164,6 +168,7 @@ def fit(url: str, tmp: str, steps: int, interval: float, warmup: int) -> dict[st
     torch.manual_seed(0)
     trainer = L.Trainer(
         max_steps=steps,
+        max_epochs=-1,
         logger=logger,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -172,7 +177,7 @@ def fit(url: str, tmp: str, steps: int, interval: float, warmup: int) -> dict[st
         callbacks=[timer],
         default_root_dir=tmp,
     )
-    trainer.fit(LitAutoEncoder(), make_loader(steps))
+    trainer.fit(LitAutoEncoder(), _LOADER)
     n = len(timer.wall) - 1 - warmup
     return {
         "wall": (timer.wall[-1] - timer.wall[warmup]) / n,
@@ -280,9 +285,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     if 5.0 in measured:
         m = measured[5.0]
+        q1, _, q3 = m["wall_q"]
+        noise = (
+            "its quartiles include 1: within the blocks' noise" if q1 <= 1 <= q3 else "outside its quartiles"
+        )
         print(
-            f"   measured at 5 s: wall ratio {m['wall_ratio']:.4f} ({(m['wall_ratio'] - 1) * 100:+.2f} %, "
-            "within the noise of the blocks)"
+            f"   measured at 5 s: wall ratio {m['wall_ratio']:.4f} ({(m['wall_ratio'] - 1) * 100:+.2f} %, {noise})"
         )
 
 

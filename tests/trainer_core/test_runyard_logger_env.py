@@ -498,6 +498,86 @@ def test_a_script_s_trainer_reports_into_the_run_without_code_changes(server, ap
     assert record["cwd"] == str(tmp_path)
 
 
+OFFLINE_SCRIPT = textwrap.dedent("""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+    import trainer_core as L
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = torch.nn.functional.mse_loss(self.net(x), y)
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    x = torch.randn(32, 2)
+    data = DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8)
+    L.Trainer(max_epochs=1, log_every_n_steps=1, enable_progress_bar=False, enable_checkpointing=False,
+              enable_model_summary=False).fit(Tiny(), data)
+""")
+
+
+def test_an_offline_script_and_its_run_process_spool_apart_and_sync_together(
+    server, api, worker_token, tmp_path
+):
+    """The run process (attached, in this test) and its child script (auto-attached) both lose the
+    server: each keeps its own spool in the run folder, and one ``runyard sync RUN_DIR`` sends both,
+    the script's points before the run process's final status."""
+    run_id, run_token = claimed_run(server, worker_token)
+    dead = f"http://127.0.0.1:{free_port()}"
+    run_dir = tmp_path / f"run-{run_id}"
+    owner = RunyardLogger(
+        url=dead,
+        run_id=run_id,
+        token=run_token,
+        save_dir=run_dir,
+        heartbeat_interval=0,
+        capture=False,
+        system_metrics=False,
+        retry_for=0.5,
+        environment=False,
+    )
+    owner.log_metrics({"owner": 1.0}, step=0)
+    script = tmp_path / "train.py"
+    script.write_text(OFFLINE_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+    env.update(
+        {
+            "PYTHONPATH": str(REPO),
+            "OMP_NUM_THREADS": "1",
+            "RUNYARD_URL": dead,
+            "RUNYARD_TOKEN": run_token,
+            "RUNYARD_RUN_ID": str(run_id),
+            "RUNYARD_RUN_DIR": str(run_dir),
+            "RUNYARD_AUTO_LOGGER": "1",
+            "RUNYARD_CAPTURE": "0",
+            "RUNYARD_SYSTEM_METRICS": "0",
+            "RUNYARD_HEARTBEAT_INTERVAL": "0",
+        }
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert not owner.finish("succeeded")  # offline: left in the spool
+    spools = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("spool.jsonl"))
+    assert len(spools) == 2 and spools[1] == "spool.jsonl" and spools[0].startswith("script-spool-"), spools
+    summary = sync_spool(run_dir, url=server, token=run_token)
+    assert [r["finished"] for r in summary["runs"]] == [None, "succeeded"], summary
+    assert not list(run_dir.rglob("spool.jsonl"))
+    keys = keys_of(api, run_id)
+    assert keys["train_loss"] == 4 and keys["owner"] == 1
+    assert api.get(f"/runs/{run_id}").json()["status"] == "succeeded"
+    assert environment_of(api, run_id)["record"]["command"][-1] == str(script)
+
+
 def test_without_the_switch_the_default_logger_is_lightnings(tmp_path, monkeypatch):
     monkeypatch.setenv("RUNYARD_RUN_ID", "12345")  # a run id alone does not change the default
     trainer = L.Trainer(default_root_dir=tmp_path, enable_progress_bar=False)

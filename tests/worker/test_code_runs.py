@@ -504,3 +504,47 @@ def test_requirements_are_installed_offline_reused_and_refused(sqlite_stack: Sta
     assert "No matching distribution" in failed["error"] or "Could not find a version" in failed["error"], (
         failed
     )
+
+
+@slow
+def test_a_code_runs_command_holds_only_its_run_token(sqlite_stack: Stack, tmp_path: Path) -> None:
+    # Point 7: the user's code sees no broker, database or worker credential, and its token is the
+    # run's: it may write its own run, and nothing else (another project's run is invisible).
+    folder = copy_project(tmp_path)
+    (folder / "probe.py").write_text(
+        "import json, os, sys, urllib.request, urllib.error\n"
+        "env = dict(os.environ)\n"
+        "def call(method, path, body=None):\n"
+        "    req = urllib.request.Request(env['RUNYARD_URL'] + path, method=method,\n"
+        "        data=None if body is None else json.dumps(body).encode(),\n"
+        "        headers={'Authorization': 'Bearer ' + env['RUNYARD_TOKEN'], 'Content-Type': 'application/json'})\n"
+        "    try:\n"
+        "        with urllib.request.urlopen(req) as r:\n"
+        "            return r.status\n"
+        "    except urllib.error.HTTPError as e:\n"
+        "        return e.code\n"
+        "run = env['RUNYARD_RUN_ID']\n"
+        "print('probe: ' + json.dumps({'names': sorted(k for k in env if k.startswith(('RUNYARD_', 'CELERY', 'AWS_'))),\n"
+        "    'token': env['RUNYARD_TOKEN'][:4], 'values': list(env.values()),\n"
+        "    'own': call('POST', f'/api/v1/runs/{run}/logs', {'lines': [{'stream': 'stdout', 'text': 'x'}]}),\n"
+        "    'submit': call('POST', '/api/v1/runs', {'recipe': 'external'}),\n"
+        "    'other': call('GET', '/api/v1/runs/' + sys.argv[2]),\n"
+        "    'list': call('GET', '/api/v1/runs')}), flush=True)\n"
+    )
+    other = sqlite_stack.submit("external", project=f"other-{uuid.uuid4().hex[:6]}")
+    snapshot = upload(sqlite_stack, folder, f"code-probe-{uuid.uuid4().hex[:6]}")
+    run = submit_code(sqlite_stack, snapshot, {"kind": "command", "command": ["python", "probe.py"]},
+                      {"--other": str(other["id"])})
+    sqlite_stack.wait_status(run["id"], "succeeded", timeout=120)
+    import json
+
+    line = next(t for t in log_text(sqlite_stack, run["id"]).splitlines() if t.startswith("probe: "))
+    seen = json.loads(line.removeprefix("probe: "))
+    assert not {"RUNYARD_BROKER_URL", "RUNYARD_DATABASE_URL", "RUNYARD_ARTIFACT_URL"} & set(seen["names"]), seen
+    assert not [n for n in seen["names"] if n.startswith(("CELERY_BROKER", "CELERY_RESULT", "AWS_"))], seen
+    assert seen["token"] == "ryr_", seen  # the run token, not the worker's ryw_
+    assert sqlite_stack.worker_token() not in seen["values"]
+    assert sqlite_stack.env.get("RUNYARD_BROKER_URL", "\0") not in seen["values"]
+    assert seen["own"] in (200, 201), seen
+    assert seen["submit"] in (401, 403) and seen["list"] in (401, 403), seen
+    assert seen["other"] in (403, 404), (seen, other["id"])

@@ -1410,7 +1410,8 @@ class SyncSummary(dict):
 def sync_spool(folder: str | os.PathLike, url: str | None = None, token: str | None = None, *,
                retry_for: float = 30.0, timeout: float = 30.0) -> SyncSummary:
     """Upload what RunyardLoggers left in spools (a run that ended offline): ``folder`` is a run's
-    folder (with ``spool.jsonl``) or any folder above run folders (each spool below is sent).
+    folder (with ``spool.jsonl``) or any folder above run folders: every spool below is sent, the
+    deepest first (a worker's run folder holds its run script's spool in ``script-spool-<pid>/``).
 
     Records go in their order, each with its idempotency key (a run created offline is created
     with its client_key), so syncing twice, or a spool whose first records had reached the
@@ -1421,7 +1422,9 @@ def sync_spool(folder: str | os.PathLike, url: str | None = None, token: str | N
     root = Path(folder)
     if not root.exists():
         raise FileNotFoundError(f"{root} does not exist.")
-    spools = [root / SPOOL_NAME] if (root / SPOOL_NAME).is_file() else sorted(root.rglob(SPOOL_NAME))
+    # deepest first: a run script's own spool (``script-spool-<pid>/`` in a worker's run folder) goes
+    # before the run process's, which holds the final status
+    spools = sorted(root.rglob(SPOOL_NAME), key=lambda p: (-len(p.parts), str(p)))
     summary = SyncSummary(folder=str(root), runs=[])
     for path in spools:
         summary["runs"].append(_sync_one(path.parent, url, token, retry_for, timeout))
