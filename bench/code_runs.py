@@ -8,6 +8,10 @@ once, and the requirements environment, each next to its baseline in the same sc
 3. re-submitting the same folder (pack, then the project's ``GET /snapshots?sha256=`` hit) vs the
    first submission (pack + ``PUT`` of the bytes) against a real server on loopback.
 4. the requirements env: first build (venv + pip install of a local wheel, offline) vs reuse.
+5. submit -> first logged metric on a real server + worker (embedded broker): the tutorial's
+   autoencoder as the built-in ``mnist_autoencoder`` recipe (baseline), as a ``--model`` code run
+   (download + unpack + import in the run's process) and as a command run (a child Python that
+   imports torch itself), interleaved.
 
 Prints medians and ratios; asserts nothing. Usage: ``python bench/code_runs.py [--files 2000]``
 """
@@ -114,6 +118,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=5, help="runs of each kind for measurement 5")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="runyard-bench-code-"))
     try:
@@ -193,8 +198,58 @@ def main() -> None:
         t_build, t_reuse = statistics.median(builds), statistics.median(reuses)
         print(f"4. requirements env    build {t_build:.2f} s   reuse {t_reuse * 1000:.2f} ms   "
               f"ratio {t_build / t_reuse:.0f}x")
+        startup(work, args.runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def startup(work: Path, runs: int) -> None:
+    from datetime import datetime
+
+    from tests.helpers.mnist import write_mnist
+    from tests.worker.stack import Stack, stack_env
+
+    data = write_mnist(work / "mnist", 64, 16)
+    stack = Stack(stack_env(work / "stackhome", data), work / "logs")
+    project = REPO / "tests" / "helpers" / "autoencoder_project"
+    trainer = {"max_steps": 3, "limit_val_batches": 0, "log_every_n_steps": 1}
+    try:
+        stack.start_server()
+        stack.start_worker()
+        p = snapshots.pack(project)
+        snap = stack.client.put(f"/api/v1/snapshots/{p.sha256}", params={"project": "default"}, content=p.data,
+                                headers={"Content-Type": "application/gzip"}).json()
+        module = {"kind": "module", "model": "pkg/models.py:LitAutoEncoder", "data": "pkg/data.py:MNISTData"}
+        command = {"kind": "command", "command": ["python", "train.py"]}
+        kinds = {
+            "recipe mnist_autoencoder": lambda: stack.submit("mnist_autoencoder", {}, trainer),
+            "code run, --model": lambda: stack.submit(
+                "code", {"data_dir": str(data)}, trainer, code={"snapshot_id": snap["id"], "entry": module}),
+            "code run, command": lambda: stack.submit(
+                "code", {"--data-dir": str(data), "--max-steps": "3"}, {},
+                code={"snapshot_id": snap["id"], "entry": command}),
+        }
+        for submit in kinds.values():  # warm-up: forkserver, first import of the snapshot
+            run = submit()
+            stack.wait_status(run["id"], "succeeded", 180)
+        results: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
+        for _ in range(runs):
+            for name, submit in kinds.items():
+                time.sleep(0.5)  # an idle worker
+                t0 = time.time()
+                run = submit()
+                done = stack.wait_status(run["id"], "succeeded", 180)
+                started = datetime.fromisoformat(done["started_at"].replace("Z", "+00:00")).timestamp()
+                series = stack.metrics(run["id"], "train_loss")["train_loss"]
+                results[name].append((started - t0, min(series["wall_times"]) - t0))
+        base = statistics.median(b for _, b in results["recipe mnist_autoencoder"])
+        print(f"5. submit -> first metric, median of {runs} (submit -> running in brackets):")
+        for name, values in results.items():
+            first = statistics.median(b for _, b in values)
+            running = statistics.median(a for a, _ in values)
+            print(f"   {name:26s} {first:6.3f} s  [{running:.3f} s]   ratio {first / base:.2f}x")
+    finally:
+        stack.close()
 
 
 if __name__ == "__main__":

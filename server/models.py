@@ -121,7 +121,7 @@ class Run(Base):
     # The user who submitted it (NULL: before users existed, or a worker-side run).
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
     # A code run (recipe "code"): the snapshot it runs (a snapshot in use cannot be deleted) and
-    # its entry point ({"kind": "module" | "cli" | "command", ...}, docs/design-issue10.md).
+    # its entry point ({"kind": "module" | "cli" | "command", ...}, docs/code-runs.md).
     # (NO ACTION: deleting a snapshot that runs use fails; SQLite reflects no ON DELETE of a column
     # added in place, so none is declared)
     snapshot_id: Mapped[int | None] = mapped_column(ForeignKey("code_snapshots.id"), index=True)

@@ -98,7 +98,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/checkpoints/{checkpoint_id}/download"): Rule("checkpoint", "read"),
     ("PATCH", "/api/v1/checkpoints/{checkpoint_id}"): Rule("checkpoint", "own"),
     ("DELETE", "/api/v1/checkpoints/{checkpoint_id}"): Rule("checkpoint", "own"),
-    # code snapshots and code runs (docs/design-issue10.md)
+    # code snapshots and code runs (docs/code-runs.md)
     ("GET", "/api/v1/snapshots"): USER,  # the handler lists visible projects' snapshots only
     ("PUT", "/api/v1/snapshots/{sha256}"): USER,  # the handler checks member on ?project=
     ("GET", "/api/v1/snapshots/{snapshot_id}"): Rule("snapshot", "read"),

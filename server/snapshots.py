@@ -8,7 +8,7 @@ A snapshot holds regular files only, sorted by path, with ``mtime=0``, ``uid=gid
 owner names and mode ``0o644`` (``0o755`` for executables) in a gzip stream whose header mtime
 is 0, so the same folder content always gives the same sha256. ``pack`` adds
 ``.runyard/git.json`` (and ``.runyard/git.diff`` when the tree is dirty) when the folder is in a
-git repository. See docs/design-issue10.md for the whole contract.
+git repository. See docs/code-runs.md for the whole contract.
 
 Reading is defensive: every member is checked (no ``..``, absolute path, backslash, NUL or
 control character, link, device, sparse file or duplicate; a size and a file-count limit; long
@@ -849,7 +849,7 @@ def extract(
 
 
 # ---------------------------------------------------------------------------------------------
-# entry points (docs/design-issue10.md, "Entry")
+# entry points (docs/code-runs.md, "Entry")
 
 ENTRY_KINDS = ("module", "cli", "command")
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"

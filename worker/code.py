@@ -87,6 +87,9 @@ def train(payload: dict[str, Any], logger: Any, run_dir: Path) -> str:
         )
     code_dir = fetch_snapshot(logger, code, run_dir)
     os.environ["RUNYARD_CODE_DIR"] = str(code_dir)
+    send = getattr(logger, "send_environment", None)
+    if send is not None:
+        send()  # the record now carries the snapshot's git state (.runyard/git.json)
     if _should_stop(logger):
         return _stopped(logger)
     try:
@@ -348,7 +351,8 @@ def child_env(payload: dict[str, Any], run_dir: Path, code_dir: Path, env: Any) 
         RUNYARD_RUN_DIR=str(run_dir),
         RUNYARD_AUTO_LOGGER="1",
         RUNYARD_CAPTURE="0",
-        RUNYARD_SYSTEM_METRICS="0",
+        RUNYARD_SYSTEM_METRICS="0",  # this process samples itself and its children
+        RUNYARD_HEARTBEAT_INTERVAL="0",  # and heartbeats the run
         RUNYARD_CODE_DIR=str(code_dir),
         PYTHONPATH=pythonpath,
         PYTHONUNBUFFERED="1",

@@ -1,5 +1,5 @@
 """Code snapshots (upload, list, browse, download) and what a code run's process records: the
-schema of its entry point and its environment (docs/design-issue10.md).
+schema of its entry point and its environment (docs/code-runs.md).
 
 A snapshot is uploaded as the raw tar.gz body of ``PUT /api/v1/snapshots/{sha256}?project=``:
 streamed to a staging file under ``RUNYARD_UPLOAD_DIR/snapshots/`` with a running size limit

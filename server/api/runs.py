@@ -134,7 +134,7 @@ def _published_trainer_schema(session: Session, settings: Settings) -> dict[str,
 
 def _create_code_run(body: RunCreate, request: Request, session: Session, settings: Settings,
                      new_project: bool) -> RunOut:
-    """A run of a snapshot of the project's own code (docs/design-issue10.md)."""
+    """A run of a snapshot of the project's own code (docs/code-runs.md)."""
     principal = _principal(request)
     if body.code is None:
         raise ApiError(422, 'A code run needs "code": {"snapshot_id": ..., "entry": {...}} (runyard submit '

@@ -1,7 +1,7 @@
 """Code snapshots and code runs over the API, on SQLite and PostgreSQL: upload (dedupe, sha256,
 unsafe archives, size and file limits), browse, download, who may do what, code runs (the
 snapshot and entry point checked, params validated against a recorded schema), the code schema
-and the environment record (docs/design-issue10.md)."""
+and the environment record (docs/code-runs.md)."""
 
 from __future__ import annotations
 

@@ -86,7 +86,7 @@ def environment_of(api: httpx.Client, run_id: int) -> dict:
     r = api.get(f"/runs/{run_id}/environment")
     assert r.status_code == 200, (
         f"GET /runs/{run_id}/environment answered {r.status_code}: {r.text[:300]} (is the route of "
-        "docs/design-issue10.md in the server yet?)"
+        "docs/code-runs.md in the server yet?)"
     )
     return r.json()
 

@@ -49,7 +49,7 @@ def test_compose_parses_and_names_every_service_and_variable(monkeypatch) -> Non
                                                  "RUNYARD_URL", "RUNYARD_RECIPES",
                                                  # set by the run's process for a code run's child
                                                  "RUNYARD_AUTO_LOGGER", "RUNYARD_CAPTURE", "RUNYARD_CODE_DIR",
-                                                 "RUNYARD_SYSTEM_METRICS"}
+                                                 "RUNYARD_SYSTEM_METRICS", "RUNYARD_HEARTBEAT_INTERVAL"}
     devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert services["worker"]["command"][:2] == ["runyard", "worker"]
