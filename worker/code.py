@@ -392,8 +392,10 @@ def _value_schema(value: Any) -> dict[str, Any]:
     return {"type": kind, "default": value}
 
 
-def _capture(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    proc = subprocess.Popen(
+def _spawn(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+    """A child of the run's process: its own process group (so a stop reaches everything it
+    started), killed with this process, stdout and stderr piped."""
+    return subprocess.Popen(
         argv,
         cwd=cwd,
         env=env,
@@ -403,6 +405,10 @@ def _capture(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) ->
         start_new_session=True,
         preexec_fn=_die_with_parent,
     )
+
+
+def _capture(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    proc = _spawn(argv, cwd, env)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -566,16 +572,7 @@ def supervise(argv: list[str], cwd: Path, env: dict[str, str], logger: Any, show
 
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+        proc = _spawn(argv, cwd, env)
     except OSError as exc:
         raise CodeRunError(f"Could not start {shlex.join(argv)}: {exc}") from None
     print(f"[runyard] code: running {shlex.join(argv)} in {cwd} (pid {proc.pid}, its own process group)")
