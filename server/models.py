@@ -426,3 +426,34 @@ class RunEnvironment(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     record: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+
+class ProjectQuota(Base):
+    """A project's quotas, set by a server admin (issue 11). NULL: the setting's default
+    (``RUNYARD_QUOTA_*`` in ``server/settings.py``); ``server/quotas.py`` resolves and enforces them."""
+
+    __tablename__ = "project_quotas"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    checkpoint_bytes: Mapped[int | None] = mapped_column(BigInteger)  # all of the project's checkpoint files
+    keep_best: Mapped[int | None] = mapped_column(Integer)  # retention per run: the k best by score,
+    keep_last: Mapped[int | None] = mapped_column(Integer)  # the newest n,
+    keep_every: Mapped[int | None] = mapped_column(Integer)  # and every Nth; the rest are deleted
+    metric_keys_per_run: Mapped[int | None] = mapped_column(Integer)
+    points_per_run: Mapped[int | None] = mapped_column(BigInteger)
+    max_run_seconds: Mapped[float | None] = mapped_column(Float(precision=53))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow, nullable=False)
+    updated_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+
+
+class RunDeletion(Base):
+    """A tombstone per deleted run, so live streams learn of deletions from new rows
+    (``id > cursor``) instead of listing every run id at each poll. Swept after a day."""
+
+    __tablename__ = "run_deletions"
+    __table_args__ = (Index("ix_run_deletions_deleted_at", "deleted_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    project_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    deleted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
