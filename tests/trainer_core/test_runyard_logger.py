@@ -657,3 +657,22 @@ def test_the_servers_reaper_fails_a_killed_script_as_crashed(tmp_path):
             assert run["status"] == "failed" and run["error"].startswith("crashed"), run
     finally:
         stop_server(proc)
+
+
+def test_the_epoch_an_epoch_end_logs_again_is_stored_once(server, api, project, tmp_path):
+    """Lightning adds ``epoch`` to every log_metrics call, so the last step of an epoch logs it
+    with its step metrics and again with its epoch metrics: one point per (key, step) is stored."""
+
+    class EpochLogged(Tiny):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.log("loss_epoch_mean", loss, on_step=False, on_epoch=True)
+            return loss
+
+    logger = RunyardLogger(url=server, project=project, save_dir=tmp_path, flush_interval=0.05)
+    trainer_for(logger, max_epochs=3).fit(EpochLogged(), loader())
+    series = api.get(f"/runs/{logger.run_id}/metrics", params={"keys": "epoch", "max_points": 10000}).json()
+    steps = series["series"]["epoch"]["steps"]
+    assert len(steps) == len(set(steps)) and len(steps) == 24  # 8 steps per epoch, 3 epochs
+    assert series["series"]["epoch"]["values"][-1] == 2
+    assert metric_count(api, logger.run_id, "loss_epoch_mean") == 3

@@ -649,6 +649,7 @@ class RunyardLogger(Logger):
         self._saw_checkpoints = False
         self._owner_sets_last = False
         self._last_epoch: int | None = None
+        self._epoch_sent: tuple[int, float] | None = None  # (step, epoch) of the last epoch point sent
         if self._attached:
             # The run exists and is this process's: heartbeats and the capture of its output start
             # now (a run process may spend a while building data before the first log call).
@@ -965,12 +966,17 @@ class RunyardLogger(Logger):
             while self._metrics and self._taken_points + count < until and not (
                     entries and count + len(self._metrics[0][2]) > limit):
                 entry = self._metrics.popleft()
-                entries.append(entry)
                 count += len(entry[2])
+                entry = self._without_repeated_epoch(entry)
+                if entry[2]:
+                    entries.append(entry)
             self._taken_points += count
+            if not entries:
+                continue
             epoch = entries[-1][2].get("epoch")
             if epoch is not None:
                 self._last_epoch = epoch
+            count = sum(len(e[2]) for e in entries)
             if count <= limit:
                 yield {"op": "metrics", "idem": uuid.uuid4().hex, "n": count, "body": encode_entries(entries)}
             else:  # more points than a request may carry (one log_metrics call with many keys)
@@ -978,6 +984,19 @@ class RunyardLogger(Logger):
                 for start in range(0, len(points), limit):
                     chunk = points[start:start + limit]
                     yield {"op": "metrics", "idem": uuid.uuid4().hex, "n": len(chunk), "body": encode_points(chunk)}
+
+    def _without_repeated_epoch(self, entry: tuple[int, float, dict]) -> tuple[int, float, dict]:
+        """The trainer adds ``epoch`` to every ``log_metrics`` call (as Lightning does), so the
+        step that ends an epoch logs it twice (its step metrics, then its epoch metrics) with the
+        same value: the server stores it once."""
+        step, _, metrics = entry
+        epoch = metrics.get("epoch")
+        if type(epoch) not in (int, float):
+            return entry
+        if self._epoch_sent == (step, epoch):
+            return entry[0], entry[1], {k: v for k, v in metrics.items() if k != "epoch"}
+        self._epoch_sent = (step, epoch)
+        return entry
 
     @staticmethod
     def _line_records(lines: list[tuple[str, str, Any]]) -> Iterator[dict[str, Any]]:
