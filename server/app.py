@@ -1,8 +1,10 @@
 """The FastAPI application: ``create_app(settings=None)``.
 
 At startup the database is brought to the latest migration; a reaper requeues runs whose
-worker stopped heartbeating. The dashboard (``webui/``) is served at ``/`` when built, and
-plotly.js from the installed ``plotly`` package at ``/static/plotly.min.js``.
+worker stopped heartbeating. The dashboard (``webui/``: its HTML, CSS, JS and images only) is
+served at ``/`` when built, and plotly.js from the installed ``plotly`` package at
+``/static/plotly.min.js``. ``server/webguard.py``'s middleware, outermost, checks Host, Origin and
+Content-Type and adds the browser security headers to every answer.
 """
 
 from __future__ import annotations
@@ -20,14 +22,18 @@ from pathlib import Path
 from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
-from fastapi.staticfiles import StaticFiles
 
 from server import oidc, queue, store
 from server.api import account, checkpoints, code, events, logs, metrics, misc, runs, workers
+from server.api import quotas as quota_routes
 from server.auth import authorize
 from server.db import get_engine, session_factory, upgrade_database
 from server.errors import ApiError, install_error_handlers
+from server.feed import StreamLimiter, feed_for
+from server.limits import RequestLimits
+from server.openapi import install_openapi
 from server.settings import Settings, get_settings
+from server.webguard import DashboardFiles, WebGuard
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,11 @@ def reap_once(app: FastAPI) -> dict[str, list[int]]:
         found = store.reap(session, settings.heartbeat_timeout, settings.resend_after)
         for run in found["crashed"]:
             log.warning("script run %s stopped sending heartbeats: failed", run.id)
+        from server.quotas import stop_overtime_runs
+
+        found["overtime"] = [store.require_run(session, i) for i in stop_overtime_runs(session, settings)]
+        for run in found["overtime"]:
+            log.warning("run %s ran past its project's longest run time (max_run_seconds): failed", run.id)
         for run in found["requeued"] + found["resend"]:
             if run in found["requeued"]:
                 log.warning("run %s lost its worker (no heartbeat for %s s): requeued", run.id,
@@ -87,9 +98,32 @@ def sweep_sessions(app: FastAPI) -> int:
         session.close()
 
 
+def sweep_run_deletions(app: FastAPI) -> int:
+    """Drop the tombstones of runs deleted over a day ago (live streams read them within seconds)."""
+    session = app.state.sessionmaker()
+    try:
+        return store.sweep_run_deletions(session)
+    finally:
+        session.close()
+
+
+def sweep_orphan_files(app: FastAPI) -> dict[str, int]:
+    """Delete files no row points to (``server/quotas.py``: checkpoints, snapshot blobs, staged uploads)
+    untouched for RUNYARD_SWEEP_GRACE seconds."""
+    from server.quotas import sweep_orphans
+
+    settings: Settings = app.state.settings
+    session = app.state.sessionmaker()
+    try:
+        return sweep_orphans(session, app.state.artifacts, settings.upload_dir, settings.sweep_grace)
+    finally:
+        session.close()
+
+
 async def _reaper(app: FastAPI) -> None:
     interval = max(0.5, min(5.0, app.state.settings.heartbeat_timeout / 3))
     last_sweep = 0.0
+    last_orphan_sweep = asyncio.get_running_loop().time()  # the first one a sweep interval after start
     while True:
         await asyncio.sleep(interval)
         try:
@@ -97,6 +131,10 @@ async def _reaper(app: FastAPI) -> None:
             if asyncio.get_running_loop().time() - last_sweep > SESSION_SWEEP_S:
                 last_sweep = asyncio.get_running_loop().time()
                 await run_in_threadpool(sweep_sessions, app)
+                await run_in_threadpool(sweep_run_deletions, app)
+            if asyncio.get_running_loop().time() - last_orphan_sweep > app.state.settings.sweep_interval:
+                last_orphan_sweep = asyncio.get_running_loop().time()
+                await run_in_threadpool(sweep_orphan_files, app)
         except Exception:  # noqa: BLE001 - keep reaping
             log.exception("reaper pass failed")
 
@@ -131,9 +169,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.migrate:
             await run_in_threadpool(upgrade_database, settings.database_url)
         task = asyncio.create_task(_reaper(app)) if settings.reaper else None
+        feed = feed_for(app)  # server/feed.py: the one change feed of the live streams
+        feed.start()
         try:
             yield
         finally:
+            await feed.stop()
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -143,12 +184,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Experiment tracking and training jobs for PyTorch.")
     app.state.settings = settings
     app.state.shutting_down = threading.Event()
+    app.state.stream_limiter = StreamLimiter()  # open live streams per client (server/feed.py)
     app.state.engine = get_engine(settings.database_url)
     app.state.sessionmaker = session_factory(app.state.engine)
+    # what the store's quota checks and retention use (server/quotas.py): these settings, and the
+    # artifact store to delete pruned checkpoints from (looked up when used: tests may replace it)
+    app.state.sessionmaker.configure(info={"settings": settings, "artifacts": lambda: app.state.artifacts})
     app.state.artifacts = checkpoints.artifact_store(settings)  # server/artifacts.py: local root or s3://
     install_error_handlers(app)
+    # Request limits (server/limits.py): body size counted as it streams, JSON depth/items/NUL.
+    # Middleware added later wraps what was added before: server/webguard.py (Host, Content-Type,
+    # Origin, security headers) is added AFTER this line, so that it runs OUTSIDE (before) the limits.
+    app.add_middleware(RequestLimits, settings=settings)
+    install_openapi(app)  # server/openapi.py: every status a route answers, one ErrorBody schema
     app.state.routers = [m.router for m in (runs, metrics, checkpoints, code, logs, events, misc, workers, account,
-                                            oidc)]
+                                            oidc, quota_routes)]
     for router in app.state.routers:
         app.include_router(router)
     oidc.install(app, settings)
@@ -166,6 +216,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(404, "The dashboard is not built (webui/index.html is missing); the API is at /docs.")
         return FileResponse(index)
 
-    if WEBUI_DIR.is_dir():
-        app.mount("/", StaticFiles(directory=WEBUI_DIR, html=True, check_dir=False), name="webui")
+    if WEBUI_DIR.is_dir():  # only the dashboard's own files (server/webguard.py): not __init__.py, caches
+        app.mount("/", DashboardFiles(directory=WEBUI_DIR, check_dir=False), name="webui")
+    # Last, so outermost: Host, Origin and Content-Type are checked before anything else reads the
+    # request (the body limits included), and every answer gets the browser security headers.
+    app.add_middleware(WebGuard, settings=settings)
     return app

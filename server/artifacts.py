@@ -13,7 +13,11 @@ Operations (both stores): ``put_file(key, src, move=False)`` (a finished local f
 with a multipart upload, memory flat in the file's size), ``open_range(key, start, length)`` -> an
 iterator of byte chunks (the object is opened before it returns, so a missing key raises there),
 ``size(key)``, ``exists(key)``, ``sha256(key)``, ``delete(key)``, ``delete_prefix("<run_id>/")``,
-``validate(key)`` and ``local_path(key)`` (the file's path for the local store, else None).
+``validate(key)``, ``local_path(key)`` (the file's path for the local store, else None) and
+``probe()`` (write and remove a small file or object: raises when the store cannot be written,
+e.g. ``OSError`` ``ENOSPC`` / ``EROFS``; ``/healthz`` calls it, see ``server/health.py``). ``iter_files()``
+lists every key with its modification time (the orphan sweep of ``server/quotas.py``). A full
+or read-only disk during ``put_file`` raises that ``OSError`` and leaves no partial file behind.
 Errors: :class:`UnsafeKey` (the key would leave the root) and :class:`ArtifactNotFound`.
 """
 
@@ -112,6 +116,24 @@ def _iter_file(f: BinaryIO, length: int | None, chunk_size: int) -> Iterator[byt
         f.close()
 
 
+PROBE_BYTES = 4096  # one page: enough that a full file system refuses it
+
+
+def write_probe(folder: Path) -> None:
+    """Write a small file in ``folder`` (made if needed) and remove it; raises ``OSError`` (e.g.
+    ``ENOSPC``, ``EDQUOT``, ``EROFS``) when the folder cannot be written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".runyard-probe-{uuid.uuid4().hex}.tmp"
+    try:
+        with open(probe, "xb", buffering=0) as f:
+            f.write(b"\0" * PROBE_BYTES)
+    finally:
+        try:
+            probe.unlink()
+        except FileNotFoundError:
+            pass
+
+
 class ArtifactStore(abc.ABC):
     """The interface both stores implement (see the module docstring)."""
 
@@ -155,6 +177,22 @@ class ArtifactStore(abc.ABC):
         """The file's path on this machine (local store only), else None."""
         return None
 
+    def iter_files(self) -> Iterator[tuple[str, float]]:
+        """Every stored file as ``(key, last modified as a Unix time)`` (for the orphan sweep of
+        ``server/quotas.py``); symlinks are not followed."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its files")
+
+    def probe(self) -> None:
+        """Write and remove a small file (object); raise when the store cannot be written."""
+        import tempfile
+
+        key = f".runyard-probe/{uuid.uuid4().hex}"
+        with tempfile.NamedTemporaryFile() as f:
+            f.write(b"\0" * 16)
+            f.flush()
+            self.put_file(key, f.name)
+        self.delete(key)
+
     def sha256(self, key: str) -> str:
         """The hex sha256 of the object, streamed."""
         digest = hashlib.sha256()
@@ -189,6 +227,9 @@ class LocalArtifactStore(ArtifactStore):
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
+
+    def probe(self) -> None:
+        write_probe(self.root)
 
     def _file(self, key: str) -> Path:
         path = self._path(key)
@@ -252,6 +293,19 @@ class LocalArtifactStore(ArtifactStore):
         except OSError as exc:
             log.warning("could not delete %s: %s", path, exc)
 
+    def iter_files(self) -> Iterator[tuple[str, float]]:
+        for folder, _dirs, files in os.walk(self.root, followlinks=False):
+            here = Path(folder)
+            for name in files:
+                path = here / name
+                try:
+                    st = path.lstat()
+                except FileNotFoundError:
+                    continue
+                if path.is_symlink() or not path.is_file():
+                    continue
+                yield path.relative_to(self.root).as_posix(), st.st_mtime
+
     def delete_prefix(self, prefix: str) -> None:
         check_prefix(prefix)
         lexical = self.root / prefix.rstrip("/")
@@ -310,6 +364,11 @@ class S3ArtifactStore(ArtifactStore):
     def validate(self, key: str) -> str:
         self._key(key)
         return key
+
+    def probe(self) -> None:
+        key = self._key(f".runyard-probe/{uuid.uuid4().hex}")
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=b"\0" * 16)
+        self.client.delete_object(Bucket=self.bucket, Key=key)
 
     @staticmethod
     def _missing(exc: Exception) -> bool:
@@ -375,6 +434,15 @@ class S3ArtifactStore(ArtifactStore):
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def iter_files(self) -> Iterator[tuple[str, float]]:
+        start = f"{self.prefix}/" if self.prefix else ""
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=start):
+            for item in page.get("Contents", []):
+                key = item["Key"][len(start):]
+                if key:
+                    yield key, item["LastModified"].timestamp()
 
     def delete_prefix(self, prefix: str) -> None:
         check_prefix(prefix)

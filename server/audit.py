@@ -4,7 +4,7 @@ Actions: ``login``, ``login_failed``, ``login_blocked``, ``logout``, ``token_cre
 ``token_revoked``, ``user_created``, ``user_updated``, ``user_disabled``, ``user_enabled``,
 ``password_reset``, ``password_changed``, ``login_link_created``, ``role_changed``, ``run_submitted``,
 ``run_cancelled``, ``run_resumed``, ``run_deleted``, ``checkpoint_downloaded``,
-``checkpoint_deleted``, ``snapshot_uploaded``, ``snapshot_downloaded``. Secrets are never written here (token prefixes only).
+``checkpoint_deleted``, ``snapshot_uploaded``, ``snapshot_downloaded``, ``quotas_changed``. Secrets are never written here (token prefixes only).
 """
 
 from __future__ import annotations

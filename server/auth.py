@@ -46,8 +46,10 @@ from typing import Any
 
 from fastapi import Request
 from sqlalchemy import bindparam, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from server import health
 from server.errors import ApiError
 from server.models import Checkpoint, CodeSnapshot, Project, Run, Token, Upload, User, utcnow
 
@@ -195,8 +197,14 @@ def _lookup(session: Session, secret: str) -> Principal | None:
                                   is_admin=bool(user is not None and user.is_admin), project_id=token.project_id)
         if token is not None and (token.last_used_at is None
                                   or (now - token.last_used_at) > timedelta(seconds=LAST_USED_EVERY_S)):
-            session.execute(update(Token).where(Token.id == token.id).values(last_used_at=now))
-            session.commit()
+            try:
+                session.execute(update(Token).where(Token.id == token.id).values(last_used_at=now))
+                session.commit()
+            except OperationalError as exc:  # a full or read-only disk: serve the request, unrecorded
+                session.rollback()
+                if health.database_storage_problem(exc) is None:
+                    raise
+                log.warning("could not record the use of token %s: %s", token.id, exc)
     _principals.put(digest, principal)
     return principal
 
@@ -216,7 +224,13 @@ def _session_principal(session: Session, secret: str, settings: Any) -> Principa
             principal = Principal(kind="session", user_id=user.id, name=user.name, is_admin=user.is_admin,
                                   scope="read+write", session_id=row.id, csrf=row.csrf_token)
             if utcnow() - row.last_seen_at > timedelta(seconds=LAST_USED_EVERY_S):
-                users.touch_session(session, row.id)
+                try:
+                    users.touch_session(session, row.id)
+                except OperationalError as exc:  # a full or read-only disk: serve the request, unrecorded
+                    session.rollback()
+                    if health.database_storage_problem(exc) is None:
+                        raise
+                    log.warning("could not record the use of session %s: %s", row.id, exc)
     _principals.put(key, principal)
     return principal
 
@@ -410,16 +424,19 @@ def request_origin(request: Request) -> str:
     return f"{request.url.scheme}://{request.headers.get('host', '')}".lower()
 
 
-def check_same_origin(request: Request) -> None:
+def check_same_origin(request: Request, public_url: str | None = None) -> None:
     """Refuse a state-changing browser request that another site's page made (the browser says
     so in ``Sec-Fetch-Site`` / ``Origin``). Requests without those headers are not from a
-    browser page (curl, scripts) or are same-origin navigations."""
+    browser page (curl, scripts) or are same-origin navigations. Our origin: the request's
+    ``Host``, or ``public_url`` (default RUNYARD_PUBLIC_URL). ``server/webguard.py`` applies this
+    to every state-changing request, with or without credentials; ``authorize`` again to cookie
+    and open-mode ones."""
     if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
         raise ApiError(403, "Cross-site requests may not change anything here (Sec-Fetch-Site: cross-site).")
     origin = request.headers.get("origin")
     if origin and origin.lower() != "null":
         allowed = {request_origin(request)}
-        public = request.app.state.settings.public_url
+        public = request.app.state.settings.public_url if public_url is None else public_url
         if public:
             parts = public.split("/")
             allowed.add("/".join(parts[:3]).lower())
@@ -601,7 +618,7 @@ def _int_param(params: Any, name: str) -> int | None:
         value = int(str(params.get(name, "")))
     except ValueError:
         return None
-    return value if 0 < value <= 2**63 - 1 else None
+    return value if 0 < value <= 2**31 - 1 else None  # server/deps.py ID_MAX: beyond, the route answers 404
 
 
 def _check_run_token(session: Session, request: Request, principal: Principal, key: tuple[str, str]) -> None:

@@ -224,6 +224,7 @@ def cmd_server(settings: Settings, args: argparse.Namespace) -> int:
     settings.ensure_dirs()
     host = args.host or settings.host
     port = args.port or settings.port
+    settings.host = host  # the bind address is one of the default RUNYARD_ALLOWED_HOSTS (server/webguard.py)
     if settings.migrate:
         cmd_db_upgrade(settings, args)
     bootstrap_admin(settings)
@@ -419,6 +420,100 @@ def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+SIZE_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6, "mib": 2**20,
+              "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12, "tib": 2**40}
+TIME_UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_size(text: str) -> int:
+    """``10G`` / ``10GiB`` (binary), ``10GB`` (decimal), ``500M``, ``1T``, plain bytes."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in SIZE_UNITS:
+        raise ValueError(f"{text!r} is not a size; write e.g. 10G, 500M, 2T or a number of bytes")
+    return int(float(match.group(1)) * SIZE_UNITS[unit])
+
+
+def parse_duration(text: str) -> float:
+    """``3d``, ``12h``, ``90m``, ``3600s`` or plain seconds."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in TIME_UNITS:
+        raise ValueError(f"{text!r} is not a duration; write e.g. 3d, 12h, 90m or seconds")
+    return float(match.group(1)) * TIME_UNITS[unit]
+
+
+QUOTA_PARSERS = {"checkpoint_bytes": parse_size, "keep_best": int, "keep_last": int, "keep_every": int,
+                 "metric_keys_per_run": int, "points_per_run": int, "max_run_seconds": parse_duration}
+
+
+def cmd_project(settings: Settings, args: argparse.Namespace) -> int:
+    """``runyard project quota PROJECT [--checkpoint-bytes 10G ...]``: show or set a project's quotas
+    (on the server's machine: it opens the database directly, as a server admin)."""
+    from pydantic import ValidationError
+    from sqlalchemy.orm import Session
+
+    from server import audit, quotas, store
+    from server.api.quotas import QuotaValues
+    from server.db import get_engine, upgrade_database
+    from server.errors import ApiError
+
+    changes: dict[str, Any] = {}
+    for name in quotas.QUOTA_NAMES:
+        raw = getattr(args, name, None)
+        if raw is None:
+            continue
+        try:
+            changes[name] = None if raw.strip().lower() == "default" else QUOTA_PARSERS[name](raw)
+        except ValueError as exc:
+            print(f"runyard project quota: --{name.replace('_', '-')}: {exc}", file=sys.stderr)
+            return 2
+    try:
+        QuotaValues.model_validate(changes)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        print(f"runyard project quota: --{str(first['loc'][0]).replace('_', '-')}: {first['msg']}", file=sys.stderr)
+        return 2
+    settings.ensure_dirs()
+    upgrade_database(settings.database_url)
+    with Session(get_engine(settings.database_url), info={"settings": settings}) as session:
+        project = store.project_by_name(session, args.project)
+        if project is None:
+            if not changes:
+                print(f"runyard project quota: no project named {args.project!r} (it is made by its first run)",
+                      file=sys.stderr)
+                return 1
+            project = store.get_or_create_project(session, args.project)
+            session.commit()
+        if changes:
+            try:
+                before, after = quotas.set_quotas(session, project.id, changes, None)
+            except ApiError as exc:
+                print(f"runyard project quota: {exc.message}", file=sys.stderr)
+                return 1
+            changed = {n: {"before": before[n], "after": after[n]} for n in changes if before[n] != after[n]}
+            if changed:
+                audit.record(session, "quotas_changed", actor=CLI_ACTOR, target=f"project {project.name}",
+                             project_id=project.id, changes=changed)
+        info = quotas.describe(session, project.id, settings)
+    if args.json:
+        print(json.dumps(info, default=str, indent=2))
+        return 0
+    print(f"quotas of project {info['project']} (id {info['project_id']}):")
+    for name in quotas.QUOTA_NAMES:
+        value = info["quotas"][name]
+        shown = quotas.human_bytes(value) if name == "checkpoint_bytes" else f"{value:g}"
+        origin = "set" if info["overrides"][name] is not None else "default"
+        print(f"  {name:<20} {shown:>14}  ({origin})  {quotas.DESCRIPTION[name]}")
+    used = info["usage"]
+    print(f"  checkpoints now: {used['checkpoints']} holding {quotas.human_bytes(used['checkpoint_bytes'])}")
+    return 0
+
+
 def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
     from trainer_core.loggers.runyard import sync_spool
 
@@ -514,7 +609,7 @@ def wait_healthy(base_url: str, timeout: float, procs: Sequence[subprocess.Popen
         if any(p.poll() is not None for p in procs):
             return False
         try:
-            if client.request("GET", "/healthz").get("status") == "ok":
+            if client.request("GET", "/healthz").get("status") in ("ok", "degraded"):  # degraded: up, storage full
                 return True
         except (ClientError, OSError, ValueError):
             pass
@@ -1014,6 +1109,26 @@ def build_parser() -> argparse.ArgumentParser:
     urole.add_argument("project")
     urole.add_argument("role", choices=("viewer", "member", "admin", "none"))
     user.set_defaults(func=cmd_user)
+
+    project = sub.add_parser("project", help="projects (run on the server's machine: it opens the database)")
+    project_sub = project.add_subparsers(dest="project_command", required=True)
+    pquota = project_sub.add_parser(
+        "quota", help="show or set a project's quotas (a value sets one, 'default' resets it)",
+        description="Show a project's quotas, or set some: e.g. runyard project quota vision --checkpoint-bytes "
+                    "500G --keep-best 3 --max-run-seconds 7d. 'default' resets one to its RUNYARD_QUOTA_* default.")
+    pquota.add_argument("project")
+    for name, (metavar, text) in {
+        "checkpoint_bytes": ("SIZE", "bytes all of the project's checkpoints may hold (10G, 500M, 2T, bytes)"),
+        "keep_best": ("K", "retention: the k best checkpoints of each run by score"),
+        "keep_last": ("N", "retention: the n newest checkpoints of each run (at least 1)"),
+        "keep_every": ("STEPS", "retention: also the first checkpoint of every N training steps (0: off)"),
+        "metric_keys_per_run": ("N", "metric keys one run may log"),
+        "points_per_run": ("N", "metric points one run may hold"),
+        "max_run_seconds": ("TIME", "the longest a run may run (3d, 12h, 90m, seconds)"),
+    }.items():
+        pquota.add_argument("--" + name.replace("_", "-"), dest=name, metavar=metavar, help=text)
+    pquota.add_argument("--json", action="store_true", help="print the answer of GET /api/v1/projects/{id}/quotas")
+    project.set_defaults(func=cmd_project)
 
     sync = sub.add_parser("sync", help="upload a run that a RunyardLogger spooled while the server was unreachable")
     sync.add_argument("dir", help="the run's local folder (it holds spool.jsonl)")

@@ -1,4 +1,10 @@
-"""JSON error bodies: ``{"detail": "<sentence>", "field": "<name>"?}`` for every error."""
+"""JSON error bodies, one schema for every error (the OpenAPI component ``ErrorBody``,
+server/openapi.py): ``{"detail": "<sentence>", "field": "<name>"?, "errors": [...]?}``.
+
+``detail`` is always a sentence; request validation keeps FastAPI's list of problems under
+``errors`` (``[{"loc", "msg", "type"}]``). A path id that is an integer but beyond its
+column's range (at most 2**31-1, the PostgreSQL ``integer`` of every id column, and not below 1)
+answers the same 404 as a missing one, on every backend; a path id that is not an integer is 422."""
 
 from __future__ import annotations
 
@@ -7,9 +13,10 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from server import health
 from server.store import StoreError, json_safe
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,42 @@ def _field_of(loc: tuple | list) -> str:
     return ".".join(parts) or "body"
 
 
+def _missing_worker(worker_id: str) -> Exception:
+    return ApiError(404, f"Worker {worker_id} is not registered; register it with POST /api/v1/workers.")
+
+
+def _missing_token(token_id: str) -> Exception:
+    return ApiError(404, f"Token {token_id} does not exist; list yours with GET /api/v1/tokens.")
+
+
+def _missing_user(user_id: str) -> Exception:
+    return ApiError(404, f"User {user_id} does not exist; list users with GET /api/v1/users.")
+
+
+def _missing_of(name: str):  # noqa: ANN202 - the path parameter's "missing" answer, or None
+    from server import store
+
+    return {"run_id": store.missing_run, "checkpoint_id": store.missing_checkpoint,
+            "snapshot_id": store.missing_snapshot, "project_id": store.missing_project,
+            "worker_id": _missing_worker, "token_id": _missing_token, "user_id": _missing_user}.get(name)
+
+
+ID_RANGE_ERRORS = {"less_than_equal", "greater_than_equal", "int_parsing_size", "less_than", "greater_than"}
+
+
+def _beyond_range_id(error: dict) -> Exception | None:
+    """The 404 of a missing row for a path id that is an integer beyond its column's range."""
+    loc = error.get("loc", ())
+    if len(loc) != 2 or loc[0] != "path" or error.get("type") not in ID_RANGE_ERRORS:
+        return None
+    missing = _missing_of(str(loc[1]))
+    raw = error.get("input")
+    text = str(raw).strip() if isinstance(raw, int | str) and not isinstance(raw, bool) else ""
+    if missing is None or not text.lstrip("+-").isdigit():
+        return None
+    return missing(text if len(text) <= 40 else f"{text[:20]}...{text[-8:]}")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> JSONResponse:
@@ -46,15 +89,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        raw_errors = list(exc.errors())
+        kept = [e for e in raw_errors if _beyond_range_id(e) is None]
+        if raw_errors and not kept:  # only ids no row can have: the answer for a missing one
+            missing = _beyond_range_id(raw_errors[0])
+            return JSONResponse(error_body(missing.message, getattr(missing, "field", None)),
+                                status_code=missing.status_code)
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-                  for e in exc.errors()]
+                  for e in kept]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         field = _field_of(first["loc"])
         if first.get("type") == "json_invalid":
             message = "The request body is not valid JSON; send a JSON document with Content-Type: application/json."
         else:
-            message = f"Invalid value for {field}: {first['msg']}."
-        return JSONResponse({"detail": json_safe(errors), "message": message, "field": field}, status_code=422)
+            message = f"Invalid value for {field}: {str(first['msg'])[:300]}."
+        return JSONResponse(error_body(message, field, errors=json_safe(errors)), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -75,8 +124,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("The database refused a value in this request (out of range or "
                                        "inconsistent); check numbers and ids and try again."), status_code=422)
 
+    @app.exception_handler(OverflowError)
+    async def number_out_of_range(request: Request, exc: Exception) -> JSONResponse:
+        # SQLite's driver refuses ints beyond 64 bits where PostgreSQL raises a DataError (422 above)
+        log.info("a number did not fit: %s", exc)
+        return JSONResponse(error_body("A number in this request is out of range for the database; check numbers "
+                                       "and ids and try again."), status_code=422)
+
     @app.exception_handler(OperationalError)
     async def db_down(request: Request, exc: Exception) -> JSONResponse:
+        full = insufficient_storage(request, exc)  # "database or disk is full", DiskFull: 507
+        if full is not None:
+            return full
         log.warning("database error: %s", exc)
         return JSONResponse(error_body("The database is unavailable or busy; retry in a moment."), status_code=503)
 
@@ -85,3 +144,21 @@ def install_error_handlers(app: FastAPI) -> None:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse(error_body("The server hit an unexpected error; it is logged. Retry, or report it "
                                        "with the server log."), status_code=500)
+
+    # A full or read-only disk (server/health.py): 507 naming the free space, on any route.
+    @app.exception_handler(OSError)
+    @app.exception_handler(DBAPIError)
+    async def storage_error(request: Request, exc: Exception) -> JSONResponse:
+        full = insufficient_storage(request, exc)
+        return full if full is not None else await unexpected(request, exc)
+
+
+def insufficient_storage(request: Request, exc: BaseException) -> JSONResponse | None:
+    """The 507 answer when ``exc`` is a full or read-only disk (ENOSPC, EDQUOT, EROFS, or the
+    database refusing a write for it), else None."""
+    message = health.insufficient_storage_message(request.app, exc)
+    if message is None:
+        return None
+    log.warning("%s %s: storage full or read-only: %s", request.method, request.url.path, exc)
+    health.invalidate(request.app)
+    return JSONResponse(error_body(message), status_code=507)

@@ -457,3 +457,14 @@ class RunDeletion(Base):
     run_id: Mapped[int] = mapped_column(Integer, nullable=False)
     project_id: Mapped[int] = mapped_column(Integer, nullable=False)
     deleted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+
+class HealthProbe(Base):
+    """One row that ``/healthz`` updates (``server/health.py``): a committed write is the only
+    proof that the database's disk can still be written (a rolled-back one never reaches it)."""
+
+    __tablename__ = "health_probe"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    writes: Mapped[int] = mapped_column(Integer, default=0, nullable=False)

@@ -67,6 +67,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/projects/{project_id}/members"): Rule("project", "read"),
     ("PUT", "/api/v1/projects/{project_id}/members/{user_name}"): Rule("project", "manage"),
     ("DELETE", "/api/v1/projects/{project_id}/members/{user_name}"): Rule("project", "manage"),
+    ("GET", "/api/v1/projects/{project_id}/quotas"): Rule("project", "read"),  # server/quotas.py
+    ("PUT", "/api/v1/projects/{project_id}/quotas"): ADMIN,  # only server admins set quotas
     # runs
     ("POST", "/api/v1/runs"): USER,  # the handler checks member on the body's project
     ("GET", "/api/v1/runs"): USER,

@@ -20,14 +20,15 @@ class CodeSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    snapshot_id: int = Field(..., ge=1, le=2**63 - 1, description="A snapshot of the run's project.")
+    snapshot_id: int = Field(..., ge=1, le=2**31 - 1, description="A snapshot of the run's project.")  # id columns: 32-bit
     entry: dict[str, Any] = Field(..., description='{"kind": "module", "model": "pkg/models.py:Lit", "data": '
                                   '"pkg/data.py:Data" | null}, {"kind": "cli", "script": "train.py", '
                                   '"subcommand": "fit"} or {"kind": "command", "command": ["python", "train.py"]}.')
 
 
 class RunCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"recipe": "external", "name": "my-script", "project": "default", "hyperparameters": {"lr": 0.001}}]})
 
     recipe: str = Field(..., min_length=1, max_length=200, description='A registered recipe, or "external" for a script that trains elsewhere.')
     name: str | None = Field(None, max_length=200)
@@ -53,7 +54,7 @@ class RunPatch(BaseModel):
 class ResumeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    checkpoint_id: int | None = Field(None, ge=1, le=2**63 - 1)
+    checkpoint_id: int | None = Field(None, ge=1, le=2**31 - 1)  # id columns are 32-bit
     queue: str | None = Field(None, pattern=QUEUE_PATTERN, description="Default: the resumed run's queue.")
 
 
@@ -86,6 +87,9 @@ class RunOut(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     code: dict[str, Any] | None = Field(None, description='A code run: {"snapshot_id", "sha256", "entry", "git": '
                                         '{"commit", "branch", "remote", "dirty"} | null}.')
+    truncated: list[str] = Field(default_factory=list, description="In lists: the fields shown cut because they "
+                                 "are larger than RUNYARD_MAX_VALUE_BYTES (marked '… [cut: N bytes]'); GET "
+                                 "/api/v1/runs/{id} (and /hyperparameters) returns them whole.")
 
 
 class RunList(BaseModel):
@@ -168,8 +172,17 @@ class LogLineIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     stream: str = Field("stdout", max_length=16)
-    text: str = Field(..., max_length=1_000_000)
+    text: str = Field(..., description="Stored cut to RUNYARD_MAX_LOG_LINE_BYTES (marked '… [cut: N bytes]').")
     time: datetime | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _valid_unicode(cls, value: str) -> str:
+        from server.store import is_valid_text
+
+        if not is_valid_text(value):  # a lone surrogate ("\ud800"): UTF-8 cannot hold it
+            raise ValueError("the text holds a lone surrogate, which is not valid Unicode")
+        return value
 
     @field_validator("time")
     @classmethod
@@ -254,7 +267,7 @@ class WorkerIn(BaseModel):
 class WorkerHeartbeat(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    run_id: int | None = Field(None, ge=1, le=2**63 - 1)
+    run_id: int | None = Field(None, ge=1, le=2**31 - 1)  # id columns are 32-bit
 
 
 class ClaimRequest(BaseModel):
@@ -360,13 +373,71 @@ def code_out(run: Run) -> dict[str, Any] | None:
     }
 
 
-def run_out(run: Run, public_url: str, last_metrics: dict[str, Any] | None = None) -> RunOut:
+CUT_KEY = "…"
+
+
+def _json_bytes(value: Any) -> int:
+    import json
+
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8", "replace"))
+
+
+def cut_text(text: str | None, cap: int) -> str | None:
+    """``text`` in at most about ``cap`` UTF-8 bytes, ending in ``… [cut: N bytes]`` when cut."""
+    if text is None or len(text) * 4 <= cap:
+        return text
+    data = text.encode("utf-8", "replace")
+    if len(data) <= cap:
+        return text
+    head = data[:cap].decode("utf-8", "ignore")
+    return f"{head}… [cut: {len(data) - len(head.encode('utf-8', 'replace'))} bytes]"
+
+
+def cut_mapping(value: dict[str, Any], cap: int, where: str) -> dict[str, Any] | None:
+    """None when ``value`` fits in ``cap`` JSON bytes, else its first entries that fit and the
+    entry ``"…": "[cut: N bytes; ...]"`` saying how much is left out and where to read it whole."""
+    total = _json_bytes(value)
+    if total <= cap:
+        return None
+    out: dict[str, Any] = {}
+    used = 2
+    for key, item in value.items():
+        size = _json_bytes({key: item})
+        if used + size > cap:
+            break
+        out[key] = item
+        used += size
+    out[CUT_KEY] = f"[cut: {total - used} bytes; the whole value at {where}]"
+    return out
+
+
+def _cut_run(out: RunOut, cap: int) -> RunOut:
+    """A list's view of a run: fields over ``cap`` bytes (stored before the limits existed) cut."""
+    for name in ("name", "error"):
+        value = getattr(out, name)
+        cut = cut_text(value, cap)
+        if cut is not value and cut != value:
+            setattr(out, name, cut)
+            out.truncated.append(name)
+    for name in ("params", "trainer", "hyperparameters"):
+        where = f"GET /api/v1/runs/{out.id}" + ("/hyperparameters" if name == "hyperparameters" else "")
+        cut = cut_mapping(getattr(out, name), cap, where)
+        if cut is not None:
+            setattr(out, name, cut)
+            out.truncated.append(name)
+    return out
+
+
+def run_out(run: Run, public_url: str, last_metrics: dict[str, Any] | None = None,
+            cap: int | None = None) -> RunOut:
+    """The API's view of a run; with ``cap`` (RUNYARD_MAX_VALUE_BYTES, in lists and the run list's
+    events), text and mappings larger than ``cap`` bytes are cut and named in ``truncated``."""
     duration = None
     if run.started_at is not None:
         end = run.ended_at or (None if run.status != "running" else datetime.now(run.started_at.tzinfo))
         if end is not None:
             duration = max(0.0, (end - run.started_at).total_seconds())
-    return RunOut(
+    out = RunOut(
         id=run.id, name=run.name, project=run.project.name, recipe=run.recipe, params=json_safe(run.params or {}),
         trainer=json_safe(run.trainer or {}), hyperparameters=json_safe(run.hyperparameters or {}),
         status=run.status, created_at=run.created_at, updated_at=run.updated_at, started_at=run.started_at,
@@ -377,6 +448,7 @@ def run_out(run: Run, public_url: str, last_metrics: dict[str, Any] | None = Non
         last_metrics=None if last_metrics is None else {k: encode_float(v) for k, v in last_metrics.items()},
         code=code_out(run),
     )
+    return out if cap is None else _cut_run(out, cap)
 
 
 def checkpoint_out(checkpoint: Checkpoint) -> CheckpointOut:

@@ -24,10 +24,39 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = Field("", description="Base URL printed in links; default http://host:port.")
+    allowed_hosts: str = Field("", description="RUNYARD_ALLOWED_HOSTS: comma-separated host names the Host header "
+                               "may carry (e.g. 'runyard.example.org,*.lab.example.org'; '*': any); others are "
+                               "refused with 400, which defeats DNS rebinding; default: RUNYARD_HOST, localhost, "
+                               "127.0.0.1, ::1, the hosts of RUNYARD_PUBLIC_URL and RUNYARD_URL, and the machine's "
+                               "host names when RUNYARD_HOST is 0.0.0.0 or ::.")
     heartbeat_timeout: float = Field(30.0, gt=0, description="Seconds without a worker heartbeat before a running run is requeued.")
     max_attempts: int = Field(3, ge=1, description="Attempts before a run that keeps failing is failed.")
-    sse_poll_interval: float = Field(0.2, gt=0, description="Seconds between database polls of a live event stream.")
+    sse_poll_interval: float = Field(0.2, gt=0, description="RUNYARD_SSE_POLL_INTERVAL: seconds between the "
+                                     "change feed's database polls (one feed per server process, for all its "
+                                     "live event streams).")
+    max_streams_per_client: int = Field(64, ge=1, description="RUNYARD_MAX_STREAMS_PER_CLIENT: live event streams "
+                                        "one client (a token, a logged-in user, else a client address) may hold "
+                                        "open on one server process (more: 429).")
     max_metric_points: int = Field(10_000, ge=1, description="Most metric points one POST may carry (more: 413).")
+    # request limits (server/limits.py, docs/security.md "Request limits")
+    max_body_bytes: int = Field(2**20, ge=1, description="RUNYARD_MAX_BODY_BYTES: the largest JSON body of any "
+                                "request but metrics, logs and uploads (run create/patch, hyperparameters, "
+                                "summary, ...), counted as it streams in (more: 413); default 1 MiB.")
+    max_metrics_body_bytes: int = Field(64 * 2**20, ge=1, description="RUNYARD_MAX_METRICS_BODY_BYTES: the largest "
+                                        "body of one POST /runs/{id}/metrics (more: 413); default 64 MiB.")
+    max_logs_body_bytes: int = Field(8 * 2**20, ge=1, description="RUNYARD_MAX_LOGS_BODY_BYTES: the largest body "
+                                     "of one POST /runs/{id}/logs (more: 413); default 8 MiB.")
+    max_log_line_bytes: int = Field(64 * 2**10, ge=64, description="RUNYARD_MAX_LOG_LINE_BYTES: a log line longer "
+                                    "than this (UTF-8 bytes) is stored cut, ending in '… [cut: N bytes]'; "
+                                    "default 64 KiB.")
+    max_json_depth: int = Field(64, ge=2, description="RUNYARD_MAX_JSON_DEPTH: the deepest nesting of arrays and "
+                                "objects a JSON body may have (more: 422).")
+    max_json_items: int = Field(200_000, ge=10, description="RUNYARD_MAX_JSON_ITEMS: the most values (and keys) "
+                                "one JSON body may hold (more: 422).")
+    max_value_bytes: int = Field(64 * 2**10, ge=256, description="RUNYARD_MAX_VALUE_BYTES: in lists (GET /runs, "
+                                 "the run events of /events) a run's name, error, params, trainer or "
+                                 "hyperparameters larger than this (JSON bytes) is shown cut, with a marker; its "
+                                 "own endpoint returns it whole; default 64 KiB.")
     artifact_url: str = Field("", description="RUNYARD_ARTIFACT_URL: where checkpoint files are stored; empty: the "
                               "local RUNYARD_ARTIFACT_ROOT, s3://bucket/prefix: S3 (boto3, AWS_* credentials).")
     s3_endpoint_url: str = Field("", description="RUNYARD_S3_ENDPOINT_URL: an S3-compatible endpoint (MinIO, ...); "
@@ -43,6 +72,33 @@ class Settings(BaseSettings):
                                              "default 100 MiB.")
     snapshot_max_files: int = Field(10_000, ge=1, description="RUNYARD_SNAPSHOT_MAX_FILES: the most files a "
                                     "snapshot may hold (more: 413).")
+    # quotas per project (server/quotas.py, docs/security.md "Quotas and retention"); an admin sets a
+    # project's own with PUT /api/v1/projects/{id}/quotas or `runyard project quota`
+    quota_checkpoint_bytes: int = Field(100 * 2**30, ge=1, description="RUNYARD_QUOTA_CHECKPOINT_BYTES: the most "
+                                        "bytes all of a project's checkpoints may hold (an upload past it: 413); "
+                                        "default 100 GiB.")
+    quota_keep_best: int = Field(5, ge=0, description="RUNYARD_QUOTA_KEEP_BEST: retention, per run: keep the k "
+                                 "best checkpoints by score (in the monitor's mode).")
+    quota_keep_last: int = Field(5, ge=1, description="RUNYARD_QUOTA_KEEP_LAST: retention, per run: keep the n "
+                                 "newest checkpoints (at least 1).")
+    quota_keep_every: int = Field(0, ge=0, description="RUNYARD_QUOTA_KEEP_EVERY: retention, per run: also keep "
+                                  "the first checkpoint of every N training steps (0: off).")
+    quota_metric_keys_per_run: int = Field(1_000, ge=1, description="RUNYARD_QUOTA_METRIC_KEYS_PER_RUN: the most "
+                                           "metric keys one run may log (more: 413, the run fails).")
+    quota_points_per_run: int = Field(10_000_000, ge=1, description="RUNYARD_QUOTA_POINTS_PER_RUN: the most "
+                                      "metric points one run may hold (more: 413, the run fails).")
+    quota_max_run_seconds: float = Field(3 * 86400.0, gt=0, description="RUNYARD_QUOTA_MAX_RUN_SECONDS: the longest "
+                                         "a run may run, in seconds: queued runs get it as trainer max_time, and "
+                                         "the reaper fails runs past it; default 3 days.")
+    quota_run_time_grace: float = Field(300.0, ge=0, description="RUNYARD_QUOTA_RUN_TIME_GRACE: seconds past its "
+                                        "longest run time before the reaper stops a run (time to save and finish).")
+    sweep_interval: float = Field(3600.0, gt=0, description="RUNYARD_SWEEP_INTERVAL: seconds between sweeps that "
+                                  "delete files no row points to (checkpoints, snapshot blobs, staged uploads).")
+    sweep_grace: float = Field(3600.0, ge=0, description="RUNYARD_SWEEP_GRACE: the sweep only deletes files "
+                               "untouched for this many seconds (writes in flight are safe).")
+    health_probe_interval: float = Field(5.0, ge=0, description="RUNYARD_HEALTH_PROBE_INTERVAL: seconds /healthz "
+                                         "keeps the result of its write probes (the database, the artifact store, "
+                                         "the upload staging folder) before it writes again (server/health.py).")
     reaper: bool = Field(True, description="Run the reaper in the server: requeue runs with a stale heartbeat, fail "
                          "scripts that stopped heartbeating, send queued runs whose message never reached the broker.")
     resend_after: float = Field(0.0, ge=0, description="RUNYARD_RESEND_AFTER: seconds after which a queued run's "

@@ -33,13 +33,16 @@ Metrics
 Summary, logs, checkpoints
     ``set_summary`` / ``get_summary``, ``add_log_lines(s, run_id, lines)``,
     ``get_log_lines(s, run_id, tail=, after=, limit=)`` -> (lines, cursor), ``log_lines_after``,
-    ``add_checkpoint(s, run_id, path, ..., attempt=, resumable=, exclusive=)``, ``list_checkpoints``,
+    ``add_checkpoint(s, run_id, path, ..., attempt=, resumable=, exclusive=, retain=)`` (the project's
+    checkpoint quota; ``retain``: its retention policy, ``server/quotas.py``), ``list_checkpoints``,
     ``get_checkpoint``, ``checkpoint_named(s, run_id, filename)``, ``checkpoint_filename(path)``,
     ``set_checkpoint_flags(s, id, is_best=, is_last=)``, ``delete_checkpoint(s, id)`` -> key to delete | None,
     ``last_checkpoint``, ``checkpoints_after``.
 Events
     ``event_cursors(s, run_id)`` -> (metric id, log id, checkpoint id), ``runs_changed_since(s, when)``,
-    ``run_ids(s)``.
+    ``run_ids(s)``; for the change feed (``server/feed.py``): ``feed_marks(s)``, ``feed_new_rows(s,
+    marks)`` -> {table: {run id: newest id}}, ``runs_touched_since(s, when)``, ``run_deletions_after(s,
+    after_id, project_ids)`` (tombstones ``delete_run`` writes), ``sweep_run_deletions(s)``.
 Code snapshots, code schemas, run environments (code runs: ``create_run(..., recipe="code",
 snapshot_id=, entry=)``)
     ``snapshot_key(sha256)`` (the blob's artifact key), ``get_snapshot``, ``require_snapshot`` (NotFound
@@ -502,6 +505,7 @@ def delete_run(session: Session, run_id: int, artifacts: Any, *, uploads_dir: Pa
     session.execute(delete(ModelSummary).where(ModelSummary.run_id == run_id))
     session.execute(delete(RunEnvironment).where(RunEnvironment.run_id == run_id))
     session.execute(delete(Run).where(Run.id == run_id))
+    _add_run_deletion(session, run_id, run.project_id)  # the tombstone live streams learn it from
     session.commit()
     session.expunge_all()
     _delete_run_files(run_id, artifacts, uploads_dir)
@@ -940,6 +944,14 @@ def add_metric_points(session: Session, run_id: int, points: Iterable[Any], *, c
         return 0
     if min(r[2] for r in rows) < 0:
         raise Invalid("Metric steps must be 0 or more.", "step")
+    from server.quotas import check_metric_points
+
+    lock_run_for_append(session, run_id)  # PostgreSQL: the count and the insert under one lock
+    try:
+        check_metric_points(session, run_id, rows)  # points_per_run, metric_keys_per_run: 413
+    except Exception:
+        session.rollback()
+        raise
     connection = session.connection()
     n = len(rows)
     if connection.dialect.name == "postgresql":
@@ -958,6 +970,11 @@ def add_metric_points(session: Session, run_id: int, points: Iterable[Any], *, c
                     copy.write_row((point_id, *row))
         except Exception as exc:  # psycopg.DataError & co. arrive unwrapped from COPY
             session.rollback()
+            if str(getattr(exc, "sqlstate", "") or "").startswith("53") or getattr(exc, "sqlstate", "") == "25006":
+                # disk full, out of memory, read-only: not the points' fault (507/503, server/errors.py)
+                from sqlalchemy.exc import OperationalError
+
+                raise OperationalError("COPY metric_points", None, exc) from exc
             raise Invalid(f"PostgreSQL refused the points ({type(exc).__name__}: {exc}); check keys and "
                           "numbers.", "points") from exc
         id_array = np.array(ids, dtype=np.int64)
@@ -1117,11 +1134,18 @@ def add_checkpoint(
     attempt: int | None = None,
     resumable: bool = False,
     exclusive: bool = False,
+    retain: bool = False,
 ) -> Checkpoint:
     """Register a checkpoint file (``path``: its artifact key, relative to the artifact root). A new
     best/last checkpoint takes the flag from the run's previous one. ``attempt``: the run attempt
     that registered it (None: from outside the run). ``exclusive``: Conflict when the run already
-    has a checkpoint of that file name (checked under the run's append lock)."""
+    has a checkpoint of that file name (checked under the run's append lock).
+
+    Quotas (``server/quotas.py``): a ``size`` past the project's ``checkpoint_bytes`` is
+    :class:`~server.quotas.QuotaExceeded` (413, nothing registered); then (``retain``, what the API's
+    registrations pass) the run's retention policy is applied in the same transaction, and the dropped
+    checkpoints' files are deleted from ``session.info["artifacts"]`` when set; their keys are on
+    ``checkpoint.pruned_keys``."""
     _check_run_exists(session, run_id)
     if score is not None and not math.isfinite(score):
         score = None if math.isnan(score) else score
@@ -1136,12 +1160,58 @@ def add_checkpoint(
         session.execute(update(Checkpoint).where(Checkpoint.run_id == run_id).values(is_best=False))
     if is_last:
         session.execute(update(Checkpoint).where(Checkpoint.run_id == run_id).values(is_last=False))
+    if size:
+        from server.quotas import check_checkpoint_bytes
+
+        try:  # checkpoint_bytes: 413 (callers that stored the file first take it out again)
+            check_checkpoint_bytes(session, run_id, size, what="This checkpoint", lock=True)
+        except Exception:
+            session.rollback()
+            raise
     checkpoint = Checkpoint(run_id=run_id, path=path, epoch=epoch, step=step, monitor=monitor, score=score,
                             size=size, sha256=sha256, is_best=is_best, is_last=is_last, attempt=attempt,
                             resumable=resumable, created_at=utcnow())
     session.add(checkpoint)
+    session.flush()
+    pruned = _apply_retention(session, run_id) if retain else []
     session.commit()
+    checkpoint.pruned_keys = _delete_pruned_files(session, pruned)  # type: ignore[attr-defined]
     return checkpoint
+
+
+def _apply_retention(session: Session, run_id: int) -> list[str]:
+    """Delete the rows of the run's checkpoints its project's retention policy drops
+    (``server/quotas.py``), in this transaction; returns the artifact keys whose files go with them
+    (under the run's folder and named by no other row)."""
+    from server.quotas import retention_victims
+
+    victims = retention_victims(session, run_id)
+    if not victims:
+        return []
+    dropped = {c.path for c in victims if c.path.startswith(f"{run_id}/")}
+    session.execute(delete(Checkpoint).where(Checkpoint.id.in_([c.id for c in victims])))
+    for c in victims:
+        session.expunge(c)  # gone: a later get() in this session must not find the stale object
+    shared = set(session.scalars(select(Checkpoint.path).where(Checkpoint.path.in_(sorted(dropped))))) if dropped else set()
+    return sorted(dropped - shared)
+
+
+def _delete_pruned_files(session: Session, keys: list[str]) -> list[str]:
+    """Delete the files of pruned checkpoints from the app's artifact store when the session knows
+    it (``session.info["artifacts"]``); returns the keys."""
+    if not keys:
+        return keys
+    artifacts = session.info.get("artifacts")
+    artifacts = artifacts() if callable(artifacts) else artifacts
+    if artifacts is not None:
+        import logging
+
+        for key in keys:
+            try:
+                artifacts.delete(key)
+            except Exception:  # noqa: BLE001 - the orphan sweep removes it later
+                logging.getLogger(__name__).warning("retention: could not delete %s", key, exc_info=True)
+    return keys
 
 
 def checkpoint_filename(path: str) -> str:
@@ -1255,6 +1325,89 @@ def run_ids(session: Session, project_ids: set[int] | None = None) -> set[int]:
     if project_ids is not None:
         query = query.where(Run.project_id.in_(project_ids or {-1}))
     return set(session.scalars(query))
+
+
+# --------------------------------------------------------------------------- change feed (server/feed.py)
+
+FEED_BATCH = 50_000  # rows per table and poll the change feed looks at (the rest: next poll)
+
+
+def _add_run_deletion(session: Session, run_id: int, project_id: int) -> None:
+    from server.models import RunDeletion
+
+    session.add(RunDeletion(run_id=run_id, project_id=project_id, deleted_at=utcnow()))
+
+
+def feed_marks(session: Session) -> dict[str, int]:
+    """The newest id of each table the change feed follows (``metrics``, ``logs``, ``checkpoints``,
+    ``deletions``): where a feed starts."""
+    from server.models import RunDeletion
+
+    return {name: session.scalar(select(func.max(column))) or 0 for name, column in (
+        ("metrics", MetricPoint.id), ("logs", LogLine.id), ("checkpoints", Checkpoint.id),
+        ("deletions", RunDeletion.id))}
+
+
+def feed_new_rows(session: Session, marks: dict[str, int], limit: int = FEED_BATCH) -> dict[str, dict[int, int]]:
+    """For ``metrics``, ``logs`` and ``checkpoints``: run id -> newest id among the (at most
+    ``limit``) rows with an id above the mark. A range of the primary key (the subquery's ORDER BY
+    keeps SQLite from scanning the whole ``(run_id, id)`` index for the GROUP BY)."""
+    out: dict[str, dict[int, int]] = {}
+    for name, table in (("metrics", MetricPoint), ("logs", LogLine), ("checkpoints", Checkpoint)):
+        recent = (select(table.run_id.label("run_id"), table.id.label("id")).where(table.id > marks[name])
+                  .order_by(table.id).limit(limit).subquery())
+        out[name] = {run_id: newest for run_id, newest in session.execute(
+            select(recent.c.run_id, func.max(recent.c.id)).group_by(recent.c.run_id))}
+    return out
+
+
+def runs_touched_since(session: Session, when: datetime) -> list[tuple[int, int, datetime]]:
+    """(id, project id, updated_at) of the runs changed after ``when`` (the ``updated_at`` index)."""
+    return [tuple(row) for row in session.execute(
+        select(Run.id, Run.project_id, Run.updated_at).where(Run.updated_at > when))]
+
+
+def run_deletions_after(session: Session, after_id: int, project_ids: set[int] | None = None,
+                        limit: int = FEED_BATCH) -> list[Any]:
+    """Tombstones of deleted runs with an id above ``after_id``: rows (id, run_id, project_id)."""
+    from server.models import RunDeletion
+
+    query = (select(RunDeletion.id, RunDeletion.run_id, RunDeletion.project_id)
+             .where(RunDeletion.id > after_id).order_by(RunDeletion.id).limit(limit))
+    if project_ids is not None:
+        query = query.where(RunDeletion.project_id.in_(project_ids or {-1}))
+    return list(session.execute(query))
+
+
+def run_deletions_since(session: Session, when: datetime) -> list[Any]:
+    """Tombstones (id, run_id, project_id) of the runs deleted after ``when``, oldest first."""
+    from server.models import RunDeletion
+
+    return list(session.execute(select(RunDeletion.id, RunDeletion.run_id, RunDeletion.project_id)
+                                .where(RunDeletion.deleted_at > when).order_by(RunDeletion.id)))
+
+
+def newest_run_id(session: Session) -> int:
+    return session.scalar(select(func.max(Run.id))) or 0
+
+
+def newest_run_deletion_id(session: Session) -> int:
+    from server.models import RunDeletion
+
+    return session.scalar(select(func.max(RunDeletion.id))) or 0
+
+
+def project_ids(session: Session) -> set[int]:
+    return set(session.scalars(select(Project.id)))
+
+
+def sweep_run_deletions(session: Session, older_than: timedelta = timedelta(days=1)) -> int:
+    """Drop the tombstones of runs deleted longer ago than ``older_than``; returns how many."""
+    from server.models import RunDeletion
+
+    result = session.execute(delete(RunDeletion).where(RunDeletion.deleted_at < utcnow() - older_than))
+    session.commit()
+    return result.rowcount or 0
 
 
 # --------------------------------------------------------------------------- code snapshots

@@ -8,6 +8,10 @@ import socket
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Starlette's TestClient sends "Host: testserver" (and one test https://runyard.test): allow them next to
+# the loopback names every server of the tests listens on. tests/server/test_webguard.py checks the real
+# defaults (this variable unset) and the refusals.
+os.environ.setdefault("RUNYARD_ALLOWED_HOSTS", "testserver,runyard.test,localhost,127.0.0.1,::1")
 
 REQUIRE_SERVICES = os.environ.get("RUNYARD_REQUIRE_SERVICES") == "1"
 

@@ -361,7 +361,8 @@ class Client:
         if headers:
             hdrs.update(headers)
         if body is None and method in ("POST", "PUT", "PATCH"):
-            body = b""
+            body = b""  # urllib would call an empty body a form; the server takes only JSON (server/webguard.py)
+            hdrs.setdefault("Content-Type", "application/json")
         deadline = time.monotonic() + max(0.0, retry_for)
         delay = 0.1
         while True:
@@ -412,7 +413,7 @@ class Client:
             value = body.get("detail")
             if isinstance(value, str):
                 detail = value
-            elif isinstance(body.get("message"), str):  # FastAPI's 422 list, with our sentence next to it
+            elif isinstance(body.get("message"), str):  # servers before the one error schema (detail a list)
                 detail = body["message"]
             elif value is not None:
                 detail = _json.dumps(value)[:500]

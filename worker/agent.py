@@ -10,6 +10,7 @@ A crash in a run (an exception, ``sys.exit``, a segfault, the OOM killer) ends t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 # Set when the worker is asked to shut down (SIGTERM / Ctrl-C): the run's process gets SIGUSR1,
 # stops at the next step with a resume checkpoint, and the run goes back to the queue.
 WORKER_SHUTDOWN = threading.Event()
+# A run process whose run is no longer its own (cancelled elsewhere, failed by the reaper past its
+# project's longest run time) stops at its next step; one still alive this long after is killed.
+LOST_KILL_AFTER_S = 120.0
 
 SIGNAL_HINTS = {
     "SIGKILL": " (the kernel's out-of-memory killer sends SIGKILL; so does kill -9)",
@@ -189,6 +193,7 @@ class Agent:
         signalled = False
         beat_every = float(claim.get("heartbeat_interval") or 1.0)
         next_beat = time.monotonic() + beat_every
+        lost_since: float | None = None
         while True:
             process.join(0.2)
             if process.exitcode is not None:
@@ -197,7 +202,17 @@ class Agent:
                 # The worker vouches for the process it sees alive; the process heartbeats too
                 # (and learns of a cancel that way), but a busy one may be late on a loaded machine.
                 next_beat = time.monotonic() + beat_every
-                self._beat_run(run_id, attempt)
+                if self._beat_run(run_id, attempt) is False:  # the run is no longer this attempt's
+                    lost_since = lost_since or time.monotonic()
+                else:
+                    lost_since = None
+            if lost_since is not None and time.monotonic() - lost_since > LOST_KILL_AFTER_S:
+                # e.g. the reaper failed it past its project's longest run time: its process learned
+                # it from its own heartbeat but did not stop (stuck outside a training step)
+                log.warning("run %s is no longer this worker's; its process did not stop: killed", run_id)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGKILL)
+                lost_since = None
             if WORKER_SHUTDOWN.is_set() and not signalled:
                 signalled = True
                 try:
@@ -226,14 +241,20 @@ class Agent:
         self._clean(run_dir)
         return status or "lost"
 
-    def _beat_run(self, run_id: int, attempt: int) -> None:
+    def _beat_run(self, run_id: int, attempt: int) -> bool | None:
+        """Heartbeat the run for its process; False when the run is no longer this attempt's (409:
+        its process learns it from its own token), None when no answer came."""
         try:
             self.client.request("POST", f"/runs/{run_id}/heartbeat", json={"attempt": attempt},
                                 timeout=max(1.0, self.settings.heartbeat_timeout / 2))
-        except (ApiError, Unreachable):
-            pass  # 409: the run is no longer this attempt's; its process learns it from its own token
+            return True
+        except ApiError as exc:
+            return False if exc.status == 409 else None
+        except Unreachable:
+            return None
         except Exception:  # noqa: BLE001 - a heartbeat must never stop the supervision
             log.warning("heartbeat of run %s failed", run_id, exc_info=True)
+            return None
 
     def _status(self, run_id: int) -> str | None:
         try:

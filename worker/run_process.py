@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import trainer_core as L
+from trainer_core.checkpoint_io import STORAGE_ERRORS
 from worker.control import WORKER_SHUTDOWN, RunControl
 from worker.recipes import TrainerArgs, get_recipe, get_registry
 
@@ -105,13 +106,19 @@ def run(payload: dict[str, Any], run_dir: Path) -> int:
     except Exception as exc:  # noqa: BLE001 - any failure of the run ends it as failed, with the reason
         from pydantic import ValidationError
 
+        from trainer_core.loggers.runyard import QuotaExceeded
         from worker.code import CodeRunError
         from worker.recipes.data import DatasetMissing
 
-        if isinstance(exc, (DatasetMissing, CodeRunError)):
+        if isinstance(exc, (DatasetMissing, CodeRunError, QuotaExceeded)):  # their sentence says it all
             error = str(exc)
         elif isinstance(exc, ValidationError):
             error = f"The recipe refused its parameters: {exc}"
+        elif isinstance(exc, OSError) and exc.errno in STORAGE_ERRORS:  # a full or read-only run folder
+            what = exc.strerror if " writing " in (exc.strerror or "") else \
+                f"{STORAGE_ERRORS[exc.errno]} writing {exc.filename or run_dir}"  # not a checkpoint's own
+            error = (f"{what}; the run's earlier checkpoints are kept: free space on the worker "
+                     f"(its run folders are under {run_dir.parent}), then resume the run.")
         else:
             error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
         if isinstance(exc, CodeRunError):

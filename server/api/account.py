@@ -29,7 +29,7 @@ from server.settings import Settings
 from server.store import missing_project
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
-DbId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+DbId = Annotated[int, Path(ge=1, le=2**31 - 1)]  # server/deps.py ID_MAX: beyond it, 404
 
 
 class LoginIn(BaseModel):
@@ -461,8 +461,9 @@ def remove_member(project_id: DbId, user_name: str, request: Request,
 
 
 @router.get("/audit")
-def audit_log(request: Request, limit: int = Query(100, ge=1, le=1000), before: int | None = Query(None, ge=1),
-              action: str | None = Query(None, max_length=64), user_id: int | None = Query(None, ge=1),
+def audit_log(request: Request, limit: int = Query(100, ge=1, le=1000),
+              before: int | None = Query(None, ge=1, le=2**63 - 1),  # bounds: the columns' ranges
+              action: str | None = Query(None, max_length=64), user_id: int | None = Query(None, ge=1, le=2**31 - 1),
               session: Session = Depends(get_session)) -> list[dict[str, Any]]:
     """Newest first. Server admins read every event; a project admin reads their projects'."""
     principal = _principal(request)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import re
 import secrets
 from collections.abc import Iterator
@@ -31,10 +32,11 @@ from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from starlette.requests import ClientDisconnect
 
-from server import audit, store
+from server import audit, health, quotas, store
 from server.artifacts import ArtifactNotFound, ArtifactStore, UnsafeKey, artifact_store, check_key
 from server.deps import CheckpointId, RunId, get_session, get_settings_dep
 from server.errors import ApiError, error_body
@@ -187,7 +189,7 @@ def register_checkpoint(run_id: RunId, body: CheckpointRegister, request: Reques
     checkpoint = store.add_checkpoint(
         session, run_id, key, epoch=body.epoch, step=body.step, monitor=body.monitor, score=body.score,
         size=size, sha256=artifacts.sha256(key), is_best=body.is_best, is_last=body.is_last,
-        attempt=_attempt(request), resumable=body.resumable, exclusive=True)
+        attempt=_attempt(request), resumable=body.resumable, exclusive=True, retain=True)
     return checkpoint_out(checkpoint)
 
 
@@ -249,6 +251,16 @@ def _missing_upload(upload_id: str) -> Exception:
     return store.missing_upload(upload_id)
 
 
+def _require_space(request: Request, run_id: int, body: UploadCreate, pending: list[Upload]) -> None:
+    """507 when what is left to send of this file (less what an upload it continues staged) does
+    not fit the staging folder, or the artifact store (server/health.py)."""
+    settings: Settings = request.app.state.settings
+    staged = max((_staged_size(_staged_path(settings, run_id, u.id)) for u in pending
+                  if u.sha256 == body.sha256.lower() and u.size == body.size and "checkpoint_id" not in (u.meta or {})),
+                 default=0)
+    health.require_space(request.app, body.size - staged, total=body.size)
+
+
 @router.post("/runs/{run_id}/checkpoints/uploads", status_code=201, response_model=UploadCreated,
              responses={200: {"description": "An unfinished upload of the same file (name, size and sha256) "
                                              "exists: continue it from its offset."}})
@@ -272,8 +284,10 @@ async def create_upload(run_id: RunId, body: UploadCreate, request: Request) -> 
         existing = store.checkpoint_named(session, run_id, body.filename)
         if existing is not None:
             return "conflict", existing
+        quotas.check_checkpoint_bytes(session, run_id, body.size)  # 413 by the declared size
         pending = list(session.scalars(select(Upload).where(Upload.run_id == run_id,
                                                             Upload.filename == body.filename)))
+        _require_space(request, run_id, body, pending)  # 507 before anything is registered
         for upload in pending:
             if "checkpoint_id" in (upload.meta or {}):
                 continue
@@ -358,8 +372,16 @@ async def upload_part(request: Request, upload_id: str = UploadId,
     if declared is not None and declared.isdigit() and offset + int(declared) > size:
         return _offset_error(413, f"{declared} bytes at offset {offset} go past the upload's declared size of "
                                   f"{size} bytes.", current)
-    # No await since the size was read: this PUT takes over from an older one still open (that one
-    # writes nothing more), and continues exactly where it stopped.
+    health.require_space(request.app, size - current, "offset", total=size)  # 507 before a byte is read
+    # 413 before a byte is read: the whole upload must still fit the project's checkpoint quota (its
+    # bytes are bounded by the declared size). Then no await since the size was read: this PUT takes
+    # over from an older one still open (that one writes nothing more), and continues exactly where it
+    # stopped.
+    await _in_session(request, lambda session: quotas.check_checkpoint_bytes(session, upload["run_id"], size))
+    current = _staged_size(staged)
+    if offset != current:
+        return _offset_error(409, f"This upload is at offset {current}, not {offset}; send the bytes from "
+                                  f"{current} on.", current, "offset")
     token = object()
     _writers[upload_id] = token
     written = current
@@ -388,6 +410,10 @@ async def upload_part(request: Request, upload_id: str = UploadId,
                         break
             except ClientDisconnect:
                 outcome = "disconnected"
+    except OSError as exc:
+        if health.storage_errno(exc) is not None:  # full or read-only: 507, this PUT's bytes dropped
+            _truncate_staged(staged, current)
+        raise
     finally:
         if _writers.get(upload_id) is token:
             del _writers[upload_id]
@@ -413,6 +439,17 @@ async def upload_part(request: Request, upload_id: str = UploadId,
     if written < size:
         return UploadProgress(offset=written, size=size)
     return await _finish(request, upload)
+
+
+def _truncate_staged(staged: Path, offset: int) -> None:
+    """Cut a staged upload back to ``offset`` (where the failed PUT started; 0: remove it)."""
+    try:
+        if offset == 0:
+            staged.unlink(missing_ok=True)
+        else:
+            os.truncate(staged, offset)
+    except OSError as exc:
+        log.warning("could not cut %s back to %s bytes: %s", staged, offset, exc)
 
 
 async def _finish(request: Request, upload: dict[str, Any]) -> Any:
@@ -452,6 +489,12 @@ async def _finish(request: Request, upload: dict[str, Any]) -> Any:
                 await _in_session(request, _reset, upload_id)
                 return _offset_error(422, f"The {size} bytes received have sha256 {digest}, not the declared "
                                           f"{upload['sha256']}; the upload restarts at offset 0.", 0, "sha256")
+            try:  # 413 before the file reaches the artifact store (the quota may be used up meanwhile)
+                await _in_session(request, lambda session: quotas.check_checkpoint_bytes(session, run_id, size))
+            except quotas.QuotaExceeded:
+                staged.unlink(missing_ok=True)
+                await _in_session(request, _reset, upload_id)
+                raise
             await _in_session(request, _mark_verified, upload_id)
             await run_in_threadpool(artifacts.put_file, key, staged, move=True)
         elif not (upload["meta"].get("verified") and await run_in_threadpool(_stored_size, artifacts, key) == size):
@@ -468,7 +511,7 @@ async def _finish(request: Request, upload: dict[str, Any]) -> Any:
                 session, run_id, key, epoch=meta.get("epoch"), step=meta.get("step"), monitor=meta.get("monitor"),
                 score=_float(meta.get("score")), size=size, sha256=upload["sha256"],
                 is_best=bool(meta.get("is_best")), is_last=bool(meta.get("is_last")), attempt=attempt,
-                resumable=bool(meta.get("resumable")), exclusive=True)
+                resumable=bool(meta.get("resumable")), exclusive=True, retain=True)
             _mark_done(session, upload_id, checkpoint.id)
             return checkpoint_out(checkpoint)
 
@@ -477,12 +520,16 @@ async def _finish(request: Request, upload: dict[str, Any]) -> Any:
 
 
 async def _registered_or_removed(request: Request, artifacts: ArtifactStore, key: str, register: Any) -> Any:
-    """Register a stored file; when its run was deleted meanwhile, take the file out again (a later
-    run given the same id on SQLite must not find it)."""
+    """Register a stored file; when its run was deleted meanwhile (a later run given the same id on
+    SQLite must not find it) or the project's checkpoint quota refuses it, take the file out again."""
     try:
         return await _in_session(request, register)
-    except store.NotFound:
+    except (store.NotFound, quotas.QuotaExceeded):
         await run_in_threadpool(artifacts.delete, key)
+        raise
+    except DBAPIError as exc:
+        if health.database_storage_problem(exc) is not None:  # a full database disk (507): no file without its row
+            await run_in_threadpool(artifacts.delete, key)
         raise
 
 
@@ -558,6 +605,12 @@ async def upload_checkpoint(
     if existing is not None:
         return _conflict_response(run_id, existing)
     _check_writable(artifacts, run_id, key)
+    # the project's checkpoint quota: the declared length before a byte is read, then while it streams
+    left, project_quotas = await _in_session(request, quotas.checkpoint_bytes_left, run_id)
+    if declared is not None and declared.isdigit():
+        await _in_session(request, lambda session: quotas.check_checkpoint_bytes(session, run_id, int(declared)))
+    if declared is not None and declared.isdigit():
+        health.require_space(request.app, int(declared), None)  # 507 before a byte is read
     staged = settings.upload_dir / str(run_id) / f"oneshot-{secrets.token_hex(16)}.part"
     staged.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
@@ -569,6 +622,8 @@ async def upload_checkpoint(
                 if size > limit:
                     raise ApiError(413, f"The body is larger than this server takes "
                                         f"(RUNYARD_MAX_CHECKPOINT_BYTES={limit}).")
+                if project_quotas is not None and size > left:
+                    raise quotas.streamed_past(project_quotas, size, left)
                 digest.update(chunk)
                 f.write(chunk)
         async with _finalising.hold(key):
@@ -581,7 +636,7 @@ async def upload_checkpoint(
                 return checkpoint_out(store.add_checkpoint(
                     session, run_id, key, epoch=epoch, step=step, monitor=monitor, score=score, size=size,
                     sha256=digest.hexdigest(), is_best=is_best, is_last=is_last, attempt=_attempt(request),
-                    resumable=resumable, exclusive=True))
+                    resumable=resumable, exclusive=True, retain=True))
 
             return await _registered_or_removed(request, artifacts, key, register)
     except ClientDisconnect:
@@ -598,18 +653,24 @@ def _continues(range_header: str | None) -> bool:
     return bool(range_header) and not range_header.replace(" ", "").startswith("bytes=0-")
 
 
+def _position(digits: str) -> int:
+    """A Range position; beyond 64 bits (int() refuses over 4,300 digits) it is past any file."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 19 else 2**63
+
+
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     match = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", header)
     if not match or (not match.group(1) and not match.group(2)):
         return None
     first, last = match.group(1), match.group(2)
     if not first:
-        length = int(last)
+        length = _position(last)
         if length == 0:
             return None
         return max(0, size - length), size - 1
-    start = int(first)
-    end = int(last) if last else size - 1
+    start = _position(first)
+    end = _position(last) if last else size - 1
     if start >= size or end < start:
         return None
     return start, min(end, size - 1)
@@ -647,7 +708,7 @@ def download_checkpoint(checkpoint_id: CheckpointId, request: Request, session: 
         parsed = _parse_range(range_header, size)
         if parsed is None:
             return JSONResponse(
-                error_body(f"Range {range_header!r} is not one satisfiable byte range of the file's {size} bytes; "
+                error_body(f"Range {range_header[:100]!r} is not one satisfiable byte range of the file's {size} bytes; "
                            "send e.g. 'bytes=0-1023', 'bytes=1024-' or 'bytes=-1024'.", "Range"),
                 status_code=416, headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"})
         start, end = parsed

@@ -29,7 +29,7 @@ from jsonschema.exceptions import SchemaError
 from sqlalchemy.orm import Session
 from starlette.requests import ClientDisconnect
 
-from server import audit, auth, snapshots, store, users
+from server import audit, auth, health, snapshots, store, users
 from server.artifacts import ArtifactNotFound, ArtifactStore, artifact_store
 from server.deps import RunId, get_session, get_settings_dep
 from server.errors import ApiError
@@ -61,7 +61,7 @@ BINARY_BODY = {
 JSON_BODY = {
     "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
 }
-SnapshotId = PathParam(ge=1, le=2**63 - 1, description="A snapshot id.")
+SnapshotId = PathParam(ge=1, le=2**31 - 1, description="A snapshot id.")  # server/deps.py ID_MAX
 
 
 def _artifacts(request: Request) -> ArtifactStore:
@@ -187,6 +187,8 @@ async def upload_snapshot(
             "with a .runyardignore.",
             "body",
         )
+    if declared is not None and declared.isdigit():
+        health.require_space(request.app, int(declared), "body")  # 507 before a byte is read
     staging = settings.upload_dir / "snapshots"
     staging.mkdir(parents=True, exist_ok=True)
     staged = staging / f"{secrets.token_hex(16)}.part"

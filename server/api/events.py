@@ -1,24 +1,33 @@
-"""Server-Sent Events fed by polling the database (workers write from other processes).
+"""Server-Sent Events, woken by the server process's one change feed (``server/feed.py``).
 
 ``GET /api/v1/runs/{id}/events``: events ``metrics``, ``log``, ``checkpoint``, ``status``. The
 event id is ``<metric id>.<log id>.<checkpoint id>``, the last row of each kind sent, so a
 client reconnecting with ``Last-Event-ID`` (or ``?cursor=``) gets exactly what it missed.
 Without one the stream starts with a ``status`` event and then only new rows.
 
-Both streams re-check the caller every poll (cached 2 s): a logout, a revoked token, a disabled
-user or a role taken away ends them (``ended`` / ``deleted``).
+``GET /api/v1/events``: event ``run`` ``{"action": "created"|"updated"|"deleted", "run"}``; it
+never lists every run: changes come by ``updated_at``, deletions from the ``run_deletions``
+tombstones.
 
-``GET /api/v1/events``: event ``run`` ``{"action": "created"|"updated"|"deleted", "run"}``.
+No stream polls the database on its own: the change feed polls once per
+``RUNYARD_SSE_POLL_INTERVAL`` for new rows and wakes the streams concerned, which then read
+from their own cursor (``RunEventPoller`` / ``RunListPoller``, one bounded read each). The feed
+also re-checks each caller every few seconds: a logout, a revoked token, a disabled user or a
+role taken away wakes the caller's streams, whose read ends them (``ended`` / ``deleted``).
+A client that goes away is noticed by Starlette (it cancels the stream); a server shutting down
+ends every stream within one interval. Open streams are capped per client
+(``RUNYARD_MAX_STREAMS_PER_CLIENT``, 429).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
+import threading
 import time
+import weakref
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -28,12 +37,17 @@ from fastapi.responses import StreamingResponse
 from server import auth, store
 from server.deps import RunId
 from server.errors import ApiError
+from server.feed import OVERLAP, Subscriber, client_of, feed_for, limiter_for
 from server.schemas import checkpoint_out, run_out
 from server.store import INT64_MAX, encode_float
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
 KEEPALIVE_S = 15.0
+RECENT_WINDOW = 6 * OVERLAP  # what the run-list streams woken by one feed poll share (RecentRuns)
+POINTS_PER_EVENT = 5000
+LINES_PER_EVENT = 2000
+RETRY_AFTER_S = 5
 CREDENTIALS_ENDED = "The session or token this stream was opened with ended (logout, revocation, expiry)."
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -72,6 +86,7 @@ class RunEventPoller:
         self.cursor = cursor
         self.status_key: tuple | None = None
         self.principal = request.state.principal
+        self.more = False  # the last read was cut at a limit: read again at once
 
     def poll(self) -> list[str]:
         session = self.app.state.sessionmaker()
@@ -85,9 +100,10 @@ class RunEventPoller:
             if self.cursor is None:
                 self.cursor = store.event_cursors(session, self.run_id)
             m, lg, c = self.cursor
-            points = store.metric_points_after(session, self.run_id, m, limit=5000)
-            lines = store.log_lines_after(session, self.run_id, lg, limit=2000)
+            points = store.metric_points_after(session, self.run_id, m, limit=POINTS_PER_EVENT)
+            lines = store.log_lines_after(session, self.run_id, lg, limit=LINES_PER_EVENT)
             checkpoints = store.checkpoints_after(session, self.run_id, c)
+            self.more = len(points) >= POINTS_PER_EVENT or len(lines) >= LINES_PER_EVENT
             if points:
                 m = points[-1].id
             if lines:
@@ -123,23 +139,55 @@ class RunEventPoller:
         return auth.role_in(session, self.principal, run.project_id) is not None
 
 
-async def _stream(request: Request, poll, interval: float) -> AsyncIterator[str]:  # noqa: ANN001
-    yield "retry: 1000\n\n"
-    last_sent = time.monotonic()
+async def _stream(request: Request, poller: Any, sub: Subscriber, lease: Any) -> AsyncIterator[str]:
+    """Read once, then again only when the change feed wakes ``sub``; a keep-alive after
+    ``KEEPALIVE_S`` of silence. Ends on ``deleted`` / ``ended``, when the server shuts down, or
+    when the client goes away (Starlette cancels the generator)."""
+    feed = feed_for(request.app)
     shutting_down = request.app.state.shutting_down
-    while True:
-        if shutting_down.is_set() or await request.is_disconnected():
-            return
-        events = await run_in_threadpool(poll)
-        for event in events:
-            yield event
-            last_sent = time.monotonic()
-            if event.startswith(("event: deleted", "event: ended")):
+    feed.subscribe(sub)  # before the first read: a change made during it wakes the stream again
+    try:
+        last_sent = time.monotonic()
+        read, first = True, True
+        while True:
+            if shutting_down.is_set() or feed.closed:
                 return
-        if time.monotonic() - last_sent > KEEPALIVE_S:
-            yield ": keep-alive\n\n"
-            last_sent = time.monotonic()
-        await asyncio.sleep(interval)
+            if read:
+                sub.clear()
+                if hasattr(poller, "shared"):  # run-list streams woken by one poll share one read
+                    poller.shared = (id(feed), feed.polls)
+                events = await run_in_threadpool(poller.poll)
+                if first:  # sent after the first read: a client that got it knows the stream's start is taken
+                    first = False
+                    yield "retry: 1000\n\n"
+                for event in events:
+                    yield event
+                    last_sent = time.monotonic()
+                    if event.startswith(("event: deleted", "event: ended")):
+                        return
+                if getattr(poller, "more", False):
+                    sub.wake()
+            read = await sub.wait(KEEPALIVE_S - (time.monotonic() - last_sent))
+            if not read:
+                yield ": keep-alive\n\n"
+                last_sent = time.monotonic()
+    finally:
+        feed.unsubscribe(sub)
+        lease.release()
+
+
+def _open_stream(request: Request, poller: Any, run_id: int | None) -> StreamingResponse:
+    """The stream's response, counted against its client (429 past RUNYARD_MAX_STREAMS_PER_CLIENT)."""
+    limit = request.app.state.settings.max_streams_per_client
+    lease = limiter_for(request.app).acquire(client_of(request), limit)
+    if lease is None:
+        raise ApiError(429, f"This client already holds {limit} open live streams, the most "
+                            "RUNYARD_MAX_STREAMS_PER_CLIENT allows; close one (another tab or dashboard) and "
+                            "retry, or raise the setting.", "RUNYARD_MAX_STREAMS_PER_CLIENT",
+                       headers={"Retry-After": str(RETRY_AFTER_S)})
+    body = _stream(request, poller, Subscriber(request.state.principal, run_id), lease)
+    weakref.finalize(body, lease.release)  # a response that never started streaming frees it too
+    return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 @router.get("/runs/{run_id}/events", response_class=StreamingResponse,
@@ -160,25 +208,29 @@ async def run_events(run_id: RunId, request: Request,
     if raw and parsed is None:
         raise ApiError(422, f"Event id {raw!r} is not a cursor of this stream (expected three numbers "
                             "joined by dots); reconnect without it.", "Last-Event-ID")
-    poller = RunEventPoller(request, run_id, parsed)
-    interval = request.app.state.settings.sse_poll_interval
-    return StreamingResponse(_stream(request, poller.poll, interval), media_type="text/event-stream",
-                             headers=SSE_HEADERS)
+    return _open_stream(request, RunEventPoller(request, run_id, parsed), run_id)
 
 
 class RunListPoller:
-    """Run list changes by ``updated_at``. Writers take their timestamp before they commit, so a
-    change can become visible after a later-stamped one was already sent: each poll looks
-    ``OVERLAP`` back and skips what it already sent (same run, same ``updated_at``)."""
+    """Run list changes by ``updated_at``, deletions by the ``run_deletions`` tombstones; it never
+    lists every run. Writers take their timestamp before they commit, so a change can become
+    visible after a later-stamped one was already sent: each read looks ``OVERLAP`` back and skips
+    what it already sent (same run, same ``updated_at``). A run is ``created`` when it is newer
+    than the stream's start and was not announced yet; a deletion is told for the runs the client
+    can know (older than the stream's start, or announced by it)."""
 
-    OVERLAP = timedelta(seconds=5)
+    OVERLAP = OVERLAP
 
     def __init__(self, request: Request) -> None:
         self.app = request.app
         self.principal = request.state.principal
         self.since: datetime | None = None
-        self.known: set[int] | None = None
+        self.newest_id = 0  # the newest run when the stream started: the client listed up to it
+        self.deletion_mark = 0
+        self.visible: set[int] | None = None
+        self.announced: set[int] = set()  # runs newer than the start told as created
         self.sent: dict[int, datetime] = {}
+        self.shared: object | None = None  # set by the stream before a read the change feed woke
 
     def poll(self) -> list[str]:
         session = self.app.state.sessionmaker()
@@ -187,38 +239,117 @@ class RunListPoller:
                 return [format_event("ended", {"reason": CREDENTIALS_ENDED})]
             public_url = self.app.state.settings.public_url
             visible = auth.visible_projects(session, self.principal)
-            ids = store.run_ids(session, visible)
             events: list[str] = []
-            if self.known is None:
+            if self.since is None:
                 self.since = store.utcnow()
+                self.newest_id = store.newest_run_id(session)
+                self.deletion_mark = store.newest_run_deletion_id(session)
                 recent = store.runs_changed_since(session, self.since - self.OVERLAP, visible)
-                self.known = ids | {run.id for run in recent}
                 self.sent = {run.id: run.updated_at for run in recent}
+                self.visible = visible
                 return events
-            changed = store.runs_changed_since(session, self.since - self.OVERLAP, visible)
-            for run in changed:
-                if self.sent.get(run.id) == run.updated_at:
+            lost = self._lost_projects(session, visible)
+            if lost:
+                for run_id in sorted(store.run_ids(session, lost)):
+                    events.append(format_event("run", {"action": "deleted", "run": {"id": run_id}}))
+                    self.sent.pop(run_id, None)
+                    self.announced.discard(run_id)
+            self.visible = visible
+            for run_id, project_id, updated_at, payload in self._changed(session, visible, public_url):
+                if self.sent.get(run_id) == updated_at or (visible is not None and project_id not in visible):
                     continue
-                action = "updated" if run.id in self.known else "created"
-                events.append(format_event("run", {"action": action,
-                                                   "run": run_out(run, public_url).model_dump(mode="json")}))
-                self.sent[run.id] = run.updated_at
-                self.since = max(self.since, run.updated_at)
-            seen = ids | {run.id for run in changed}
-            for run_id in sorted(self.known - seen):
-                events.append(format_event("run", {"action": "deleted", "run": {"id": run_id}}))
-                self.sent.pop(run_id, None)
-            self.known = seen
+                created = run_id > self.newest_id and run_id not in self.announced
+                if created:
+                    self.announced.add(run_id)
+                action = "created" if created else "updated"
+                events.append(f'event: run\ndata: {{"action":"{action}","run":{payload()}}}\n\n')
+                self.sent[run_id] = updated_at
+                self.since = max(self.since, updated_at)
+            for row in self._deletions(session, visible):
+                self.deletion_mark = row.id
+                if row.run_id <= self.newest_id or row.run_id in self.announced:
+                    events.append(format_event("run", {"action": "deleted", "run": {"id": row.run_id}}))
+                self.sent.pop(row.run_id, None)
+                self.announced.discard(row.run_id)
             horizon = self.since - self.OVERLAP
             self.sent = {run_id: when for run_id, when in self.sent.items() if when > horizon}
             return events
         finally:
             session.close()
 
+    def _changed(self, session: Any, visible: set[int] | None, public_url: str) -> list[tuple]:
+        """(run id, project id, updated_at, payload()) of the runs changed since ``since`` minus
+        ``OVERLAP``, oldest change first. Woken by the change feed (``shared`` set), the streams
+        woken by one poll share one read and one encoding of each run (``RecentRuns``)."""
+        cap = self.app.state.settings.max_value_bytes  # oversized stored values cut, as in GET /runs
+        if self.shared is not None:
+            horizon, rows = recent_runs(self.app).rows(session, self.shared, public_url, cap)
+            low = max(self.since - self.OVERLAP, horizon)
+            return [row for row in rows if row[2] > low]
+        return [(run.id, run.project_id, run.updated_at, lambda run=run: _run_json(run, public_url, cap))
+                for run in store.runs_changed_since(session, self.since - self.OVERLAP, visible)]
+
+    def _deletions(self, session: Any, visible: set[int] | None) -> list[Any]:
+        """Tombstones after ``deletion_mark`` (shared like ``_changed``)."""
+        if self.shared is not None:
+            rows = recent_runs(self.app).deletions(session, self.shared)
+            return [row for row in rows if row.id > self.deletion_mark
+                    and (visible is None or row.project_id in visible)]
+        return store.run_deletions_after(session, self.deletion_mark, visible)
+
+    def _lost_projects(self, session: Any, visible: set[int] | None) -> set[int]:
+        """Projects the caller could see at the last read and no longer may (a role taken away)."""
+        if visible is None:
+            return set()
+        before = self.visible if self.visible is not None else store.project_ids(session)
+        return set(before) - set(visible)
+
+
+class RecentRuns:
+    """The runs changed in the last ``RECENT_WINDOW``, read and encoded once per change-feed poll
+    and shared by every run-list stream that poll woke (one query instead of one per stream).
+    A change the feed sees was stamped at most ``OVERLAP`` before it committed, so a stream woken
+    for it finds it in this window even when its own read comes seconds late."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.key: object | None = None
+        self.horizon: datetime | None = None
+        self._rows: list[tuple] = []
+        self.deletions_key: object | None = None
+        self._deletions: list[Any] = []
+
+    def rows(self, session: Any, key: object, public_url: str, cap: int) -> tuple[datetime, list[tuple]]:
+        with self.lock:  # the first stream of a poll reads; the others wait for it and reuse
+            if key != self.key:
+                horizon = store.utcnow() - RECENT_WINDOW
+                rows = []
+                for run in store.runs_changed_since(session, horizon):
+                    encoded = _run_json(run, public_url, cap)
+                    rows.append((run.id, run.project_id, run.updated_at, lambda encoded=encoded: encoded))
+                self.key, self.horizon, self._rows = key, horizon, rows
+            return self.horizon, self._rows
+
+    def deletions(self, session: Any, key: object) -> list[Any]:
+        with self.lock:
+            if key != self.deletions_key:
+                self._deletions = store.run_deletions_since(session, store.utcnow() - RECENT_WINDOW)
+                self.deletions_key = key
+            return self._deletions
+
+
+def _run_json(run: Any, public_url: str, cap: int) -> str:
+    """A run as the JSON text of a run-list event (as ``format_event`` would encode it)."""
+    return json.dumps(run_out(run, public_url, cap=cap).model_dump(mode="json"), separators=(",", ":"), default=str)
+
+
+def recent_runs(app: Any) -> RecentRuns:
+    found = getattr(app.state, "recent_runs", None)
+    if found is None:
+        found = app.state.recent_runs = RecentRuns()
+    return found
+
 
 @router.get("/events", response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
 async def run_list_events(request: Request) -> StreamingResponse:
-    poller = RunListPoller(request)
-    interval = request.app.state.settings.sse_poll_interval
-    return StreamingResponse(_stream(request, poller.poll, interval), media_type="text/event-stream",
-                             headers=SSE_HEADERS)
+    return _open_stream(request, RunListPoller(request), None)

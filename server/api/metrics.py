@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server import store
-from server.deps import RunId, get_session
+from server.deps import MAX_KEYS, MAX_POINTS, RunId, get_session, key_list
 from server.errors import ApiError
 from server.schemas import Accepted, MetricKey
 from server.store import INT32_MAX, INT64_MAX, encode_float
@@ -26,7 +26,6 @@ router = APIRouter(prefix="/api/v1", tags=["metrics"])
 
 NON_FINITE = {"NaN": None, "nan": None, "Infinity": math.inf, "inf": math.inf, "-Infinity": -math.inf,
               "-inf": -math.inf}
-MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 def parse_points(payload: Any, limit: int) -> list[tuple]:
@@ -125,10 +124,8 @@ def _insert(request: Request, run_id: RunId, rows: list[tuple], key: str | None)
                                               "enum": ["NaN", "Infinity", "-Infinity"]}]},
                                     "epoch": {"type": "integer"}, "wall_time": {"type": "number"}}}}}}}}}})
 async def ingest_metrics(run_id: RunId, request: Request) -> Accepted:
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-        raise ApiError(413, f"The body is {int(length)} bytes; send at most {MAX_BODY_BYTES} bytes "
-                            f"(and at most {request.app.state.settings.max_metric_points} points) per request.")
+    # The body's size (RUNYARD_MAX_METRICS_BODY_BYTES, counted as it streams), depth, item count and
+    # NUL characters were checked by server/limits.py before this runs.
     body = await request.body()
     try:
         payload = json.loads(body)
@@ -148,14 +145,15 @@ def _encode_series(series: dict[str, Any]) -> dict[str, Any]:
 @router.get("/runs/{run_id}/metrics")
 def read_metrics(
     run_id: RunId,
-    keys: str | None = Query(None, description="Comma-separated metric keys; all keys when left out."),
+    keys: str | None = Query(None, description=f"Comma-separated metric keys (at most {MAX_KEYS}); all keys "
+                             "when left out."),
     min_step: int | None = Query(None, ge=0, le=2**63 - 1),
     max_step: int | None = Query(None, ge=0, le=2**63 - 1),
-    max_points: int = Query(2000, ge=4, le=1_000_000),
+    max_points: int = Query(2000, ge=4, le=MAX_POINTS, description="Points per series at most (downsampled)."),
     session: Session = Depends(get_session),
 ) -> Response:
-    key_list = [k for k in (keys or "").split(",") if k] or None
-    data = store.read_metrics(session, run_id, key_list, min_step, max_step, max_points)
+    wanted = key_list(keys, "keys") or None
+    data = store.read_metrics(session, run_id, wanted, min_step, max_step, max_points)
     body = {"series": {k: _encode_series(v) for k, v in data.items()}}
     return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from server import auth, store
+from server import auth, health, store
 from server.deps import get_session, get_settings_dep
 from server.schemas import ProjectOut, RecipeOut
 from server.settings import Settings
@@ -15,14 +15,20 @@ from server.settings import Settings
 router = APIRouter(tags=["service"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses={503: {"description": "The database cannot be reached."}})
 def healthz(request: Request) -> JSONResponse:
+    """``{"status", "database", "artifacts", "uploads"}``: each part ``"ok"`` or ``"degraded: <reason>"``
+    when it cannot be written (write probes cached RUNYARD_HEALTH_PROBE_INTERVAL s, server/health.py);
+    ``status`` is ``"ok"`` or ``"degraded"`` with 200 (reads are still served), ``"error"`` with 503
+    when the database cannot be reached."""
     try:
         with request.app.state.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
+        report = health.storage_report(request.app)
     except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
         return JSONResponse({"status": "error", "database": f"unreachable: {type(exc).__name__}"}, status_code=503)
-    return JSONResponse({"status": "ok", "database": "ok"})
+    degraded = any(value != "ok" for value in report.values())
+    return JSONResponse({"status": "degraded" if degraded else "ok", **report})
 
 
 @router.get("/api/v1/projects", response_model=list[ProjectOut])

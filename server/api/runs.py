@@ -11,9 +11,9 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server import audit, auth, queue, recipes, snapshots, store, users
+from server import audit, auth, queue, quotas, recipes, snapshots, store, users
 from server.auth import Principal, create_token
-from server.deps import RunId, get_session, get_settings_dep
+from server.deps import MAX_KEYS, MAX_LIST_LIMIT, RunId, get_session, get_settings_dep, key_list
 from server.errors import ApiError
 from server.schemas import (
     ClaimRequest,
@@ -103,6 +103,7 @@ def create_run(body: RunCreate, request: Request, response: Response, session: S
                             ", or \"external\" for a script.", "recipe")
     params = recipes.validate(recipe.params_schema or {}, body.params, "params")
     trainer = recipes.validate(recipe.trainer_schema or {}, body.trainer, "trainer")
+    trainer = _bounded_trainer(session, body.project, trainer, settings)
     run = store.create_run(session, recipe=body.recipe, name=body.name, project=body.project, params=params,
                            trainer=trainer, hyperparameters=body.hyperparameters,
                            max_attempts=settings.max_attempts, queue=body.queue, client_key=body.client_key,
@@ -167,6 +168,7 @@ def _create_code_run(body: RunCreate, request: Request, session: Session, settin
         trainer_schema = (schema.trainer_schema if schema is not None and schema.trainer_schema
                           else _published_trainer_schema(session, settings))
         trainer = recipes.validate(trainer_schema, body.trainer, "trainer") if trainer_schema else dict(body.trainer)
+        trainer = _bounded_trainer(session, body.project, trainer, settings)
     run = store.create_run(session, recipe=store.CODE_RECIPE, name=body.name, project=body.project, params=params,
                            trainer=trainer, hyperparameters=body.hyperparameters,
                            max_attempts=settings.max_attempts, queue=body.queue, client_key=body.client_key,
@@ -177,6 +179,13 @@ def _create_code_run(body: RunCreate, request: Request, session: Session, settin
     out = run_out(store.require_run(session, run.id), settings.public_url)
     out.warnings = warnings
     return out
+
+
+def _bounded_trainer(session: Session, project: str, trainer: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """A run that never ends is refused (422 naming trainer.max_epochs); every other gets the
+    project's longest run time as ``max_time`` when it has none or a longer one (server/quotas.py)."""
+    quotas.refuse_endless(trainer)
+    return quotas.apply_max_time(trainer, quotas.effective_by_name(session, project, settings))
 
 
 def _submitted(request: Request, session: Session, run: Any, new_project: bool) -> None:
@@ -197,21 +206,24 @@ def list_runs(
     q: str | None = Query(None, max_length=200, description="Text in the run name."),
     sort: str = Query("-created_at", description="[-]field (id, name, project, duration, created_at, updated_at, "
                       "started_at, ended_at, status, recipe) or [-]metric:<key>; NULLs last."),
-    limit: int = Query(50, ge=1, le=1000),
+    limit: int = Query(50, ge=1, le=MAX_LIST_LIMIT),
     offset: int = Query(0, ge=0, le=2**31),
-    metric_keys: str | None = Query(None, description="Comma-separated keys whose last values to include."),
+    metric_keys: str | None = Query(None, description=f"Comma-separated keys whose last values to include (at "
+                                    f"most {MAX_KEYS})."),
     session: Session = Depends(get_session),
     settings: Settings = Depends(get_settings_dep),
 ) -> RunList:
-    """The runs of the projects the caller may see."""
+    """The runs of the projects the caller may see. A name, error, params, trainer or hyperparameters
+    larger than RUNYARD_MAX_VALUE_BYTES is shown cut (named in each item's ``truncated``)."""
     visible = auth.visible_projects(session, _principal(request))
     runs, total = store.list_runs(session, project=project, status=status, recipe=recipe, q=q, sort=sort,
                                   limit=limit, offset=offset, project_ids=visible)
-    keys = [k.strip() for k in (metric_keys or "").split(",") if k.strip()]
+    keys = key_list(metric_keys, "metric_keys")
     if not keys and sort.lstrip("-+").startswith("metric:"):
         keys = [sort.lstrip("-+").removeprefix("metric:")]
     last = store.last_metric_values(session, [r.id for r in runs], keys) if keys else {}
-    items = [run_out(r, settings.public_url, last.get(r.id, {}) if keys else None) for r in runs]
+    items = [run_out(r, settings.public_url, last.get(r.id, {}) if keys else None, cap=settings.max_value_bytes)
+             for r in runs]
     return RunList(items=items, total=total, limit=limit, offset=offset)
 
 
@@ -251,6 +263,10 @@ def resume_run(run_id: RunId, request: Request, body: ResumeRequest | None = Bod
                session: Session = Depends(get_session), settings: Settings = Depends(get_settings_dep)) -> RunOut:
     new = store.resume_run(session, run_id, checkpoint_id=body.checkpoint_id if body else None,
                            queue=body.queue if body else None, owner_id=_principal(request).user_id)
+    if new.recipe != store.CODE_RECIPE or (new.entry or {}).get("kind") == "module":
+        # the project's longest run time as it is now (trainer arguments: recipe and module runs)
+        new.trainer = quotas.apply_max_time(new.trainer, quotas.effective(session, new.project_id, settings))
+        session.commit()
     audit.record(session, "run_resumed", request=request, target=f"run {new.id}", project_id=new.project_id,
                  resumed_from=run_id)
     warning = _enqueue(session, new.id, new.queue, settings)
@@ -346,7 +362,7 @@ def _inputs(session: Session, params: dict[str, Any]) -> list[Any]:
     best, else last checkpoint)."""
     out = []
     for name, value in (params or {}).items():
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= store.INT64_MAX:
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= store.INT32_MAX:  # id columns
             continue
         checkpoint = None
         if name.endswith("checkpoint_id"):

@@ -133,7 +133,7 @@ def test_login_sets_a_safe_cookie_and_logout_ends_the_session(client, app):
     assert "Max-Age=1209600".lower() in cookie  # RUNYARD_SESSION_MAX_AGE, 14 days
     csrf = client.get("/api/v1/me").json()["csrf"]
     assert client.get("/api/v1/runs").status_code == 200
-    r = client.post("/api/v1/auth/logout", headers={"X-CSRF-Token": csrf})
+    r = client.post("/api/v1/auth/logout", json={}, headers={"X-CSRF-Token": csrf})
     assert r.status_code == 200
     client.cookies.set("runyard_session", cookie.split("runyard_session=")[1].split(";")[0])
     r = client.get("/api/v1/runs")
@@ -245,10 +245,10 @@ def test_csrf_every_change_made_with_the_cookie_needs_the_token_and_our_origin(c
     assert client.post("/api/v1/runs", json=body, headers=evil).status_code == 403
     cross = {"X-CSRF-Token": csrf, "Sec-Fetch-Site": "cross-site"}
     assert client.post("/api/v1/runs", json=body, headers=cross).status_code == 403
-    # a text/plain "simple request" body is not JSON to us either
+    # a text/plain "simple request" body is not JSON to us either (server/webguard.py: 415)
     r = client.post("/api/v1/runs", content=b'{"recipe":"external"}', headers={"Content-Type": "text/plain",
                                                                            "X-CSRF-Token": csrf})
-    assert r.status_code == 422
+    assert r.status_code == 415 and "application/json" in r.json()["detail"]
     ok = client.post("/api/v1/runs", json=body, headers={"X-CSRF-Token": csrf, "Origin": "http://testserver"})
     assert ok.status_code == 201, ok.text
     # the login form itself refuses other origins (login CSRF)
@@ -412,7 +412,7 @@ def test_server_admin_manages_users(client, app):
     assert r.status_code == 201
     erin = r.json()["id"]
     assert client.post("/api/v1/users", json={"name": "erin"}).status_code == 409
-    link = client.post(f"/api/v1/users/{erin}/login-link").json()["url"]
+    link = client.post(f"/api/v1/users/{erin}/login-link", json={}).json()["url"]
     assert "#/login?link=" in link
     assert client.patch(f"/api/v1/users/{erin}", json={"email": "not-an-email"}).status_code == 422
     assert client.patch(f"/api/v1/users/{erin}", json={"email": "alice@example.org"}).status_code == 409
@@ -465,7 +465,7 @@ def test_audit_log_records_run_and_checkpoint_actions(client, app):
     assert client.get(f"/api/v1/checkpoints/{checkpoint}/download").content == b"weights"
     # a download continued with a Range is the same download: not audited again
     assert client.get(f"/api/v1/checkpoints/{checkpoint}/download", headers={"Range": "bytes=3-"}).status_code == 206
-    assert client.post(f"/api/v1/runs/{run}/cancel").status_code == 200
+    assert client.post(f"/api/v1/runs/{run}/cancel", json={}).status_code == 200
     client.post(f"/api/v1/runs/{run}/finish", json={"status": "cancelled"})
     assert client.delete(f"/api/v1/runs/{run}").status_code == 204
     login(client, "root")
@@ -584,7 +584,7 @@ def test_open_event_streams_end_when_the_session_ends(client, app):
     listing, one = RunListPoller(request), RunEventPoller(request, run, None)
     listing.poll()
     assert any(e.startswith("event: status") for e in one.poll())
-    client.post("/api/v1/auth/logout")
+    client.post("/api/v1/auth/logout", json={})
     assert listing.poll()[0].startswith("event: ended")
     assert one.poll()[0].startswith("event: ended")
 

@@ -22,7 +22,7 @@ def external_run(client, name="r", project="default"):
 
 
 def test_healthz_and_openapi(client):
-    assert client.get("/healthz").json() == {"status": "ok", "database": "ok"}
+    assert client.get("/healthz").json() == {"status": "ok", "database": "ok", "artifacts": "ok", "uploads": "ok"}
     doc = client.get("/openapi.json").json()
     assert "/api/v1/runs/{run_id}/metrics" in doc["paths"]
     assert client.get("/docs").status_code == 200
@@ -50,7 +50,7 @@ def test_external_run_lifecycle(client):
     # finished: a second different final status and a cancel are wrong states
     r = client.patch(f"/api/v1/runs/{rid}", json={"status": "failed"})
     assert r.status_code == 409 and "succeeded" in r.json()["detail"]
-    assert client.post(f"/api/v1/runs/{rid}/cancel").status_code == 409
+    assert client.post(f"/api/v1/runs/{rid}/cancel", json={}).status_code == 409
     assert any(p["name"] == "proj-a" for p in client.get("/api/v1/projects").json())
 
 
@@ -58,7 +58,7 @@ def test_unknown_ids_are_404_with_sentences(client):
     for method, path in [("get", "/api/v1/runs/999999"), ("get", "/api/v1/runs/999999/metrics"),
                          ("post", "/api/v1/runs/999999/cancel"), ("delete", "/api/v1/runs/999999"),
                          ("get", "/api/v1/checkpoints/999999/download"), ("get", "/api/v1/runs/999999/logs")]:
-        r = getattr(client, method)(path)
+        r = getattr(client, method)(path, **({"json": {}} if method == "post" else {}))
         assert r.status_code == 404, (path, r.text)
         assert "does not exist" in r.json()["detail"]
     r = post_json(client, "/api/v1/runs/999999/metrics", {"points": [{"key": "a", "step": 1, "value": 1}]})
@@ -124,7 +124,8 @@ def test_metrics_limits_and_garbage(client):
 def test_run_create_rejects_garbage(client, body):
     r = post_json(client, "/api/v1/runs", body)
     assert r.status_code == 422, r.text
-    assert r.json()["message"] and r.json()["detail"]
+    body = r.json()  # one error schema: detail is a sentence, the validation list is under errors
+    assert isinstance(body["detail"], str) and body["detail"] and isinstance(body["errors"], list) and body["errors"]
 
 
 def test_garbage_everywhere_is_never_500(client):
@@ -313,8 +314,8 @@ def test_resume_copies_history_up_to_checkpoint(client, app_settings):
         store.add_checkpoint(s, run.id, f"{run.id}/checkpoints/b.ckpt", step=10, epoch=1, is_last=True, attempt=1)
         outside = store.add_checkpoint(s, run.id, f"{run.id}/checkpoints/c.ckpt", step=15, epoch=1)
         rid = run.id
-    assert client.post(f"/api/v1/runs/{rid}/resume").status_code == 409  # still running
-    assert client.post(f"/api/v1/runs/{rid}/cancel").json()["cancel_requested"] is True
+    assert client.post(f"/api/v1/runs/{rid}/resume", json={}).status_code == 409  # still running
+    assert client.post(f"/api/v1/runs/{rid}/cancel", json={}).json()["cancel_requested"] is True
     # a worker's run: only its worker or run process sets the status
     assert client.patch(f"/api/v1/runs/{rid}", json={"status": "cancelled"}).status_code == 409
     with session_scope(get_engine(app_settings.database_url)) as s:
@@ -324,7 +325,7 @@ def test_resume_copies_history_up_to_checkpoint(client, app_settings):
     assert r.status_code == 422 and r.json()["field"] == "checkpoint_id"
     r = client.post(f"/api/v1/runs/{rid}/resume", json={"checkpoint_id": 999999})
     assert r.status_code == 422 and r.json()["field"] == "checkpoint_id"
-    r = client.post(f"/api/v1/runs/{rid}/resume")
+    r = client.post(f"/api/v1/runs/{rid}/resume", json={})
     assert r.status_code == 201, r.text
     new = r.json()
     assert new["status"] == "queued" and new["resumed_from_id"] == rid and new["resume_checkpoint_id"]
@@ -334,11 +335,11 @@ def test_resume_copies_history_up_to_checkpoint(client, app_settings):
     steps = client.get(f"/api/v1/runs/{r.json()['id']}/metrics?keys=loss").json()["series"]["loss"]["steps"]
     assert steps == list(range(6))
     # cancelling a queued run cancels it at once
-    c = client.post(f"/api/v1/runs/{new['id']}/cancel").json()
+    c = client.post(f"/api/v1/runs/{new['id']}/cancel", json={}).json()
     assert c["status"] == "cancelled"
     ext = external_run(client)["id"]
     client.patch(f"/api/v1/runs/{ext}", json={"status": "succeeded"})
-    assert client.post(f"/api/v1/runs/{ext}/resume").status_code == 409
+    assert client.post(f"/api/v1/runs/{ext}/resume", json={}).status_code == 409
 
 
 def test_recipe_runs_are_validated_and_queued(client, app_settings):
@@ -355,7 +356,7 @@ def test_recipe_runs_are_validated_and_queued(client, app_settings):
     assert r.status_code == 201, r.text
     run = r.json()
     assert run["status"] == "queued" and run["attempt"] == 0
-    cancelled = client.post(f"/api/v1/runs/{run['id']}/cancel").json()
+    cancelled = client.post(f"/api/v1/runs/{run['id']}/cancel", json={}).json()
     assert cancelled["status"] == "cancelled"
 
 
@@ -525,7 +526,7 @@ def test_fuzzed_bodies_queries_and_content_types_are_never_500(client):
     def check(method, path, **kwargs):
         r = client.request(method, path, **kwargs)
         body = r.json() if "json" in r.headers.get("content-type", "") and r.content else None
-        message = isinstance(body, dict) and (isinstance(body.get("detail"), str) or body.get("message"))
+        message = isinstance(body, dict) and isinstance(body.get("detail"), str) and body["detail"]
         if r.status_code >= 500 or (r.status_code >= 400 and not message):
             failures.append((method, path, str(kwargs)[:120], r.status_code, r.text[:200]))
 
@@ -617,7 +618,7 @@ def test_run_queue_is_stored_returned_used_and_inherited_by_resume(client, app_s
         store.add_checkpoint(s, run.id, f"{run.id}/checkpoints/last.ckpt", step=1, epoch=0, is_last=True, attempt=1)
         store.finish_run(s, run.id, "failed")
         rid = run.id
-    inherited = client.post(f"/api/v1/runs/{rid}/resume").json()
+    inherited = client.post(f"/api/v1/runs/{rid}/resume", json={}).json()
     assert inherited["queue"] == "big" and sent[-1] == (inherited["id"], "big")
     chosen = client.post(f"/api/v1/runs/{rid}/resume", json={"queue": "small"}).json()
     assert chosen["queue"] == "small" and sent[-1] == (chosen["id"], "small")

@@ -51,7 +51,7 @@ def test_a_run_token_may_only_touch_its_own_run_while_its_attempt_runs(client):
     r = client.post(f"/api/v1/runs/{run_id}/metrics", json={"points": [{"key": "loss", "step": 0, "value": 1.0}]},
                     headers=own)
     assert r.status_code == 200 and r.json()["accepted"] == 1
-    assert client.post(f"/api/v1/runs/{run_id}/heartbeat", headers=own).json()["stop"] is False
+    assert client.post(f"/api/v1/runs/{run_id}/heartbeat", json={}, headers=own).json()["stop"] is False
     # anything else: 403 naming what it may do
     for method, path, body in [("GET", f"/api/v1/runs/{other}", None),
                                ("POST", f"/api/v1/runs/{other}/metrics", {"points": []}),
@@ -59,7 +59,7 @@ def test_a_run_token_may_only_touch_its_own_run_while_its_attempt_runs(client):
                                ("POST", f"/api/v1/runs/{run_id}/cancel", None),
                                ("GET", "/api/v1/runs", None),
                                ("POST", "/api/v1/runs", {"recipe": "external"})]:
-        r = client.request(method, path, json=body, headers=own)
+        r = client.request(method, path, json={} if body is None and method == "POST" else body, headers=own)
         assert r.status_code == 403, (method, path, r.text)
         assert f"belongs to run {run_id}" in r.json()["detail"] and "metrics" in r.json()["detail"]
     # the token never shows again: not in the run, its params, or any list
@@ -86,9 +86,9 @@ def test_a_stale_attempt_cannot_write_after_the_run_was_requeued(client, app_set
     r = client.post(f"/api/v1/runs/{run_id}/claim", json={"worker": "w2", "device": "cpu"}, headers=bearer(token))
     second = r.json()["token"]
     assert r.json()["attempt"] == 1  # a warm shutdown costs no attempt
-    r = client.post(f"/api/v1/runs/{run_id}/heartbeat", headers=bearer(first))
+    r = client.post(f"/api/v1/runs/{run_id}/heartbeat", json={}, headers=bearer(first))
     assert r.status_code == 401  # the first attempt's token was revoked when the run left running
-    assert client.post(f"/api/v1/runs/{run_id}/heartbeat", headers=bearer(second)).status_code == 200
+    assert client.post(f"/api/v1/runs/{run_id}/heartbeat", json={}, headers=bearer(second)).status_code == 200
     # the worker reports a dead process for the attempt it ran, not another
     r = client.post(f"/api/v1/runs/{run_id}/finish", json={"status": "failed", "error": "x", "attempt": 7},
                     headers=bearer(token))
@@ -112,7 +112,7 @@ def test_tokens_are_stored_hashed(client, app_settings):
 def test_anonymous_callers_cannot_finish_or_heartbeat_a_workers_run(client):
     run = client.post("/api/v1/runs", json={"recipe": "digits_classifier"}).json()
     assert client.post(f"/api/v1/runs/{run['id']}/finish", json={"status": "succeeded"}).status_code == 403
-    assert client.post(f"/api/v1/runs/{run['id']}/heartbeat").status_code == 403
+    assert client.post(f"/api/v1/runs/{run['id']}/heartbeat", json={}).status_code == 403
     assert client.patch(f"/api/v1/runs/{run['id']}", json={"status": "succeeded"}).status_code == 409
 
 

@@ -81,7 +81,7 @@ def test_server_start_brings_a_fresh_database_to_head(fresh_url, tmp_path):
     assert current_revision(fresh_url) is None
     app = create_app(Settings(home=tmp_path, database_url=fresh_url, broker_url="memory://", reaper=False))
     with TestClient(app) as client:  # startup runs the migrations
-        assert client.get("/healthz").json() == {"status": "ok", "database": "ok"}
+        assert client.get("/healthz").json() == {"status": "ok", "database": "ok", "artifacts": "ok", "uploads": "ok"}
         assert_schema_at_head(fresh_url)
         assert client.post("/api/v1/runs", json={"recipe": "external"}).status_code == 201
 

@@ -568,7 +568,7 @@ def test_logout_ends_the_session_and_sends_the_browser_to_the_provider(context, 
     done = sso_login(context, runyard, idp, "u-erin")
     who = me(context, runyard)
     assert who["authenticated"] and who["roles"] == {"audio": "member"}
-    r = context.request.post(runyard.url + "/api/v1/auth/logout", headers={"X-CSRF-Token": who["csrf"]})
+    r = context.request.post(runyard.url + "/api/v1/auth/logout", headers={"X-CSRF-Token": who["csrf"], "Content-Type": "application/json"})
     assert r.ok, r.text()
     redirect = r.json()["redirect"]
     end_session = idp.metadata()["end_session_endpoint"]
@@ -665,7 +665,7 @@ def test_a_password_logout_has_no_provider_redirect(runyard):
         r = c.post("/api/v1/auth/login", json={"login": "root", "password": "root-password-123"})
         assert r.status_code == 200, r.text
         csrf = c.get("/api/v1/me").json()["csrf"]
-        r = c.post("/api/v1/auth/logout", headers={"X-CSRF-Token": csrf})
+        r = c.post("/api/v1/auth/logout", json={}, headers={"X-CSRF-Token": csrf})
         assert r.status_code == 200 and r.json() == {"logged_out": True, "redirect": None}
 
 

@@ -26,6 +26,7 @@ from server.auth import (
 from server.models import Checkpoint, ModelSummary, Upload
 from server.policy import RULES, app_routes
 from server.store import missing_checkpoint, missing_run, missing_snapshot, missing_upload
+from server.webguard import upload_types
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +136,8 @@ SPEC = {
     ("GET", "/api/v1/projects/{project_id}/members"): "read project",
     ("PUT", "/api/v1/projects/{project_id}/members/{user_name}"): "manage project",
     ("DELETE", "/api/v1/projects/{project_id}/members/{user_name}"): "manage project",
+    ("GET", "/api/v1/projects/{project_id}/quotas"): "read project",
+    ("PUT", "/api/v1/projects/{project_id}/quotas"): "admin",
     ("POST", "/api/v1/runs"): "user", ("GET", "/api/v1/runs"): "user", ("GET", "/api/v1/events"): "user",
     ("GET", "/api/v1/runs/{run_id}"): R, ("PATCH", "/api/v1/runs/{run_id}"): O, ("DELETE", "/api/v1/runs/{run_id}"): O,
     ("POST", "/api/v1/runs/{run_id}/cancel"): O, ("POST", "/api/v1/runs/{run_id}/resume"): W,
@@ -272,6 +275,8 @@ def test_route_role_matrix(world, caller):
             for k, v in cookies.items():
                 client.cookies.set(k, v)
             kwargs = {"json": {}} if method in ("POST", "PUT", "PATCH") else {}
+            if upload_types(method, path) is not None:  # raw uploads take bytes, not JSON (server/webguard.py)
+                kwargs, headers = {"content": b""}, {**headers, "Content-Type": "application/octet-stream"}
             r = client.request(method, url, headers=headers, **kwargs)
             client.cookies.clear()
         finally:

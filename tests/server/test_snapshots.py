@@ -406,7 +406,7 @@ def test_code_run_is_created_with_its_snapshot_and_entry(world, git_snapshot):
     assert r.status_code == 201, r.text
     run = r.json()
     assert run["recipe"] == "code" and run["status"] == "queued" and run["params"] == {"lr": 0.1}
-    assert run["trainer"] == {"max_epochs": 2}
+    assert run["trainer"] == {"max_epochs": 2, "max_time": "03:00:00:00"}  # the longest run time (quotas)
     assert run["code"] == {
         "snapshot_id": out["id"],
         "sha256": packed.sha256,
@@ -585,7 +585,8 @@ def test_environment_record_put_and_get(world, git_snapshot):
     )
     r = client.put(f"/api/v1/runs/{run_id}/environment", json=[1, 2], headers=bearer(world, token))
     assert r.status_code == 422 and r.json()["field"] == "record"
-    r = client.put(f"/api/v1/runs/{run_id}/environment", content=b"{not json", headers=bearer(world, token))
+    r = client.put(f"/api/v1/runs/{run_id}/environment", content=b"{not json",
+                   headers={**bearer(world, token), "Content-Type": "application/json"})
     assert r.status_code == 422
     big = {"packages": {f"p{i}": "x" * 100 for i in range(25_000)}}
     r = client.put(f"/api/v1/runs/{run_id}/environment", json=big, headers=bearer(world, token))
@@ -647,6 +648,6 @@ def test_resuming_a_code_run_keeps_its_snapshot_and_entry(world, git_snapshot):
         ).status_code
         == 200
     )
-    r = client.post(f"/api/v1/runs/{run_id}/resume", headers=bearer(world, "alice"))
+    r = client.post(f"/api/v1/runs/{run_id}/resume", json={}, headers=bearer(world, "alice"))
     assert r.status_code == 201, r.text
     assert r.json()["code"]["snapshot_id"] == out["id"] and r.json()["code"]["entry"] == MODULE_ENTRY

@@ -521,7 +521,7 @@ def test_heartbeat_answers_set_cancel_and_a_409_sets_lost(server, api, project, 
     logger = RunyardLogger(url=server, project=project, save_dir=tmp_path, heartbeat_interval=0.1, capture=False)
     rid = logger.run_id
     assert not logger.stop_requested.is_set()
-    assert api.post(f"/runs/{rid}/cancel").status_code == 200
+    assert api.post(f"/runs/{rid}/cancel", json={}).status_code == 200
     assert logger.cancel_requested.wait(10) and logger.stop_requested.is_set() and not logger.lost.is_set()
     logger.finalize("interrupted")
     assert api.get(f"/runs/{rid}").json()["status"] == "cancelled"
@@ -615,17 +615,28 @@ def test_attached_run_keeps_order_and_is_finished_by_its_owner(server, proxy, ap
     assert api.get(f"/runs/{run['id']}").json()["status"] == "succeeded"
 
 
-def test_log_metrics_stays_a_deque_append(server, tmp_path):
-    """The hot path: appending to a deque, no request, no lock (the benchmark's guard)."""
+def test_log_metrics_stays_a_deque_append(server, api, tmp_path):
+    """The hot path sends nothing from the training thread: every request goes out from the
+    sender thread, and every point still arrives. (Its cost per call is measured by
+    ``bench/tracking.py``, not asserted here: a timed assertion fails on a loaded machine.)"""
     logger = RunyardLogger(url=server, save_dir=tmp_path, flush_interval=3600, capture=False, heartbeat_interval=0)
     logger.log_metrics({"warm": 1.0}, step=0)
-    metrics = {"train_loss": 0.5, "lr": 0.01, "epoch": 0}
-    started = time.perf_counter()
+    sent_from: list[str] = []
+    send = logger._sender.send
+
+    def recording_send(rec):
+        sent_from.append(threading.current_thread().name)
+        return send(rec)
+
+    logger._sender.send = recording_send
+    caller = threading.current_thread().name
+    metrics = {"train_loss": 0.5, "lr": 0.01}
     for step in range(20_000):
         logger.log_metrics(metrics, step=step)
-    per_call = (time.perf_counter() - started) / 20_000
-    assert per_call < 20e-6, per_call  # ~1-2 us here
+    during = list(sent_from)  # 40,000 points: the sender was woken to send full requests meanwhile
     logger.finalize("success")
+    assert caller not in during
+    assert metric_count(api, logger.run_id, "train_loss") == 20_000
 
 
 def test_the_servers_reaper_fails_a_killed_script_as_crashed(tmp_path):

@@ -187,7 +187,7 @@ def test_code_section_lists_files_shows_text_escapes_html_and_downloads(page, se
     page.get_by_test_id("file-filter").fill("")
     files.locator(".file-item[data-path='pkg/models.py']").click()
     expect(text).to_have_attribute("data-loaded", "1")
-    page.wait_for_function("document.documentElement.scrollWidth <= window.innerWidth")
+    page.wait_for_function("() => document.documentElement.scrollWidth <= window.innerWidth")
 
 
 def test_environment_and_system_sections(page, server, code):
@@ -222,7 +222,7 @@ def test_environment_and_system_sections(page, server, code):
     page.wait_for_timeout(200)  # the picture only: let plotly finish drawing after its data
     panel_shot(page, section(page, "System"), "run-system")
     plot = "[data-testid=system-charts] .chart-card[data-key='system/cpu_percent'] .chart-plot"
-    page.wait_for_function(f"document.querySelector(\"{plot}\").data && document.querySelector(\"{plot}\").data.length === 1")
+    page.wait_for_function(f"() => document.querySelector(\"{plot}\").data && document.querySelector(\"{plot}\").data.length === 1")
     xs = page.evaluate(f"document.querySelector(\"{plot}\").data[0].x")
     assert xs[0] == 0 and abs(xs[-1] - 55) < 1e-6, xs
     # Live: a new sample reaches the system chart, a new system key gets its card there.
@@ -234,7 +234,7 @@ def test_environment_and_system_sections(page, server, code):
     expect(system.locator(".chart-card[data-key='system/process_rss_mb']")).to_be_visible()
     expect(training.locator(".chart-card[data-key^='system/']")).to_have_count(0)
     page.get_by_test_id("system-x-mode").select_option("step")
-    page.wait_for_function(f"document.querySelector(\"{plot}\").data[0].x[0] === 0 && document.querySelector(\"{plot}\").data[0].x.at(-1) === 12")
+    page.wait_for_function(f"() => document.querySelector(\"{plot}\").data[0].x[0] === 0 && document.querySelector(\"{plot}\").data[0].x.at(-1) === 12")
 
     # A run without a record says so; its System section says none were recorded.
     bare = server.external_run("no-env", project=PROJECT)

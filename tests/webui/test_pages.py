@@ -46,7 +46,7 @@ def test_plotly_and_pages_are_served_locally(page, server):
     page.on("request", lambda r: requests.append(r.url))
     page.goto("/")
     expect(page.locator("h1")).to_have_text("Runs")
-    page.wait_for_function("typeof window.Plotly === 'object'")  # loaded async
+    page.wait_for_function("() => typeof window.Plotly === 'object'")  # loaded async
     assert any(u.endswith("/static/plotly.min.js") for u in requests)
     # The bundle is the file shipped in the installed plotly package, byte for byte.
     import plotly
@@ -203,7 +203,7 @@ def test_run_page_curve_gains_points_live(page, server):
             {"points": [{"key": "train_loss", "step": step, "value": 1.0 / (step + 1), "epoch": 0}]},
         )
         page.wait_for_function(
-            f"document.querySelector(\".chart-card[data-key='train_loss']\").dataset.total === '{step + 1}'",
+            f"() => document.querySelector(\".chart-card[data-key='train_loss']\").dataset.total === '{step + 1}'",
             polling=10,
             timeout=5000,
         )
@@ -241,18 +241,18 @@ def test_chart_controls_x_axis_log_smoothing(page, server):
     plot = ".chart-card[data-key='train_loss'] .chart-plot"
     expect(card(page, "train_loss")).to_have_attribute("data-total", "200")
     page.get_by_test_id("x-mode").select_option("epoch")
-    page.wait_for_function(f'document.querySelector("{plot}").data[0].x[199] === 9')
+    page.wait_for_function(f'() => document.querySelector("{plot}").data[0].x[199] === 9')
     page.get_by_test_id("x-mode").select_option("wall")
-    page.wait_for_function(f"document.querySelector(\"{plot}\").layout.xaxis.type === 'date'")
+    page.wait_for_function(f"() => document.querySelector(\"{plot}\").layout.xaxis.type === 'date'")
     page.get_by_test_id("x-mode").select_option("relative")  # seconds since the first point
     page.wait_for_function(
-        f'document.querySelector("{plot}").data[0].x[0] === 0 && document.querySelector("{plot}").data[0].x[199] === 99.5'
+        f'() => document.querySelector("{plot}").data[0].x[0] === 0 && document.querySelector("{plot}").data[0].x[199] === 99.5'
     )
     page.get_by_test_id("x-mode").select_option("step")
     page.get_by_test_id("log-scale").check()
-    page.wait_for_function(f"document.querySelector(\"{plot}\").layout.yaxis.type === 'log'")
+    page.wait_for_function(f"() => document.querySelector(\"{plot}\").layout.yaxis.type === 'log'")
     page.get_by_test_id("smoothing").fill("0.9")
-    page.wait_for_function(f'document.querySelector("{plot}").data.length === 2')  # raw (faded) + smoothed
+    page.wait_for_function(f'() => document.querySelector("{plot}").data.length === 2')  # raw (faded) + smoothed
     raw, smoothed = page.evaluate(
         f'[document.querySelector("{plot}").data[0].y, document.querySelector("{plot}").data[1].y]'
     )
@@ -326,7 +326,7 @@ def test_compare_two_runs(page, server):
         expect(card(page, key)).to_be_visible()
     plot = ".chart-card[data-key='val_loss'] .chart-plot"
     page.wait_for_function(
-        f'document.querySelector("{plot}").data && document.querySelector("{plot}").data.length === 2'
+        f'() => document.querySelector("{plot}").data && document.querySelector("{plot}").data.length === 2'
     )
     names = page.evaluate(f'document.querySelector("{plot}").data.map(t => t.name)')
     assert names == [f"#{a['id']} cmp-fast", f"#{b['id']} cmp-slow"]
@@ -375,7 +375,7 @@ def test_large_series_draws_fast_and_zoom_refetches_detail(page, server):
     for _ in range(2):
         page.goto(f"/#/runs/{rid}")
         expect(card(page, "train_loss")).to_have_attribute("data-total", str(n), timeout=20_000)
-        page.wait_for_function("document.querySelector('[data-testid=charts]').dataset.loaded === '1'")
+        page.wait_for_function("() => document.querySelector('[data-testid=charts]').dataset.loaded === '1'")
         timing = page.evaluate("window.__runyard.lastDraw")
         times.append(timing["ms"])
         from_load.append(timing["since_page_load_ms"])

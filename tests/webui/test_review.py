@@ -163,7 +163,9 @@ def test_every_kind_of_text_is_escaped_on_every_page(page, server):
     page.route(
         "**/api/v1/runs",
         lambda route: (
-            route.fulfill(status=422, content_type="application/json", body=json.dumps({"detail": detail}))
+            route.fulfill(status=422, content_type="application/json",
+                          body=json.dumps({"detail": f"Invalid value for params.hidden_dim: bad {XSS}.",
+                                           "field": "params.hidden_dim", "errors": detail}))
             if route.request.method == "POST"
             else route.continue_()
         ),

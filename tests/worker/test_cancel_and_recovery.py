@@ -27,11 +27,11 @@ def test_cancel_queued_and_running_runs(sqlite_stack: Stack) -> None:
     [message] = [m for m in queued_messages(sqlite_stack) if m["args"] == [queued]]
     assert message["task"] == "runyard.execute_run" and message["kwargs"] == {}
     assert message["content_type"] == "application/json"
-    response = client.post(f"/api/v1/runs/{queued}/cancel")
+    response = client.post(f"/api/v1/runs/{queued}/cancel", json={})
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
 
     started = time.monotonic()
-    response = client.post(f"/api/v1/runs/{long}/cancel")
+    response = client.post(f"/api/v1/runs/{long}/cancel", json={})
     assert response.status_code == 200 and response.json()["cancel_requested"] is True
     run = sqlite_stack.wait_status(long, "cancelled", timeout=20)
     assert time.monotonic() - started < 10, "a running run must stop within a few seconds"
@@ -42,7 +42,7 @@ def test_cancel_queued_and_running_runs(sqlite_stack: Stack) -> None:
     last = [c for c in checkpoints if c["is_last"]]
     # saved where the run stopped: at the start of the batch that was running
     assert len(last) == 1 and last[0]["step"] == max(steps), (last, steps[-3:])
-    assert client.post(f"/api/v1/runs/{long}/cancel").status_code == 409
+    assert client.post(f"/api/v1/runs/{long}/cancel", json={}).status_code == 409
 
     # The cancelled message is skipped, and the worker goes on with the next run.
     after = sqlite_stack.submit("slow_regression", {"n": 64}, {"max_epochs": 1})["id"]

@@ -452,7 +452,7 @@ def test_cancel_stops_the_command_and_its_process_group(sqlite_stack: Stack, tmp
     pid = int(wait_log(sqlite_stack, run["id"], r"\(pid (\d+), its own process group\)").group(1))
     grandchild = int(wait_log(sqlite_stack, run["id"], r"sleeper: grandchild (\d+)").group(1))
     assert os.getpgid(pid) == pid and os.getpgid(grandchild) == pid
-    response = sqlite_stack.client.post(f"/api/v1/runs/{run['id']}/cancel")
+    response = sqlite_stack.client.post(f"/api/v1/runs/{run['id']}/cancel", json={})
     assert response.status_code == 200, response.text
     cancelled = sqlite_stack.wait_status(run["id"], "cancelled", timeout=30)
     assert cancelled["error"] is None

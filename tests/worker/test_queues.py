@@ -32,6 +32,6 @@ def test_worker_on_big_queue_trains_only_big_runs(_sqlite_stack_for_session: Sta
         assert done["queue"] == "big" and done["worker_host"]
         time.sleep(1)  # the big worker is idle now: it never takes the default queue's run
         assert stack.run(default["id"])["status"] == "queued"
-        assert stack.client.post(f"/api/v1/runs/{default['id']}/cancel").json()["status"] == "cancelled"
+        assert stack.client.post(f"/api/v1/runs/{default['id']}/cancel", json={}).json()["status"] == "cancelled"
     finally:
         stack.kill_workers(signal.SIGTERM)  # the next test's fixture starts a default-queue worker

@@ -86,7 +86,7 @@ def test_transfer_learning_downloads_the_source_checkpoint(sqlite_stack: Stack) 
 def test_resume_from_another_runs_checkpoint_continues_its_steps(sqlite_stack: Stack) -> None:
     first = sqlite_stack.submit("digits_classifier", {}, {**TINY, "max_epochs": 2})
     assert sqlite_stack.wait_status(first["id"], ("succeeded", "failed"), timeout=120)["status"] == "succeeded"
-    r = sqlite_stack.client.post(f"/api/v1/runs/{first['id']}/resume")
+    r = sqlite_stack.client.post(f"/api/v1/runs/{first['id']}/resume", json={})
     assert r.status_code == 201, r.text
     resumed = r.json()
     ckpt = next(c for c in sqlite_stack.client.get(f"/api/v1/runs/{first['id']}/checkpoints").json()

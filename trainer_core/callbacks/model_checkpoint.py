@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from trainer_core.callbacks.callback import Callback
-from trainer_core.checkpoint_io import remove_checkpoint
+from trainer_core.checkpoint_io import copy_checkpoint, remove_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -307,14 +307,16 @@ class ModelCheckpoint(Callback):
 
     @staticmethod
     def _link_checkpoint(target: str, linkpath: str) -> None:
-        if os.path.islink(linkpath) or os.path.isfile(linkpath):
-            os.remove(linkpath)
+        # a new link (or copy) renamed over ``linkpath``: the previous one stays until it is in place
+        folder = os.path.dirname(linkpath)
+        temp = os.path.join(folder, f".{os.path.basename(linkpath)}.{os.getpid()}-{time.monotonic_ns()}.tmp")
         try:
-            os.symlink(os.path.relpath(target, os.path.dirname(linkpath)), linkpath)
+            os.symlink(os.path.relpath(target, folder), temp)
+            os.replace(temp, linkpath)
         except OSError:
-            import shutil
-
-            shutil.copy(target, linkpath)
+            if os.path.islink(temp):
+                os.remove(temp)
+            copy_checkpoint(target, linkpath)
 
     def _save_checkpoint(self, trainer: Any, filepath: str) -> None:
         trainer.save_checkpoint(filepath, self.save_weights_only)

@@ -37,7 +37,11 @@ Standard library only, through :mod:`trainer_core.client`; trainer_core never im
   ``RUNYARD_RUN_ID``; ``Trainer`` uses it when ``RUNYARD_AUTO_LOGGER=1`` (a worker's code runs).
 - **Checkpoints** saved by ``ModelCheckpoint`` are uploaded (resumable upload) into the run's
   folder on the server; a checkpoint rotated out locally (top-k) is deleted there too, and the
-  best/last flags follow.
+  best/last flags follow. The server's retention policy (the project's quotas) may drop older
+  ones; with ``prune_local`` (on for a worker's run process) their local files go too.
+- **Quotas.** A record refused by a quota of the project (413, ``field`` ``quota.<name>``) is not
+  split or retried: the next ``log_metrics`` / checkpoint call raises :class:`QuotaExceeded` with the
+  server's sentence, so the run fails naming the quota and how to raise it.
 - **Final status.** For a run it created, ``finalize`` sets ``succeeded`` / ``failed`` (with the
   exception's traceback when called while handling one, as the trainer does) / ``cancelled``.
   A run it was attached to (``run_id``, e.g. a worker's run process) is only flushed there; its
@@ -96,6 +100,8 @@ STATUS_OF = {"success": "succeeded", "succeeded": "succeeded", "failed": "failed
              "cancelled": "cancelled", "canceled": "cancelled"}
 MAX_ERROR_CHARS = 200_000
 MAX_SYSTEM_SAMPLES_PER_REQUEST = 1_000
+QUOTA_PREFIX = "Runyard refused this run's data: "
+MAX_PENDING_CHECKPOINTS = 2  # ModelCheckpoint files waiting for upload before training waits (prune_local)
 _OFF = ("0", "false", "no", "off")
 
 # What older code imported from here.
@@ -105,6 +111,22 @@ _to_float = to_float
 _encode_entries = encode_entries
 _encode_points = encode_points
 _points_of = points_of
+
+
+class QuotaExceeded(ClientError):
+    """The server refused what the run logged because it would pass a quota of its project (a 413
+    whose ``field`` is ``quota.<name>``: points or metric keys per run, checkpoint bytes). Raised in
+    the training thread by the logger's next ``log_metrics`` / checkpoint call, so the run fails with
+    the server's sentence (which names the quota and how to raise it)."""
+
+    def __init__(self, detail: str, quota: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.quota = quota
+
+
+def _is_quota(exc: BaseException) -> bool:
+    return isinstance(exc, ApiError) and exc.status == 413 and str(exc.field or "").startswith("quota.")
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -231,12 +253,16 @@ class _Sender:
     :meth:`send` as exceptions; a refusal (4xx) is reported once per kind and the record dropped."""
 
     def __init__(self, client: Client, run_id: int | None, *, retry_for: float, attached: bool,
-                 on_lost: Callable[[str], None] | None = None) -> None:
+                 on_lost: Callable[[str], None] | None = None,
+                 on_quota: Callable[[ApiError], None] | None = None, prune_local: bool = False) -> None:
         self.client = client
         self.run_id = run_id
         self.retry_for = retry_for
         self.attached = attached
         self.on_lost = on_lost
+        self.on_quota = on_quota
+        self.prune_local = prune_local  # delete local checkpoint files the server's retention dropped
+        self.quota_error: str | None = None
         self.run: dict[str, Any] | None = None
         self.max_points = MAX_POINTS_PER_REQUEST
         self.remote: dict[str, dict[str, Any]] = {}  # local path -> {"id", "identity", "origin", "order"}
@@ -295,7 +321,12 @@ class _Sender:
         if not isinstance(exc, ApiError):
             self._warn(("error", op), f"a {op} record was not sent: {exc}")
             return
-        if exc.status == 404 and not exc.route_missing and op not in ("delete_checkpoint",):
+        if _is_quota(exc):
+            self.quota_error = self.quota_error or str(exc.detail)
+            self._warn(("quota", op), f"the server refused a {op} record by a quota: {exc.detail}")
+            if self.on_quota is not None:
+                self.on_quota(exc)
+        elif exc.status == 404 and not exc.route_missing and op not in ("delete_checkpoint",):
             self.dead = f"run {self.run_id} does not exist on the server (deleted?); nothing more is sent"
             self._warn("dead", self.dead)
         elif (exc.status == 409 and exc.field == "attempt") or (exc.status == 401 and self.attached):
@@ -338,7 +369,7 @@ class _Sender:
             answer = self.client.request("POST", path, data=body, retry_for=self.retry_for,
                                          headers={"Content-Type": "application/json", "Idempotency-Key": key})
         except ApiError as exc:
-            if exc.status != 413 or n <= 1:
+            if exc.status != 413 or n <= 1 or _is_quota(exc):  # a quota is not helped by smaller batches
                 raise
             items = json.loads(body)[what]
             if what == "points":
@@ -423,8 +454,32 @@ class _Sender:
                         self.last_id = int(checkpoint["id"])
                         self.last_origin = rec.get("origin", "manual")
                     self.stats["checkpoints"] += 1
+                    if rec.get("origin") == "callback":
+                        self._prune_local()
         if rec.get("origin") == "callback":
             self._op_reconcile({"best_path": rec.get("best_path")})
+
+    def _prune_local(self) -> None:
+        """Delete the local files of checkpoints (saved by ModelCheckpoint) that the server's
+        retention policy dropped (its project's quotas), so that a run saving every step keeps only
+        the policy's set on this disk too. Only with ``prune_local`` (a worker's run process)."""
+        if not self.prune_local or sum(1 for i in self.remote.values() if i.get("origin") == "callback") < 2:
+            return
+        try:
+            listed = self.client.request("GET", f"/runs/{self.run_id}/checkpoints", retry_for=self.retry_for)
+        except ClientError:
+            return  # next time
+        present = {int(c["id"]) for c in listed if isinstance(c, dict) and "id" in c}
+        for path, info in list(self.remote.items()):
+            if info.get("origin") != "callback" or int(info["id"]) in present:
+                continue
+            try:
+                if _identity(os.stat(path)) == list(info["identity"]):  # not saved again since
+                    os.unlink(path)
+                    self.stats["checkpoints_pruned_locally"] += 1
+            except OSError:
+                pass
+            self._forget(path)
 
     def _forget(self, path: str) -> None:
         info = self.remote.pop(path, None)
@@ -457,21 +512,36 @@ class _Sender:
             self._forget(path)
         best = rec.get("best_path")
         if best and best in self.remote and self.remote[best]["id"] != self.best_id:
-            self.client.request("PATCH", f"/checkpoints/{self.remote[best]['id']}", json={"is_best": True},
-                                retry_for=self.retry_for)
-            self.best_id = self.remote[best]["id"]
+            if self._flag(self.remote[best]["id"], "is_best"):
+                self.best_id = self.remote[best]["id"]
         if self.last_id is None and self.last_origin == "callback":  # the last one was rotated out
             mine = [info for info in self.remote.values() if info.get("origin") == "callback"]
             if mine:
                 newest = max(mine, key=lambda info: info.get("order", 0))
-                self.client.request("PATCH", f"/checkpoints/{newest['id']}", json={"is_last": True},
-                                    retry_for=self.retry_for)
-                self.last_id = newest["id"]
+                if self._flag(newest["id"], "is_last"):
+                    self.last_id = newest["id"]
+
+    def _flag(self, checkpoint_id: int, flag: str) -> bool:
+        """Set ``flag`` on a checkpoint; False (and forgotten) when the server has it no more (its
+        retention policy dropped it)."""
+        try:
+            self.client.request("PATCH", f"/checkpoints/{checkpoint_id}", json={flag: True}, retry_for=self.retry_for)
+            return True
+        except ApiError as exc:
+            if exc.status != 404 or exc.route_missing:
+                raise
+        for path, info in list(self.remote.items()):
+            if info["id"] == checkpoint_id:
+                self._forget(path)
+        return False
 
     def _op_finish(self, rec: dict[str, Any]) -> None:
         body: dict[str, Any] = {"status": rec["status"]}
         if rec.get("error"):
             body["error"] = rec["error"]
+        if self.quota_error is not None and rec["status"] == "succeeded":
+            # a record sent before this one was refused by a quota: the run did not get all it logged
+            body = {"status": "failed", "error": f"{QUOTA_PREFIX}{self.quota_error}"}
         try:
             self.run = self.client.request("POST", f"/runs/{self.run_id}/finish", json=body,
                                            retry_for=self.retry_for)
@@ -483,13 +553,13 @@ class _Sender:
                     self.run = self.client.request("GET", f"/runs/{self.run_id}", retry_for=self.retry_for)
                 except ApiError:
                     self.run = None
-                if not (isinstance(self.run, dict) and self.run.get("status") == rec["status"]):
+                if not (isinstance(self.run, dict) and self.run.get("status") == body["status"]):
                     log.info("RunyardLogger: run %s was not running any more (%s)", self.run_id, exc.detail)
                     self.problems.append(f"run {self.run_id} had finished already: {exc.detail}")
                     return
             else:
                 raise
-        self.finished = rec["status"]
+        self.finished = body["status"]
 
 
 # --------------------------------------------------------------------------- the logger
@@ -537,6 +607,13 @@ class RunyardLogger(Logger):
         environment: send the reproducibility record (``PUT /runs/{id}/environment``).
         spool_dir: where ``spool.jsonl`` goes when the server cannot be reached (default: the run's
             local folder; ``runyard sync`` finds it in any folder below the one it is given).
+        prune_local: delete the local files of uploaded ModelCheckpoint checkpoints that the server's
+            retention policy dropped (the project's quotas), so the local disk keeps only the policy's
+            set too; default: on for an attached run (a worker's run process), off for a script.
+
+    When the server refuses a record by a quota of the run's project (points or metric keys per
+    run, checkpoint bytes: 413), the next ``log_metrics`` / checkpoint call raises
+    :class:`QuotaExceeded` with the server's sentence, so the run fails naming the quota.
     """
 
     def __init__(
@@ -558,6 +635,7 @@ class RunyardLogger(Logger):
         system_metrics: float | bool | None = None,
         environment: bool = True,
         spool_dir: str | os.PathLike | None = None,
+        prune_local: bool | None = None,
     ) -> None:
         super().__init__()
         self.client = Client(url or None, token, timeout=timeout)
@@ -609,8 +687,10 @@ class RunyardLogger(Logger):
                 if not os.path.exists(os.path.join(self._save_dir, self._name, self._version)):
                     break
         self._client_key = None if self._attached else uuid.uuid4().hex
+        self._quota_error: QuotaExceeded | None = None
         self._sender = _Sender(self.client, run_id, retry_for=SEND_RETRY_S, attached=self._attached,
-                               on_lost=self._mark_lost)
+                               on_lost=self._mark_lost, on_quota=self._on_quota,
+                               prune_local=self._attached if prune_local is None else bool(prune_local))
         self._spool = Spool(os.path.abspath(self.log_dir if spool_dir is None else os.fspath(spool_dir)))
 
         # queues: log_metrics appends (step, wall time, dict) to _metrics from the training thread
@@ -646,6 +726,8 @@ class RunyardLogger(Logger):
         self._sampler: SystemSampler | None = None
         self._env_key: tuple[Any, ...] | None = None
         self._queued_ckpt: dict[str, list[int]] = {}
+        self._ckpt_queued = 0  # ModelCheckpoint files queued for upload (training thread) ...
+        self._ckpt_done = 0  # ... and sent or spooled (sender thread)
         self._saw_checkpoints = False
         self._owner_sets_last = False
         self._last_epoch: int | None = None
@@ -1013,17 +1095,21 @@ class RunyardLogger(Logger):
             yield {"op": "lines", "idem": uuid.uuid4().hex, "lines": batch}
 
     def _dispatch(self, rec: dict[str, Any]) -> None:
-        if self._offline or self._abandon:
-            self._spool_write(rec)
-            return
         try:
-            self._sender.send(rec)
-            self._progress_at = time.monotonic()
-        except ClientError as exc:  # no answer / 5xx: keep it, in order, on disk
-            self._go_offline(exc)
-            self._spool_write(rec)
-        with self._cond:
-            self._cond.notify_all()
+            if self._offline or self._abandon:
+                self._spool_write(rec)
+                return
+            try:
+                self._sender.send(rec)
+                self._progress_at = time.monotonic()
+            except ClientError as exc:  # no answer / 5xx: keep it, in order, on disk
+                self._go_offline(exc)
+                self._spool_write(rec)
+        finally:
+            if rec.get("op") == "checkpoint" and rec.get("origin") == "callback":
+                self._ckpt_done += 1
+            with self._cond:
+                self._cond.notify_all()
 
     def _spool_header(self) -> dict[str, Any]:
         return {"run_id": self._sender.run_id, "url": self.client.url, "attached": self._attached,
@@ -1117,6 +1203,17 @@ class RunyardLogger(Logger):
                     self._probe_at = 0.0
                     self._cond.notify_all()
 
+    def _on_quota(self, exc: ApiError) -> None:
+        """The sender thread met a quota refusal: the training thread raises it at its next call."""
+        if self._quota_error is None:
+            field = str(exc.field or "")
+            self._quota_error = QuotaExceeded(f"{QUOTA_PREFIX}{exc.detail}",
+                                              field.removeprefix("quota.") or None)
+
+    def _raise_quota(self) -> None:
+        if self._quota_error is not None and not self._finish_sent:
+            raise self._quota_error
+
     def _mark_lost(self, why: str) -> None:
         if self._finish_sent:
             return
@@ -1189,6 +1286,8 @@ class RunyardLogger(Logger):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         # Hot path (every logged step): a copy of the dict onto a deque, nothing else. The
         # sender thread converts values, builds the points and the JSON.
+        if self._quota_error is not None:
+            self._raise_quota()
         if self._thread is None:
             self._start()
         n = len(metrics)
@@ -1225,6 +1324,7 @@ class RunyardLogger(Logger):
         return int(value) if value is not None and math.isfinite(value) else None
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        self._raise_quota()
         if not self.upload_checkpoints:
             return
         saved = (getattr(checkpoint_callback, "_last_checkpoint_saved", "") or
@@ -1263,14 +1363,31 @@ class RunyardLogger(Logger):
             "is_last": is_last,
         }
         self._saw_checkpoints = True
+        self._ckpt_queued += 1
         self._enqueue("checkpoint", {"path": path, "identity": ident, "meta": meta, "origin": "callback",
                                      "best_path": best})
+        self._wait_for_uploads()
+
+    def _wait_for_uploads(self) -> None:
+        """With ``prune_local``: hold the training thread while more than MAX_PENDING_CHECKPOINTS
+        saved files wait for their upload, so that a run saving faster than it uploads cannot fill
+        the local disk (the server's retention prunes the local copies once uploaded). Not while the
+        server is unreachable (the files are then the spool's)."""
+        if not self._sender.prune_local:
+            return
+        deadline = time.monotonic() + max(60.0, 6 * self.timeout)
+        with self._cond:
+            while (self._ckpt_queued - self._ckpt_done > MAX_PENDING_CHECKPOINTS and not self._offline
+                   and not self._sender.dead and self._thread is not None and self._thread.is_alive()
+                   and time.monotonic() < deadline):
+                self._cond.wait(0.05)
 
     def upload_checkpoint(self, path: str | os.PathLike, *, step: int, epoch: int, resumable: bool = False,
                           is_last: bool = False) -> None:
         """Upload a checkpoint saved outside ModelCheckpoint (e.g. a resume checkpoint), after
         every point logged before this call. Not mirrored on local deletion (see
         :meth:`delete_checkpoint`)."""
+        self._raise_quota()
         path = os.path.abspath(os.fspath(path))
         ident = _identity(os.stat(path))
         meta = {"filename": safe_filename(os.path.basename(path)), "epoch": epoch, "step": step,

@@ -80,6 +80,7 @@ export async function checkSession() {
 }
 
 const SAFE = new Set(["GET", "HEAD", "OPTIONS"]);
+const BODY_METHODS = new Set(["POST", "PUT", "PATCH"]);
 const isAccountPath = (url) => url.startsWith(`${API}/me`) || url.startsWith(`${API}/auth/`);
 
 export class ApiError extends Error {
@@ -89,7 +90,8 @@ export class ApiError extends Error {
     this.status = status;
     this.body = body;
     this.field = body && body.field;
-    this.errors = Array.isArray(detail) ? detail : null;
+    // one error schema (server/errors.py): detail is a sentence, body validation's list is under errors
+    this.errors = body && Array.isArray(body.errors) ? body.errors : null;
   }
 }
 
@@ -106,10 +108,10 @@ export async function api(path, { method = "GET", body, query, signal, keepFloat
   }
   const send = async () => {
     const init = { method, signal, headers: {} };
-    if (body !== undefined) {
-      init.headers["Content-Type"] = "application/json";
-      init.body = toJSONText(body);
-    }
+    // The server takes changes only as JSON, also those without a body (cancel, logout): a form or
+    // another site's page cannot send that type (server/webguard.py).
+    if (body !== undefined || BODY_METHODS.has(method.toUpperCase())) init.headers["Content-Type"] = "application/json";
+    if (body !== undefined) init.body = toJSONText(body);
     if (!SAFE.has(method.toUpperCase())) {
       if (!me) await loadMe().catch(() => null);
       if (me && me.csrf) init.headers["X-CSRF-Token"] = me.csrf;
@@ -237,6 +239,8 @@ export const account = {
   members: (projectId) => api(`projects/${projectId}/members`),
   setMember: (projectId, user, role) => api(`projects/${projectId}/members/${encodeURIComponent(user)}`, { method: "PUT", body: { role } }),
   removeMember: (projectId, user) => api(`projects/${projectId}/members/${encodeURIComponent(user)}`, { method: "DELETE" }),
+  quotas: (projectId) => api(`projects/${projectId}/quotas`),
+  setQuotas: (projectId, body) => api(`projects/${projectId}/quotas`, { method: "PUT", body }),
 };
 export const downloadUrl = (ckptId) => `${API}/checkpoints/${ckptId}/download`;
 export const removeCheckpoint = (ckptId) => api(`checkpoints/${ckptId}`, { method: "DELETE" });

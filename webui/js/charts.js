@@ -7,7 +7,7 @@
 
 import { h, replace } from "./dom.js";
 import { runs as runsApi, toNumber } from "./api.js";
-import { fmtCount, fmtNumber } from "./format.js";
+import { fmtCount, fmtNumber, plotlyText } from "./format.js";
 
 export const PALETTE = ["#2563eb", "#e8590c", "#16a34a", "#c026d3", "#dc2626", "#0891b2", "#ca8a04", "#7c3aed", "#db2777", "#4b5563"];
 
@@ -257,9 +257,10 @@ export class MetricCharts {
         const v = s.values[i];
         y[i] = Number.isFinite(v) ? v : null;
       }
-      // Long run names would run off the legend (plotly does not wrap it): cut them short.
+      // Long run names would run off the legend (plotly does not wrap it): cut them short, then
+      // escape (plotly renders <a>, <b>, ... in trace names, and hover repeats the name).
       const full = multi ? `#${run.id} ${run.name || ""}`.trim() : key;
-      const name = full.length > 48 ? full.slice(0, 47) + "…" : full;
+      const name = plotlyText(full.length > 48 ? full.slice(0, 47) + "…" : full);
       const hover = `step %{customdata}<br>${multi ? "%{fullData.name}: " : ""}%{y:.5g}<extra></extra>`;
       if (this.smoothing > 0) {
         out.push({ x, y, customdata: s.steps, type: "scatter", mode: "lines", name, legendgroup: String(run.id), showlegend: false,

@@ -85,3 +85,15 @@ export function fmtValue(v) {
 
 export const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
 export const ACTIVE = new Set(["queued", "running"]);
+
+/**
+ * Text for plotly's titles, legends, hover labels and annotations, which render a subset of
+ * HTML (`<a href>`, `<b>`, `<br>`, `<span style>`, entities): a run named
+ * `<a href="http://x">evil</a>` must show as those characters, not as a link. Every user text
+ * (run names, metric keys, project names, param values) given to plotly goes through this.
+ */
+export function plotlyText(value) {
+  return String(value ?? "").replace(/[&<>"']/g, (c) => PLOTLY_ENTITIES[c]);
+}
+// plotly decodes &amp; &lt; &gt; and numeric entities (not &quot;).
+const PLOTLY_ENTITIES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&#34;", "'": "&#39;" };

@@ -188,6 +188,10 @@ def _overrides(obj: Any, method: str) -> bool:
 # -- trainer arguments ------------------------------------------------------------------------
 
 Limit = int | float
+# trainer_core's (and Lightning's) max_time: 'DD:HH:MM:SS', or timedelta arguments
+MaxTimeText = typing.Annotated[str, Field(pattern=r"^\d+:\d{1,2}:\d{1,2}:\d{1,2}$")]
+MaxTimeParts = dict[Literal["weeks", "days", "hours", "minutes", "seconds", "milliseconds", "microseconds"],
+                    typing.Annotated[float, Field(ge=0)]]
 
 
 class TrainerArgs(BaseModel):
@@ -197,6 +201,9 @@ class TrainerArgs(BaseModel):
 
     max_epochs: int | None = Field(None, ge=-1, description="Stop after this many epochs (-1: no limit).")
     max_steps: int = Field(-1, ge=-1, description="Stop after this many optimizer steps (-1: no limit).")
+    max_time: MaxTimeText | MaxTimeParts | None = Field(
+        None, description="Stop after this much training time: 'DD:HH:MM:SS' or timedelta arguments such as "
+        "{\"hours\": 12}. The server sets it to the project's longest run time when absent or longer.")
     precision: Literal["32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true", "64"] | None = (
         Field(None, description="Numeric precision; mixed precision needs a GPU for 16-bit.")
     )

@@ -393,7 +393,8 @@ export async function render(root, _params, query) {
     let run, schema;
     try {
       [run, schema] = await Promise.all([
-        given || runsApi.get(id, { keepFloats: true }),
+        // a list item shows oversized values cut (its "truncated" names them): read the whole run then
+        given && !(given.truncated || []).length ? given : runsApi.get(id, { keepFloats: true }),
         runsApi.codeSchema(id).catch((err) => { if (err.status !== 404) schemaError = err; return null; }),
       ]);
     } catch (err) {

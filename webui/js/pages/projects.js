@@ -4,6 +4,7 @@
 import { h, replace, toast, confirmDialog } from "../dom.js";
 import { account, projects as projectsApi } from "../api.js";
 import { canManage, isServerAdmin, isOpenMode, myName } from "../perm.js";
+import { fmtBytes, fmtDuration } from "../format.js";
 
 const ROLES = ["viewer", "member", "admin"];
 
@@ -102,6 +103,8 @@ async function renderMembers(root, id) {
   }
 
   renderRows();
+  const quotaPanel = h("section", { class: "panel", dataset: { testid: "quotas-panel" } });
+  renderQuotas(quotaPanel, id, project.name).catch((err) => replace(quotaPanel, h("p", { class: "muted" }, `Quotas: ${err.message}`)));
   replace(root, h("div", { class: "page", dataset: { testid: "members-page", projectId: id } },
     h("div", { class: "page-head" },
       h("div", { class: "run-title" }, h("a", { href: "#/projects", class: "crumb" }, "Projects"), h("span", { class: "crumb-sep" }, "/"),
@@ -113,5 +116,69 @@ async function renderMembers(root, id) {
       : h("p", { class: "muted", dataset: { testid: "members-readonly" } }, project.role ? `Your role here is ${project.role}; only the project's admins change its members.` : "Only the project's admins change its members."),
     h("div", { class: "table-wrap" }, h("table", { class: "table", dataset: { testid: "members-table" } },
       h("thead", null, h("tr", null, ["User", "Display name", "Role", "Source", ""].map((c) => h("th", null, c)))),
-      tbody))));
+      tbody)),
+    quotaPanel));
+}
+
+// The project's quotas (server/quotas.py): everyone who sees the project reads them; server admins
+// change them (a value sets one, an empty field resets it to the server's default).
+const QUOTAS = [
+  ["checkpoint_bytes", "Checkpoint bytes", "all of the project's checkpoint files", (v) => fmtBytes(v)],
+  ["keep_best", "Keep best", "checkpoints per run, by score", (v) => String(v)],
+  ["keep_last", "Keep last", "newest checkpoints per run", (v) => String(v)],
+  ["keep_every", "Keep every", "also the first checkpoint of every N steps (0: off)", (v) => (v ? `${v} steps` : "off")],
+  ["metric_keys_per_run", "Metric keys per run", "distinct keys one run may log", (v) => v.toLocaleString()],
+  ["points_per_run", "Points per run", "metric points one run may hold", (v) => v.toLocaleString()],
+  ["max_run_seconds", "Longest run time", "seconds; runs get it as max_time, the reaper stops them past it", (v) => fmtDuration(v)],
+];
+
+async function renderQuotas(panel, id, projectName) {
+  const q = await account.quotas(id);
+  const admin = isServerAdmin();
+  const inputs = {};
+  const error = h("div", { class: "error-box", role: "alert", hidden: true, dataset: { testid: "quota-error" } });
+  const rows = QUOTAS.map(([name, label, help, show]) => {
+    const own = q.overrides[name];
+    inputs[name] = admin ? h("input", { class: "input input-sm", type: "number", min: name === "keep_last" ? 1 : 0, step: name === "max_run_seconds" ? "any" : 1,
+      value: own ?? "", placeholder: String(q.defaults[name]), "aria-label": label, dataset: { testid: `quota-${name}` } }) : null;
+    return h("tr", { dataset: { quota: name } },
+      h("td", null, label, h("div", { class: "muted small" }, help)),
+      h("td", { class: "num", dataset: { testid: `quota-value-${name}` } }, show(q.quotas[name])),
+      h("td", { class: "muted" }, own === null || own === undefined ? "default" : "set"),
+      admin ? h("td", null, inputs[name]) : null);
+  });
+  const save = admin ? h("button", { class: "btn btn-primary", type: "submit", dataset: { testid: "save-quotas" } }, "Save quotas") : null;
+  const form = h("form", { novalidate: true, dataset: { testid: "quota-form" }, on: { submit: async (e) => {
+    e.preventDefault();
+    if (!admin) return;
+    error.hidden = true;
+    const body = {};
+    for (const [name] of QUOTAS) {
+      const raw = inputs[name].value.trim();
+      const before = q.overrides[name];
+      const value = raw === "" ? null : Number(raw);
+      if (value !== null && !Number.isFinite(value)) { error.hidden = false; error.textContent = `${name}: not a number`; return; }
+      if (value !== (before ?? null)) body[name] = value;
+    }
+    if (!Object.keys(body).length) { toast("Nothing changed", "info"); return; }
+    save.disabled = true;
+    try {
+      await account.setQuotas(id, body);
+      toast(`Quotas of ${projectName} saved`, "ok");
+      await renderQuotas(panel, id, projectName);
+    } catch (err) {
+      error.hidden = false;
+      error.textContent = err.message;
+    } finally { save.disabled = false; }
+  } } },
+  h("div", { class: "table-wrap" }, h("table", { class: "table", dataset: { testid: "quotas-table" } },
+    h("thead", null, h("tr", null, ["Quota", "Value", "", ...(admin ? ["Set (empty: default)"] : [])].map((c) => h("th", null, c)))),
+    h("tbody", null, rows))),
+  admin ? h("p", null, save) : null);
+  replace(panel,
+    h("div", { class: "panel-head" }, h("h2", null, "Quotas"),
+      h("span", { class: "muted", dataset: { testid: "quota-usage" } },
+        `checkpoints: ${fmtBytes(q.usage.checkpoint_bytes)} of ${fmtBytes(q.quotas.checkpoint_bytes)} (${q.usage.checkpoints} files)`)),
+    form, error,
+    admin ? null : h("p", { class: "muted small" }, "Only server admins change quotas."));
 }
