@@ -9,7 +9,9 @@ few metric points each, then
    server's CPU % over ``--idle-s`` seconds, with no stream open;
 2. ``--streams`` SSE streams opened (half ``/api/v1/events``, half ``/api/v1/runs/{id}/events``
    over the seeded runs; ``RUNYARD_MAX_STREAMS_PER_CLIENT`` raised for the bench) and left idle;
-   the same measures again, plus how long one metric point takes to reach its run's stream;
+   the same measures again, plus how long one metric point takes to reach its run's stream and,
+   for ``--change-s`` seconds, /healthz and the CPU while one run is renamed every second (a
+   change every run-list stream is told: the fan-out);
 3. the streams closed, and all of it again ``--rounds`` times, then once more with none open (the
    machine is shared: medians of each state are compared);
 4. the ratios; targets: /healthz p99 <= 100 ms and the runs list p50 within 2x of its latency
@@ -168,6 +170,22 @@ def wait_event(sock: socket.socket, name: bytes, timeout: float) -> None:
         seen += data
 
 
+def with_changes(server: Server, client: httpx.Client, run_id: int, seconds: float) -> dict:
+    """One run renamed every second (every run-list stream is woken for it) while /healthz is
+    asked in a loop: the fan-out of a change to all the streams."""
+    server.ps.cpu_percent(None)
+    started, renamed, lat = time.perf_counter(), 0, []
+    while time.perf_counter() - started < seconds:
+        if time.perf_counter() - started >= renamed:
+            client.patch(f"/api/v1/runs/{run_id}", json={"name": f"renamed-{renamed}"}).raise_for_status()
+            renamed += 1
+        t = time.perf_counter()
+        client.get("/healthz")
+        lat.append(time.perf_counter() - t)
+    return {"renames": renamed, "healthz_p50_ms": 1000 * statistics.median(lat),
+            "healthz_p99_ms": 1000 * percentile(lat, 99), "cpu_percent": server.ps.cpu_percent(None)}
+
+
 def bench_backend(name: str, args: argparse.Namespace) -> dict:
     home = Path(tempfile.mkdtemp(prefix=f"runyard-bench-streams-{name}-"))
     database, url = None, f"sqlite:///{home / 'runyard.db'}"
@@ -180,7 +198,7 @@ def bench_backend(name: str, args: argparse.Namespace) -> dict:
         url = PG_ADMIN.rsplit("/", 1)[0] + f"/{database}"
     server = None
     streams: list[socket.socket] = []
-    baselines, during, opened, settles, delivery_ms = [], [], [], [], None
+    baselines, during, opened, settles, delivery_ms, busy = [], [], [], [], None, None
     try:
         server = Server(args.repo, home, url, args.poll_interval, args.streams)
         with httpx.Client(base_url=server.url, timeout=120) as client:
@@ -206,6 +224,7 @@ def bench_backend(name: str, args: argparse.Namespace) -> dict:
                                 json={"points": [{"key": "probe", "step": 1, "value": 1}]})
                     wait_event(probe, b"metrics", 30)
                     delivery_ms = 1000 * (time.perf_counter() - started)
+                    busy = with_changes(server, client, ids[1], args.change_s)
                 for sock in streams:
                     sock.close()
                 streams.clear()
@@ -230,7 +249,7 @@ def bench_backend(name: str, args: argparse.Namespace) -> dict:
     return {"backend": name, "streams": args.streams, "runs": args.runs, "rounds": args.rounds,
             "open_s": statistics.median(opened), "settle_cpu_percent": statistics.median(settles),
             "before": before, "during": with_streams, "delivery_ms": delivery_ms,
-            "baselines": baselines, "with_streams": during,
+            "with_changes": busy, "baselines": baselines, "with_streams": during,
             "healthz_p99_ratio": with_streams["healthz_p99_ms"] / before["healthz_p99_ms"],
             "runs_p50_ratio": with_streams["runs_p50_ms"] / before["runs_p50_ms"],
             "runs_p99_ratio": with_streams["runs_p99_ms"] / before["runs_p99_ms"]}
@@ -244,6 +263,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--idle-s", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--change-s", type=float, default=10.0, help="seconds of one rename a second")
     parser.add_argument("--poll-interval", type=float, default=0.2)
     parser.add_argument("--repo", type=Path, default=REPO, help="the checkout whose server is measured")
     args = parser.parse_args()
@@ -264,6 +284,10 @@ def main() -> int:
             print(f"  {label:22} {b[key]:12.2f} {d[key]:14.2f} {ratio:8.2f}")
         print(f"  CPU % while the streams did their first read: {result['settle_cpu_percent']:.1f}; "
               f"a metric point reached its stream in {result['delivery_ms']:.0f} ms")
+        busy = result["with_changes"]
+        print(f"  one run renamed every second with the streams open ({busy['renames']} renames, each told to "
+              f"every list stream): /healthz p50 {busy['healthz_p50_ms']:.1f} ms, p99 "
+              f"{busy['healthz_p99_ms']:.1f} ms, server CPU {busy['cpu_percent']:.0f} %")
         if d["healthz_p99_ms"] > 100:
             missed.append(f"{name}: /healthz p99 {d['healthz_p99_ms']:.1f} ms > 100 ms")
         if result["runs_p50_ratio"] > 2:

@@ -11,7 +11,8 @@ tombstones.
 
 No stream polls the database on its own: the change feed polls once per
 ``RUNYARD_SSE_POLL_INTERVAL`` for new rows and wakes the streams concerned, which then read
-from their own cursor (``RunEventPoller`` / ``RunListPoller``, one bounded read each). The feed
+from their own cursor (``RunEventPoller`` / ``RunListPoller``, one bounded read each; the run-list
+streams woken by one feed poll share one read of the changed runs, ``RecentRuns``). The feed
 also re-checks each caller every few seconds: a logout, a revoked token, a disabled user or a
 role taken away wakes the caller's streams, whose read ends them (``ended`` / ``deleted``).
 A client that goes away is noticed by Starlette (it cancels the stream); a server shutting down
