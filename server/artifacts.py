@@ -119,6 +119,22 @@ def _iter_file(f: BinaryIO, length: int | None, chunk_size: int) -> Iterator[byt
 PROBE_BYTES = 4096  # one page: enough that a full file system refuses it
 
 
+def walk_files(root: Path) -> Iterator[tuple[str, float]]:
+    """``(relative posix path, mtime)`` of every regular file below ``root`` (symlinks neither
+    followed nor listed; a file deleted meanwhile is skipped)."""
+    for folder, _dirs, files in os.walk(root, followlinks=False):
+        here = Path(folder)
+        for name in files:
+            path = here / name
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                continue
+            if path.is_symlink() or not path.is_file():
+                continue
+            yield path.relative_to(root).as_posix(), st.st_mtime
+
+
 def write_probe(folder: Path) -> None:
     """Write a small file in ``folder`` (made if needed) and remove it; raises ``OSError`` (e.g.
     ``ENOSPC``, ``EDQUOT``, ``EROFS``) when the folder cannot be written."""
@@ -294,17 +310,7 @@ class LocalArtifactStore(ArtifactStore):
             log.warning("could not delete %s: %s", path, exc)
 
     def iter_files(self) -> Iterator[tuple[str, float]]:
-        for folder, _dirs, files in os.walk(self.root, followlinks=False):
-            here = Path(folder)
-            for name in files:
-                path = here / name
-                try:
-                    st = path.lstat()
-                except FileNotFoundError:
-                    continue
-                if path.is_symlink() or not path.is_file():
-                    continue
-                yield path.relative_to(self.root).as_posix(), st.st_mtime
+        return walk_files(self.root)
 
     def delete_prefix(self, prefix: str) -> None:
         check_prefix(prefix)

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import shlex
 import time
@@ -46,6 +45,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from server.artifacts import walk_files
 from server.errors import ApiError
 from server.models import (
     Checkpoint,
@@ -502,26 +502,19 @@ def sweep_orphans(session: Session, artifacts: Any, upload_dir: Path | str | Non
     if upload_dir is not None:
         root = Path(upload_dir)
         if root.is_dir():
-            for folder, _dirs, files in os.walk(root, followlinks=False):
-                here = Path(folder)
-                rel = here.relative_to(root).parts
-                for name in files:
-                    path = here / name
-                    try:
-                        st = path.lstat()
-                    except FileNotFoundError:
+            for rel, mtime in walk_files(root):
+                if mtime > cutoff:
+                    continue
+                parts = rel.split("/")
+                if parts[0] == "snapshots":
+                    pass  # staging of a snapshot upload: finished ones were moved away
+                elif len(parts) == 2 and parts[0].isdigit() and parts[1].endswith(".part"):
+                    stem = parts[1].removesuffix(".part")
+                    if not stem.startswith("oneshot-") and (stem in uploads or session.get(Upload, stem)):
                         continue
-                    if not path.is_file() or path.is_symlink() or st.st_mtime > cutoff:
-                        continue
-                    if rel and rel[0] == "snapshots":
-                        pass  # staging of a snapshot upload: finished ones were moved away
-                    elif len(rel) == 1 and rel[0].isdigit() and name.endswith(".part"):
-                        stem = name.removesuffix(".part")
-                        if not stem.startswith("oneshot-") and (stem in uploads or session.get(Upload, stem)):
-                            continue
-                    else:
-                        continue
-                    path.unlink(missing_ok=True)
-                    counts["uploads"] += 1
+                else:
+                    continue
+                (root / rel).unlink(missing_ok=True)
+                counts["uploads"] += 1
             session.rollback()
     return counts
