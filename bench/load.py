@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import random
 import sys
@@ -141,22 +142,23 @@ def reader(url: str, run_ids: list[int], stop: threading.Event, figures: Figures
                     figures.reads += 1
 
 
-def streams(url: str, run_ids: list[int], count: int, stop: threading.Event, figures: Figures) -> None:
+def streams(url: str, run_ids: list[int], count: int, stop, counts) -> None:  # noqa: ANN001
+    """The live streams, in a process of their own (clients are other machines: their parsing
+    must not take the writers' GIL). ``stop``: a multiprocessing Event; ``counts``: a shared
+    array [open, events, errors]."""
     async def one(client: httpx.AsyncClient, path: str) -> None:
         try:
             async with client.stream("GET", path, headers={"Accept": "text/event-stream"}) as r:
                 if r.status_code != 200:
-                    figures.stream_errors.append(f"{path}: {r.status_code}")
+                    counts[2] += 1
                     return
-                with figures.lock:
-                    figures.streams_open += 1
+                counts[0] += 1
                 async for line in r.aiter_lines():
                     if line.startswith("event:"):
-                        with figures.lock:
-                            figures.stream_events += 1
-        except (httpx.HTTPError, asyncio.CancelledError) as exc:
+                        counts[1] += 1
+        except (httpx.HTTPError, asyncio.CancelledError):
             if not stop.is_set():
-                figures.stream_errors.append(f"{path}: {type(exc).__name__}")
+                counts[2] += 1
 
     async def main() -> None:
         limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=0)
@@ -254,24 +256,31 @@ def one_backend(backend: str, args: argparse.Namespace) -> dict:
                    for i in range(args.writers)]
         stop = threading.Event()
         training: list[int] = []
-        threads = [threading.Thread(target=streams, args=(url, run_ids, args.streams, stop, figures), daemon=True)]
-        threads[0].start()
-        deadline = time.monotonic() + 30
-        while figures.streams_open < args.streams and time.monotonic() < deadline:
+        stream_stop = multiprocessing.Event()
+        counts = multiprocessing.Array("q", 3)
+        stream_proc = multiprocessing.Process(target=streams, args=(url, run_ids, args.streams, stream_stop, counts))
+        stream_proc.start()
+        deadline = time.monotonic() + 60
+        while counts[0] + counts[2] < args.streams and time.monotonic() < deadline:
             time.sleep(0.1)
+        threads: list[threading.Thread] = []
         threads += [threading.Thread(target=writer, args=(url, rid, i, stop, figures, args.batch, args.rate),
                                      daemon=True) for i, rid in enumerate(run_ids)]
         threads += [threading.Thread(target=reader, args=(url, run_ids, stop, figures), daemon=True)
                     for _ in range(args.readers)]
         threads.append(threading.Thread(target=trainer, args=(stack, stop, training, figures), daemon=True))
         t0 = time.monotonic()
-        for t in threads[1:]:
+        for t in threads:
             t.start()
         stop.wait(args.duration)
         stop.set()
         elapsed = time.monotonic() - t0
         for t in threads:
             t.join(timeout=320)
+        stream_stop.set()
+        stream_proc.join(timeout=60)
+        figures.streams_open, figures.stream_events = counts[0], counts[1]
+        figures.stream_errors += [f"{counts[2]} streams failed"] if counts[2] else []
         healthz = stack.client.get("/healthz")
         if healthz.status_code != 200:
             figures.error(f"/healthz after the load: {healthz.status_code} {healthz.text[:200]}")

@@ -78,8 +78,85 @@ def _point(row) -> dict:  # noqa: ANN001 - a result row
             "value": math.nan if value is None else value, "wall_time": row.wall_time}
 
 
+class RunRead:
+    """What one read of a run's new rows found: the run, its ``metrics`` / ``log`` /
+    ``checkpoint`` events, the cursor after them, and whether a limit cut the read."""
+
+    __slots__ = ("run", "status_key", "status", "events", "cursor", "more")
+
+    def __init__(self, run: Any, events: list[str], cursor: tuple[int, int, int], more: bool,
+                 public_url: str = "") -> None:
+        self.run, self.events, self.cursor, self.more = run, events, cursor, more
+        # encoded while the reading session is open: other streams use it after it closed
+        self.status_key = None if run is None else (run.status, run.updated_at, run.cancel_requested)
+        self.status = None if run is None else format_event(
+            "status", run_out(run, public_url).model_dump(mode="json"), ".".join(str(n) for n in cursor))
+
+
+def read_run(session: Any, run_id: int, cursor: tuple[int, int, int], public_url: str) -> RunRead:
+    """The rows of run ``run_id`` after ``cursor``, as events (one bounded read)."""
+    run = store.get_run(session, run_id)
+    if run is None:
+        return RunRead(None, [], cursor, False)
+    m, lg, c = cursor
+    points = store.metric_points_after(session, run_id, m, limit=POINTS_PER_EVENT)
+    lines = store.log_lines_after(session, run_id, lg, limit=LINES_PER_EVENT)
+    checkpoints = store.checkpoints_after(session, run_id, c)
+    more = len(points) >= POINTS_PER_EVENT or len(lines) >= LINES_PER_EVENT
+    if points:
+        m = points[-1].id
+    if lines:
+        lg = lines[-1].id
+    if checkpoints:
+        c = checkpoints[-1].id
+    event_id = f"{m}.{lg}.{c}"
+    events: list[str] = []
+    if points:
+        payload = [_point(p) for p in points]
+        for p in payload:
+            p["value"] = encode_float(p["value"])
+        events.append(format_event("metrics", {"points": payload}, event_id))
+    if lines:
+        events.append(format_event("log", {"lines": [
+            {"id": ln.id, "stream": ln.stream, "time": ln.time.isoformat(), "text": ln.text} for ln in lines
+        ]}, event_id))
+    for checkpoint in checkpoints:
+        events.append(format_event("checkpoint", checkpoint_out(checkpoint).model_dump(mode="json"), event_id))
+    return RunRead(run, events, (m, lg, c), more, public_url)
+
+
+class SharedRunReads:
+    """The streams of one run that one change-feed poll woke, at the same cursor (the usual case:
+    several dashboards on one run), share one read and one encoding of its new rows. Entries of
+    older polls are dropped; each stream still checks its own caller."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.generation: object | None = None
+        self.entries: dict[tuple, tuple[threading.Lock, list[RunRead]]] = {}
+
+    def read(self, session: Any, generation: object, run_id: int, cursor: tuple[int, int, int],
+             public_url: str) -> RunRead:
+        with self.lock:
+            if generation != self.generation:
+                self.generation, self.entries = generation, {}
+            entry = self.entries.setdefault((run_id, cursor), (threading.Lock(), []))
+        lock, found = entry
+        with lock:  # the first stream reads; the others at the same cursor wait for it and reuse
+            if not found:
+                found.append(read_run(session, run_id, cursor, public_url))
+            return found[0]
+
+
+def shared_run_reads(app: Any) -> SharedRunReads:
+    found = getattr(app.state, "shared_run_reads", None)
+    if found is None:
+        found = app.state.shared_run_reads = SharedRunReads()
+    return found
+
+
 class RunEventPoller:
-    """One poll of the database for one run's stream (runs in a worker thread)."""
+    """One read for one run's stream (runs in a worker thread)."""
 
     def __init__(self, request: Request, run_id: RunId, cursor: tuple[int, int, int] | None) -> None:
         self.app = request.app
@@ -88,56 +165,36 @@ class RunEventPoller:
         self.status_key: tuple | None = None
         self.principal = request.state.principal
         self.more = False  # the last read was cut at a limit: read again at once
+        self.shared: object | None = None  # set by the stream before a read the change feed woke
 
     def poll(self) -> list[str]:
         session = self.app.state.sessionmaker()
         try:
             if not auth.still_valid(session, self.principal):
                 return [format_event("ended", {"reason": CREDENTIALS_ENDED})]
-            run = store.get_run(session, self.run_id)
-            if run is None or not self._may_read(session, run):
-                return [format_event("deleted", {"id": self.run_id})]
-            events: list[str] = []
             if self.cursor is None:
                 self.cursor = store.event_cursors(session, self.run_id)
-            m, lg, c = self.cursor
-            points = store.metric_points_after(session, self.run_id, m, limit=POINTS_PER_EVENT)
-            lines = store.log_lines_after(session, self.run_id, lg, limit=LINES_PER_EVENT)
-            checkpoints = store.checkpoints_after(session, self.run_id, c)
-            self.more = len(points) >= POINTS_PER_EVENT or len(lines) >= LINES_PER_EVENT
-            if points:
-                m = points[-1].id
-            if lines:
-                lg = lines[-1].id
-            if checkpoints:
-                c = checkpoints[-1].id
-            self.cursor = (m, lg, c)
-            event_id = f"{m}.{lg}.{c}"
-            if points:
-                payload = [_point(p) for p in points]
-                for p in payload:
-                    p["value"] = encode_float(p["value"])
-                events.append(format_event("metrics", {"points": payload}, event_id))
-            if lines:
-                events.append(format_event("log", {"lines": [
-                    {"id": ln.id, "stream": ln.stream, "time": ln.time.isoformat(), "text": ln.text} for ln in lines
-                ]}, event_id))
-            for checkpoint in checkpoints:
-                events.append(format_event("checkpoint", checkpoint_out(checkpoint).model_dump(mode="json"), event_id))
-            key = (run.status, run.updated_at, run.cancel_requested)
-            if key != self.status_key:
-                self.status_key = key
-                public_url = self.app.state.settings.public_url
-                events.append(format_event("status", run_out(run, public_url).model_dump(mode="json"), event_id))
+            public_url = self.app.state.settings.public_url
+            if self.shared is not None:
+                read = shared_run_reads(self.app).read(session, self.shared, self.run_id, self.cursor, public_url)
+            else:
+                read = read_run(session, self.run_id, self.cursor, public_url)
+            if read.run is None or not self._may_read(session, read.run.project_id):
+                return [format_event("deleted", {"id": self.run_id})]
+            self.cursor, self.more = read.cursor, read.more
+            events = list(read.events)
+            if read.status_key != self.status_key:
+                self.status_key = read.status_key
+                events.append(read.status)
             return events
         finally:
             session.close()
 
-    def _may_read(self, session: Any, run: Any) -> bool:
+    def _may_read(self, session: Any, project_id: int) -> bool:
         """A user whose role was taken away (or who logged out) stops getting the run's events."""
         if not self.principal.is_user:
             return True  # a run's own token: checked when the stream opened
-        return auth.role_in(session, self.principal, run.project_id) is not None
+        return auth.role_in(session, self.principal, project_id) is not None
 
 
 async def _stream(request: Request, poller: Any, sub: Subscriber, lease: Any) -> AsyncIterator[str]:
@@ -155,7 +212,7 @@ async def _stream(request: Request, poller: Any, sub: Subscriber, lease: Any) ->
                 return
             if read:
                 sub.clear()
-                if hasattr(poller, "shared"):  # run-list streams woken by one poll share one read
+                if not first:  # the streams woken by one feed poll share their reads (SharedRunReads, RecentRuns)
                     poller.shared = (id(feed), feed.polls)
                 events = await run_in_threadpool(poller.poll)
                 if first:  # sent after the first read: a client that got it knows the stream's start is taken

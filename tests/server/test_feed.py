@@ -513,3 +513,28 @@ def test_run_list_streams_woken_together_share_one_read(served, api):
     finally:
         for s in streams:
             s.close()
+
+
+def test_streams_of_one_run_woken_together_share_one_read(served, api):
+    """Several dashboards on one run: the streams one feed poll wakes at the same cursor read its
+    new rows once (SharedRunReads), and every stream still gets every point."""
+    rid = new_run(api, "watched")
+    streams = [Stream(served, f"/api/v1/runs/{rid}/events") for _ in range(12)]
+    try:
+        for s in streams:
+            assert s.started.wait(15)
+        seen, stop = count_statements(served.app.state.engine)
+        try:
+            r = api.post(f"/api/v1/runs/{rid}/metrics", json={"points": [{"key": "loss", "step": i, "value": i}
+                                                                 for i in range(50)]})
+            assert r.status_code == 200, r.text
+            for s in streams:
+                s.wait(lambda e: e[0] == "metrics" and e[2]["points"][-1]["step"] == 49)
+        finally:
+            stop()
+        reads = [q for q in seen if "FROM metric_points" in q and "metric_points.id >" in q
+                 and "metric_points.run_id =" in q]
+        assert 1 <= len(reads) <= 3, len(reads)  # one per feed poll the 12 reads fell into
+    finally:
+        for s in streams:
+            s.close()
