@@ -43,12 +43,15 @@ def make_app(home: Path, guarded: bool):  # noqa: ANN201
     return app
 
 
-async def measure(app, requests: int, run_id: int) -> dict[str, float]:  # noqa: ANN001
+async def measure(app, requests: int) -> dict[str, float]:  # noqa: ANN001
+    """Medians of ``requests`` calls of each case, on a fresh run (a run's cost of ingest grows with
+    its points: each measure starts from the same state)."""
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
     points = json.dumps({"points": [{"key": f"k{i % 10}", "step": i, "value": i * 0.5} for i in range(10_000)]})
     hparams = json.dumps({f"param_{i}": {"value": i, "note": "x" * 20} for i in range(1_000)})
     out: dict[str, float] = {}
     async with httpx.AsyncClient(transport=transport, base_url="http://bench.test") as client:
+        run_id = (await client.post("/api/v1/runs", json={"recipe": "external", "name": "bench"})).json()["id"]
         cases = {
             "metrics 10k points": lambda: client.post(
                 f"/api/v1/runs/{run_id}/metrics", content=points,
@@ -77,14 +80,11 @@ async def main(rounds: int, requests: int) -> None:
 
         upgrade_database(Settings(home=home).database_url)
         apps = {"guarded": make_app(home, True), "bare": make_app(home, False)}
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=apps["bare"], client=("127.0.0.1", 5000)),
-                                     base_url="http://bench.test") as client:
-            run_id = (await client.post("/api/v1/runs", json={"recipe": "external", "name": "bench"})).json()["id"]
         results: dict[str, dict[str, list[float]]] = {k: {} for k in apps}
         for i in range(rounds):
             order = list(apps) if i % 2 == 0 else list(reversed(apps))
             for which in order:
-                for case, value in (await measure(apps[which], requests, run_id)).items():
+                for case, value in (await measure(apps[which], requests)).items():
                     results[which].setdefault(case, []).append(value)
         print(f"{'request':<26} {'bare ms':>9} {'guarded ms':>11} {'ratio':>7} {'guards µs':>10}")
         for case in results["bare"]:
