@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Path, Request
 from sqlalchemy.orm import Session
 
 from server.errors import ApiError
 from server.settings import Settings
+
+T = TypeVar("T")
 
 # Caps on what one read may ask for (a bigger ask is a 422 naming the parameter).
 MAX_KEYS = 1000  # keys= of GET /runs/{id}/metrics, metric_keys= of GET /runs
@@ -20,6 +22,16 @@ MAX_LOG_LINES = 100_000  # tail= / limit= of GET /runs/{id}/logs
 
 def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
+
+
+def app_state(app: Any, name: str, make: Callable[[], T]) -> T:
+    """``app.state.<name>``, made by ``make()`` on first use (per-process helpers of the app:
+    limiters, caches, probes)."""
+    found = getattr(app.state, name, None)
+    if found is None:
+        found = make()
+        setattr(app.state, name, found)
+    return found
 
 
 def get_session(request: Request) -> Iterator[Session]:

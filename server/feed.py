@@ -53,6 +53,7 @@ from typing import Any
 from fastapi.concurrency import run_in_threadpool
 
 from server import auth, store
+from server.deps import app_state
 from server.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -393,10 +394,7 @@ class StreamLease:
 
 
 def limiter_for(app: Any) -> StreamLimiter:
-    limiter = getattr(app.state, "stream_limiter", None)
-    if limiter is None:
-        limiter = app.state.stream_limiter = StreamLimiter()
-    return limiter
+    return app_state(app, "stream_limiter", StreamLimiter)
 
 
 class StreamLimiter:

@@ -349,10 +349,10 @@ class StorageHealth:
 
 
 def _health(app: FastAPI) -> StorageHealth:
-    health = getattr(app.state, "storage_health", None)
-    if health is None:
-        health = app.state.storage_health = StorageHealth(app.state.settings.health_probe_interval)
-    return health
+    # imported here: server.errors imports this module, and server.deps imports server.errors
+    from server.deps import app_state
+
+    return app_state(app, "storage_health", lambda: StorageHealth(app.state.settings.health_probe_interval))
 
 
 def storage_report(app: FastAPI) -> dict[str, str]:

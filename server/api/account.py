@@ -22,7 +22,7 @@ from server.auth import (
     role_in,
     visible_projects,
 )
-from server.deps import get_session, get_settings_dep
+from server.deps import app_state, get_session, get_settings_dep
 from server.errors import ApiError
 from server.models import Project, Token, User, utcnow
 from server.settings import Settings
@@ -161,13 +161,9 @@ def me(request: Request, session: Session = Depends(get_session),
 
 
 def _limiter(request: Request) -> users.LoginLimiter:
-    app = request.app
-    limiter = getattr(app.state, "login_limiter", None)
-    if limiter is None:
-        s: Settings = app.state.settings
-        limiter = app.state.login_limiter = users.LoginLimiter(s.login_max_failures, s.login_max_failures_per_address,
-                                                               s.login_window)
-    return limiter
+    s: Settings = request.app.state.settings
+    return app_state(request.app, "login_limiter", lambda: users.LoginLimiter(
+        s.login_max_failures, s.login_max_failures_per_address, s.login_window))
 
 
 @router.post("/auth/login")

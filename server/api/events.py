@@ -36,7 +36,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from server import auth, store
-from server.deps import RunId
+from server.deps import RunId, app_state
 from server.errors import ApiError
 from server.feed import OVERLAP, Subscriber, client_of, feed_for, limiter_for
 from server.schemas import checkpoint_out, run_out
@@ -149,10 +149,7 @@ class SharedRunReads:
 
 
 def shared_run_reads(app: Any) -> SharedRunReads:
-    found = getattr(app.state, "shared_run_reads", None)
-    if found is None:
-        found = app.state.shared_run_reads = SharedRunReads()
-    return found
+    return app_state(app, "shared_run_reads", SharedRunReads)
 
 
 class RunEventPoller:
@@ -402,10 +399,7 @@ def _run_json(run: Any, public_url: str, cap: int) -> str:
 
 
 def recent_runs(app: Any) -> RecentRuns:
-    found = getattr(app.state, "recent_runs", None)
-    if found is None:
-        found = app.state.recent_runs = RecentRuns()
-    return found
+    return app_state(app, "recent_runs", RecentRuns)
 
 
 @router.get("/events", response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
