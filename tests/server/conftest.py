@@ -3,6 +3,7 @@ an app client per backend, and a real uvicorn process."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -139,13 +141,22 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+@contextlib.contextmanager
+def serving(home: Path, **env: str) -> Iterator[str]:
+    """A real server process on ``home`` (SQLite there) while the block runs; yields its URL."""
+    port = free_port()
+    proc = start_server(home, port, **env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(proc, url)
+        yield url
+    finally:
+        stop_server(proc)
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory):
     """A real ``uvicorn server.app:create_app --factory`` process on SQLite."""
     home = tmp_path_factory.mktemp("live-home")
-    port = free_port()
-    proc = start_server(home, port)
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(proc, url)
-    yield url, home
-    stop_server(proc)
+    with serving(home) as url:
+        yield url, home

@@ -122,15 +122,10 @@ def test_a_fit_whose_checkpoint_does_not_fit_fails_with_the_path_and_keeps_the_e
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from tests.server.conftest import free_port, start_server, stop_server, wait_healthy
+    from tests.server.conftest import serving
 
-    home = tmp_path_factory.mktemp("full-disk-home")
-    port = free_port()
-    proc = start_server(home, port)
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(proc, url)
-    yield url
-    stop_server(proc)
+    with serving(tmp_path_factory.mktemp("full-disk-home")) as url:
+        yield url
 
 
 def test_the_run_fails_with_the_message_and_its_uploaded_checkpoints_stay(disk, tmp_path, server):

@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import trainer_core as L
-from tests.server.conftest import free_port, start_server, stop_server, wait_healthy
+from tests.server.conftest import free_port, serving, start_server, stop_server, wait_healthy
 from trainer_core.callbacks import ModelCheckpoint
 from trainer_core.client import ApiError, Client, Unreachable
 from trainer_core.loggers.runyard import RunyardLogger, sync_spool
@@ -43,13 +43,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("runyard-home")
-    port = free_port()
-    proc = start_server(home, port)
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(proc, url)
-    yield url
-    stop_server(proc)
+    with serving(tmp_path_factory.mktemp("runyard-home")) as url:
+        yield url
 
 
 @pytest.fixture

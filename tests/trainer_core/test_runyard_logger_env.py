@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import trainer_core as L
-from tests.server.conftest import free_port, start_server, stop_server, wait_healthy
+from tests.server.conftest import free_port, serving
 from tests.trainer_core.test_runyard_logger import Proxy, Tiny, loader, metric_count, trainer_for
 from trainer_core import seed as seed_module
 from trainer_core.loggers.runyard import RunyardLogger, sync_spool
@@ -38,12 +38,8 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(home):
-    port = free_port()
-    proc = start_server(home, port)
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(proc, url)
-    yield url
-    stop_server(proc)
+    with serving(home) as url:
+        yield url
 
 
 @pytest.fixture
