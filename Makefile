@@ -1,4 +1,6 @@
 # The two commands every fresh clone must support: `make run` and `make test`.
+# The venv gets runyard[all,dev]: the server, the worker, every optional integration, and the
+# test and lint tools (pytest, ruff, mypy and the type stubs); `pip install runyard` alone is trainer_core.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +11,7 @@ STAMP := $(VENV)/.runyard-installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing dependencies into $(VENV) (a few minutes on a fresh clone)..."
-	$(PY) -m pip install --progress-bar on -e '.[dev]'
+	$(PY) -m pip install --progress-bar on -e '.[all,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -20,8 +22,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# ruff, then mypy as [tool.mypy] in pyproject.toml configures it (its packages, per-module strictness)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check trainer_core server worker tests bench
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) bench/trainer_overhead.py

@@ -33,14 +33,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def create_app_auth_off():  # noqa: ANN201 - uvicorn factory
+def create_app_auth_off():  # uvicorn factory
     """The app with the access check replaced by one that lets everything through (baseline)."""
     from server.app import create_app
     from server.auth import OPEN, authorize
 
     app = create_app()
 
-    def no_auth(request: Request):  # noqa: ANN202
+    def no_auth(request: Request):
         request.state.principal = OPEN
         request.state.run_attempt = None
         return OPEN
@@ -74,7 +74,7 @@ def serve(home: Path, factory: str) -> tuple[subprocess.Popen, str]:
     raise SystemExit(f"{factory} did not start")
 
 
-def check_us(app, headers: dict[str, str], path: str, template: str, n: int) -> float:  # noqa: ANN001
+def check_us(app, headers: dict[str, str], path: str, template: str, n: int) -> float:
     """µs per call of the access check itself (``authorize``) on one request, in process."""
     from types import SimpleNamespace
 

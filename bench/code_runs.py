@@ -65,7 +65,7 @@ def plain_tar(root: Path) -> bytes:
     return buf.getvalue()
 
 
-def timed(fn, repeat: int) -> float:  # noqa: ANN001
+def timed(fn, repeat: int) -> float:
     samples = []
     for _ in range(repeat):
         start = time.perf_counter()

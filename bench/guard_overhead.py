@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def make_app(home: Path, guarded: bool):  # noqa: ANN201
+def make_app(home: Path, guarded: bool):
     from server.app import create_app
     from server.limits import RequestLimits
     from server.settings import Settings
@@ -43,7 +43,7 @@ def make_app(home: Path, guarded: bool):  # noqa: ANN201
     return app
 
 
-async def measure(app, requests: int) -> dict[str, float]:  # noqa: ANN001
+async def measure(app, requests: int) -> dict[str, float]:
     """Medians of ``requests`` calls of each case, on a fresh run (a run's cost of ingest grows with
     its points: each measure starts from the same state)."""
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))

@@ -142,7 +142,7 @@ def reader(url: str, run_ids: list[int], stop: threading.Event, figures: Figures
                     figures.reads += 1
 
 
-def streams(url: str, run_ids: list[int], count: int, stop, counts) -> None:  # noqa: ANN001
+def streams(url: str, run_ids: list[int], count: int, stop, counts) -> None:
     """The live streams, in a process of their own (clients are other machines: their parsing
     must not take the writers' GIL). ``stop``: a multiprocessing Event; ``counts``: a shared
     array [open, events, errors]."""
@@ -175,12 +175,12 @@ def streams(url: str, run_ids: list[int], count: int, stop, counts) -> None:  # 
     asyncio.run(main())
 
 
-def trainer(stack, stop: threading.Event, done: list[int], figures: Figures) -> None:  # noqa: ANN001
+def trainer(stack, stop: threading.Event, done: list[int], figures: Figures) -> None:
     while not stop.is_set():
         try:
             run = stack.submit("digits_classifier", {}, {"max_epochs": 3, "log_every_n_steps": 1})
             final = stack.wait_status(run["id"], ("succeeded", "failed", "cancelled"), timeout=300)
-        except Exception as exc:  # noqa: BLE001 - counted
+        except Exception as exc:  # counted
             figures.error(f"training run: {exc}"[:300])
             return
         if final["status"] != "succeeded":

@@ -65,7 +65,7 @@ class Server:
                "RUNYARD_REAPER": "false", "RUNYARD_SSE_POLL_INTERVAL": str(poll_interval),
                "RUNYARD_MAX_STREAMS_PER_CLIENT": str(streams + 10), "PYTHONPATH": str(repo),
                "OMP_NUM_THREADS": "1"}
-        self.log = open(home / "server.log", "wb")  # noqa: SIM115
+        self.log = open(home / "server.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "server.app:create_app", "--factory", "--host", "127.0.0.1",
              "--port", str(self.port), "--log-level", "warning", "--backlog", "4096"],

@@ -129,7 +129,7 @@ def _logger_models() -> dict[str, tuple]:
     per-step cost of a logger shows most. Both log ``train_loss`` (+ ``lr`` for the MLP)."""
     import torch
     from torch import nn
-    from torch.nn import functional as F  # noqa: N812
+    from torch.nn import functional as F
     from torch.utils.data import DataLoader, TensorDataset
 
     import trainer_core as L
@@ -140,14 +140,14 @@ def _logger_models() -> dict[str, tuple]:
             self.encoder = nn.Sequential(nn.Linear(28 * 28, 64), nn.ReLU(), nn.Linear(64, 3))
             self.decoder = nn.Sequential(nn.Linear(3, 64), nn.ReLU(), nn.Linear(64, 28 * 28))
 
-        def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
+        def training_step(self, batch, batch_idx):  # ANN201
             x, _ = batch
             x = x.view(x.size(0), -1)
             loss = F.mse_loss(self.decoder(self.encoder(x)), x)
             self.log("train_loss", loss)
             return loss
 
-        def configure_optimizers(self):  # noqa: ANN201
+        def configure_optimizers(self):
             return torch.optim.Adam(self.parameters(), lr=1e-3)
 
     class MLP(L.LightningModule):
@@ -155,14 +155,14 @@ def _logger_models() -> dict[str, tuple]:
             super().__init__()
             self.net = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))
 
-        def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
+        def training_step(self, batch, batch_idx):  # ANN201
             x, y = batch
             loss = F.cross_entropy(self.net(x), y)
             self.log("train_loss", loss)
             self.log("lr", 0.01)
             return loss
 
-        def configure_optimizers(self):  # noqa: ANN201
+        def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.01)
 
     g = torch.Generator().manual_seed(0)
@@ -205,7 +205,7 @@ def logger_step_overhead(url: str, rounds: int = 7, warmup: int = 200) -> list[d
             self.wall: list[float] = []
             self.cpu: list[float] = []
 
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # noqa: ANN001, ANN201
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # ANN201
             self.wall.append(time.perf_counter())
             self.cpu.append(time.process_time())
 
@@ -213,10 +213,10 @@ def logger_step_overhead(url: str, rounds: int = 7, warmup: int = 200) -> list[d
         name = "null"
         version = 0
 
-        def log_metrics(self, metrics, step=None):  # noqa: ANN001, ANN201
+        def log_metrics(self, metrics, step=None):  # ANN201
             pass
 
-        def log_hyperparams(self, params, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+        def log_hyperparams(self, params, *args, **kwargs):  # ANN002, ANN003, ANN201
             pass
 
     def fit(model_cls: type, data: object, steps: int, config: str, every: int, tmp: str) -> dict[str, float]:
@@ -341,7 +341,7 @@ def main() -> None:
             with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
                 conn.execute(f"CREATE DATABASE {pg_db}")
             backends.append(("PostgreSQL", f"postgresql://postgres@127.0.0.1:5432/{pg_db}"))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             print(f"PostgreSQL skipped: {exc}")
     try:
         for label, database_url in backends:

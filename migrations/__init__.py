@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 HERE = Path(__file__).resolve().parent
 ALEMBIC_INI = HERE / "alembic.ini"
@@ -11,7 +15,7 @@ ALEMBIC_INI = HERE / "alembic.ini"
 _lock = threading.Lock()
 
 
-def alembic_config(url: str):  # noqa: ANN201 - alembic.config.Config
+def alembic_config(url: str) -> Config:
     from alembic.config import Config
 
     from server.db import normalize_url

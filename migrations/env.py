@@ -19,7 +19,7 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = get_engine(config.get_main_option("sqlalchemy.url"))
+    engine = get_engine(config.get_main_option("sqlalchemy.url") or "")
     with engine.connect() as connection:
         sqlite = connection.dialect.name == "sqlite"
         if sqlite:

@@ -14,10 +14,11 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, cast
 
 from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -74,11 +75,11 @@ def reap_once(app: FastAPI) -> dict[str, list[int]]:
                 log.warning("run %s lost its worker (no heartbeat for %s s): requeued", run.id,
                             settings.heartbeat_timeout)
             try:
-                queue.enqueue_run(run.id, run.task_id, queue=run.queue, settings=settings)
-            except Exception:  # noqa: BLE001 - enqueued_at stays NULL: the next pass sends it
+                queue.enqueue_run(run.id, cast(str, run.task_id), queue=run.queue, settings=settings)
+            except Exception:  # enqueued_at stays NULL: the next pass sends it
                 log.exception("could not enqueue run %s", run.id)
                 continue
-            store.mark_enqueued(session, run.id, run.task_id)
+            store.mark_enqueued(session, run.id, cast(str, run.task_id))
         return {k: [r.id for r in v] for k, v in found.items()}
     finally:
         session.close()
@@ -135,7 +136,7 @@ async def _reaper(app: FastAPI) -> None:
             if asyncio.get_running_loop().time() - last_orphan_sweep > app.state.settings.sweep_interval:
                 last_orphan_sweep = asyncio.get_running_loop().time()
                 await run_in_threadpool(sweep_orphan_files, app)
-        except Exception:  # noqa: BLE001 - keep reaping
+        except Exception:  # keep reaping
             log.exception("reaper pass failed")
 
 
@@ -152,7 +153,7 @@ def _watch_shutdown_signals(app: FastAPI) -> None:
         if not callable(previous):
             continue
 
-        def handler(signum: int, frame: object, previous=previous) -> None:  # noqa: ANN001
+        def handler(signum: int, frame: object, previous: Callable[[int, Any], Any] = previous) -> None:
             app.state.shutting_down.set()
             previous(signum, frame)
 

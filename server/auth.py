@@ -42,10 +42,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from fastapi import Request
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import CursorResult, bindparam, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -94,7 +94,7 @@ def revoke_token(session: Session, token_id: int) -> bool:
                              .values(revoked_at=utcnow()))
     session.commit()
     clear_caches()
-    return result.rowcount == 1
+    return cast("CursorResult[Any]", result).rowcount == 1
 
 
 @dataclass(frozen=True)
@@ -297,7 +297,7 @@ def visible_projects(session: Session, principal: Principal) -> set[int] | None:
     if principal.kind == "open" or (principal.is_admin and principal.project_id is None):
         return None
     if principal.is_admin:
-        return {principal.project_id}
+        return {cast(int, principal.project_id)}  # an admin token of one project
     ids = set(roles(session, principal))
     if principal.project_id is not None:
         ids &= {principal.project_id}
@@ -389,7 +389,7 @@ def _route(request: Request) -> tuple[str, str]:
     route = request.scope.get("route")
     # path_format: the template without converters ("{path:path}" -> "{path}"), as the OpenAPI
     # document (and so server/policy.py) names it
-    return request.method, getattr(route, "path_format", None) or getattr(route, "path", request.url.path)
+    return request.method, str(getattr(route, "path_format", None) or getattr(route, "path", request.url.path))
 
 
 COOKIE = "runyard_session"
@@ -480,7 +480,7 @@ def authorize(request: Request) -> Principal:
         if rule is not None and rule.target == "public":
             try:  # a public route answers even when the database or the credentials do not
                 principal = _authenticate(request, session)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 session.rollback()
                 principal = ANONYMOUS
             if principal.kind not in ("worker", "run"):
@@ -573,7 +573,7 @@ def _check_target(session: Session, request: Request, principal: Principal, rule
         if raw is None:
             return  # not an id: the route answers 422
     if rule.target == "project":
-        project_id = raw
+        project_id = cast(int, raw)  # not None: returned above
         missing: Exception = missing_project(project_id)
         if _one(request, _PROJECT_EXISTS, id=project_id) is None:
             raise missing
@@ -583,14 +583,14 @@ def _check_target(session: Session, request: Request, principal: Principal, rule
         if found is None:
             return  # the handler answers 404
         project_id = found[0]
-        missing = missing_snapshot(raw)
+        missing = missing_snapshot(cast(int, raw))
         what = f"snapshot {raw}"
     else:
         if rule.target == "run":
-            run_id = raw
-            missing = missing_run(run_id)
+            run_id: int | None = cast(int, raw)
+            missing = missing_run(cast(int, raw))
         elif rule.target == "checkpoint":
-            checkpoint_id = raw
+            checkpoint_id = cast(int, raw)
             found = _one(request, _CHECKPOINT_RUN, id=checkpoint_id)
             run_id = found[0] if found else None
             missing = missing_checkpoint(checkpoint_id)

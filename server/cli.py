@@ -25,12 +25,26 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from server.queue import DEFAULT_QUEUE
-from server.settings import Settings, get_settings
+try:
+    from server.queue import DEFAULT_QUEUE
+    from server.settings import Settings, get_settings
+except ModuleNotFoundError as exc:  # `pip install runyard` is trainer_core alone: no server extra
+    _MISSING_EXTRA: ModuleNotFoundError | None = exc
+else:
+    _MISSING_EXTRA = None
+
+#: the packages of the server and worker extras (import names): a command that misses one says
+#: which extra brings it instead of a traceback
+_EXTRA_PACKAGES = {
+    "server": ("fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "pydantic", "pydantic_settings",
+               "celery", "kombu", "psycopg", "numpy", "plotly", "jsonschema", "pwdlib", "authlib", "joserfc",
+               "httpx", "itsdangerous", "pathspec"),
+    "worker": ("torchvision", "sklearn", "psutil"),
+}
 
 STOP_TIMEOUT_S = 30.0
 EXIT_CONFIG = 78  # a worker that cannot start as configured (bad token, no server): not restarted
@@ -294,7 +308,8 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
         for t in rows:
             state = "revoked" if t.revoked_at else "active"
             used = t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "never"
-            owner = f"user {names.get(t.user_id, '?')}, {t.scope}" if t.kind == "personal" else "worker"
+            user_name = names.get(t.user_id, "?") if t.user_id is not None else "?"
+            owner = f"user {user_name}, {t.scope}" if t.kind == "personal" else "worker"
             print(f"{t.id}\t{t.kind}\t{t.name}\t{t.prefix}…\t{owner}\t{state}\tlast used {used}")
     return 0
 
@@ -358,6 +373,8 @@ def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
     from server.api.account import login_link_for
     from server.db import get_engine, upgrade_database
     from server.models import User
+
+    user: User | None
 
     settings.ensure_dirs()
     upgrade_database(settings.database_url)
@@ -447,8 +464,10 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * TIME_UNITS[unit]
 
 
-QUOTA_PARSERS = {"checkpoint_bytes": parse_size, "keep_best": int, "keep_last": int, "keep_every": int,
-                 "metric_keys_per_run": int, "points_per_run": int, "max_run_seconds": parse_duration}
+QUOTA_PARSERS: dict[str, Callable[[str], float]] = {
+    "checkpoint_bytes": parse_size, "keep_best": int, "keep_last": int, "keep_every": int,
+    "metric_keys_per_run": int, "points_per_run": int, "max_run_seconds": parse_duration,
+}
 
 
 def cmd_project(settings: Settings, args: argparse.Namespace) -> int:
@@ -519,7 +538,7 @@ def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
         summary = sync_spool(args.dir, url=args.url or settings.url, token=settings.token or None)
-    except Exception as exc:  # noqa: BLE001 - one sentence for the user
+    except Exception as exc:  # one sentence for the user
         print(f"runyard sync: {exc}", file=sys.stderr)
         return 1
     print(f"runyard sync: {summary}")
@@ -533,7 +552,7 @@ def detect_gpus() -> list[str]:
         import torch
 
         count = torch.cuda.device_count()
-    except Exception:  # noqa: BLE001
+    except Exception:
         return []
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible:
@@ -707,6 +726,7 @@ def demo_token(settings: Settings, user_name: str) -> Any:
 
     with Session(get_engine(settings.database_url)) as session:
         user = users.user_by_name(session, user_name)
+        assert user is not None  # first_admin made it
         token, secret = create_token(session, "personal", name="runyard up: demo submission", scope="read+write",
                                      user_id=user.id, expires_at=utcnow() + timedelta(minutes=10))
         token_id = token.id
@@ -873,7 +893,7 @@ def split_command(argv: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
     i = 1
     while i < len(argv) and not is_option(argv[i]):
         i += 1
-    command, params = argv[:i], {}
+    command, params = list(argv[:i]), dict[str, Any]()
     while i < len(argv):
         token = argv[i]
         if not is_option(token):
@@ -915,7 +935,7 @@ def _class_spec(text: str, folder: Path, option: str) -> str:
     return f"{Path(path).as_posix()}:{name}"
 
 
-def _human(n: int) -> str:
+def _human(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -940,7 +960,7 @@ def code_submission(client: Any, args: argparse.Namespace, code_argv: list[str])
         raise SubmitError("--data goes with --model")
     trainer: dict[str, Any] = parse_pairs(args.trainer, "--trainer")
     if kind == "module":
-        entry = {"kind": "module", "model": _class_spec(args.model, folder, "--model"),
+        entry: dict[str, Any] = {"kind": "module", "model": _class_spec(args.model, folder, "--model"),
                  "data": _class_spec(args.data, folder, "--data") if args.data else None}
         params = parse_pairs(args.param, "--param")
     elif kind == "cli":
@@ -1142,7 +1162,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def missing_extra_message(exc: ModuleNotFoundError, command: str | None = None) -> str | None:
+    """What to install when ``exc`` is a package of the server or worker extra missing, else None."""
+    top = (exc.name or "").partition(".")[0]
+    for extra, packages in _EXTRA_PACKAGES.items():
+        if top in packages:
+            what = "the runyard command" if command is None else f"runyard {command}"
+            message = f"{what} needs the {extra} extra ({top} is not installed): pip install 'runyard[{extra}]'"
+            if command in (None, "up"):
+                message += "\n(`runyard up` runs a server and a worker: pip install 'runyard[all]')"
+            return message
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if _MISSING_EXTRA is not None:
+        message = missing_extra_message(_MISSING_EXTRA)
+        if message is None:
+            raise _MISSING_EXTRA
+        print(message, file=sys.stderr)
+        return 2
     argv = list(sys.argv[1:] if argv is None else argv)
     command_argv: list[str] = []
     if argv[:1] == ["submit"] and "--" in argv:  # runyard submit FOLDER [options] -- COMMAND...
@@ -1151,7 +1190,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "submit":
         args.command_argv = command_argv
-    return int(args.func(get_settings(), args) or 0)
+    try:
+        return int(args.func(get_settings(), args) or 0)
+    except ModuleNotFoundError as exc:
+        message = missing_extra_message(exc, args.command)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -34,7 +35,7 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def _sqlite_pragmas(dbapi_connection, connection_record) -> None:  # noqa: ANN001 - DBAPI objects
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:  # DBAPI objects
     cursor = dbapi_connection.cursor()
     # WAL lets readers (SSE, UI) run beside one writer; busy_timeout makes a second writer
     # (a worker process) wait instead of failing with "database is locked".

@@ -15,7 +15,7 @@ touched blocks in ``metric_blocks_dirty`` and the next read of that key recomput
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from sqlalchemy import delete, select
@@ -160,7 +160,7 @@ def _fetch(session: Session, sql: str, params: list[Any]) -> list[tuple]:
     connection = session.connection()
     if connection.dialect.name != "sqlite":
         sql = sql.replace("?", "%s")
-    cursor = connection.connection.driver_connection.cursor()
+    cursor = cast(Any, connection.connection.driver_connection).cursor()
     try:
         cursor.execute(sql, params)
         return cursor.fetchall()
@@ -290,7 +290,7 @@ def read_series(session: Session, run_id: int, key: str, lo: int | None, hi: int
     bucket = np.concatenate((block_bucket, edge_bucket))
     ids_min = np.concatenate((fb[:, 6], ep[:, 0])).astype(np.int64)
     ids_max = np.concatenate((fb[:, 8], ep[:, 0])).astype(np.int64)
-    chosen: set[int] = set()
+    chosen = set[int]()
     for values, ids in ((np.concatenate((fb[:, 5], ep[:, 2])), ids_min),
                         (np.concatenate((fb[:, 7], ep[:, 2])), ids_max)):
         if len(ids):

@@ -9,6 +9,8 @@ answers the same 404 as a missing one, on every backend; a path id that is not a
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -37,35 +39,38 @@ def error_body(message: str, field: str | None = None, **extra: object) -> dict:
     return body
 
 
-def _field_of(loc: tuple | list) -> str:
+def _field_of(loc: Sequence[Any]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
 
 
-def _missing_worker(worker_id: str) -> Exception:
+def _missing_worker(worker_id: str) -> ApiError:
     return ApiError(404, f"Worker {worker_id} is not registered; register it with POST /api/v1/workers.")
 
 
-def _missing_token(token_id: str) -> Exception:
+def _missing_token(token_id: str) -> ApiError:
     return ApiError(404, f"Token {token_id} does not exist; list yours with GET /api/v1/tokens.")
 
 
-def _missing_user(user_id: str) -> Exception:
+def _missing_user(user_id: str) -> ApiError:
     return ApiError(404, f"User {user_id} does not exist; list users with GET /api/v1/users.")
 
 
-def _missing_of(name: str):  # noqa: ANN202 - the path parameter's "missing" answer, or None
+def _missing_of(name: str) -> Callable[[Any], Exception] | None:
+    """The path parameter's "missing" answer, or None."""
     from server import store
 
-    return {"run_id": store.missing_run, "checkpoint_id": store.missing_checkpoint,
+    answers: dict[str, Callable[[Any], Exception]] = {
+            "run_id": store.missing_run, "checkpoint_id": store.missing_checkpoint,
             "snapshot_id": store.missing_snapshot, "project_id": store.missing_project,
-            "worker_id": _missing_worker, "token_id": _missing_token, "user_id": _missing_user}.get(name)
+            "worker_id": _missing_worker, "token_id": _missing_token, "user_id": _missing_user}
+    return answers.get(name)
 
 
 ID_RANGE_ERRORS = {"less_than_equal", "greater_than_equal", "int_parsing_size", "less_than", "greater_than"}
 
 
-def _beyond_range_id(error: dict) -> Exception | None:
+def _beyond_range_id(error: Mapping[str, Any]) -> ApiError | StoreError | None:
     """The 404 of a missing row for a path id that is an integer beyond its column's range."""
     loc = error.get("loc", ())
     if len(loc) != 2 or loc[0] != "path" or error.get("type") not in ID_RANGE_ERRORS:
@@ -75,7 +80,9 @@ def _beyond_range_id(error: dict) -> Exception | None:
     text = str(raw).strip() if isinstance(raw, int | str) and not isinstance(raw, bool) else ""
     if missing is None or not text.lstrip("+-").isdigit():
         return None
-    return missing(text if len(text) <= 40 else f"{text[:20]}...{text[-8:]}")
+    found = missing(text if len(text) <= 40 else f"{text[:20]}...{text[-8:]}")
+    assert isinstance(found, ApiError | StoreError)
+    return found
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -93,6 +100,7 @@ def install_error_handlers(app: FastAPI) -> None:
         kept = [e for e in raw_errors if _beyond_range_id(e) is None]
         if raw_errors and not kept:  # only ids no row can have: the answer for a missing one
             missing = _beyond_range_id(raw_errors[0])
+            assert missing is not None  # each of raw_errors has one
             return JSONResponse(error_body(missing.message, getattr(missing, "field", None)),
                                 status_code=missing.status_code)
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}

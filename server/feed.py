@@ -48,7 +48,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from fastapi.concurrency import run_in_threadpool
 
@@ -233,7 +233,7 @@ class ChangeFeed:
                     self.wake_all()  # each stream sees the flag and ends: the server can stop
                 elif self._count:
                     await self.poll_once()
-            except Exception:  # noqa: BLE001 - the feed must outlive any one bad poll
+            except Exception:  # the feed must outlive any one bad poll
                 log.exception("the change feed failed a poll; it starts afresh")
                 self._primed = False
             self.ticks += 1
@@ -257,7 +257,7 @@ class ChangeFeed:
                 rescan_base = self._history[0][1]
         try:
             found = await run_in_threadpool(self._read, priming, dict(self._marks), rescan_base, callers)
-        except Exception as exc:  # noqa: BLE001 - the database may be down a moment: start afresh, wake all
+        except Exception as exc:  # the database may be down a moment: start afresh, wake all
             if now - self._last_failure_log >= 30:  # once per 30 s while it lasts, not at every interval
                 self._last_failure_log = now
                 log.warning("the change feed could not poll the database (retrying every %s s): %s",
@@ -285,7 +285,8 @@ class ChangeFeed:
             found.runs = store.runs_touched_since(session, found.horizon)
             for key, principal in callers or ():
                 valid = auth.still_valid(session, principal)
-                visible = auth.visible_projects(session, principal) if valid else frozenset()
+                visible: set[int] | frozenset[int] | None = (
+                    auth.visible_projects(session, principal) if valid else frozenset())
                 found.callers[key] = (valid, None if visible is None else frozenset(visible))
             return found
         finally:
@@ -344,7 +345,7 @@ class ChangeFeed:
             for sub in self.lists:
                 caller = self.callers.get(sub.key)
                 visible = _UNKNOWN if caller is None else caller.visible
-                if visible is _UNKNOWN or visible is None or visible & changed_projects:
+                if visible is _UNKNOWN or visible is None or cast("frozenset[int]", visible) & changed_projects:
                     woken.add(sub)
         for key, snapshot in found.callers.items():
             caller = self.callers.get(key)

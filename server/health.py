@@ -216,7 +216,7 @@ def insufficient_storage_message(app: FastAPI, exc: BaseException) -> str | None
 
 
 def _chain(exc: BaseException | None) -> list[BaseException]:
-    out = []
+    out: list[BaseException] = []
     while exc is not None and len(out) < 8:
         out.append(exc)
         exc = exc.__cause__ or exc.__context__
@@ -249,10 +249,10 @@ def probe_database(engine: Engine) -> str:
                     conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(PROBE_LOCK_TIMEOUT_S * 1000)}ms'")
                     conn.exec_driver_sql("SET LOCAL statement_timeout = '5s'")
                 now = utcnow()
-                done = conn.execute(update(table).where(table.c.id == PROBE_ID)
+                done = conn.execute(update(table).where(table.c.id == PROBE_ID)  # type: ignore[arg-type]
                                     .values(checked_at=now, writes=table.c.writes + 1)).rowcount
                 if not done:
-                    conn.execute(insert(table).values(id=PROBE_ID, checked_at=now, writes=1))
+                    conn.execute(insert(table).values(id=PROBE_ID, checked_at=now, writes=1))  # type: ignore[arg-type]
                 if not sqlite:
                     # an UPDATE fits in its page and its WAL is elsewhere: a full tablespace shows
                     # only when a file must grow, as a new (temporary) table's first page does
@@ -302,7 +302,7 @@ def probe_artifacts(artifacts: Any) -> str:
         artifacts.probe()
     except OSError as exc:
         return _folder_reason(exc, getattr(artifacts, "root", None))
-    except Exception as exc:  # noqa: BLE001 - e.g. an S3 error: the store cannot be written
+    except Exception as exc:  # e.g. an S3 error: the store cannot be written
         return f"degraded: cannot be written ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
     return "ok"
 
@@ -324,6 +324,7 @@ class StorageHealth:
         if result is not None and time.monotonic() < self._until:
             return result
         if not self._lock.acquire(blocking=result is None):
+            assert result is not None  # acquire() blocks while there is none
             return result  # another request is probing: the previous answer meanwhile
         try:
             if self._result is not None and time.monotonic() < self._until:

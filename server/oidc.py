@@ -179,7 +179,7 @@ def _check_issuer(metadata: dict[str, Any], settings: Any) -> None:
 async def _metadata(client: Any, settings: Any) -> dict[str, Any]:
     try:
         metadata = await client.load_server_metadata()
-    except Exception as exc:  # noqa: BLE001 - httpx (or httpx2, which Authlib prefers) errors, bad JSON
+    except Exception as exc:  # httpx (or httpx2, which Authlib prefers) errors, bad JSON
         log.warning("SSO: cannot read %s/.well-known/openid-configuration: %s", settings.oidc_issuer,
                     type(exc).__name__)
         raise Refused("the identity provider could not be reached; try again later", 502) from None
@@ -222,7 +222,7 @@ def _page(reason: str, status: int = 401) -> HTMLResponse:
 
 
 @router.get("/auth/oidc/login", include_in_schema=False)
-async def oidc_login(request: Request, next: str | None = None) -> Response:  # noqa: A002 - the parameter's name
+async def oidc_login(request: Request, next: str | None = None) -> Response:  # the parameter's name
     """Start a single sign-on: redirect to the identity provider."""
     client = _client(request)
     settings = request.app.state.settings
@@ -238,7 +238,7 @@ async def oidc_login(request: Request, next: str | None = None) -> Response:  # 
     redirect_uri = settings.public_url.rstrip("/") + CALLBACK_PATH
     try:
         return await client.authorize_redirect(request, redirect_uri, state=state)
-    except Exception as exc:  # noqa: BLE001 - as above; RuntimeError: no authorization endpoint
+    except Exception as exc:  # as above; RuntimeError: no authorization endpoint
         log.warning("SSO: cannot start the login: %s", type(exc).__name__)
         return _page("the identity provider's metadata has no usable authorization endpoint", 502)
 
@@ -307,7 +307,7 @@ async def oidc_callback(request: Request) -> Response:
             claims = await _with_userinfo(client, token, claims, metadata, settings)
         except Refused:
             raise
-        except Exception as exc:  # noqa: BLE001 - every failure is a refusal, never a 500 with details
+        except Exception as exc:  # every failure is a refusal, never a 500 with details
             reason = _reason(exc)
             log.warning("SSO login refused: %s (%s)", reason, type(exc).__name__)
             raise Refused(reason) from None
@@ -338,7 +338,7 @@ def _audit_failure(request: Request, exc: Refused) -> None:
     try:
         audit.record(session, "login_failed", request=request, user_id=exc.user_id, actor=exc.actor[:200],
                      target="sso", reason=exc.reason[:500])
-    except Exception:  # noqa: BLE001 - the refusal is answered even when the database is down
+    except Exception:  # the refusal is answered even when the database is down
         log.exception("could not write the login_failed audit event")
         session.rollback()
     finally:

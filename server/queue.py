@@ -10,12 +10,13 @@ import logging
 import time
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from celery import Celery
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import sqlalchemy as sqla_transport
 from kombu.transport.sqlalchemy.models import metadata as sqla_metadata
-from sqlalchemy import create_engine, event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import IntegrityError
 
 from server.settings import Settings, get_settings
@@ -33,12 +34,12 @@ class SQLiteChannel(sqla_transport.Channel):
     every transport option to ``create_engine`` (so ``polling_interval`` would break it), and
     SQLite shared by the server and worker processes wants WAL and a busy timeout."""
 
-    def _engine_from_config(self):
+    def _engine_from_config(self) -> Engine:
         conninfo = self.connection.client
         engine = create_engine(conninfo.hostname, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -60,7 +61,7 @@ class SQLiteChannel(sqla_transport.Channel):
                     fcntl.flock(lock, fcntl.LOCK_UN)
         return engine
 
-    def _get_or_create(self, queue):  # noqa: ANN001, ANN202 - kombu's signature
+    def _get_or_create(self, queue: str) -> Any:  # kombu's signature
         """kombu's, but a queue row another process inserted first is read, not an error
         (kombu catches OperationalError only; SQLite raises IntegrityError for the unique name)."""
         try:
@@ -133,7 +134,7 @@ def enqueue_run(run_id: int, task_id: str, queue: str = DEFAULT_QUEUE, settings:
             with app.connection_for_write() as connection:
                 app.send_task(TASK_NAME, args=[run_id], task_id=task_id, queue=queue, connection=connection)
             return
-        except Exception as exc:  # noqa: BLE001 - retried, then raised to the caller
+        except Exception as exc:  # retried, then raised to the caller
             if attempt == ENQUEUE_ATTEMPTS:
                 raise
             log.warning("enqueue of run %s failed (%s: %s); retrying with a new broker connection",
@@ -147,5 +148,5 @@ def revoke(task_id: str, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     try:
         _client(settings.broker_url).control.revoke(task_id)
-    except Exception as exc:  # noqa: BLE001 - revoke is an optimisation, never an error for the user
+    except Exception as exc:  # revoke is an optimisation, never an error for the user
         log.debug("revoke of %s skipped: %s", task_id, exc)

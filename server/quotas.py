@@ -38,9 +38,9 @@ import re
 import shlex
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -123,7 +123,7 @@ def effective(session: Session, project_id: int, settings: Settings | None = Non
     row = session.get(ProjectQuota, project_id, populate_existing=True)
     overrides = {n: (getattr(row, n) if row is not None else None) for n in QUOTA_NAMES}
     base = defaults(settings)
-    values = {n: base[n] if overrides[n] is None else overrides[n] for n in QUOTA_NAMES}
+    values: dict[str, Any] = {n: base[n] if overrides[n] is None else overrides[n] for n in QUOTA_NAMES}
     return Quotas(project_id=project_id, project=name, overrides=overrides, **values)
 
 
@@ -300,7 +300,7 @@ def monitor_mode(run: Run, rows: list[Checkpoint]) -> str:
     scored = [c for c in rows if c.score is not None]
     best = next((c for c in reversed(rows) if c.is_best and c.score is not None), None)
     if best is not None and len(scored) > 1:
-        low, high = min(c.score for c in scored), max(c.score for c in scored)
+        low, high = min(cast(float, c.score) for c in scored), max(cast(float, c.score) for c in scored)
         if best.score == high and best.score != low:
             return "max"
         if best.score == low and best.score != high:
@@ -319,7 +319,7 @@ def retention_keep(session: Session, run: Run, rows: list[Checkpoint], quotas: Q
     if quotas.keep_best > 0:
         scored = [c for c in rows if c.score is not None and not math.isnan(c.score)]
         sign = -1.0 if monitor_mode(run, rows) == "max" else 1.0
-        scored.sort(key=lambda c: (sign * c.score, c.id))
+        scored.sort(key=lambda c: (sign * cast(float, c.score), c.id))
         keep.update(c.id for c in scored[:quotas.keep_best])
     if quotas.keep_every > 0:
         first: dict[int, Checkpoint] = {}
@@ -445,7 +445,7 @@ def stop_overtime_runs(session: Session, settings: Settings | None = None) -> li
     cache: dict[int, Quotas] = {}
     for run_id, project_id, attempt, started_at in candidates:
         quotas = cache.get(project_id) or cache.setdefault(project_id, effective(session, project_id, settings))
-        elapsed = (now - started_at).total_seconds()
+        elapsed = (now - cast(datetime, started_at)).total_seconds()  # is_not(None) above
         if elapsed <= quotas.max_run_seconds + grace:
             continue
         message = (f"Stopped by the reaper: run {run_id} ran {elapsed:,.0f} s, past project {quotas.project!r}'s "
@@ -496,7 +496,7 @@ def sweep_orphans(session: Session, artifacts: Any, upload_dir: Path | str | Non
                 artifacts.delete(key)
                 counts[kind] += 1
                 log.info("sweep: deleted %s from %s (no row points to it)", key, artifacts.url)
-            except Exception:  # noqa: BLE001 - the next sweep tries again
+            except Exception:  # the next sweep tries again
                 log.warning("sweep: could not delete %s", key, exc_info=True)
         session.rollback()
     if upload_dir is not None:
@@ -510,7 +510,7 @@ def sweep_orphans(session: Session, artifacts: Any, upload_dir: Path | str | Non
                     pass  # staging of a snapshot upload: finished ones were moved away
                 elif len(parts) == 2 and parts[0].isdigit() and parts[1].endswith(".part"):
                     stem = parts[1].removesuffix(".part")
-                    if not stem.startswith("oneshot-") and (stem in uploads or session.get(Upload, stem)):
+                    if not stem.startswith("oneshot-") and (stem in uploads or session.get(Upload, stem) is not None):
                         continue
                 else:
                     continue

@@ -421,9 +421,9 @@ def _cut_run(out: RunOut, cap: int) -> RunOut:
             out.truncated.append(name)
     for name in ("params", "trainer", "hyperparameters"):
         where = f"GET /api/v1/runs/{out.id}" + ("/hyperparameters" if name == "hyperparameters" else "")
-        cut = cut_mapping(getattr(out, name), cap, where)
-        if cut is not None:
-            setattr(out, name, cut)
+        cut_map = cut_mapping(getattr(out, name), cap, where)
+        if cut_map is not None:
+            setattr(out, name, cut_map)
             out.truncated.append(name)
     return out
 

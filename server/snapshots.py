@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import pathspec
 
@@ -487,7 +487,7 @@ def pack(
 class _TarInfo(tarfile.TarInfo):
     """Refuses oversized GNU long-name and pax headers before tarfile reads them into memory."""
 
-    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
         if self.type in _META_TYPES and self.size > _MAX_META_BYTES:
             raise UnsafeSnapshot(
                 f"the snapshot has a {human_size(self.size)} tar header (long name or pax "
@@ -541,7 +541,7 @@ def _members(src: Any, budget: int) -> Iterator[Iterator[tuple[tarfile.TarInfo, 
     """Stream the archive's members (tarfile stream mode; nothing seeks), bad gzip/tar as UnsafeSnapshot."""
     with _open_source(src) as raw:
         gz = gzip.GzipFile(fileobj=raw, mode="rb")
-        limited = _Budget(gz, budget)
+        limited = _Budget(cast("IO[bytes]", gz), budget)
         try:
             tf = tarfile.open(
                 fileobj=limited, mode="r|", tarinfo=_TarInfo, encoding="utf-8", errors="surrogateescape"
@@ -558,7 +558,7 @@ def _members(src: Any, budget: int) -> Iterator[Iterator[tuple[tarfile.TarInfo, 
                     if member is None:
                         return
                     yield member, tf
-                    tf.members.clear()  # stream mode keeps every member otherwise
+                    tf.members.clear()  # type: ignore[attr-defined]  # stream mode keeps every member otherwise
             except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
                 raise UnsafeSnapshot(
                     f"the snapshot is not a valid tar.gz archive ({exc}); pack it with runyard submit."

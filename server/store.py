@@ -63,10 +63,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import CursorResult, and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from server.downsample import block_rollups, read_series, rebuild_blocks, upsert_blocks
@@ -288,7 +288,7 @@ def get_or_create_project(session: Session, name: str) -> Project:
             project = Project(name=name)
             session.add(project)
             session.flush()
-    except Exception:  # noqa: BLE001 - lost a race with another creator: read theirs
+    except Exception:  # lost a race with another creator: read theirs
         project = session.scalar(select(Project).where(Project.name == name))
         if project is None:
             raise
@@ -522,7 +522,7 @@ def _delete_run_files(run_id: int, artifacts: Any, uploads_dir: Path | str | Non
         store.delete_prefix(f"{run_id}/")
     except ArtifactError as exc:
         log.warning("run %s: its files in %s were not deleted: %s", run_id, store.url, exc)
-    except Exception:  # noqa: BLE001 - the rows are gone; a store outage must not turn that into a 500
+    except Exception:  # the rows are gone; a store outage must not turn that into a 500
         log.exception("run %s: its files in %s were not deleted", run_id, store.url)
     if uploads_dir is not None:
         root = Path(uploads_dir).resolve()
@@ -576,9 +576,10 @@ def resume_run(session: Session, run_id: int, checkpoint_id: int | None = None,
         entry=source.entry,
     )
     cols = [MetricPoint.key, MetricPoint.step, MetricPoint.epoch, MetricPoint.value, MetricPoint.wall_time]
-    copied = select(func.cast(new.id, MetricPoint.run_id.type).label("run_id"), *cols).where(
-        MetricPoint.run_id == source.id
-    )
+    copied = select(
+        func.cast(new.id, MetricPoint.run_id.type).label("run_id"),  # type: ignore[arg-type]  # an int bound
+        *cols,
+    ).where(MetricPoint.run_id == source.id)
     if checkpoint.step is not None:
         copied = copied.where(MetricPoint.step < history_cut(checkpoint))
     session.execute(
@@ -626,7 +627,7 @@ def move(session: Session, run_id: int, status: str, *, attempt: int | None = No
     if where is not None:
         query = query.where(where)
     result = session.execute(query.values(**{**_status_values(status, error), **(values or {})}))
-    moved = result.rowcount == 1
+    moved = cast("CursorResult[Any]", result).rowcount == 1
     if moved and status != RunStatus.RUNNING:
         from server.auth import revoke_run_tokens
 
@@ -699,7 +700,7 @@ def claim_run(session: Session, run_id: int, worker_host: str, device: str) -> t
                 started_at=func.coalesce(Run.started_at, now), heartbeat_at=now, worker_host=worker_host[:255],
                 device=device[:100], updated_at=now, ended_at=None, error=None)
     )
-    if result.rowcount != 1:
+    if cast("CursorResult[Any]", result).rowcount != 1:
         session.commit()
         return None
     from server.auth import revoke_run_tokens
@@ -735,7 +736,7 @@ def heartbeat_run(session: Session, run_id: int, attempt: int | None = None) -> 
     result = session.execute(query.values(heartbeat_at=utcnow(), updated_at=Run.updated_at))
     session.commit()
     run = require_run(session, run_id)
-    if result.rowcount != 1:
+    if cast("CursorResult[Any]", result).rowcount != 1:
         raise Conflict(f"Run {run_id} is {run.status} (attempt {run.attempt}); stop training it.", "status")
     return {"status": run.status, "cancel_requested": bool(run.cancel_requested),
             "stop": bool(run.cancel_requested)}
@@ -961,7 +962,7 @@ def add_metric_points(session: Session, run_id: int, points: Iterable[Any], *, c
             "SELECT nextval(pg_get_serial_sequence('metric_points', 'id')) FROM generate_series(1, %(n)s)",
             {"n": n},
         ).scalars())
-        raw = connection.connection.driver_connection
+        raw = cast(Any, connection.connection.driver_connection)
         try:
             with raw.cursor() as cursor, cursor.copy(
                 "COPY metric_points (id, run_id, key, step, value, epoch, wall_time) FROM STDIN"
@@ -984,7 +985,7 @@ def add_metric_points(session: Session, run_id: int, points: Iterable[Any], *, c
             rows,
         )
         # SQLite has one writer at a time and hands out max(rowid) + 1: our ids are contiguous.
-        last = connection.exec_driver_sql("SELECT max(id) FROM metric_points").scalar()
+        last = int(connection.exec_driver_sql("SELECT max(id) FROM metric_points").scalar_one())
         id_array = np.arange(last - n + 1, last + 1, dtype=np.int64)
     _record_batch(session, run_id, batch_key, n)
     upsert_blocks(session, block_rollups(
@@ -1002,7 +1003,7 @@ def delete_metric_points_after(session: Session, run_id: int, step: int) -> int:
     result = session.execute(delete(MetricPoint).where(MetricPoint.run_id == run_id, MetricPoint.step > step))
     rebuild_blocks(session, run_id, min_block=step // BLOCK_STEPS)
     session.commit()
-    return result.rowcount
+    return int(cast("CursorResult[Any]", result).rowcount)
 
 
 def read_metrics(session: Session, run_id: int, keys: Sequence[str] | None = None,
@@ -1209,7 +1210,7 @@ def _delete_pruned_files(session: Session, keys: list[str]) -> list[str]:
         for key in keys:
             try:
                 artifacts.delete(key)
-            except Exception:  # noqa: BLE001 - the orphan sweep removes it later
+            except Exception:  # the orphan sweep removes it later
                 logging.getLogger(__name__).warning("retention: could not delete %s", key, exc_info=True)
     return keys
 
@@ -1363,8 +1364,8 @@ def feed_new_rows(session: Session, marks: dict[str, int], limit: int = FEED_BAT
 
 def runs_touched_since(session: Session, when: datetime) -> list[tuple[int, int, datetime]]:
     """(id, project id, updated_at) of the runs changed after ``when`` (the ``updated_at`` index)."""
-    return [tuple(row) for row in session.execute(
-        select(Run.id, Run.project_id, Run.updated_at).where(Run.updated_at > when))]
+    return cast("list[tuple[int, int, datetime]]", [tuple(row) for row in session.execute(
+        select(Run.id, Run.project_id, Run.updated_at).where(Run.updated_at > when))])
 
 
 def run_deletions_after(session: Session, after_id: int, project_ids: set[int] | None = None,
@@ -1407,7 +1408,7 @@ def sweep_run_deletions(session: Session, older_than: timedelta = timedelta(days
 
     result = session.execute(delete(RunDeletion).where(RunDeletion.deleted_at < utcnow() - older_than))
     session.commit()
-    return result.rowcount or 0
+    return cast("CursorResult[Any]", result).rowcount or 0
 
 
 # --------------------------------------------------------------------------- code snapshots
@@ -1460,7 +1461,7 @@ def add_snapshot(session: Session, *, project_id: int, sha256: str, size: int, u
         with session.begin_nested():
             session.add(snapshot)
             session.flush()
-    except Exception:  # noqa: BLE001 - a concurrent upload of the same bytes to this project won
+    except Exception:  # a concurrent upload of the same bytes to this project won
         existing = snapshot_in_project(session, project_id, sha256)
         if existing is None:
             raise
@@ -1500,7 +1501,7 @@ def set_code_schema(session: Session, snapshot_id: int, entry_key: str, params_s
                 session.flush()
             session.commit()
             return row
-        except Exception:  # noqa: BLE001 - a concurrent recording won: replace theirs below
+        except Exception:  # a concurrent recording won: replace theirs below
             row = session.scalar(select(CodeSchema).where(CodeSchema.snapshot_id == snapshot_id,
                                                           CodeSchema.entry_key == entry_key))
             if row is None:
@@ -1539,7 +1540,7 @@ def set_run_environment(session: Session, run_id: int, record: dict) -> RunEnvir
                 session.flush()
             session.commit()
             return row
-        except Exception:  # noqa: BLE001 - a concurrent first write won: replace it below
+        except Exception:  # a concurrent first write won: replace it below
             row = session.get(RunEnvironment, run_id, populate_existing=True)
             if row is None:
                 raise

@@ -21,10 +21,11 @@ import threading
 import time
 from collections import deque
 from datetime import timedelta
+from typing import Any, cast
 
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import CursorResult, Engine, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -72,7 +73,7 @@ def hash_password(password: str) -> str:
 def any_user(session: Session) -> bool:
     """Whether any account exists (until one does, the server is in single-user open mode).
     Once true for a database it stays true (accounts are disabled, never deleted)."""
-    key = str(session.get_bind().url)
+    key = str(cast(Engine, session.get_bind()).url)
     if key in _users_exist:
         return True
     found = session.scalar(select(User.id).limit(1)) is not None
@@ -278,6 +279,7 @@ def sync_sso_roles(session: Session, user: User, wanted: dict[str, str]) -> dict
     current = session.execute(select(ProjectMember, Project.name).join(Project, Project.id == ProjectMember.project_id)
                               .where(ProjectMember.user_id == user.id)).all()
     by_name = {name: member for member, name in current}
+    member: ProjectMember | None
     for name, member in by_name.items():
         if member.source == "oidc" and name not in wanted:
             changes[name] = (member.role, None)
@@ -301,7 +303,7 @@ def delete_expired_sessions(session: Session) -> int:
     result = session.execute(delete(BrowserSession).where(
         (BrowserSession.expires_at < cutoff) | (BrowserSession.revoked_at < cutoff)))
     session.commit()
-    return result.rowcount or 0
+    return cast("CursorResult[Any]", result).rowcount or 0
 
 
 # --------------------------------------------------------------------------- rate limit

@@ -7,11 +7,11 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from trainer_core.callbacks.callback import Callback  # noqa: E402
-from trainer_core.core.datamodule import LightningDataModule  # noqa: E402
-from trainer_core.core.module import LightningModule  # noqa: E402
-from trainer_core.seed import seed_everything  # noqa: E402
-from trainer_core.trainer.trainer import Trainer  # noqa: E402
+from trainer_core.callbacks.callback import Callback
+from trainer_core.core.datamodule import LightningDataModule
+from trainer_core.core.module import LightningModule
+from trainer_core.seed import seed_everything
+from trainer_core.trainer.trainer import Trainer
 
 _SUBMODULES = ("callbacks", "loggers", "cli", "summary", "core", "trainer", "checkpoint_io", "seed")
 

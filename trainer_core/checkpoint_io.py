@@ -13,7 +13,7 @@ import errno
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import torch
 
@@ -22,7 +22,7 @@ STORAGE_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk q
                   errno.EROFS: "read-only file system"}
 
 
-def storage_error(exc: OSError, path: str | os.PathLike) -> OSError:
+def storage_error(exc: OSError, path: str | os.PathLike[str]) -> OSError:
     """``OSError(exc.errno, "no space left on device writing <path>")`` (or the quota / read-only
     sentence) for a full or read-only disk; ``exc`` itself for any other error."""
     if exc.errno not in STORAGE_ERRORS:
@@ -42,7 +42,7 @@ class _RecordingWriter:
 
     def write(self, data: Any) -> int:
         try:
-            return self._f.write(data)
+            return int(self._f.write(data))
         except OSError as exc:
             self.error = self.error or exc
             raise
@@ -66,7 +66,7 @@ def _temp_beside(path: Path) -> tuple[int, str]:
         raise
 
 
-def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
+def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Write ``checkpoint`` to a temporary file beside ``path`` and rename it into place.
 
     A crash mid-write leaves at most a stray temp file, never a truncated file under the real name.
@@ -84,7 +84,7 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None
     try:
         with os.fdopen(fd, "wb") as f:
             writer = _RecordingWriter(f)
-            torch.save(checkpoint, writer)
+            torch.save(checkpoint, cast("IO[bytes]", writer))  # a file-like writer: all torch.save uses
         os.replace(tmp, path)
     except BaseException as exc:
         try:
@@ -99,7 +99,7 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None
         raise
 
 
-def copy_checkpoint(src: str | os.PathLike, path: str | os.PathLike) -> None:
+def copy_checkpoint(src: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
     """Copy the checkpoint file ``src`` to ``path`` atomically (a temp file beside ``path``, renamed
     into place); a full or read-only disk raises as :func:`save_checkpoint` does."""
     import shutil
@@ -120,14 +120,14 @@ def copy_checkpoint(src: str | os.PathLike, path: str | os.PathLike) -> None:
         raise
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike[str], map_location: Any = None) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``: only tensors and plain Python values."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"Checkpoint file not found: {os.fspath(path)!r}.")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    return cast("dict[str, Any]", torch.load(path, map_location=map_location, weights_only=True))
 
 
-def remove_checkpoint(path: str | os.PathLike) -> None:
+def remove_checkpoint(path: str | os.PathLike[str]) -> None:
     try:
         os.remove(path)
     except FileNotFoundError:

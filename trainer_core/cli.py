@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Iterable
 from functools import partial, update_wrapper
 from types import MethodType
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 
 import torch
 from torch.optim import Optimizer
@@ -56,15 +56,15 @@ class ReduceLROnPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
 LRSchedulerTypeTuple = (LRScheduler, ReduceLROnPlateau)
 LRSchedulerTypeUnion = Union[LRScheduler, ReduceLROnPlateau]  # noqa: UP007 - used at runtime by jsonargparse
 ArgsType = Union[list[str], dict[str, Any], Namespace, None]  # noqa: UP007
-OptimizerCallable = Callable[[Iterable], Optimizer]
+OptimizerCallable = Callable[[Iterable[Any]], Optimizer]
 LRSchedulerCallable = Callable[[Optimizer], LRSchedulerTypeUnion]
 
 
 def _import_builtin_callbacks_and_loggers() -> None:
     """Import every built-in callback and logger so jsonargparse resolves short names like ``CSVLogger``."""
-    import trainer_core.callbacks.lr_monitor  # noqa: F401
-    import trainer_core.callbacks.model_summary  # noqa: F401
-    import trainer_core.callbacks.progress  # noqa: F401
+    import trainer_core.callbacks.lr_monitor
+    import trainer_core.callbacks.model_summary
+    import trainer_core.callbacks.progress
     import trainer_core.loggers  # noqa: F401
 
 
@@ -118,12 +118,13 @@ class LightningArgumentParser(ArgumentParser):
         if issubclass(lightning_class, Callback):
             self.callback_keys.append(nested_key)
         if subclass_mode:
-            return self.add_subclass_arguments(
+            return cast("list[str]", self.add_subclass_arguments(
                 lightning_class, nested_key, fail_untyped=False, required=required
-            )
+            ))
         if issubclass(lightning_class, Trainer):
             return self._add_trainer_arguments(lightning_class, nested_key)
-        return self.add_class_arguments(lightning_class, nested_key, fail_untyped=False, sub_configs=True)
+        return cast("list[str]", self.add_class_arguments(lightning_class, nested_key, fail_untyped=False,
+                                                          sub_configs=True))
 
     def _add_trainer_arguments(self, trainer_class: type, nested_key: str) -> list[str]:
         """The Trainer's arguments, with ``callbacks`` and ``logger`` typed as Lightning types them.
@@ -136,9 +137,9 @@ class LightningArgumentParser(ArgumentParser):
         _import_builtin_callbacks_and_loggers()
         from trainer_core.loggers.logger import Logger
 
-        params = inspect.signature(trainer_class.__init__).parameters
+        params = inspect.signature(trainer_class.__init__).parameters  # type: ignore[misc]
         typed = {"callbacks", "logger"} & set(params)
-        added = self.add_class_arguments(
+        added: list[str] = self.add_class_arguments(
             trainer_class, nested_key, fail_untyped=False, instantiate=False, sub_configs=True, skip=typed
         )
         if "callbacks" in typed:

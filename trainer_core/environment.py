@@ -74,7 +74,7 @@ def packages(refresh: bool = False) -> dict[str, str]:
         return dict(_PACKAGES)
 
 
-def git_info(cwd: str | os.PathLike | None = None) -> dict[str, Any] | None:
+def git_info(cwd: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
     """The git record of the code: from a snapshot's ``.runyard/git.json`` (``RUNYARD_CODE_DIR``,
     else ``RUNYARD_RUN_DIR/code``), else from ``git`` in ``cwd`` (default: the working
     directory). ``None`` when there is none (no repository, no git binary, git failing)."""
@@ -95,7 +95,7 @@ def git_info(cwd: str | os.PathLike | None = None) -> dict[str, Any] | None:
 def _safe(fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.debug("environment field %s failed", getattr(fn, "__name__", fn), exc_info=True)
         return None
 
@@ -138,7 +138,7 @@ def _torch_fields() -> dict[str, Any]:
     out["cuda"] = getattr(torch.version, "cuda", None)
     try:
         available = bool(torch.cuda.is_available())
-    except Exception:  # noqa: BLE001
+    except Exception:
         available = False
     if available:
         out["cudnn"] = _safe(torch.backends.cudnn.version)
@@ -171,7 +171,7 @@ def _nvml_names() -> list[str] | None:
             name = pynvml.nvmlDeviceGetName(handle)
             names.append(name.decode() if isinstance(name, bytes) else str(name))
         return names
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
 
 
@@ -185,12 +185,12 @@ def _read_packages() -> dict[str, str]:
             try:
                 name = dist.metadata["Name"]
                 version = dist.version
-            except Exception:  # noqa: BLE001 - a broken .dist-info
+            except Exception:  # a broken .dist-info
                 continue
             if not name or version is None:
                 continue
             found.setdefault(str(name), str(version))  # sys.path order: the one imports would use
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.debug("listing the installed distributions failed", exc_info=True)
     return dict(sorted(found.items(), key=lambda kv: kv[0].lower()))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+from typing import Any
 
 import torch
 
@@ -81,22 +82,22 @@ def pl_worker_init_function(worker_id: int, rank: int | None = None) -> None:
         random.seed(seed)
 
 
-def capture_rng_state() -> dict:
+def capture_rng_state() -> dict[str, Any]:
     """The global RNG states as plain values and tensors (``torch.load(weights_only=True)`` safe)."""
-    state: dict = {"torch": torch.get_rng_state(), "python": _to_plain(random.getstate())}
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": _to_plain(random.getstate())}
     try:
         import numpy as np
 
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
-        state["numpy"] = [kind, torch.from_numpy(keys.astype("int64")), int(pos), int(has_gauss), float(cached)]
+        kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+        state["numpy"] = [kind, torch.from_numpy(np.asarray(keys).astype("int64")), int(pos), int(has_gauss), float(cached)]
     except ImportError:  # pragma: no cover
         pass
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def restore_rng_state(state: dict) -> None:
+def restore_rng_state(state: dict[str, Any]) -> None:
     if "torch" in state:
         torch.set_rng_state(state["torch"])
     if "python" in state:
@@ -111,7 +112,7 @@ def restore_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _to_plain(value):
+def _to_plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_to_plain(v) for v in value]
     return value

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +53,7 @@ def _is_lazy(p: torch.Tensor) -> bool:
     return isinstance(p, nn.parameter.UninitializedParameter)
 
 
-def _numel(params) -> int:
+def _numel(params: Iterable[torch.Tensor]) -> int:
     return sum(0 if _is_lazy(p) else p.numel() for p in params)
 
 
@@ -135,8 +136,8 @@ def _record_sizes(module: nn.Module, layers: dict[str, tuple[nn.Module, LayerSum
         return False
     handles = []
 
-    def make_hook(summary: LayerSummary):
-        def hook(_mod, args, kwargs, out):
+    def make_hook(summary: LayerSummary) -> Callable[[nn.Module, Any, Any, Any], None]:
+        def hook(_mod: nn.Module, args: Any, kwargs: Any, out: Any) -> None:
             inputs = list(args) + list(kwargs.values())
             summary.in_size = _shape_of(inputs[0] if len(inputs) == 1 else inputs)
             summary.out_size = _shape_of(out)

@@ -14,7 +14,9 @@ and hands it to ``emit(step, wall_time, metrics)``: ``step`` is the sample's num
     system/gpu{i}/temperature_c     ``nvidia-ml-py`` package) and a driver; otherwise no GPU series.
 
 psutil is used when installed, else ``/proc`` (Linux); both imported on first use, so importing
-this module costs nothing. A value that cannot be read is left out of the sample, never made up.
+this module costs nothing (``pip install runyard`` alone has no psutil). Without either, the CPU,
+RAM and RSS series are skipped with one warning. A value that cannot be read is left out of the
+sample, never made up.
 
 ``RunyardLogger`` starts one for its run (the interval from :func:`interval_from_env`:
 ``RUNYARD_SYSTEM_METRICS_INTERVAL``, default 5 s; ``RUNYARD_SYSTEM_METRICS=0`` or an interval of 0
@@ -77,7 +79,7 @@ def _nvml() -> Any:
 
                 pynvml.nvmlInit()
                 _NVML = pynvml
-            except Exception as exc:  # noqa: BLE001 - ImportError, NVMLError (no driver), anything
+            except Exception as exc:  # ImportError, NVMLError (no driver), anything
                 log.debug("no NVML: %s", exc)
         return _NVML or None
 
@@ -97,7 +99,7 @@ def nvml_handles() -> list[tuple[int, Any]] | None:
         return None
     try:
         count = int(nvml.nvmlDeviceGetCount())
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
@@ -105,10 +107,10 @@ def nvml_handles() -> list[tuple[int, Any]] | None:
         for i in range(count):
             try:
                 out.append((i, nvml.nvmlDeviceGetHandleByIndex(i)))
-            except Exception:  # noqa: BLE001 - a device NVML cannot open (lost, no permission)
+            except Exception:  # a device NVML cannot open (lost, no permission)
                 continue
         return out
-    handles = []
+    handles: list[tuple[int, Any]] = []
     for token in (t.strip() for t in visible.split(",")):
         if not token:
             break
@@ -122,7 +124,7 @@ def nvml_handles() -> list[tuple[int, Any]] | None:
                 handle = _handle_by_uuid(nvml, token, count)
                 if handle is None:
                     break
-        except Exception:  # noqa: BLE001
+        except Exception:
             break
         handles.append((len(handles), handle))
     return handles
@@ -131,7 +133,7 @@ def nvml_handles() -> list[tuple[int, Any]] | None:
 def _handle_by_uuid(nvml: Any, token: str, count: int) -> Any:
     try:
         return nvml.nvmlDeviceGetHandleByUUID(token)
-    except Exception:  # noqa: BLE001 - CUDA also takes a unique prefix of the UUID
+    except Exception:  # CUDA also takes a unique prefix of the UUID
         pass
     for i in range(count):
         handle = nvml.nvmlDeviceGetHandleByIndex(i)
@@ -150,20 +152,20 @@ def _gpu_sample(out: dict[str, float], handles: list[tuple[int, Any]]) -> None:
         prefix = f"system/gpu{i}/"
         try:
             out[prefix + "utilization"] = float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
-        except Exception:  # noqa: BLE001 - e.g. a MIG instance has no utilisation counter
+        except Exception:  # e.g. a MIG instance has no utilisation counter
             pass
         try:
             mem = nvml.nvmlDeviceGetMemoryInfo(handle)
             out[prefix + "memory_used_mb"] = float(mem.used) / _MIB
             if mem.total:
                 out[prefix + "memory_percent"] = 100.0 * float(mem.used) / float(mem.total)
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
         try:
             out[prefix + "temperature_c"] = float(
                 nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)
             )
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
 
@@ -177,6 +179,18 @@ def _psutil() -> Any:
         return psutil
     except ImportError:
         return None
+
+
+_WARNED_NO_SOURCE = False
+
+
+def _warn_no_source() -> None:
+    """Once per process: neither psutil nor /proc (not Linux) to read CPU, RAM and RSS from."""
+    global _WARNED_NO_SOURCE
+    if not _WARNED_NO_SOURCE:
+        _WARNED_NO_SOURCE = True
+        log.warning("system metrics: CPU, RAM and process memory are skipped (no psutil and no /proc here); "
+                    "pip install psutil (it comes with runyard[worker])")
 
 
 def _cpu_times_proc() -> tuple[float, float]:
@@ -321,6 +335,8 @@ class SystemSampler:
             return
         self._ready = True
         self._ps = _psutil() if self._use_psutil else None
+        if self._ps is None and not os.path.exists("/proc/stat"):
+            _warn_no_source()
         self._handles = (nvml_handles() or []) if self.gpus else []
         self._cpu_prev = self._safe(self._cpu_times)
         self._last_at = time.monotonic()
@@ -329,7 +345,7 @@ class SystemSampler:
     def _safe(fn: Callable[..., Any], *args: Any) -> Any:
         try:
             return fn(*args)
-        except Exception:  # noqa: BLE001 - a value not read is left out
+        except Exception:  # a value not read is left out
             return None
 
     def _cpu_times(self) -> tuple[float, float]:
@@ -377,7 +393,7 @@ class SystemSampler:
         if self.emit is not None and metrics:
             try:
                 self.emit(step, now, metrics)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 if not self._emit_failed:
                     self._emit_failed = True
                     log.warning("system metrics: handing a sample on failed", exc_info=True)
@@ -410,7 +426,7 @@ class SystemSampler:
         while not self._stop.wait(self.interval):
             try:
                 self.sample()
-            except Exception:  # noqa: BLE001 - the thread must survive anything
+            except Exception:  # the thread must survive anything
                 log.debug("system metrics sample failed", exc_info=True)
 
 

@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from server.settings import Settings
 from trainer_core.client import ApiError, Client, Unreachable
@@ -67,7 +67,7 @@ def describe_device(trainer_args: dict[str, Any]) -> str:
         if not torch.cuda.is_available():
             return "cpu"
         name = torch.cuda.get_device_name(0)
-    except Exception:  # noqa: BLE001 - no driver: the trainer will say so if a GPU was required
+    except Exception:  # no driver: the trainer will say so if a GPU was required
         return "cpu"
     return f"cuda:{gpu} ({name})" if gpu is not None else f"cuda:0 ({name})"
 
@@ -124,7 +124,7 @@ class Agent:
                         pass
             except Unreachable:
                 pass
-            except Exception:  # noqa: BLE001 - liveness must not kill the worker
+            except Exception:  # liveness must not kill the worker
                 log.warning("worker heartbeat failed", exc_info=True)
 
     def close(self) -> None:
@@ -211,12 +211,12 @@ class Agent:
                 # it from its own heartbeat but did not stop (stuck outside a training step)
                 log.warning("run %s is no longer this worker's; its process did not stop: killed", run_id)
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGKILL)
+                    os.kill(cast(int, process.pid), signal.SIGKILL)
                 lost_since = None
             if WORKER_SHUTDOWN.is_set() and not signalled:
                 signalled = True
                 try:
-                    os.kill(process.pid, signal.SIGUSR1)
+                    os.kill(cast(int, process.pid), signal.SIGUSR1)
                 except ProcessLookupError:
                     pass
         code = process.exitcode
@@ -252,7 +252,7 @@ class Agent:
             return False if exc.status == 409 else None
         except Unreachable:
             return None
-        except Exception:  # noqa: BLE001 - a heartbeat must never stop the supervision
+        except Exception:  # a heartbeat must never stop the supervision
             log.warning("heartbeat of run %s failed", run_id, exc_info=True)
             return None
 

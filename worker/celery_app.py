@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from celery import signals
 
 from server.queue import DEFAULT_QUEUE, make_celery
 from server.settings import forbid_peeking, get_settings
+
+if TYPE_CHECKING:
+    from worker.agent import Agent
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +55,7 @@ class _QuietReject(logging.Filter):
 logging.getLogger("celery.app.trace").addFilter(_QuietReject())
 
 
-def get_agent():
+def get_agent() -> Agent:
     """The worker's agent, started (registered, forkserver up) on first use."""
     global _agent
     with _agent_lock:

@@ -235,7 +235,7 @@ def load_object(code_dir: Path, spec: str, what: str) -> Any:
             module_spec.loader.exec_module(module)
     except CodeRunError:
         raise
-    except BaseException as exc:  # noqa: BLE001 - user code: any error (SystemExit too) fails the run with it
+    except BaseException as exc:  # user code: any error (SystemExit too) fails the run with it
         raise CodeRunError(
             f"Importing {rel} failed: {type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
         ) from None
@@ -304,7 +304,7 @@ def run_module(
     recipe = module_recipe(code_dir, entry)
     try:
         schema = recipe.params_schema()
-    except Exception as exc:  # noqa: BLE001 - a type pydantic cannot express: say which class
+    except Exception as exc:  # a type pydantic cannot express: say which class
         raise CodeRunError(
             f"Runyard cannot make a form from the __init__ arguments of {entry.get('model')}"
             + (f" and {entry['data']}" if entry.get("data") else "")

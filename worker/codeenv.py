@@ -71,7 +71,7 @@ def env_key(requirements: bytes) -> str:
     return digest.hexdigest()[:16]
 
 
-def envs_dir(home: str | os.PathLike) -> Path:
+def envs_dir(home: str | os.PathLike[str]) -> Path:
     return Path(home) / "envs"
 
 
@@ -160,7 +160,7 @@ class Stopped(RuntimeError):
 
 
 def ensure_env(
-    code_dir: Path, home: str | os.PathLike, *, out: Output = print, should_stop: ShouldStop | None = None
+    code_dir: Path, home: str | os.PathLike[str], *, out: Output = print, should_stop: ShouldStop | None = None
 ) -> CodeEnv | None:
     """The env for ``code_dir/requirements.txt`` (built now, or reused); ``None`` without one."""
     req = Path(code_dir) / REQUIREMENTS
@@ -238,7 +238,7 @@ def activate_in_process(env: CodeEnv) -> None:
     known = site._init_pathinfo()  # type: ignore[attr-defined]
     for name in sorted(os.listdir(site_dir)):
         if name.endswith(".pth") and name != PTH_NAME:
-            site.addpackage(site_dir, name, known)  # type: ignore[attr-defined]
+            site.addpackage(site_dir, name, known)
     added = [p for p in sys.path if p not in before and p != site_dir]
     sys.path[:] = [site_dir, *added, *before]
     importlib.invalidate_caches()

@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ def preload(recipe_modules: str) -> None:
     """Import the recipes in the forkserver, so each run's process starts with them loaded."""
     try:
         get_registry(recipe_modules)
-    except Exception:  # noqa: BLE001 - the run's process imports them again and reports the error
+    except Exception:  # the run's process imports them again and reports the error
         pass
 
 
@@ -103,7 +104,7 @@ def run(payload: dict[str, Any], run_dir: Path) -> int:
                            heartbeat_interval=payload.get("heartbeat_interval", 5.0))
     try:
         status = _train(payload, logger, run_dir)
-    except Exception as exc:  # noqa: BLE001 - any failure of the run ends it as failed, with the reason
+    except Exception as exc:  # any failure of the run ends it as failed, with the reason
         from pydantic import ValidationError
 
         from trainer_core.loggers.runyard import QuotaExceeded
@@ -147,7 +148,8 @@ def _fetch(logger: Any, checkpoint: dict[str, Any], folder: Path) -> Path:
     return dest
 
 
-def build_trainer(trainer_args: dict[str, Any], run_dir: Path, logger: Any, control: Any, extra_callbacks=()):
+def build_trainer(trainer_args: dict[str, Any], run_dir: Path, logger: Any, control: Any,
+                  extra_callbacks: Sequence[Any] = ()) -> tuple[L.Trainer, TrainerArgs]:
     import trainer_core as L
     from trainer_core.callbacks import EarlyStopping, ModelCheckpoint
 

@@ -17,6 +17,6 @@ def execute_run(run_id: int) -> str:
         raise Reject("worker is shutting down", requeue=True)
     try:
         agent = get_agent()
-    except Exception as exc:  # noqa: BLE001 - not registered (server down): the message goes back
+    except Exception as exc:  # not registered (server down): the message goes back
         raise Reject(f"this worker is not registered with the server ({exc})", requeue=True) from exc
     return agent.execute(int(run_id))

@@ -4,7 +4,7 @@ project members and roles, the audit log. Access is decided by ``server/policy.p
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -150,7 +150,7 @@ def me(request: Request, session: Session = Depends(get_session),
     if principal.kind == "open":
         return {"authenticated": True, "open": True, "user": None, "is_admin": True, "roles": {}, "csrf": None,
                 "sso": sso}
-    user = users.get_user(session, principal.user_id)
+    user = users.get_user(session, cast(int, principal.user_id))  # not open: a user's principal
     names = dict(session.execute(select(Project.id, Project.name)).all())
     from server.auth import roles as roles_of
 
@@ -246,7 +246,7 @@ def change_password(body: PasswordChange, request: Request, session: Session = D
     principal = _principal(request)
     if principal.kind == "open":
         raise ApiError(409, "No account is logged in (no accounts exist yet).")
-    user = users.get_user(session, principal.user_id)
+    user = users.get_user(session, cast(int, principal.user_id))  # not open: a user's principal
     if user.password_hash:
         limiter, key, address = _limiter(request), f"user:{user.id}", audit.client_address(request) or "?"
         wait = limiter.retry_after(key, address)
@@ -269,7 +269,7 @@ def change_password(body: PasswordChange, request: Request, session: Session = D
 
 
 @router.get("/tokens")
-def list_tokens(request: Request, all: bool = False,  # noqa: A002 - the query parameter's name
+def list_tokens(request: Request, all: bool = False,  # the query parameter's name
                 session: Session = Depends(get_session)) -> list[dict[str, Any]]:
     """Your personal tokens (a server admin may ask for ``all=true``: every user's). Secrets are
     never shown again; ``prefix`` identifies a token."""

@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -130,7 +130,7 @@ class _KeyLocks:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @asynccontextmanager
-    async def hold(self, key: str):  # noqa: ANN201
+    async def hold(self, key: str) -> AsyncIterator[None]:
         lock, users = self._locks.get(key, (None, 0))
         if lock is None:
             lock = asyncio.Lock()
@@ -650,7 +650,7 @@ async def upload_checkpoint(
 
 def _continues(range_header: str | None) -> bool:
     """A Range request that continues a download (not from byte 0): not audited again."""
-    return bool(range_header) and not range_header.replace(" ", "").startswith("bytes=0-")
+    return range_header is not None and bool(range_header) and not range_header.replace(" ", "").startswith("bytes=0-")
 
 
 def _position(digits: str) -> int:

@@ -457,7 +457,7 @@ def get_environment(run_id: RunId, session: Session = Depends(get_session)) -> E
 
 
 @router.put("/runs/{run_id}/environment", response_model=EnvironmentOut, openapi_extra=JSON_BODY)
-async def put_environment(run_id: RunId, request: Request) -> EnvironmentOut:
+async def put_environment(run_id: RunId, request: Request) -> EnvironmentOut | Response:
     """Store (replace) the run's environment record: a JSON object of at most 2 MiB."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > ENVIRONMENT_LIMIT:

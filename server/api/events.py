@@ -29,7 +29,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -72,7 +72,7 @@ def parse_cursor(raw: str | None) -> tuple[int, int, int] | None:
     return parts[0], parts[1], parts[2]
 
 
-def _point(row) -> dict:  # noqa: ANN001 - a result row
+def _point(row: Any) -> dict[str, Any]:  # a result row
     value = row.value
     return {"id": row.id, "key": row.key, "step": row.step, "epoch": row.epoch,
             "value": math.nan if value is None else value, "wall_time": row.wall_time}
@@ -182,7 +182,7 @@ class RunEventPoller:
             events = list(read.events)
             if read.status_key != self.status_key:
                 self.status_key = read.status_key
-                events.append(read.status)
+                events.append(cast(str, read.status))  # a status_key change comes with its status
             return events
         finally:
             session.close()
@@ -339,10 +339,11 @@ class RunListPoller:
         cap = self.app.state.settings.max_value_bytes  # oversized stored values cut, as in GET /runs
         if self.shared is not None:
             horizon, rows = recent_runs(self.app).rows(session, self.shared, public_url, cap)
-            low = max(self.since - self.OVERLAP, horizon)
+            since = cast(datetime, self.since)  # set by the first poll
+            low = max(since - self.OVERLAP, horizon)
             return [row for row in rows if row[2] > low]
         return [(run.id, run.project_id, run.updated_at, lambda run=run: _run_json(run, public_url, cap))
-                for run in store.runs_changed_since(session, self.since - self.OVERLAP, visible)]
+                for run in store.runs_changed_since(session, cast(datetime, self.since) - self.OVERLAP, visible)]
 
     def _deletions(self, session: Any, visible: set[int] | None) -> list[Any]:
         """Tombstones after ``deletion_mark`` (shared like ``_changed``)."""
@@ -383,7 +384,7 @@ class RecentRuns:
                     encoded = _run_json(run, public_url, cap)
                     rows.append((run.id, run.project_id, run.updated_at, lambda encoded=encoded: encoded))
                 self.key, self.horizon, self._rows = key, horizon, rows
-            return self.horizon, self._rows
+            return cast(datetime, self.horizon), self._rows  # set above
 
     def deletions(self, session: Any, key: object) -> list[Any]:
         with self.lock:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -37,7 +37,7 @@ def parse_points(payload: Any, limit: int) -> list[tuple]:
         raise ApiError(413, f"{len(points)} points in one request; send at most {limit} per request "
                             "and split the rest into further requests.", "points")
     now = time.time()
-    rows = []
+    rows: list[Any] = []
     append = rows.append
     for i, p in enumerate(points):
         if type(p) is not dict:
@@ -62,7 +62,7 @@ def parse_points(payload: Any, limit: int) -> list[tuple]:
                 value = None
         elif tv is int:
             try:
-                value = float(value)
+                value = float(cast(int, value))
             except OverflowError:
                 raise ApiError(422, f"points[{i}].value is too large for a 64-bit float.",
                                f"points[{i}].value") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
@@ -43,7 +43,7 @@ def _enqueue(session: Session, run_id: int, run_queue: str, settings: Settings) 
         store.set_task_id(session, run_id, task_id)
     try:
         queue.enqueue_run(run_id, task_id, queue=run_queue, settings=settings)
-    except Exception as exc:  # noqa: BLE001 - report the broker, keep the run queued
+    except Exception as exc:  # report the broker, keep the run queued
         log.warning("enqueue of run %s failed: %s", run_id, exc)
         return (f"The job queue did not take run {run_id} ({type(exc).__name__}: {exc}); it stays queued and "
                 "the server sends it again when the broker answers.")
@@ -146,7 +146,7 @@ def _create_code_run(body: RunCreate, request: Request, session: Session, settin
         raise ApiError(422, f"Snapshot {body.code.snapshot_id} is not a snapshot of project {body.project!r}; "
                             f"upload the folder to this project (PUT /api/v1/snapshots/{{sha256}}?project="
                             f"{body.project}) and use the id it answers.", "code.snapshot_id")
-    paths = {f.get("path") for f in store.snapshot_files(session, snapshot.id)}
+    paths = cast("set[str]", {f.get("path") for f in store.snapshot_files(session, snapshot.id)})
     try:
         entry = snapshots.validate_entry(body.code.entry, paths)
     except snapshots.EntryError as exc:
@@ -380,7 +380,7 @@ def _delete_files(request: Request, keys: list[str]) -> None:
         try:
             if artifacts is not None:
                 artifacts.delete(key)
-        except Exception:  # noqa: BLE001 - a missing file is no reason to fail a claim
+        except Exception:  # a missing file is no reason to fail a claim
             log.warning("could not delete %s from the artifact store", key, exc_info=True)
 
 

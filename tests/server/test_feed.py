@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 INTERVAL = 0.05
 
 
-def wait_for(condition, timeout: float = 15.0, what: str = "the condition"):  # noqa: ANN001, ANN201
+def wait_for(condition, timeout: float = 15.0, what: str = "the condition"):  # ANN201
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -41,7 +41,7 @@ def wait_for(condition, timeout: float = 15.0, what: str = "the condition"):  # 
 class ThreadServer:
     """``uvicorn`` serving an app in a thread of the test process."""
 
-    def __init__(self, app) -> None:  # noqa: ANN001
+    def __init__(self, app) -> None:
         self.app = app
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -61,7 +61,7 @@ class ThreadServer:
         assert not self.thread.is_alive(), "the server did not stop"
 
     @property
-    def feed(self):  # noqa: ANN201
+    def feed(self):
         feeds = list(self.app.state.change_feeds.values())
         assert len(feeds) == 1, feeds  # one event loop, one feed
         return feeds[0]
@@ -130,9 +130,9 @@ class Stream:
         finally:
             self.ended.set()
 
-    def wait(self, predicate, timeout: float = 15.0):  # noqa: ANN001, ANN201
+    def wait(self, predicate, timeout: float = 15.0):  # ANN201
         """The first event (kind, id, data) for which ``predicate`` holds."""
-        def found():  # noqa: ANN202
+        def found():
             return next((e for e in list(self.events) if predicate(e)), None)
 
         return wait_for(found, timeout, "the event")
@@ -164,16 +164,16 @@ def api(served):
         yield c
 
 
-def new_run(api, name: str = "r", project: str = "default") -> int:  # noqa: ANN001
+def new_run(api, name: str = "r", project: str = "default") -> int:
     r = api.post("/api/v1/runs", json={"recipe": "external", "name": name, "project": project})
     assert r.status_code == 201, r.text
     return r.json()["id"]
 
 
-def count_statements(engine):  # noqa: ANN001, ANN201
+def count_statements(engine):  # ANN201
     seen: list[str] = []
 
-    def record(conn, cursor, statement, *args):  # noqa: ANN001, ANN202
+    def record(conn, cursor, statement, *args):  # ANN202
         seen.append(statement)
 
     event.listen(engine, "before_cursor_execute", record)

@@ -101,7 +101,7 @@ schema.config.phases.coverage.unexpected_methods = set()  # 405s of methods no r
 @schema.parametrize()
 @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
           phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
-def test_every_operation_answers_a_documented_status_never_a_5xx(case):  # noqa: ANN001
+def test_every_operation_answers_a_documented_status_never_a_5xx(case):
     # two generated integer ids in three name the seeded rows instead (not for DELETE: they stay)
     for name, value in SEEDED.items():
         current = (case.path_parameters or {}).get(name)

@@ -130,16 +130,16 @@ def test_the_middleware_refuses_odd_content_lengths_without_calling_the_app():
 
     called = []
 
-    async def app(scope, receive, send):  # noqa: ANN001
+    async def app(scope, receive, send):
         called.append(scope["path"])
 
     async def run(length: bytes) -> list[dict]:
         sent: list[dict] = []
 
-        async def receive():  # noqa: ANN202
+        async def receive():
             return {"type": "http.request", "body": b"{}", "more_body": False}
 
-        async def send(message):  # noqa: ANN001, ANN202
+        async def send(message):  # ANN202
             sent.append(message)
 
         scope = {"type": "http", "method": "POST", "path": "/api/v1/runs", "query_string": b"",
@@ -338,7 +338,7 @@ ID_ROUTES = [
 ]
 
 
-def _missing_answer(client, method, path):  # noqa: ANN001, ANN202
+def _missing_answer(client, method, path):  # ANN202
     r = client.request(method, path, content=b"{}" if method in ("PATCH", "POST") else None,
                        headers=JSON if method in ("PATCH", "POST") else {})
     return r.status_code, r.json()

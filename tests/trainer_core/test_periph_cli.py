@@ -18,7 +18,7 @@ import trainer_core as L
 
 pytest.importorskip("jsonargparse")
 
-from trainer_core.cli import LightningCLI  # noqa: E402
+from trainer_core.cli import LightningCLI
 
 
 class RegressionModel(L.LightningModule):

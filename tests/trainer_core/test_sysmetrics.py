@@ -345,7 +345,9 @@ def test_real_gpus_when_this_machine_has_them(no_nvml):
 
 
 def test_importing_sysmetrics_loads_neither_psutil_nor_pynvml():
-    code = "import sys, trainer_core.sysmetrics; print('psutil' in sys.modules, 'pynvml' in sys.modules)"
+    # torch.cuda itself imports pynvml when it is installed (runyard[gpu]): only what sysmetrics adds counts
+    code = ("import sys, torch; before = set(sys.modules); import trainer_core.sysmetrics; "
+            "added = set(sys.modules) - before; print('psutil' in sys.modules, 'pynvml' in added)")
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -355,3 +357,20 @@ def test_importing_sysmetrics_loads_neither_psutil_nor_pynvml():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_without_psutil_and_proc_the_series_are_skipped_with_one_warning(no_nvml, monkeypatch, caplog):
+    # `pip install runyard` alone has no psutil; on a system without /proc there is nothing to read
+    monkeypatch.setattr(sysmetrics, "_psutil", lambda: None)
+    monkeypatch.setattr(sysmetrics, "_WARNED_NO_SOURCE", False)
+    real_exists = os.path.exists
+    monkeypatch.setattr(sysmetrics.os.path, "exists", lambda p: False if p == "/proc/stat" else real_exists(p))
+    monkeypatch.setattr(sysmetrics, "_cpu_times_proc", lambda: (_ for _ in ()).throw(OSError("no /proc")))
+    monkeypatch.setattr(sysmetrics, "_memory_proc", lambda: (_ for _ in ()).throw(OSError("no /proc")))
+    monkeypatch.setattr(sysmetrics, "_tree_rss_proc", lambda pid: (_ for _ in ()).throw(OSError("no /proc")))
+    with caplog.at_level("WARNING", logger="trainer_core.sysmetrics"):
+        first = SystemSampler(interval=1, gpus=False).read()
+        second = SystemSampler(interval=1, gpus=False).read()
+    assert first == {} and second == {}
+    warnings = [r for r in caplog.records if "psutil" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in caplog.records]

@@ -495,7 +495,7 @@ def attacker(server, accts):
     rid = accts.runs["alice-live"]
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
+        def do_GET(self):  # http.server's name
             body = ATTACK_PAGES.get(self.path.split("?")[0])
             if body is None:
                 self.send_error(404)

@@ -33,7 +33,7 @@ class Hostile:
         pages = self.pages
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's name
+            def do_GET(self):  # http.server's name
                 body = pages.get(self.path.split("?")[0])
                 if body is None:
                     self.send_error(404)

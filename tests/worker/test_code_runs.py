@@ -283,7 +283,7 @@ def _supervise_in_thread(argv: list[str], tmp_path: Path, logger: _RunLogger) ->
     def target() -> None:
         try:
             result["status"] = supervise(argv, tmp_path, dict(os.environ), logger)
-        except Exception as exc:  # noqa: BLE001 - the test reads it
+        except Exception as exc:  # the test reads it
             result["error"] = exc
 
     thread = threading.Thread(target=target, daemon=True)

@@ -1,4 +1,5 @@
-"""Callbacks: ``Callback`` base, ``ModelCheckpoint``, ``EarlyStopping``, progress bars, summary, LR monitor."""
+"""Callbacks: ``Callback`` base, ``ModelCheckpoint``, ``EarlyStopping``, progress bars, summary, LR monitor, and
+Lightning's other built-in callbacks (imported on first use)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import importlib
 from typing import Any
 
 from trainer_core.callbacks.callback import Callback
+from trainer_core.callbacks.checkpoint import Checkpoint
 from trainer_core.callbacks.early_stopping import EarlyStopping
 from trainer_core.callbacks.model_checkpoint import ModelCheckpoint
 
@@ -14,9 +16,17 @@ _LAZY = {
     "TQDMProgressBar": "trainer_core.callbacks.progress",
     "ModelSummary": "trainer_core.callbacks.model_summary",
     "LearningRateMonitor": "trainer_core.callbacks.lr_monitor",
+    "BasePredictionWriter": "trainer_core.callbacks.prediction_writer",
+    "Timer": "trainer_core.callbacks.timer",
+    "LambdaCallback": "trainer_core.callbacks.lambda_function",
+    "GradientAccumulationScheduler": "trainer_core.callbacks.gradient_accumulation_scheduler",
+    "StochasticWeightAveraging": "trainer_core.callbacks.stochastic_weight_avg",
+    "BaseFinetuning": "trainer_core.callbacks.finetuning",
+    "BackboneFinetuning": "trainer_core.callbacks.finetuning",
+    "OnExceptionCheckpoint": "trainer_core.callbacks.on_exception_checkpoint",
 }
 
-__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", *_LAZY]
+__all__ = ["Callback", "Checkpoint", "EarlyStopping", "ModelCheckpoint", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

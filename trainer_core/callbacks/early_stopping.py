@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import logging
+from enum import Enum
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from trainer_core.callbacks.callback import Callback
+from trainer_core.utilities.exceptions import MisconfigurationException
 
 log = logging.getLogger(__name__)
+
+
+class EarlyStoppingReason(Enum):
+    """Why ``EarlyStopping`` signalled the trainer to stop (Lightning's values)."""
+
+    NOT_STOPPED = 0
+    STOPPING_THRESHOLD = 1
+    DIVERGENCE_THRESHOLD = 2
+    PATIENCE_EXHAUSTED = 3
+    NON_FINITE_METRIC = 4
 
 
 class EarlyStopping(Callback):
@@ -35,7 +47,7 @@ class EarlyStopping(Callback):
     ) -> None:
         super().__init__()
         if mode not in self.mode_dict:
-            raise ValueError(f"`mode` can be {', '.join(self.mode_dict)}, got {mode}")
+            raise MisconfigurationException(f"`mode` can be {', '.join(self.mode_dict)}, got {mode}")
         self.monitor = monitor
         self.min_delta = min_delta
         self.patience = patience
@@ -47,6 +59,7 @@ class EarlyStopping(Callback):
         self.divergence_threshold = divergence_threshold
         self.wait_count = 0
         self.stopped_epoch = 0
+        self.stopping_reason = EarlyStoppingReason.NOT_STOPPED
         self.stopping_reason_message: str | None = None
         self._check_on_train_epoch_end = check_on_train_epoch_end
         self.log_rank_zero_only = log_rank_zero_only
@@ -73,6 +86,8 @@ class EarlyStopping(Callback):
             "stopped_epoch": self.stopped_epoch,
             "best_score": self.best_score,
             "patience": self.patience,
+            "stopping_reason": self.stopping_reason.value,
+            "stopping_reason_message": self.stopping_reason_message,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -80,9 +95,13 @@ class EarlyStopping(Callback):
         self.stopped_epoch = state_dict["stopped_epoch"]
         self.best_score = state_dict["best_score"]
         self.patience = state_dict["patience"]
+        self.stopping_reason = EarlyStoppingReason(
+            state_dict.get("stopping_reason", EarlyStoppingReason.NOT_STOPPED.value)
+        )
+        self.stopping_reason_message = state_dict.get("stopping_reason_message")
 
     def _should_skip_check(self, trainer: Any) -> bool:
-        return trainer.state.fn != "fit" or trainer.sanity_checking
+        return bool(trainer.state.fn != "fit" or trainer.sanity_checking)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if not self._check_on_train_epoch_end or self._should_skip_check(trainer):
@@ -128,12 +147,14 @@ class EarlyStopping(Callback):
         reason = None
         if self.check_finite and not torch.isfinite(current):
             should_stop = True
+            self.stopping_reason = EarlyStoppingReason.NON_FINITE_METRIC
             reason = (
                 f"Monitored metric {self.monitor} = {current} is not finite."
                 f" Previous best value was {self.best_score:.3f}. Signaling Trainer to stop."
             )
         elif self.stopping_threshold is not None and self.monitor_op(current, self.stopping_threshold):
             should_stop = True
+            self.stopping_reason = EarlyStoppingReason.STOPPING_THRESHOLD
             reason = (
                 "Stopping threshold reached:"
                 f" {self.monitor} = {current} {self.order_dict[self.mode]} {self.stopping_threshold}."
@@ -141,6 +162,7 @@ class EarlyStopping(Callback):
             )
         elif self.divergence_threshold is not None and self.monitor_op(-current, -self.divergence_threshold):
             should_stop = True
+            self.stopping_reason = EarlyStoppingReason.DIVERGENCE_THRESHOLD
             reason = (
                 "Divergence threshold reached:"
                 f" {self.monitor} = {current} {self.order_dict[self.mode]} {self.divergence_threshold}."
@@ -154,6 +176,7 @@ class EarlyStopping(Callback):
             self.wait_count += 1
             if self.wait_count >= self.patience:
                 should_stop = True
+                self.stopping_reason = EarlyStoppingReason.PATIENCE_EXHAUSTED
                 reason = (
                     f"Monitored metric {self.monitor} did not improve in the last {self.wait_count} records."
                     f" Best score: {self.best_score:.3f}. Signaling Trainer to stop."

@@ -11,6 +11,7 @@ from collections import defaultdict
 from typing import Any, Literal
 
 from trainer_core.callbacks.callback import Callback
+from trainer_core.utilities.exceptions import MisconfigurationException
 
 
 class LearningRateMonitor(Callback):
@@ -21,7 +22,7 @@ class LearningRateMonitor(Callback):
         log_weight_decay: bool = False,
     ) -> None:
         if logging_interval not in (None, "step", "epoch"):
-            raise ValueError(
+            raise MisconfigurationException(
                 f"LearningRateMonitor(logging_interval={logging_interval!r}) is not valid; "
                 "use None, 'step' or 'epoch'."
             )
@@ -36,7 +37,7 @@ class LearningRateMonitor(Callback):
         if not trainer.loggers and getattr(trainer, "fast_dev_run", False):
             return  # fast_dev_run with logger=False: nothing to log to (with loggers it logs to a DummyLogger)
         if not trainer.loggers:
-            raise ValueError(
+            raise MisconfigurationException(
                 "Cannot use the `LearningRateMonitor` callback with a Trainer that has no logger; "
                 "pass a logger or remove the callback."
             )
@@ -138,10 +139,10 @@ class LearningRateMonitor(Callback):
 
     def _find_names_from_schedulers(
         self, configs: list[Any]
-    ) -> tuple[list[list[str]], list[Any], defaultdict]:
+    ) -> tuple[list[list[str]], list[Any], defaultdict[Any, int]]:
         names: list[list[str]] = []
         seen: list[Any] = []
-        seen_types: defaultdict = defaultdict(int)
+        seen_types: defaultdict[Any, int] = defaultdict(int)
         for config in configs:
             opt = config.scheduler.optimizer
             name = config.name if getattr(config, "name", None) is not None else "lr-" + type(opt).__name__
@@ -149,7 +150,7 @@ class LearningRateMonitor(Callback):
         return names, seen, seen_types
 
     def _find_names_from_optimizers(
-        self, optimizers: list[Any], seen: list[Any], seen_types: defaultdict
+        self, optimizers: list[Any], seen: list[Any], seen_types: defaultdict[Any, int]
     ) -> tuple[list[list[str]], list[Any]]:
         names: list[list[str]] = []
         without: list[Any] = []
@@ -163,7 +164,7 @@ class LearningRateMonitor(Callback):
         return names, without
 
     def _check_duplicates_and_update_name(
-        self, optimizer: Any, name: str, seen: list[Any], seen_types: defaultdict, config: Any
+        self, optimizer: Any, name: str, seen: list[Any], seen_types: defaultdict[Any, int], config: Any
     ) -> list[str]:
         seen.append(optimizer)
         cls = type(optimizer)
@@ -173,7 +174,7 @@ class LearningRateMonitor(Callback):
         group_names = [pg["name"] for pg in groups if "name" in pg]
         duplicates = {n for n in group_names if group_names.count(n) > 1}
         if duplicates:
-            raise ValueError(
+            raise MisconfigurationException(
                 f"A single {cls.__name__} optimizer has parameter groups with the same name {sorted(duplicates)}; "
                 "give each parameter group a unique 'name'."
             )
@@ -182,7 +183,7 @@ class LearningRateMonitor(Callback):
         return [self._add_suffix(name, groups, i) for i in range(len(groups))]
 
     @staticmethod
-    def _add_suffix(name: str, groups: list[dict], index: int) -> str:
+    def _add_suffix(name: str, groups: list[dict[str, Any]], index: int) -> str:
         if len(groups) > 1:
             return f"{name}/{groups[index].get('name', f'pg{index + 1}')}"
         pg_name = groups[index].get("name")

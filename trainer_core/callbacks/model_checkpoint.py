@@ -9,18 +9,24 @@ import time
 import warnings
 from copy import deepcopy
 from datetime import timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
 
-from trainer_core.callbacks.callback import Callback
+from trainer_core.callbacks.checkpoint import Checkpoint
 from trainer_core.checkpoint_io import copy_checkpoint, remove_checkpoint
+from trainer_core.utilities.exceptions import MisconfigurationException, _MisconfigurationRuntimeError
+from trainer_core.utilities.rank_zero import rank_zero_info
+
+if TYPE_CHECKING:
+    from trainer_core.core.module import LightningModule
+    from trainer_core.trainer.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
 
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(Checkpoint):
     CHECKPOINT_JOIN_CHAR = "-"
     CHECKPOINT_EQUALS_CHAR = "="
     CHECKPOINT_NAME_LAST = "last"
@@ -29,12 +35,13 @@ class ModelCheckpoint(Callback):
 
     def __init__(
         self,
-        dirpath: str | os.PathLike | None = None,
+        dirpath: str | os.PathLike[str] | None = None,
         filename: str | None = None,
         monitor: str | None = None,
         verbose: bool = False,
         save_last: bool | Literal["link"] | None = None,
         save_top_k: int = 1,
+        save_on_exception: bool = False,
         save_weights_only: bool = False,
         mode: str = "min",
         auto_insert_metric_name: bool = True,
@@ -49,6 +56,7 @@ class ModelCheckpoint(Callback):
         self.verbose = verbose
         self.save_last = save_last
         self.save_top_k = save_top_k
+        self.save_on_exception = save_on_exception
         self.save_weights_only = save_weights_only
         self.auto_insert_metric_name = auto_insert_metric_name
         self._save_on_train_epoch_end = save_on_train_epoch_end
@@ -66,13 +74,13 @@ class ModelCheckpoint(Callback):
         if save_last not in (None, True, False, "link"):
             raise ValueError(f"ModelCheckpoint(save_last={save_last!r}) is not valid. Allowed values: None, True, False, 'link'.")
         if save_top_k < -1:
-            raise ValueError(f"Invalid value for save_top_k={save_top_k}. Must be >= -1")
+            raise MisconfigurationException(f"Invalid value for save_top_k={save_top_k}. Must be >= -1")
         if mode not in ("min", "max"):
-            raise ValueError(f"`mode` can be 'min' or 'max', got {mode!r}")
+            raise MisconfigurationException(f"`mode` can be 'min' or 'max', got {mode!r}")
         self.mode = mode
         self.kth_value = torch.tensor(float("inf") if mode == "min" else float("-inf"))
         if monitor is None and save_top_k not in (-1, 0, 1):
-            raise ValueError(
+            raise MisconfigurationException(
                 f"ModelCheckpoint(save_top_k={save_top_k}, monitor=None) is not a valid configuration. No quantity "
                 "for top_k to track."
             )
@@ -87,11 +95,11 @@ class ModelCheckpoint(Callback):
             epochs = epochs or 0
             steps = steps or 0
         if steps < 0:
-            raise ValueError(f"Invalid value for every_n_train_steps={steps}. Must be >= 0")
+            raise MisconfigurationException(f"Invalid value for every_n_train_steps={steps}. Must be >= 0")
         if epochs < 0:
-            raise ValueError(f"Invalid value for every_n_epochs={epochs}. Must be >= 0")
+            raise MisconfigurationException(f"Invalid value for every_n_epochs={epochs}. Must be >= 0")
         if sum(bool(x) for x in (steps, epochs, interval)) > 1:
-            raise ValueError(
+            raise MisconfigurationException(
                 f"Combination of parameters every_n_train_steps={steps}, every_n_epochs={epochs} and "
                 f"train_time_interval={interval} should be mutually exclusive."
             )
@@ -193,6 +201,26 @@ class ModelCheckpoint(Callback):
             )
         self.best_model_path = state_dict["best_model_path"]
 
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        """With ``save_on_exception=True``: save a checkpoint (and ``last``) when fit ends with an exception."""
+        if not self._should_save_on_exception(trainer):
+            return
+        candidates = self._monitor_candidates(trainer)
+        filepath = self.format_checkpoint_name(candidates)
+        self._save_checkpoint(trainer, filepath)
+        self._save_last_checkpoint(trainer, candidates)
+        rank_zero_info(
+            f"An {type(exception).__name__} was raised with message: {exception}, saved checkpoint to {filepath}"
+        )
+
+    def _should_save_on_exception(self, trainer: Trainer) -> bool:
+        return (
+            self.save_on_exception
+            and not bool(trainer.fast_dev_run)
+            and not trainer.sanity_checking
+            and self._last_global_step_saved != trainer.global_step
+        )
+
     # ------------------------------------------------------------------ decisions
     def _should_skip_saving_checkpoint(self, trainer: Any) -> bool:
         return (
@@ -209,7 +237,7 @@ class ModelCheckpoint(Callback):
             return False
         if sum(trainer.num_val_batches) == 0 or not trainer.enable_validation:
             return True
-        return trainer.val_check_interval == 1.0
+        return bool(trainer.val_check_interval == 1.0)
 
     def _monitor_candidates(self, trainer: Any) -> dict[str, Any]:
         candidates = dict(trainer.callback_metrics)
@@ -232,7 +260,7 @@ class ModelCheckpoint(Callback):
                 "`LightningModule`?"
             )
             if trainer.enable_validation and not trainer.sanity_checking and trainer.fit_loop.epoch_loop.val_loop.batch_progress.total.completed:
-                raise RuntimeError(message)
+                raise _MisconfigurationRuntimeError(message)
             warnings.warn(message, RuntimeWarning, stacklevel=2)
             return
         current = candidates[self.monitor]
@@ -273,10 +301,10 @@ class ModelCheckpoint(Callback):
         self.best_k_models[filepath] = current
         if len(self.best_k_models) == k:
             worst = max if self.mode == "min" else min
-            self.kth_best_model_path = worst(self.best_k_models, key=self.best_k_models.get)
+            self.kth_best_model_path = worst(self.best_k_models, key=lambda p: self.best_k_models[p])
             self.kth_value = self.best_k_models[self.kth_best_model_path]
         best = min if self.mode == "min" else max
-        self.best_model_path = best(self.best_k_models, key=self.best_k_models.get)
+        self.best_model_path = best(self.best_k_models, key=lambda p: self.best_k_models[p])
         self.best_model_score = self.best_k_models[self.best_model_path]
         if self.verbose:
             epoch, step = candidates["epoch"], candidates["step"]
@@ -410,7 +438,7 @@ class ModelCheckpoint(Callback):
             if self.CHECKPOINT_NAME_LAST in os.path.basename(p) and p.endswith(self.FILE_EXTENSION)
         }
 
-    def to_yaml(self, filepath: str | os.PathLike | None = None) -> None:
+    def to_yaml(self, filepath: str | os.PathLike[str] | None = None) -> None:
         import yaml
 
         best_k = {k: v.item() for k, v in self.best_k_models.items()}
@@ -419,7 +447,7 @@ class ModelCheckpoint(Callback):
         with open(filepath, "w") as f:
             yaml.safe_dump(best_k, f)
 
-    def __deepcopy__(self, memo: dict) -> ModelCheckpoint:  # pragma: no cover - rarely used
+    def __deepcopy__(self, memo: dict[int, Any]) -> ModelCheckpoint:  # pragma: no cover - rarely used
         new = self.__class__.__new__(self.__class__)
         memo[id(self)] = new
         for k, v in self.__dict__.items():

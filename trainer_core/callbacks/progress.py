@@ -27,21 +27,21 @@ def _tqdm_class() -> Any:
     if _TQDM_CLASS is None:
         from tqdm.std import tqdm as _tqdm
 
-        class Tqdm(_tqdm):
+        class Tqdm(_tqdm):  # type: ignore[type-arg]
             @staticmethod
             def format_num(n: Any) -> str:
                 should_be_padded = isinstance(n, (float, str))
                 if not isinstance(n, str):
-                    n = _tqdm.format_num(n)
+                    n = str(_tqdm.format_num(n))
                 if should_be_padded and "e" not in n:
                     if "." not in n and len(n) < _PAD_SIZE:
                         try:
                             float(n)
                         except ValueError:
-                            return n
+                            return str(n)
                         n += "."
                     n += "0" * (_PAD_SIZE - len(n))
-                return n
+                return str(n)
 
         _TQDM_CLASS = Tqdm
     return _TQDM_CLASS
@@ -109,7 +109,8 @@ class ProgressBar(Callback):
 
     @property
     def total_train_batches(self) -> int | float:
-        return self.trainer.num_training_batches
+        total: int | float = self.trainer.num_training_batches
+        return total
 
     def _eval_total(self, batches: Any) -> int | float:
         if not batches:
@@ -139,7 +140,8 @@ class ProgressBar(Callback):
 
     @property
     def total_val_batches(self) -> int | float:
-        return sum(getattr(self.trainer, "num_val_batches", None) or [])
+        total: int | float = sum(getattr(self.trainer, "num_val_batches", None) or [])
+        return total
 
     def has_dataloader_changed(self, dataloader_idx: int) -> bool:
         old = self._current_eval_dataloader_idx
@@ -232,7 +234,7 @@ class TQDMProgressBar(ProgressBar):
     def enable(self) -> None:
         self._enabled = True
 
-    def _bar_property(name: str) -> property:  # noqa: N805 - helper used at class creation
+    def _bar_property(name: str) -> property:  # type: ignore[misc]  # noqa: N805 - helper used at class creation
         def getter(self: TQDMProgressBar) -> Any:
             bar = getattr(self, f"_{name}")
             if bar is None:

@@ -34,20 +34,25 @@ class LightningDataModule:
         return AttributeDict(getattr(self, "_hparams_initial", None) or {})
 
     def _set_hparams(self, hparams: Any) -> None:
-        self._hparams = AttributeDict(hparams)
+        # as Lightning: a later save_hyperparameters() (a subclass's) adds to what an earlier one saved
+        self.hparams.update(hparams)
 
     def save_hyperparameters(
         self, *args: Any, ignore: Sequence[str] | str | None = None, frame: Any = None, logger: bool = True
     ) -> None:
         self._log_hyperparams = logger
         if frame is None:
-            frame = inspect.currentframe().f_back
+            current = inspect.currentframe()
+            frame = current.f_back if current is not None else None
         save_hyperparameters(self, *args, ignore=ignore, frame=frame)
 
     # hooks
     def prepare_data(self) -> None: ...
     def setup(self, stage: str) -> None: ...
     def teardown(self, stage: str) -> None: ...
+
+    def on_exception(self, exception: BaseException) -> None:
+        """Called when the trainer's run is interrupted by an exception (Lightning 2.x hook)."""
 
     def train_dataloader(self) -> Any:
         raise NotImplementedError(f"{type(self).__name__}.train_dataloader is not implemented.")
@@ -99,18 +104,18 @@ class LightningDataModule:
 
         dm = cls(**datamodule_kwargs)
         if train_dataset is not None:
-            dm.train_dataloader = lambda: loader(train_dataset, True)
+            dm.train_dataloader = lambda: loader(train_dataset, True)  # type: ignore[method-assign]
         if val_dataset is not None:
-            dm.val_dataloader = lambda: loader(val_dataset, False)
+            dm.val_dataloader = lambda: loader(val_dataset, False)  # type: ignore[method-assign]
         if test_dataset is not None:
-            dm.test_dataloader = lambda: loader(test_dataset, False)
+            dm.test_dataloader = lambda: loader(test_dataset, False)  # type: ignore[method-assign]
         if predict_dataset is not None:
-            dm.predict_dataloader = lambda: loader(predict_dataset, False)
+            dm.predict_dataloader = lambda: loader(predict_dataset, False)  # type: ignore[method-assign]
         return dm
 
     @classmethod
     def load_from_checkpoint(
-        cls, checkpoint_path: str | os.PathLike, map_location: Any = None, **kwargs: Any
+        cls, checkpoint_path: str | os.PathLike[str], map_location: Any = None, **kwargs: Any
     ) -> LightningDataModule:
         from trainer_core.checkpoint_io import load_checkpoint
 

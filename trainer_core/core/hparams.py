@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 
-class AttributeDict(dict):
+class AttributeDict(dict[str, Any]):
     """A dict whose keys are also attributes: ``hparams.lr == hparams["lr"]``."""
 
     def __getattr__(self, key: str) -> Any:
@@ -39,7 +39,7 @@ class AttributeDict(dict):
 
 
 def _parse_class_init_keys(cls: type) -> tuple[str, str | None, str | None]:
-    params = list(inspect.signature(cls.__init__).parameters.values())
+    params = list(inspect.signature(cls.__init__).parameters.values())  # type: ignore[misc]
     self_name = params[0].name
     args = next((p.name for p in params if p.kind == inspect.Parameter.VAR_POSITIONAL), None)
     kwargs = next((p.name for p in params if p.kind == inspect.Parameter.VAR_KEYWORD), None)
@@ -120,7 +120,19 @@ def save_hyperparameters(
         hparams = dict(init_args)
     for key in ignore:
         hparams.pop(key, None)
+    # as Lightning: hyperparameters accumulate, so a subclass calling save_hyperparameters() after its
+    # parent did keeps the parent's (e.g. `lr` given to the parent's __init__ by default), and `ignore`
+    # drops a name the parent saved
     obj._set_hparams(hparams)
+    for key in ignore:
+        obj._hparams.pop(key, None)
+    for key, value in obj._hparams.items():
+        if isinstance(value, torch.nn.Module):
+            warnings.warn(
+                f"Attribute {key!r} is an instance of `nn.Module` and is already saved during checkpointing."
+                f" It is recommended to ignore them using `self.save_hyperparameters(ignore=[{key!r}])`.",
+                stacklevel=4,
+            )
     try:
         obj._hparams_initial = copy.deepcopy(obj._hparams)
     except Exception:  # objects that cannot be copied are logged as they are
@@ -163,4 +175,5 @@ _DROP = object()
 
 
 def plain_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    return to_plain(dict(hparams))
+    plain: dict[str, Any] = to_plain(dict(hparams))
+    return plain

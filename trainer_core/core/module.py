@@ -6,17 +6,45 @@ import inspect
 import numbers
 import os
 import warnings
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Generator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from trainer_core.core.hparams import AttributeDict, save_hyperparameters
+from trainer_core.utilities.exceptions import MisconfigurationException, _MisconfigurationRuntimeError
+
+if TYPE_CHECKING:
+    from trainer_core.trainer.trainer import Trainer
 
 
 class LightningModule(nn.Module):
     """Organises a PyTorch model's training code; ``Trainer`` runs it."""
+
+    # TorchScript must not compile these properties (they reach the trainer, not tensors), as in Lightning
+    __jit_unused_properties__: list[str] = [  # noqa: RUF012 - TorchScript reads this class attribute
+        "example_input_array",
+        "on_gpu",
+        "current_epoch",
+        "global_step",
+        "global_rank",
+        "local_rank",
+        "logger",
+        "loggers",
+        "automatic_optimization",
+        "trainer",
+        "fabric",
+        "strict_loading",
+        "device_mesh",
+        "device",
+        "dtype",
+        "hparams",
+        "hparams_initial",
+        "_hparams_initial",
+    ]
+    _jit_is_scripting = False
 
     CHECKPOINT_HYPER_PARAMS_KEY = "hyper_parameters"
     CHECKPOINT_HYPER_PARAMS_NAME = "hparams_name"
@@ -54,13 +82,17 @@ class LightningModule(nn.Module):
         return state
 
     @property
-    def trainer(self) -> Any:
-        if self._trainer is None:
+    def trainer(self) -> Trainer:
+        if not self._jit_is_scripting and self._trainer is None:
             raise RuntimeError(f"{self.__class__.__qualname__} is not attached to a `Trainer`.")
-        return self._trainer
+        return self._trainer  # type: ignore[no-any-return]
 
     @trainer.setter
-    def trainer(self, trainer: Any) -> None:
+    def trainer(self, trainer: Trainer | None) -> None:
+        # as Lightning: LightningModules nested in this one are attached to (and detached from) the same trainer
+        for child in self.children():
+            if isinstance(child, LightningModule):
+                child.trainer = trainer
         self._trainer = trainer
 
     @property
@@ -89,10 +121,10 @@ class LightningModule(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        for t in self.parameters():
-            return t.device
-        for t in self.buffers():
-            return t.device
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
         return torch.device("cpu")
 
     @property
@@ -126,14 +158,15 @@ class LightningModule(nn.Module):
         return self._trainer.logger if self._trainer is not None else None
 
     @property
-    def loggers(self) -> list:
+    def loggers(self) -> list[Any]:
         return self._trainer.loggers if self._trainer is not None else []
 
     @property
     def hparams(self) -> AttributeDict:
         if "_hparams" not in self.__dict__:
             self.__dict__["_hparams"] = AttributeDict()
-        return self.__dict__["_hparams"]
+        hparams: AttributeDict = self.__dict__["_hparams"]
+        return hparams
 
     @property
     def hparams_initial(self) -> AttributeDict:
@@ -142,7 +175,8 @@ class LightningModule(nn.Module):
         return AttributeDict(self.__dict__["_hparams_initial"])
 
     def _set_hparams(self, hparams: Mapping[str, Any]) -> None:
-        self.__dict__["_hparams"] = AttributeDict(hparams)
+        # as Lightning: a later save_hyperparameters() (a subclass's, after its parent's) adds to the saved ones
+        self.hparams.update(hparams)
 
     @property
     def _hparams_initial(self) -> Any:
@@ -162,11 +196,121 @@ class LightningModule(nn.Module):
         """Store the ``__init__`` arguments (all, the named ones, or a dict) in ``self.hparams``."""
         self._log_hyperparams = logger
         if frame is None:
-            frame = inspect.currentframe().f_back
+            current = inspect.currentframe()
+            frame = current.f_back if current is not None else None
         save_hyperparameters(self, *args, ignore=ignore, frame=frame)
 
     def print(self, *args: Any, **kwargs: Any) -> None:
-        print(*args, **kwargs)
+        """``print`` on the global rank zero only."""
+        if self._trainer is None or getattr(self._trainer, "is_global_zero", True):
+            print(*args, **kwargs)
+
+    # ------------------------------------------------------------------ export & collectives
+    @torch.no_grad()
+    def all_gather(self, data: Any, group: Any | None = None, sync_grads: bool = False) -> Any:
+        """Gather tensors (or collections of them) from all processes.
+
+        Numbers become tensors on the module's device. With one process (all trainer_core runs), each tensor
+        comes back as it is, with no extra world-size dimension, as Lightning does for ``world_size == 1``.
+        """
+        device = self.device
+
+        def gather(value: Any) -> Any:
+            if isinstance(value, Tensor):
+                return value.to(device)
+            if isinstance(value, numbers.Number) and not isinstance(value, bool):
+                return torch.tensor(value, device=device)
+            if isinstance(value, Mapping):
+                return type(value)({k: gather(v) for k, v in value.items()})  # type: ignore[call-arg]
+            if isinstance(value, tuple) and hasattr(value, "_fields"):
+                return type(value)(*(gather(v) for v in value))
+            if isinstance(value, (list, tuple)):
+                return type(value)(gather(v) for v in value)
+            return value
+
+        return gather(data)
+
+    def _prepare_example(self, sample: Any) -> Any:
+        # as Lightning: the example goes through on_before_batch_transfer and the device transfer hooks
+        sample = self.on_before_batch_transfer(sample, 0)
+        sample = self.transfer_batch_to_device(sample, self.device, 0)
+        return self.on_after_batch_transfer(sample, 0)
+
+    @torch.no_grad()
+    def to_torchscript(
+        self,
+        file_path: str | os.PathLike[str] | None = None,
+        method: str | None = "script",
+        example_inputs: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Compile the module with ``torch.jit.script`` (default) or ``torch.jit.trace``; save it if ``file_path``.
+
+        ``method="trace"`` uses ``example_inputs`` or ``example_input_array``. The module's train/eval mode is
+        restored afterwards; the returned module is in eval mode. Lightning 2.6 warns that TorchScript is
+        deprecated (use ``torch.export.export``), and so does this.
+        """
+        from trainer_core.utilities.rank_zero import rank_zero_deprecation
+
+        rank_zero_deprecation(
+            "`LightningModule.to_torchscript` has been deprecated in v2.7 and will be removed in v2.8. "
+            "TorchScript is deprecated in PyTorch. Use `torch.export.export()` for model exporting instead. "
+            "See https://pytorch.org/docs/stable/export.html for more information."
+        )
+        mode = self.training
+        if method == "script":
+            with _jit_is_scripting():
+                scripted = torch.jit.script(self.eval(), **kwargs)
+        elif method == "trace":
+            if example_inputs is None:
+                if self.example_input_array is None:
+                    raise ValueError(
+                        "Choosing method=`trace` requires either `example_inputs`"
+                        " or `model.example_input_array` to be defined."
+                    )
+                example_inputs = self.example_input_array
+            if kwargs.get("check_inputs") is not None:
+                kwargs["check_inputs"] = self._prepare_example(kwargs["check_inputs"])
+            example_inputs = self._prepare_example(example_inputs)
+            with _jit_is_scripting():
+                scripted = torch.jit.trace(  # type: ignore[no-untyped-call]
+                    func=self.eval(), example_inputs=example_inputs, **kwargs
+                )
+        else:
+            raise ValueError(f"The 'method' parameter only supports 'script' or 'trace', but value given was: {method}")
+        self.train(mode)
+        if file_path is not None:
+            torch.jit.save(scripted, os.fspath(file_path))
+        return scripted
+
+    @torch.no_grad()
+    def to_onnx(self, file_path: str | os.PathLike[str] | Any = None, input_sample: Any = None, **kwargs: Any) -> Any:
+        """Export to ONNX with ``torch.onnx.export`` (needs the ``onnx`` package); ``kwargs`` go to the exporter.
+
+        The input is ``input_sample`` or ``example_input_array``; the module's train/eval mode is restored.
+        """
+        import importlib.util
+
+        if importlib.util.find_spec("onnx") is None:
+            raise ModuleNotFoundError(f"`{type(self).__name__}.to_onnx()` requires `onnx` to be installed.")
+        if kwargs.get("dynamo", False) and importlib.util.find_spec("onnxscript") is None:
+            raise ModuleNotFoundError(
+                f"`{type(self).__name__}.to_onnx(dynamo=True)` requires `onnxscript` and `torch>=2.5.0` to be installed."
+            )
+        mode = self.training
+        if input_sample is None:
+            if self.example_input_array is None:
+                raise ValueError(
+                    "Could not export to ONNX since neither `input_sample` nor"
+                    " `model.example_input_array` attribute is set."
+                )
+            input_sample = self.example_input_array
+        input_sample = self._prepare_example(input_sample)
+        if isinstance(file_path, os.PathLike):
+            file_path = os.fspath(file_path)
+        out = torch.onnx.export(self, input_sample, file_path, **kwargs)
+        self.train(mode)
+        return out
 
     # ------------------------------------------------------------------ logging
     def log(
@@ -201,8 +345,9 @@ class LightningModule(nn.Module):
                 )
             return
         if results.fx is None:
-            raise RuntimeError(
-                f"You are trying to `self.log({name!r}, ...)` outside the hooks the Trainer manages; "
+            raise _MisconfigurationRuntimeError(
+                f"You are trying to `self.log({name!r}, ...)` but it is not managed by the `Trainer` control flow: "
+                "outside the hooks the Trainer manages; "
                 "log from training_step, validation_step, test_step or the *_epoch_end / *_batch_end hooks."
             )
         if isinstance(value, Tensor):
@@ -218,8 +363,8 @@ class LightningModule(nn.Module):
                 value = value.float()  # as Lightning: metrics are float32 (or float64) whatever the step's dtype
         elif isinstance(value, numbers.Number):
             # float32 (float64 under "64-true"), never the half dtype a "*16-true" step runs under
-            value = torch.tensor(float(value), dtype=torch.float64 if torch.get_default_dtype() is torch.float64
-                                 else torch.float32)
+            dtype = torch.float64 if torch.get_default_dtype() is torch.float64 else torch.float32
+            value = torch.tensor(float(value), dtype=dtype)  # type: ignore[arg-type]
         elif isinstance(value, Mapping):
             raise ValueError(f"self.log({name!r}, value) got a dict; use self.log_dict for several values.")
         else:
@@ -304,25 +449,35 @@ class LightningModule(nn.Module):
 
     def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         if self.automatic_optimization:
-            raise RuntimeError(
-                "manual_backward can only be used with manual optimization (self.automatic_optimization = False)."
+            raise _MisconfigurationRuntimeError(
+                "to use manual_backward, please disable automatic optimization:"
+                " set model property `automatic_optimization` as False"
             )
         self.trainer._precision.backward(self, loss, *args, **kwargs)
 
     def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
-        loss.backward(*args, **kwargs)
+        loss.backward(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     def toggle_optimizer(self, optimizer: Any) -> None:
         """Only the given optimizer's parameters require grad until ``untoggle_optimizer``."""
         optimizer = getattr(optimizer, "optimizer", optimizer)
         keep = {id(p) for g in optimizer.param_groups for p in g["params"]}
-        self._param_requires_grad_state = {}
+        self._param_requires_grad_state: dict[int, tuple[Tensor, bool]] = {}
         for opt in self.trainer.optimizers:
             for g in opt.param_groups:
                 for p in g["params"]:
                     if id(p) not in keep and id(p) not in self._param_requires_grad_state:
                         self._param_requires_grad_state[id(p)] = (p, p.requires_grad)
                         p.requires_grad = False
+
+    @contextmanager
+    def toggled_optimizer(self, optimizer: Any) -> Generator[None, None, None]:
+        """``with self.toggled_optimizer(opt):`` toggles ``opt`` for the block, then untoggles it."""
+        self.toggle_optimizer(optimizer)
+        try:
+            yield
+        finally:
+            self.untoggle_optimizer(optimizer)
 
     def untoggle_optimizer(self, optimizer: Any) -> None:
         for p, flag in getattr(self, "_param_requires_grad_state", {}).values():
@@ -346,7 +501,9 @@ class LightningModule(nn.Module):
         elif algorithm == "norm":
             torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
         else:
-            raise ValueError(f"gradient_clip_algorithm={algorithm!r} is not valid; use 'norm' or 'value'.")
+            raise MisconfigurationException(
+                f"`gradient_clip_algorithm` {algorithm} is invalid. Allowed algorithms: ['value', 'norm']."
+            )
 
     def configure_gradient_clipping(
         self,
@@ -453,9 +610,9 @@ class LightningModule(nn.Module):
     @classmethod
     def load_from_checkpoint(
         cls,
-        checkpoint_path: str | os.PathLike,
+        checkpoint_path: str | os.PathLike[str],
         map_location: Any = None,
-        hparams_file: str | os.PathLike | None = None,
+        hparams_file: str | os.PathLike[str] | None = None,
         strict: bool | None = None,
         **kwargs: Any,
     ) -> Any:
@@ -484,7 +641,19 @@ class LightningModule(nn.Module):
         return obj
 
 
-def _instantiate_from_checkpoint(cls: type, checkpoint: dict[str, Any], overrides: dict[str, Any]) -> Any:
+@contextmanager
+def _jit_is_scripting() -> Generator[None, None, None]:
+    """While TorchScript compiles a module, ``.trainer`` returns None instead of raising."""
+    LightningModule._jit_is_scripting = True
+    try:
+        yield
+    finally:
+        LightningModule._jit_is_scripting = False
+
+
+def _instantiate_from_checkpoint(
+    cls: type[LightningModule], checkpoint: dict[str, Any], overrides: dict[str, Any]
+) -> Any:
     params = inspect.signature(cls.__init__).parameters
     varkw = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
     init_names = [
@@ -514,9 +683,8 @@ def move_data_to_device(batch: Any, device: torch.device) -> Any:
             return type(batch)(*moved)
         return type(batch)(moved) if not isinstance(batch, list) else moved
     if isinstance(batch, Mapping):
-        return type(batch)({k: move_data_to_device(v, device) for k, v in batch.items()}) if not isinstance(
-            batch, dict
-        ) else {k: move_data_to_device(v, device) for k, v in batch.items()}
+        moved_map = {k: move_data_to_device(v, device) for k, v in batch.items()}
+        return moved_map if isinstance(batch, dict) else type(batch)(moved_map)  # type: ignore[call-arg]
     if hasattr(batch, "to") and callable(batch.to):
         try:
             return batch.to(device)

@@ -124,7 +124,7 @@ class CSVLogger(VersionedDirLogger):
         metrics = add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR)
         if step is None:
             step = len(self.experiment.metrics)
-        self.experiment.log_metrics(metrics, step)
+        self.experiment.log_metrics(metrics=metrics, step=step)
         if (step + 1) % self._flush_every == 0:
             self.save()
 

@@ -14,7 +14,8 @@ class Logger(ABC):
     """A sink for metrics and hyperparameters. The trainer calls, from the main process only:
 
     ``log_hyperparams(params)`` and ``log_model_summary(summary)`` at fit start,
-    ``log_metrics(metrics, step)`` every ``log_every_n_steps`` and at epoch ends,
+    ``log_metrics(metrics=..., step=...)`` (keyword arguments, as Lightning calls it) every
+    ``log_every_n_steps`` and at epoch ends,
     ``after_save_checkpoint(callback)`` after each checkpoint, ``save()`` and ``finalize(status)``.
     """
 
@@ -51,7 +52,11 @@ class Logger(ABC):
 
     @abstractmethod
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        """Record ``metrics`` (floats) at ``step``."""
+        """Record ``metrics`` (floats) at ``step``.
+
+        The trainer calls ``log_metrics(metrics=..., step=...)`` with keywords, so an override must keep
+        these two parameter names (Lightning's contract).
+        """
 
     @abstractmethod
     def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:

@@ -68,7 +68,7 @@ from argparse import Namespace
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from trainer_core.client import (
     ApiError,
@@ -157,7 +157,7 @@ class Spool:
     """``spool.jsonl`` in a run's folder: a header line, then one record per line, in order.
     ``spool.sent`` holds the byte offset up to which the records were delivered."""
 
-    def __init__(self, folder: str | os.PathLike) -> None:
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
         self.path = self.folder / SPOOL_NAME
         self.sent_path = self.folder / SPOOL_SENT
@@ -171,7 +171,7 @@ class Spool:
         if self._f is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             fresh = not self.path.exists() or self.path.stat().st_size == 0
-            self._f = open(self.path, "ab")  # noqa: SIM115 - kept open while offline, closed in clear()
+            self._f = open(self.path, "ab")  # kept open while offline, closed in clear()
             if fresh:
                 self._f.write(_spool_line({"op": "spool", "version": 1, **header}))
         self._f.write(_spool_line(rec))
@@ -225,7 +225,7 @@ class Spool:
             for line in f:
                 if line.startswith(b'{"op":"create"'):
                     try:
-                        return json.loads(line)
+                        return cast("dict[str, Any]", json.loads(line))
                     except ValueError:
                         return None
         return None
@@ -425,7 +425,7 @@ class _Sender:
     def _op_checkpoint(self, rec: dict[str, Any]) -> None:
         path = rec["path"]
         try:
-            f = open(path, "rb")  # noqa: SIM115 - closed below
+            f = open(path, "rb")  # closed below
         except FileNotFoundError:  # rotated out (top-k) before it was sent: nothing to upload
             self.stats["checkpoints_skipped"] += 1
             f = None
@@ -572,7 +572,7 @@ def _close_all_at_exit() -> None:
     for logger in list(_LIVE):
         try:
             logger._at_exit()
-        except Exception:  # noqa: BLE001 - never fail the interpreter's exit
+        except Exception:  # never fail the interpreter's exit
             pass
 
 
@@ -628,13 +628,13 @@ class RunyardLogger(Logger):
         timeout: float = 10.0,
         max_buffered_points: int = 2_000_000,
         *,
-        save_dir: str | os.PathLike | None = None,
+        save_dir: str | os.PathLike[str] | None = None,
         token: str | None = None,
         capture: bool | None = None,
         heartbeat_interval: float | None = None,
         system_metrics: float | bool | None = None,
         environment: bool = True,
-        spool_dir: str | os.PathLike | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,
         prune_local: bool | None = None,
     ) -> None:
         super().__init__()
@@ -698,7 +698,7 @@ class RunyardLogger(Logger):
         # op (kind, mark, payload) on _ops; mark = the points queued before it, which the sender
         # sends first. _queued_points is written by the training thread only, _taken_points by the
         # sender only.
-        self._metrics: deque[tuple[int, float, dict]] = deque()
+        self._metrics: deque[tuple[int, float, dict[str, Any]]] = deque()
         self._ops: deque[tuple[str, int, Any]] = deque()
         self._queued_points = 0
         self._taken_points = 0
@@ -985,7 +985,7 @@ class RunyardLogger(Logger):
                 if self._offline and not self._abandon and time.monotonic() >= min(
                         self._probe_at, self._last_probe + PROBE_MIN_S if self._flush_waiters else math.inf):
                     self._try_drain()
-            except Exception:  # noqa: BLE001 - the sender must survive anything
+            except Exception:  # the sender must survive anything
                 log.exception("RunyardLogger sender error")
             finally:
                 with self._cond:
@@ -999,7 +999,7 @@ class RunyardLogger(Logger):
     def _records(self, ops: list[tuple[str, int, Any]], target: int) -> Iterator[dict[str, Any]]:
         """Records in logging order: before each op, the points logged before it."""
         lines: list[tuple[str, str, Any]] = []
-        system: list[tuple[int, float, dict]] = []
+        system: list[tuple[int, float, dict[str, Any]]] = []
         for kind, mark, payload in ops:
             if kind == "lines":
                 lines.extend(payload)
@@ -1030,7 +1030,7 @@ class RunyardLogger(Logger):
             yield from self._line_records(lines)
 
     @staticmethod
-    def _system_record(entries: list[tuple[int, float, dict]]) -> dict[str, Any]:
+    def _system_record(entries: list[tuple[int, float, dict[str, Any]]]) -> dict[str, Any]:
         return {"op": "metrics", "idem": uuid.uuid4().hex, "n": sum(len(e[2]) for e in entries),
                 "body": encode_entries(entries)}
 
@@ -1038,11 +1038,11 @@ class RunyardLogger(Logger):
     def _environment_record() -> dict[str, Any]:
         from trainer_core.environment import collect  # first use: reads the installed packages once
 
-        return json_safe(collect())
+        return cast("dict[str, Any]", json_safe(collect()))
 
     def _metric_records(self, until: int) -> Iterator[dict[str, Any]]:
         while self._taken_points < until and self._metrics:
-            entries = []
+            entries: list[tuple[int, float, dict[str, Any]]] = []
             count = 0
             limit = self._sender.max_points
             while self._metrics and self._taken_points + count < until and not (
@@ -1067,7 +1067,7 @@ class RunyardLogger(Logger):
                     chunk = points[start:start + limit]
                     yield {"op": "metrics", "idem": uuid.uuid4().hex, "n": len(chunk), "body": encode_points(chunk)}
 
-    def _without_repeated_epoch(self, entry: tuple[int, float, dict]) -> tuple[int, float, dict]:
+    def _without_repeated_epoch(self, entry: tuple[int, float, dict[str, Any]]) -> tuple[int, float, dict[str, Any]]:
         """The trainer adds ``epoch`` to every ``log_metrics`` call (as Lightning does), so the
         step that ends an epoch logs it twice (its step metrics, then its epoch metrics) with the
         same value: the server stores it once."""
@@ -1075,9 +1075,10 @@ class RunyardLogger(Logger):
         epoch = metrics.get("epoch")
         if type(epoch) not in (int, float):
             return entry
-        if self._epoch_sent == (step, epoch):
+        sent = (step, cast(float, epoch))  # an int or a float, checked above
+        if self._epoch_sent == sent:
             return entry[0], entry[1], {k: v for k, v in metrics.items() if k != "epoch"}
-        self._epoch_sent = (step, epoch)
+        self._epoch_sent = sent
         return entry
 
     @staticmethod
@@ -1382,7 +1383,7 @@ class RunyardLogger(Logger):
                    and time.monotonic() < deadline):
                 self._cond.wait(0.05)
 
-    def upload_checkpoint(self, path: str | os.PathLike, *, step: int, epoch: int, resumable: bool = False,
+    def upload_checkpoint(self, path: str | os.PathLike[str], *, step: int, epoch: int, resumable: bool = False,
                           is_last: bool = False) -> None:
         """Upload a checkpoint saved outside ModelCheckpoint (e.g. a resume checkpoint), after
         every point logged before this call. Not mirrored on local deletion (see
@@ -1396,7 +1397,7 @@ class RunyardLogger(Logger):
             self._owner_sets_last = True
         self._enqueue("checkpoint", {"path": path, "identity": ident, "meta": meta, "origin": "manual"})
 
-    def delete_checkpoint(self, path: str | os.PathLike) -> None:
+    def delete_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Delete on the server the checkpoint this logger uploaded from ``path`` (in order)."""
         self._enqueue("delete_checkpoint", {"path": os.path.abspath(os.fspath(path))})
 
@@ -1521,7 +1522,7 @@ def _environment_key() -> tuple[Any, ...]:
 # --------------------------------------------------------------------------- runyard sync
 
 
-class SyncSummary(dict):
+class SyncSummary(dict[str, Any]):
     """What :func:`sync_spool` did: ``{"folder", "runs": [per-spool dicts]}``; ``str()`` says it in a sentence."""
 
     def __str__(self) -> str:
@@ -1543,7 +1544,7 @@ class SyncSummary(dict):
         return f"synced {len(runs)} spool{'s' if len(runs) != 1 else ''}: " + "; ".join(parts)
 
 
-def sync_spool(folder: str | os.PathLike, url: str | None = None, token: str | None = None, *,
+def sync_spool(folder: str | os.PathLike[str], url: str | None = None, token: str | None = None, *,
                retry_for: float = 30.0, timeout: float = 30.0) -> SyncSummary:
     """Upload what RunyardLoggers left in spools (a run that ended offline): ``folder`` is a run's
     folder (with ``spool.jsonl``) or any folder above run folders: every spool below is sent, the

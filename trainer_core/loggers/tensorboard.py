@@ -89,7 +89,7 @@ class TensorBoardLogger(VersionedDirLogger):
         elif not isinstance(metrics, dict):
             metrics = {"hp_metric": metrics}
         if metrics:
-            self.log_metrics(metrics, 0)
+            self.log_metrics(metrics=metrics, step=0)
             from torch.utils.tensorboard.summary import hparams
 
             exp, ssi, sei = hparams(flat, {k: to_float(v) for k, v in metrics.items()})

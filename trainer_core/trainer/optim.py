@@ -52,10 +52,10 @@ class LightningOptimizer:
     def zero_grad(self, set_to_none: bool = True) -> None:
         self._optimizer.zero_grad(set_to_none=set_to_none)
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return self._optimizer.state_dict()
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self._optimizer.load_state_dict(state)
 
     def __repr__(self) -> str:
@@ -184,3 +184,33 @@ def _from_dict(d: Mapping[str, Any]) -> tuple[list[Optimizer], list[LRSchedulerC
 
 
 __all__ = ["LRSchedulerConfig", "LightningOptimizer", "normalize_optimizers"]
+
+
+def check_fit_optimization(model: Any, gradient_clip_val: int | float | None, accumulate_grad_batches: int) -> None:
+    """Lightning's refusals for manual optimization with the Trainer's clipping or accumulation."""
+    if model.automatic_optimization is False:
+        if gradient_clip_val:
+            raise ValueError(
+                "Automatic gradient clipping is not supported for manual optimization. Remove "
+                "`Trainer(gradient_clip_val=...)` or switch to automatic optimization."
+            )
+        if accumulate_grad_batches != 1:
+            raise ValueError(
+                "Automatic gradient accumulation is not supported for manual optimization. Remove "
+                "`Trainer(accumulate_grad_batches=...)` or switch to automatic optimization."
+            )
+
+
+def setup_optimizers(trainer: Any, model: Any) -> None:
+    """``configure_optimizers()`` at fit start: sets ``trainer.optimizers``, ``trainer.lr_scheduler_configs``
+    and their ``LightningOptimizer`` wrappers, after Lightning's checks."""
+    check_fit_optimization(model, trainer.gradient_clip_val, trainer.accumulate_grad_batches)
+    trainer.optimizers, trainer.lr_scheduler_configs = normalize_optimizers(model.configure_optimizers())
+    optimizers = trainer.optimizers
+    if model.automatic_optimization and len(optimizers) > 1:
+        raise RuntimeError(
+            "Training with multiple optimizers is only supported with manual optimization. Set "
+            "`self.automatic_optimization = False`, then access your optimizers in `training_step` with "
+            "`opt1, opt2, ... = self.optimizers()`."
+        )
+    trainer._lightning_optimizers = [LightningOptimizer(opt, trainer) for opt in optimizers]

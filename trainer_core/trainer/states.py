@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class _StrEnum(StrEnum):
@@ -62,3 +63,22 @@ class TrainerState:
     @property
     def stopped(self) -> bool:
         return self.status == TrainerStatus.INTERRUPTED
+
+
+class _StageFlag:
+    """``trainer.training`` and its siblings: True while ``state.stage`` is this stage; setting
+    True enters the stage, setting False leaves it (only if it is the current one), as in Lightning."""
+
+    def __init__(self, stage: RunningStage) -> None:
+        self.stage = stage
+
+    def __get__(self, trainer: Any, owner: type | None = None) -> Any:
+        if trainer is None:
+            return self
+        return trainer.state.stage == self.stage
+
+    def __set__(self, trainer: Any, value: bool) -> None:
+        if value:
+            trainer.state.stage = self.stage
+        elif trainer.state.stage == self.stage:
+            trainer.state.stage = None

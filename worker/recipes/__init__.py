@@ -71,7 +71,7 @@ def _load(user_modules: tuple[str, ...]) -> None:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             _add(ep.load(), ep.value)
-        except Exception:  # noqa: BLE001 - one broken plugin must not hide the other recipes
+        except Exception:  # one broken plugin must not hide the other recipes
             log.exception("could not load recipes from entry point %s = %s", ep.name, ep.value)
 
 

@@ -3,6 +3,7 @@ and transfer learning from an earlier run's autoencoder."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -194,7 +195,9 @@ def _resolve_source_checkpoint(params: dict[str, Any], ctx: RecipeContext) -> Pa
     return Path(ctx.fetch_input(match[0]))
 
 
-def _prepare_transfer(params: dict[str, Any], ctx: RecipeContext):
+def _prepare_transfer(
+    params: dict[str, Any], ctx: RecipeContext
+) -> tuple[dict[str, Any], Callable[[TransferLearningClassifier], None]]:
     from trainer_core.checkpoint_io import load_checkpoint
 
     path = _resolve_source_checkpoint(params, ctx)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 import torch
@@ -61,7 +61,7 @@ def ensure_mnist(data_dir: str | Path, download: bool = True) -> None:
             MNIST(str(data_dir), train=True, download=True)
             MNIST(str(data_dir), train=False, download=True)
             return
-        except Exception as exc:  # noqa: BLE001 - reported below with the manual alternative
+        except Exception as exc:  # reported below with the manual alternative
             reason = f"the download failed ({exc})"
     else:
         reason = "no MNIST mirror is reachable from this machine"
@@ -91,7 +91,9 @@ class MNISTDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.num_workers = num_workers
-        self.train_set = self.val_set = self.test_set = None
+        self.train_set: Any = None
+        self.val_set: Any = None
+        self.test_set: Any = None
 
     def prepare_data(self) -> None:
         ensure_mnist(self.data_dir, self.download)
@@ -109,7 +111,7 @@ class MNISTDataModule(L.LightningDataModule):
         if stage in (None, "test") and self.test_set is None:
             self.test_set = datasets.MNIST(self.data_dir, train=False, download=False, transform=transform)
 
-    def _loader(self, dataset, shuffle: bool = False) -> DataLoader:
+    def _loader(self, dataset: Any, shuffle: bool = False) -> DataLoader[Any]:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -141,11 +143,11 @@ def digits_dataloaders(
     digits = load_digits()
     x = torch.tensor(digits.data, dtype=torch.float32) / 16.0
     y = torch.tensor(digits.target, dtype=torch.long)
-    dataset = TensorDataset(x, y)
-    n_val = int(len(dataset) * val_fraction)
-    n_test = int(len(dataset) * test_fraction)
+    data = TensorDataset(x, y)
+    n_val = int(len(data) * val_fraction)
+    n_test = int(len(data) * test_fraction)
     generator = torch.Generator().manual_seed(split_seed)
-    train, val, test = random_split(dataset, [len(dataset) - n_val - n_test, n_val, n_test], generator=generator)
+    train, val, test = random_split(data, [len(data) - n_val - n_test, n_val, n_test], generator=generator)
     return (
         DataLoader(train, batch_size=batch_size, shuffle=True),
         DataLoader(val, batch_size=batch_size),

@@ -56,7 +56,7 @@ def _schema_fields(fn: Callable[..., Any], skip: frozenset[str]) -> dict[str, tu
     target = fn.__init__ if inspect.isclass(fn) else fn
     try:
         hints = typing.get_type_hints(target, include_extras=True)
-    except Exception:  # noqa: BLE001 - unresolved hints fall back to the raw annotations
+    except Exception:  # unresolved hints fall back to the raw annotations
         hints = {}
     fields: dict[str, tuple[Any, Any]] = {}
     for name, param in inspect.signature(target).parameters.items():

@@ -1,0 +1,1 @@
+"""Automatic and manual optimization."""

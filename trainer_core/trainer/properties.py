@@ -1,0 +1,160 @@
+"""``_TrainerProperties``: the Trainer's read-only views (loggers, callbacks, ranks, stage flags, metrics).
+
+A base class of ``Trainer``, kept apart so that ``trainer.py`` reads as the run itself.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from trainer_core.trainer.states import RunningStage, TrainerStatus, _StageFlag
+
+if TYPE_CHECKING:
+    from trainer_core.callbacks.callback import Callback
+    from trainer_core.loops import _FitLoop
+    from trainer_core.trainer.accelerator import _SingleDeviceStrategy
+    from trainer_core.trainer.config import TrainerConfig
+    from trainer_core.trainer.data import _DataConnector
+    from trainer_core.trainer.logger_connector import _LoggerConnector
+    from trainer_core.trainer.results import ResultCollection
+    from trainer_core.trainer.states import TrainerState
+
+
+class _TrainerProperties:
+    if TYPE_CHECKING:
+        _config: TrainerConfig
+        _logger_connector: _LoggerConnector
+        _data_connector: _DataConnector
+        loggers: list[Any]
+        callbacks: list[Callback]
+        state: TrainerState
+        strategy: _SingleDeviceStrategy
+        fit_loop: _FitLoop
+        lightning_module: Any
+        num_training_batches: int | float
+        accumulate_grad_batches: int
+
+        @property
+        def max_epochs(self) -> int: ...
+        @property
+        def max_steps(self) -> int: ...
+
+    # ------------------------------------------------------------------ public attributes
+    @property
+    def default_root_dir(self) -> str:
+        return self._config.default_root_dir
+
+    @property
+    def logger(self) -> Any:
+        return self.loggers[0] if self.loggers else None
+
+    @logger.setter
+    def logger(self, logger: Any) -> None:
+        self.loggers = [] if logger is None else [logger]
+
+    @property
+    def log_dir(self) -> str:
+        if self.loggers:
+            first = self.loggers[0]
+            dirpath = getattr(first, "log_dir", None) or getattr(first, "save_dir", None)
+            if dirpath:
+                return str(dirpath)
+        return self.default_root_dir
+
+    @property
+    def model(self) -> Any:
+        return self.lightning_module
+
+    is_global_zero = property(lambda self: True)
+    global_rank = property(lambda self: 0)
+    local_rank = property(lambda self: 0)
+    node_rank = property(lambda self: 0)
+    world_size = property(lambda self: 1)
+    num_devices = property(lambda self: 1)
+    num_nodes = property(lambda self: 1)
+    received_sigterm = property(lambda self: False)
+
+    @property
+    def device_ids(self) -> list[int]:
+        return [self.strategy.root_device.index or 0]
+
+    @property
+    def interrupted(self) -> bool:
+        return self.state.status == TrainerStatus.INTERRUPTED
+
+    @property
+    def enable_validation(self) -> bool:
+        return self._data_connector.val_enabled
+
+    training = _StageFlag(RunningStage.TRAINING)
+    validating = _StageFlag(RunningStage.VALIDATING)
+    testing = _StageFlag(RunningStage.TESTING)
+    predicting = _StageFlag(RunningStage.PREDICTING)
+    sanity_checking = _StageFlag(RunningStage.SANITY_CHECKING)
+
+    @property
+    def evaluating(self) -> bool:
+        return self.state.stage in (RunningStage.VALIDATING, RunningStage.TESTING)
+
+    @property
+    def checkpoint_callbacks(self) -> list[Any]:
+        from trainer_core.callbacks.model_checkpoint import ModelCheckpoint
+
+        return [cb for cb in self.callbacks if isinstance(cb, ModelCheckpoint)]
+
+    @property
+    def checkpoint_callback(self) -> Any:
+        cbs = self.checkpoint_callbacks
+        return cbs[0] if cbs else None
+
+    @property
+    def early_stopping_callbacks(self) -> list[Any]:
+        from trainer_core.callbacks.early_stopping import EarlyStopping
+
+        return [cb for cb in self.callbacks if isinstance(cb, EarlyStopping)]
+
+    @property
+    def early_stopping_callback(self) -> Any:
+        cbs = self.early_stopping_callbacks
+        return cbs[0] if cbs else None
+
+    @property
+    def progress_bar_callback(self) -> Any:
+        from trainer_core.callbacks.progress import ProgressBar
+
+        return next((cb for cb in self.callbacks if isinstance(cb, ProgressBar)), None)
+
+    @property
+    def estimated_stepping_batches(self) -> float:
+        if self.num_training_batches == float("inf") or self.max_epochs == -1:
+            return float(self.max_steps) if self.max_steps != -1 else float("inf")
+        per_epoch = max(1, int(self.num_training_batches) // self.accumulate_grad_batches)
+        total = per_epoch * self.max_epochs
+        return min(total, self.max_steps) if self.max_steps != -1 else total
+
+    # ------------------------------------------------------------------ metrics
+    @property
+    def callback_metrics(self) -> dict[str, Any]:
+        self._logger_connector.sync_train_metrics()
+        return self._logger_connector.callback_metrics
+
+    @property
+    def logged_metrics(self) -> dict[str, Any]:
+        return self._logger_connector.logged_metrics
+
+    @property
+    def progress_bar_metrics(self) -> dict[str, float]:
+        self._logger_connector.sync_train_metrics()
+        return {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in self._logger_connector.pbar_metrics.items()}
+
+    @property
+    def _results(self) -> ResultCollection | None:
+        """The collection ``LightningModule.log`` writes into (the training one, or the running evaluation's)."""
+        return self._logger_connector.results
+
+    @property
+    def _train_results(self) -> ResultCollection:
+        return self._logger_connector.train_results
+
