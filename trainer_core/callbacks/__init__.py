@@ -24,6 +24,8 @@ _LAZY = {
     "BaseFinetuning": "trainer_core.callbacks.finetuning",
     "BackboneFinetuning": "trainer_core.callbacks.finetuning",
     "OnExceptionCheckpoint": "trainer_core.callbacks.on_exception_checkpoint",
+    "LearningRateFinder": "trainer_core.callbacks.lr_finder",
+    "BatchSizeFinder": "trainer_core.callbacks.batch_size_finder",
 }
 
 __all__ = ["Callback", "Checkpoint", "EarlyStopping", "ModelCheckpoint", *_LAZY]

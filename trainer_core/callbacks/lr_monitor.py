@@ -88,7 +88,7 @@ class LearningRateMonitor(Callback):
         if stats:
             step = _batches_that_stepped(trainer)
             for logger in trainer.loggers:
-                logger.log_metrics(stats, step=step)
+                logger.log_metrics(metrics=stats, step=step)
 
     def _extract_stats(self, trainer: Any, interval: str) -> dict[str, float]:
         latest: dict[str, float] = {}

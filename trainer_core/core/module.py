@@ -14,7 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from trainer_core.core.hparams import AttributeDict, save_hyperparameters
+from trainer_core.core.optimizer import _call_hook
 from trainer_core.utilities.exceptions import MisconfigurationException, _MisconfigurationRuntimeError
+from trainer_core.utilities.rank_zero import rank_zero_warn
 
 if TYPE_CHECKING:
     from trainer_core.trainer.trainer import Trainer
@@ -330,25 +332,37 @@ class LightningModule(nn.Module):
         metric_attribute: str | None = None,
         rank_zero_only: bool = False,
     ) -> None:
-        """Record a scalar; the trainer reduces it per step and/or per epoch (see ``trainer/results.py``).
+        """Record a scalar or a ``torchmetrics.Metric`` (Lightning's ``LightningModule.log``); the trainer reduces
+        it per step and/or per epoch (``trainer/results.py``) and sends it (``trainer/logger_connector.py``).
 
         ``sync_dist`` is accepted and has nothing to do on one device.
         """
         trainer = self._trainer
-        results = trainer._results if trainer is not None else None
-        if results is None:
-            if trainer is None:
-                warnings.warn(
-                    "You are trying to `self.log()` but the `self.trainer` reference is not registered on the "
-                    "model yet. This is most likely because the model hasn't been passed to the `Trainer`",
-                    stacklevel=2,
-                )
+        if trainer is None:
+            # not an error, so that the `*_step` methods can be tested without a Trainer (as Lightning)
+            warnings.warn(
+                "You are trying to `self.log()` but the `self.trainer` reference is not registered on the "
+                "model yet. This is most likely because the model hasn't been passed to the `Trainer`",
+                stacklevel=2,
+            )
             return
+        if trainer.barebones:
+            rank_zero_warn(
+                "You are trying to `self.log()` but `Trainer(barebones=True)` is configured."
+                " Logging can impact raw speed so it is disabled under this setting."
+            )
+            return
+        connector = trainer._logger_connector
+        results = connector.results
+        if results is None:
+            raise MisconfigurationException(
+                "You are trying to `self.log()` but the loop's result collection is not registered"
+                " yet. This is most likely because you are trying to log in a `predict` hook,"
+                " but it doesn't support logging"
+            )
         if results.fx is None:
             raise _MisconfigurationRuntimeError(
-                f"You are trying to `self.log({name!r}, ...)` but it is not managed by the `Trainer` control flow: "
-                "outside the hooks the Trainer manages; "
-                "log from training_step, validation_step, test_step or the *_epoch_end / *_batch_end hooks."
+                "You are trying to `self.log()` but it is not managed by the `Trainer` control flow"
             )
         if isinstance(value, Tensor):
             if value.numel() != 1:
@@ -367,12 +381,21 @@ class LightningModule(nn.Module):
             value = torch.tensor(float(value), dtype=dtype)  # type: ignore[arg-type]
         elif isinstance(value, Mapping):
             raise ValueError(f"self.log({name!r}, value) got a dict; use self.log_dict for several values.")
-        else:
+        elif not _results_module().is_metric(value):
             raise ValueError(
-                f"`self.log({name}, {value!r})` was called, but `{type(value).__name__}` values cannot be "
-                "logged; log a number or a one-element tensor."
+                f"`self.log({name}, {value})` was called, but `{type(value).__name__}` values cannot be logged"
             )
-        results.log(name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, add_dataloader_idx, batch_size)
+        elif metric_attribute is None:
+            metric_attribute, self._metric_attributes = _results_module().find_metric_attribute(
+                self, value, name, self.__dict__.get("_metric_attributes")
+            )
+        if logger and not trainer.loggers:
+            rank_zero_warn(
+                f"You called `self.log({name!r}, ..., logger=True)` but have no logger configured. You can enable one"
+                " by doing `Trainer(logger=ALogger(...))`"
+            )
+        connector.log(name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, add_dataloader_idx, batch_size,
+                      metric_attribute, enable_graph)
 
     def log_dict(
         self,
@@ -389,7 +412,14 @@ class LightningModule(nn.Module):
         batch_size: int | None = None,
         rank_zero_only: bool = False,
     ) -> None:
-        for k, v in dictionary.items():
+        """``self.log`` for each item; a ``torchmetrics.MetricCollection`` logs each of its metrics."""
+        items: Any = dictionary.items()
+        if _results_module().is_metric_collection(dictionary):
+            kwargs: dict[str, bool] = {"keep_base": False}
+            if getattr(dictionary, "_enable_compute_groups", False):
+                kwargs["copy_state"] = False
+            items = dictionary.items(**kwargs)
+        for k, v in items:
             self.log(
                 k,
                 v,
@@ -398,6 +428,7 @@ class LightningModule(nn.Module):
                 on_step=on_step,
                 on_epoch=on_epoch,
                 reduce_fx=reduce_fx,
+                enable_graph=enable_graph,
                 add_dataloader_idx=add_dataloader_idx,
                 batch_size=batch_size,
             )
@@ -453,7 +484,11 @@ class LightningModule(nn.Module):
                 "to use manual_backward, please disable automatic optimization:"
                 " set model property `automatic_optimization` as False"
             )
-        self.trainer._precision.backward(self, loss, *args, **kwargs)
+        # Lightning's strategy.backward: on_before_backward, the precision's backward, on_after_backward
+        trainer = self.trainer
+        _call_hook(trainer, "on_before_backward", loss)
+        trainer._precision.backward(self, loss, *args, **kwargs)
+        _call_hook(trainer, "on_after_backward")
 
     def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         loss.backward(*args, **kwargs)  # type: ignore[no-untyped-call]
@@ -490,20 +525,42 @@ class LightningModule(nn.Module):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
-        if gradient_clip_val is None or gradient_clip_val == 0:
-            return
-        algorithm = gradient_clip_algorithm or "norm"
-        optimizer = getattr(optimizer, "optimizer", optimizer)
-        self.trainer._precision.unscale_gradients(optimizer)
-        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if algorithm == "value":
-            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
-        elif algorithm == "norm":
-            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+        # Lightning's: the Trainer's values are the defaults, and passing other ones than the Trainer's is an error
+        trainer = self.trainer
+        trainer_val, trainer_algorithm = trainer.gradient_clip_val, trainer.gradient_clip_algorithm
+        if gradient_clip_val is None:
+            gradient_clip_val = trainer_val or 0.0
+        elif trainer_val is not None and trainer_val != gradient_clip_val:
+            raise MisconfigurationException(
+                f"You have set `Trainer(gradient_clip_val={trainer_val!r})`"
+                f" and have passed `clip_gradients(gradient_clip_val={gradient_clip_val!r})`."
+                " Please use only one of them."
+            )
+        if gradient_clip_algorithm is None:
+            algorithm = trainer_algorithm or "norm"
         else:
+            algorithm = gradient_clip_algorithm.lower()
+            if trainer_algorithm is not None and trainer_algorithm != algorithm:
+                raise MisconfigurationException(
+                    f"You have set `Trainer(gradient_clip_algorithm={getattr(trainer_algorithm, 'value', trainer_algorithm)!r})`"
+                    f" and have passed `clip_gradients(gradient_clip_algorithm={algorithm!r})"
+                    " Please use only one of them."
+                )
+        if not isinstance(gradient_clip_val, (int, float)):
+            raise TypeError(f"`gradient_clip_val` should be an int or a float. Got {gradient_clip_val}.")
+        if algorithm not in ("value", "norm"):
             raise MisconfigurationException(
                 f"`gradient_clip_algorithm` {algorithm} is invalid. Allowed algorithms: ['value', 'norm']."
             )
+        if gradient_clip_val <= 0:
+            return
+        optimizer = getattr(optimizer, "optimizer", optimizer)
+        trainer._precision.unscale_gradients(optimizer)
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     def configure_gradient_clipping(
         self,
@@ -511,7 +568,7 @@ class LightningModule(nn.Module):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
-        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         optimizer.step(closure=optimizer_closure)
@@ -691,3 +748,10 @@ def move_data_to_device(batch: Any, device: torch.device) -> Any:
         except TypeError:
             return batch
     return batch
+
+
+def _results_module() -> Any:
+    """``trainer_core.trainer.results`` (imported late: the trainer package imports this module)."""
+    from trainer_core.trainer import results
+
+    return results

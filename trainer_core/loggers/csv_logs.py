@@ -94,7 +94,7 @@ class CSVLogger(VersionedDirLogger):
 
     def __init__(
         self,
-        save_dir: str | os.PathLike,
+        save_dir: str | os.PathLike[str],
         name: str | None = "lightning_logs",
         version: int | str | None = None,
         prefix: str = "",

@@ -151,7 +151,7 @@ class VersionedDirLogger(Logger):
     _name: str
     _version: int | str | None
 
-    def _init_dirs(self, save_dir: str | os.PathLike, name: str | None, version: int | str | None) -> None:
+    def _init_dirs(self, save_dir: str | os.PathLike[str], name: str | None, version: int | str | None) -> None:
         self._save_dir = os.fspath(save_dir)
         self._name = name or ""
         self._version = version

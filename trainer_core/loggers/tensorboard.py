@@ -32,13 +32,13 @@ class TensorBoardLogger(VersionedDirLogger):
 
     def __init__(
         self,
-        save_dir: str | os.PathLike,
+        save_dir: str | os.PathLike[str],
         name: str | None = "lightning_logs",
         version: int | str | None = None,
         log_graph: bool = False,
         default_hp_metric: bool = True,
         prefix: str = "",
-        sub_dir: str | os.PathLike | None = None,
+        sub_dir: str | os.PathLike[str] | None = None,
         **kwargs: Any,
     ) -> None:
         if not tensorboard_available():
@@ -92,7 +92,7 @@ class TensorBoardLogger(VersionedDirLogger):
             self.log_metrics(metrics=metrics, step=0)
             from torch.utils.tensorboard.summary import hparams
 
-            exp, ssi, sei = hparams(flat, {k: to_float(v) for k, v in metrics.items()})
+            exp, ssi, sei = hparams(flat, {k: to_float(v) for k, v in metrics.items()})  # type: ignore[no-untyped-call]
             writer = self.experiment._get_file_writer()
             writer.add_summary(exp)
             writer.add_summary(ssi)

@@ -12,15 +12,32 @@ from torch import Tensor
 
 from trainer_core.loops.loop import _Loop
 from trainer_core.loops.progress import _BatchProgress
-from trainer_core.loops.utilities import _input_converter, _LoopContext
+from trainer_core.loops.utilities import (
+    _input_converter,
+    _LoopContext,
+    _step_callable,
+    _verify_dataloader_idx_requirement,
+)
+from trainer_core.trainer.results import ResultCollection
 
 
 class _EvaluationLoop(_Loop):
-    """``validation_step`` or ``test_step`` over each loader, with Lightning's hooks around them."""
+    """``validation_step`` or ``test_step`` over each loader, with Lightning's hooks and logging calls around them."""
 
     def __init__(self, stage: str) -> None:
         self.stage = stage  # "validate" | "test"
         self.batch_progress = _BatchProgress()
+        # Lightning's per-loop result collection: entries stay registered across runs, values are reset after each
+        self._results = ResultCollection(training=False)
+        # batches seen per dataloader: the step of the step values sent; kept across the validation runs of a fit
+        # (Lightning resets it when the dataloaders are set up again)
+        self._seen_batches: dict[int, int] = {}
+        self._seen_loaders: list[int] = []
+
+    def _verify_dataloader_idx(self, module: Any, prefix: str, multi: bool) -> None:
+        p = "val" if prefix == "validation" else prefix
+        _verify_dataloader_idx_requirement((f"{prefix}_step",), multi, p, module)
+        _verify_dataloader_idx_requirement((f"on_{prefix}_batch_start", f"on_{prefix}_batch_end"), multi, p, module)
 
     def run(  # noqa: C901
         self,
@@ -33,12 +50,21 @@ class _EvaluationLoop(_Loop):
         trainer, module, hooks, metrics = ctx.trainer, ctx.module, ctx.hooks, ctx.metrics
         testing = self.stage == "test"
         prefix = "test" if testing else "validation"
-        results = metrics.new_eval_results()
+        multi = len(loaders) > 1
+        self._verify_dataloader_idx(module, prefix, multi)
         in_fit = trainer.state.fn == "fit"
+        loader_ids = [id(loader) for loader in loaders]
+        if not in_fit or loader_ids != self._seen_loaders:
+            self._seen_batches = {}
+            self._seen_loaders = loader_ids
+        seen = self._seen_batches
+        results = self._results
+        prev_results, prev_first_loop_iter = metrics.results, metrics.first_loop_iter
+        metrics.results = results
         on_batch_start = hooks.caller(f"on_{prefix}_batch_start", results)
         on_batch_end = hooks.caller(f"on_{prefix}_batch_end", results)
-        step_fn = getattr(module, f"{'test' if testing else 'validation'}_step")
-        multi = len(loaders) > 1
+        step_name = f"{prefix}_step"
+        step_fn = _step_callable(getattr(module, step_name))
         transfer = ctx.batch_transfer
         forward_context = ctx.precision.forward_context
         convert = _input_converter(ctx.precision)
@@ -47,80 +73,77 @@ class _EvaluationLoop(_Loop):
         # remember each submodule's mode, so a backbone the user put in eval mode stays there afterwards
         modes = [(m, m.training) for m in module.modules()]
 
-        hooks.call(f"on_{prefix}_model_eval", module_only=True)
-        grad_context = torch.no_grad() if in_fit or not trainer.inference_mode else torch.inference_mode()
-        with grad_context:
-            results.fx = f"on_{prefix}_start"
-            hooks.call(f"on_{prefix}_start")
-            results.fx = f"on_{prefix}_epoch_start"
-            hooks.call(f"on_{prefix}_epoch_start")
-            log_step = 0
-            for dl_idx, loader in enumerate(loaders):
-                limit = limits[dl_idx]
-                if limit == 0:
-                    continue
-                results.dataloader_idx = dl_idx if multi else None
-                extra = (dl_idx,) if multi else ()
-                for batch_idx, batch in enumerate(loader):
-                    if transfer is not None:
-                        batch = transfer(batch, dl_idx)
-                    bp.increment_ready()
-                    results.batch = batch
-                    results.batch_size = None
-                    if on_batch_start is not None:
-                        on_batch_start(batch, batch_idx, *extra)
-                    bp.increment_started()
-                    results.fx = f"{'test' if testing else 'validation'}_step"
-                    step_batch = batch if convert is None else convert(batch)
-                    with forward_context():
-                        if multi:
-                            output = step_fn(step_batch, batch_idx, dataloader_idx=dl_idx)
-                        else:
-                            output = step_fn(step_batch, batch_idx)
-                    bp.increment_processed()
-                    if on_batch_end is not None:
-                        on_batch_end(output, batch, batch_idx, *extra)
-                    bp.increment_completed()
-                    if not sanity and results.dirty:
-                        log_step = metrics.log_eval_step(results, log_step)
-                    if batch_idx + 1 >= limit:
-                        bp.is_last_batch = True
-                        break
-            results.dataloader_idx = None
-            results.batch = None
-            results.epoch_end_reached = True
-            results.dirty = True
-            results.fx = f"on_{prefix}_epoch_end"
-            hooks.call(f"on_{prefix}_epoch_end")
-            logged: dict[str, Any] = {}
-            if not sanity:
-                logged = metrics.absorb_eval_epoch(results)
-            results.fx = f"on_{prefix}_end"
-            hooks.call(f"on_{prefix}_end")
-        results.fx = None
-        if hooks.module_hook(f"on_{prefix}_model_train") is not None:
-            hooks.call(f"on_{prefix}_model_train", module_only=True)
-        else:
-            for m, mode in modes:
-                m.training = mode
+        try:
+            hooks.call(f"on_{prefix}_model_eval", module_only=True)
+            grad_context = torch.no_grad() if in_fit or not trainer.inference_mode else torch.inference_mode()
+            with grad_context:
+                hooks.call(f"on_{prefix}_start")
+                hooks.call(f"on_{prefix}_epoch_start")
+                previous_dl_idx = 0
+                for dl_idx, loader in enumerate(loaders):
+                    limit = limits[dl_idx]
+                    if limit == 0:
+                        continue
+                    log_dl_idx = dl_idx if multi else None
+                    extra = (dl_idx,) if multi else ()
+                    for batch_idx, batch in enumerate(loader):
+                        if previous_dl_idx != dl_idx:
+                            # the dataloader has changed: keep the previous one's epoch values
+                            metrics.store_dataloader_outputs(sanity)
+                        previous_dl_idx = dl_idx
+                        if transfer is not None:
+                            batch = transfer(batch, dl_idx)
+                        bp.increment_ready()
+                        metrics.on_batch_start(batch, log_dl_idx)
+                        if on_batch_start is not None:
+                            on_batch_start(batch, batch_idx, *extra)
+                        bp.increment_started()
+                        results.fx = step_name
+                        step_batch = batch if convert is None else convert(batch)
+                        with forward_context():
+                            output = step_fn(step_batch, batch_idx, *extra)
+                        bp.increment_processed()
+                        if on_batch_end is not None:
+                            on_batch_end(output, batch, batch_idx, *extra)
+                        metrics.on_batch_end()
+                        bp.increment_completed()
+                        if not sanity:
+                            metrics.update_eval_step_metrics(seen.get(dl_idx, 0))
+                            seen[dl_idx] = seen.get(dl_idx, 0) + 1
+                        if batch_idx + 1 >= limit:
+                            bp.is_last_batch = True
+                            break
+                metrics.store_dataloader_outputs(sanity)
+                metrics.epoch_end_reached()
+                metrics.evaluation_epoch_end()
+                hooks.call(f"on_{prefix}_epoch_end")
+                metrics.on_epoch_end()
+                outputs = metrics.eval_run_outputs(sanity)
+                hooks.call(f"on_{prefix}_end")
+                metrics.reset_results()
+            results.fx = None
+            if hooks.module_hook(f"on_{prefix}_model_train") is not None:
+                hooks.call(f"on_{prefix}_model_train", module_only=True)
+            else:
+                for m, mode in modes:
+                    m.training = mode
+        finally:
+            results.fx = None
+            metrics.results = prev_results
+            metrics.first_loop_iter = prev_first_loop_iter
         if sanity:
             return []
-        outputs: list[dict[str, Any]] = []
-        for dl_idx in range(len(loaders)):
-            outputs.append(
-                {
-                    k: (v.item() if isinstance(v, Tensor) else v)
-                    for k, v in logged.items()
-                    if "dataloader_idx" not in k or k.endswith(f"dataloader_idx_{dl_idx}")
-                }
-            )
+        # as Lightning's ``Trainer.validate`` / ``test``: the returned values are floats
+        returned = [{k: (v.item() if isinstance(v, Tensor) else v) for k, v in out.items()} for out in outputs]
         if verbose:
-            print_results(outputs, self.stage)
-        return outputs
+            print_results(returned, self.stage)
+        return returned
 
 
 def print_results(results: list[dict[str, Any]], stage: str) -> None:
     """Lightning's plain-text results table (its fallback when ``rich`` is not installed)."""
+    # as Lightning: the rows are named without the ``/dataloader_idx_N`` suffix
+    results = [{k.split("/dataloader_idx_")[0]: v for k, v in r.items()} for r in results]
     metrics_paths = {k for r in results for k in r}
     if not metrics_paths:
         return

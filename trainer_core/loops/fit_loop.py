@@ -43,6 +43,17 @@ class _FitLoop(_Loop):
         self.min_steps = min_steps
         self.max_steps = max_steps
         self._train_dataloader = train_dataloader
+        # batches in the current epoch (``trainer.num_training_batches``, set when the train loader is loaded)
+        self.max_batches: int | float = float("inf")
+
+    @property
+    def _skip_backward(self) -> bool:
+        """Whether the automatic-optimization closure skips zero_grad and backward (StochasticWeightAveraging)."""
+        return self.epoch_loop.automatic_optimization._skip_backward
+
+    @_skip_backward.setter
+    def _skip_backward(self, value: bool) -> None:
+        self.epoch_loop.automatic_optimization._skip_backward = value
 
     @property
     def _can_stop_early(self) -> bool:
@@ -101,6 +112,8 @@ class _FitLoop(_Loop):
     def run(self, ctx: _LoopContext, restarting: bool = False, deadline: float | None = None) -> None:
         """Train until done; ``restarting``: the progress was restored from a checkpoint; ``deadline``: max_time's."""
         trainer, hooks = ctx.trainer, ctx.hooks
+        # Lightning's fit_loop.setup_data: the train loader is requested here, after the sanity check
+        ctx.data.setup_train_data()
         start_batch, val_pending, mid_epoch = 0, False, False
         restore = self._restore
         if restore is not None or restarting:
@@ -112,6 +125,10 @@ class _FitLoop(_Loop):
         if self._done(trainer):
             self._restore = None
             return
+        every_n = trainer.check_val_every_n_epoch
+        if ctx.data.val_enabled and (every_n is None or (trainer.current_epoch + 1) % every_n == 0):
+            # Lightning's on_run_start: the val loader is loaded before on_train_start when this epoch validates
+            ctx.data.setup_val_data()
         trainer.training = True
         hooks.call("on_train_start")
         mid_restore = None
@@ -119,7 +136,7 @@ class _FitLoop(_Loop):
             if mid_epoch:
                 mid_restore = restore["sampler"]
             else:
-                self.sampler_state.on_boundary_restore(trainer.train_dataloader, restore["sampler"])
+                self.sampler_state.on_boundary_restore(ctx.data.train_loader, restore["sampler"])
         self._restore = None
         while not self._done(trainer):
             self._run_epoch(ctx, start_batch, val_pending, mid_epoch, mid_restore, deadline)
@@ -139,14 +156,15 @@ class _FitLoop(_Loop):
         results = ctx.metrics.train_results
         epoch = self.epoch_progress.current.completed
         ctx.data.maybe_reload_train_dataloader(epoch)
-        loader = trainer.train_dataloader
+        loader = ctx.data.train_loader  # a CombinedLoader for several train loaders (trainer.train_dataloader: theirs)
         if not resumed_mid_epoch:
             self.epoch_loop.batch_progress.reset_on_run()
             self.epoch_progress.increment_ready()
         self.sampler_state.on_epoch_start(loader, sampler_restore)
         if hasattr(getattr(loader, "sampler", None), "set_epoch"):
             loader.sampler.set_epoch(epoch)
-        results.reset()
+        # no reset here: Lightning resets the training collection at the end of the epoch (update_train_epoch_metrics),
+        # so that values logged in on_train_start go out with epoch 0's
         every_n = trainer.check_val_every_n_epoch
         val_this_epoch = ctx.data.val_enabled and (every_n is None or (epoch + 1) % every_n == 0)
         results.fx = "on_train_epoch_start"
@@ -158,8 +176,7 @@ class _FitLoop(_Loop):
             val_this_epoch=val_this_epoch, can_stop_early=self._can_stop_early_now, deadline=deadline,
         )
         self.epoch_progress.increment_processed()
-        results.epoch_end_reached = True
-        results.dirty = True
+        ctx.metrics.epoch_end_reached()
         results.fx = "on_train_epoch_end"
         for hook in hooks.callbacks_non_monitoring["on_train_epoch_end"]:
             hook(trainer, module)
@@ -168,10 +185,14 @@ class _FitLoop(_Loop):
             mod_hook()
         for hook in hooks.callbacks_monitoring["on_train_epoch_end"]:
             hook(trainer, module)
+        ctx.metrics.on_epoch_end()
         results.fx = None
         if self.epoch_loop.batch_progress.is_last_batch:
             self.epoch_loop.update_lr_schedulers(ctx, "epoch", plateau=True)
-        ctx.metrics.absorb_train_epoch()
+        # as Lightning: the epoch-end values go out at the last step's number, then the collection is reset
+        self.epoch_loop._batches_that_stepped -= 1
+        ctx.metrics.update_train_epoch_metrics()
+        self.epoch_loop._batches_that_stepped += 1
         if deadline is not None and time.monotonic() >= deadline:
             trainer.should_stop = True
         self.epoch_progress.increment_completed()
@@ -181,12 +202,14 @@ class _FitLoop(_Loop):
         from trainer_core.seed import capture_rng_state, restore_rng_state
 
         trainer, hooks = ctx.trainer, ctx.hooks
-        trainer.num_sanity_val_batches = [min(num_sanity_val_steps, n) for n in trainer.num_val_batches]
         prev_stage = trainer.state.stage
         trainer.sanity_checking = True
         rng = capture_rng_state()
         try:
             hooks.call_callbacks("on_sanity_check_start")
+            # Lightning's val_loop.setup_data: the val loader is requested inside the sanity check
+            ctx.data.setup_val_data()
+            trainer.num_sanity_val_batches = [min(num_sanity_val_steps, n) for n in trainer.num_val_batches]
             self.epoch_loop.val_loop.run(ctx, ctx.data.val_loaders, trainer.num_sanity_val_batches, sanity=True)
             hooks.call_callbacks("on_sanity_check_end")
         finally:

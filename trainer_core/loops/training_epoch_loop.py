@@ -14,9 +14,10 @@ from trainer_core.loops.optimization.automatic import _AutomaticOptimization
 from trainer_core.loops.optimization.manual import _ManualOptimization
 from trainer_core.loops.progress import _BatchProgress, _SchedulerProgress
 from trainer_core.loops.utilities import _END, _LoopContext
-from trainer_core.trainer.data import iterate_from
+from trainer_core.trainer.data import _num_batches, iterate_from
 
 if TYPE_CHECKING:
+    from trainer_core.trainer.data import _DataConnector
     from trainer_core.trainer.trainer import Trainer
 
 
@@ -39,6 +40,7 @@ class _TrainingEpochLoop(_Loop):
         # set by the fit loop for each epoch (run's arguments)
         self._val_this_epoch = False
         self._can_stop_early: Callable[[], bool] = _always
+        self._val_timer: _DataConnector | None = None  # when val_check_interval is a duration (Lightning 2.6)
 
     @property
     def global_step(self) -> int:
@@ -92,19 +94,29 @@ class _TrainingEpochLoop(_Loop):
             return False
         if trainer.should_stop and self._can_stop_early():
             return True
+        timer = self._val_timer
+        if timer is not None and timer.val_time_interval is not None:  # replaces the batch and epoch-end checks
+            return time.monotonic() - timer.last_val_time >= timer.val_time_interval
         val_check_batch = trainer.val_check_batch
         if val_check_batch == float("inf"):
             return is_last
         current = self.total_batch_idx if trainer.check_val_every_n_epoch is None else batch_idx
         return (current + 1) % val_check_batch == 0
 
-    def run_validation(self, ctx: _LoopContext) -> None:
+    def run_validation(self, ctx: _LoopContext, accumulating: bool = False) -> None:
+        """Validation inside fit; inside a gradient-accumulation window the gradients are kept (Lightning calls
+        ``on_validation_model_zero_grad`` only when ``not _should_accumulate()``)."""
         trainer, metrics = ctx.trainer, ctx.metrics
-        ctx.hooks.call("on_validation_model_zero_grad", module_only=True)
+        if not accumulating:
+            ctx.hooks.call("on_validation_model_zero_grad", module_only=True)
+        ctx.data.setup_val_data()  # requested at the first validation when there was no sanity check
+        if not ctx.data.val_loaders:
+            return
         prev = metrics.results
         trainer.validating = True
         try:
             self.val_loop.run(ctx, ctx.data.val_loaders, trainer.num_val_batches)
+            ctx.data.last_val_time = time.monotonic()
         finally:
             metrics.results = prev
         trainer.training = True
@@ -125,6 +137,7 @@ class _TrainingEpochLoop(_Loop):
         """The epoch's batches from ``start_batch``; ``val_pending``: that batch's validation is still due."""
         trainer, module, hooks = ctx.trainer, ctx.module, ctx.hooks
         self._val_this_epoch = val_this_epoch
+        self._val_timer = ctx.data if ctx.data.val_time_interval is not None else None
         self._can_stop_early = can_stop_early
         results = ctx.metrics.train_results
         cb_batch_start = hooks.callbacks["on_train_batch_start"]
@@ -138,9 +151,14 @@ class _TrainingEpochLoop(_Loop):
             if automatic
             else partial(self.manual_optimization.step, ctx)
         )
-        log_train_step = ctx.metrics.log_train_step
+        logging_batch_start = ctx.metrics.on_batch_start
+        logging_batch_end = ctx.metrics.on_batch_end
+        update_train_step_metrics = ctx.metrics.update_train_step_metrics
+        fast_dev_run = bool(trainer.fast_dev_run)
         limit = trainer.num_training_batches
-        infinite = limit == float("inf")
+        # look one batch ahead when the loader may end before `limit` (no length, or StochasticWeightAveraging's
+        # extra batch): the last batch is the one the loader ends on, as Lightning's prefetching fetcher sees it
+        infinite = limit == float("inf") or _num_batches(loader) < limit
         bp = self.batch_progress
         b_total, b_cur = bp.total, bp.current
         accumulate = trainer.accumulate_grad_batches
@@ -157,8 +175,9 @@ class _TrainingEpochLoop(_Loop):
 
         if val_pending:
             # resumed from a checkpoint written in on_train_batch_end, before that batch's validation
-            if self._should_check_val(trainer, start_batch - 1, bp.is_last_batch or start_batch >= limit):
-                self.run_validation(ctx)
+            last = bp.is_last_batch or start_batch >= limit
+            if self._should_check_val(trainer, start_batch - 1, last):
+                self.run_validation(ctx, automatic and start_batch % accumulate != 0 and not last)
         if start_batch >= limit:
             return
         iterator = iterate_from(loader, start_batch, resumed)
@@ -184,16 +203,21 @@ class _TrainingEpochLoop(_Loop):
                 batch = transfer(batch, 0)
             b_total.ready += 1
             b_cur.ready += 1
-            results.batch = batch
-            results.batch_size = None
+            logging_batch_start(batch)
             # inline rather than hooks.caller(): the module's -1 ends the epoch
             if cb_batch_start or mod_batch_start is not None:
                 results.fx = "on_train_batch_start"
                 for hook in cb_batch_start:
                     hook(trainer, module, batch, batch_idx)
                 if mod_batch_start is not None and mod_batch_start(batch, batch_idx) == -1:
+                    # Lightning: the epoch ends here as on its last batch; the schedulers still step
                     b_total.processed += 1
                     b_cur.processed += 1
+                    bp.is_last_batch = True
+                    if step_schedulers:
+                        self.update_lr_schedulers(ctx, "step", plateau=False)
+                    if epoch_schedulers:
+                        self.update_lr_schedulers(ctx, "epoch", plateau=False)
                     break
             b_total.started += 1
             b_cur.started += 1
@@ -208,15 +232,18 @@ class _TrainingEpochLoop(_Loop):
             bp.is_last_batch = is_last
             if on_batch_end is not None:
                 on_batch_end(outputs, batch, batch_idx)
+            logging_batch_end()
             b_total.completed += 1
             b_cur.completed += 1
+            # Lightning's update_train_step_metrics (log_metrics does nothing without loggers)
             if has_loggers and not accumulating and (
-                (self._batches_that_stepped + 1) % log_every == 0 or trainer.should_stop
+                fast_dev_run
+                or (log_every != 0 and ((self._batches_that_stepped + 1) % log_every == 0 or trainer.should_stop))
             ):
-                log_train_step()
+                update_train_step_metrics()
             # val_this_epoch is fixed for the epoch: with validation off, no per-batch placement check
             if val_this_epoch and self._should_check_val(trainer, batch_idx, is_last):
-                self.run_validation(ctx)
+                self.run_validation(ctx, accumulating)
             if plateau_step:
                 self.update_lr_schedulers(ctx, "step", plateau=True)
             if not accumulating:

@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from trainer_core.utilities.exceptions import MisconfigurationException, _MisconfigurationRuntimeError
+
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 
 
@@ -29,12 +31,12 @@ def _parse_device_index(devices: Any, name: str) -> int:
         try:
             devices = int(devices)
         except ValueError:
-            raise ValueError(
+            raise MisconfigurationException(
                 f"Trainer(devices={devices!r}) is not valid; use 'auto', 1, or a one-element list like [0]."
             ) from None
     if isinstance(devices, (list, tuple)):
         if len(devices) != 1:
-            raise ValueError(
+            raise MisconfigurationException(
                 f"Trainer(devices={list(devices)!r}) asks for {len(devices)} devices; trainer_core trains on a "
                 "single device for now. Allowed values: 'auto', 1, -1 or a one-element list like [0]."
             )
@@ -43,17 +45,17 @@ def _parse_device_index(devices: Any, name: str) -> int:
         if devices == 0 and name == "cpu":
             return 0
         if devices <= 0:
-            raise ValueError(f"Trainer(devices={devices!r}) is not valid; use 'auto', 1 or [<index>].")
-        raise ValueError(
+            raise MisconfigurationException(f"Trainer(devices={devices!r}) is not valid; use 'auto', 1 or [<index>].")
+        raise MisconfigurationException(
             f"Trainer(devices={devices}) asks for {devices} devices; trainer_core trains on a single device for "
             "now. Allowed values: 'auto', 1, -1 or a one-element list like [0]."
         )
-    raise ValueError(f"Trainer(devices={devices!r}) is not valid; use 'auto', 1, or a one-element list like [0].")
+    raise MisconfigurationException(f"Trainer(devices={devices!r}) is not valid; use 'auto', 1, or a one-element list like [0].")
 
 
 def select_device(accelerator: Any, devices: Any) -> torch.device:
     if not isinstance(accelerator, str) or accelerator.lower() not in ACCELERATORS:
-        raise ValueError(
+        raise MisconfigurationException(
             f"Trainer(accelerator={accelerator!r}) is not valid. Allowed values: {', '.join(map(repr, ACCELERATORS))}."
         )
     accelerator = accelerator.lower()
@@ -70,15 +72,15 @@ def select_device(accelerator: Any, devices: Any) -> torch.device:
     if accelerator in ("gpu", "cuda"):
         count = _cuda_count()
         if count == 0:
-            raise RuntimeError(
+            raise _MisconfigurationRuntimeError(
                 f"Trainer(accelerator={accelerator!r}) was requested, but CUDA is not available on this machine "
                 "(torch.cuda.is_available() is False). Use accelerator='cpu' or accelerator='auto'."
             )
         if index >= count:
-            raise ValueError(f"Trainer(devices=[{index}]) asks for CUDA device {index}, but only {count} are visible.")
+            raise MisconfigurationException(f"Trainer(devices=[{index}]) asks for CUDA device {index}, but only {count} are visible.")
         return torch.device("cuda", index)
     if not _mps_available():
-        raise RuntimeError("Trainer(accelerator='mps') was requested, but MPS is not available on this machine.")
+        raise _MisconfigurationRuntimeError("Trainer(accelerator='mps') was requested, but MPS is not available on this machine.")
     return torch.device("mps")
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from trainer_core.callbacks.callback import Callback
 from trainer_core.trainer.config import _bad
+from trainer_core.utilities.exceptions import MisconfigurationException
+from trainer_core.utilities.rank_zero import rank_zero_info
 
 if TYPE_CHECKING:
     from trainer_core.loggers.logger import Logger
@@ -75,12 +78,38 @@ def configure_loggers(logger: Any, fast_dev_run: int, root_dir: str) -> list[Any
 
 
 def reorder(callbacks: list[Callback]) -> list[Callback]:
-    """Checkpoint callbacks run last, so they see what the other callbacks did (Lightning's order)."""
-    from trainer_core.callbacks.model_checkpoint import ModelCheckpoint
+    """Lightning's ``_reorder_callbacks``: the tuner callbacks (``BatchSizeFinder``, ``LearningRateFinder``) first,
+    ``Checkpoint`` callbacks (``ModelCheckpoint``, ``OnExceptionCheckpoint`` ...) last, so they see what the others
+    did; each group keeps its order."""
+    from trainer_core.callbacks.batch_size_finder import BatchSizeFinder
+    from trainer_core.callbacks.checkpoint import Checkpoint
+    from trainer_core.callbacks.lr_finder import LearningRateFinder
 
-    others = [cb for cb in callbacks if not isinstance(cb, ModelCheckpoint)]
-    ckpts = [cb for cb in callbacks if isinstance(cb, ModelCheckpoint)]
-    return others + ckpts
+    tuners: list[Callback] = []
+    others: list[Callback] = []
+    ckpts: list[Callback] = []
+    for cb in callbacks:
+        if isinstance(cb, (BatchSizeFinder, LearningRateFinder)):
+            tuners.append(cb)
+        elif isinstance(cb, Checkpoint):
+            ckpts.append(cb)
+        else:
+            others.append(cb)
+    return tuners + others + ckpts
+
+
+def configure_timer(callbacks: list[Callback], max_time: float | timedelta | None) -> None:
+    """``Trainer(max_time=...)``: a ``Timer(duration=max_time, interval="step")`` appended to ``callbacks``, unless
+    the user gave a ``Timer`` (Lightning's ``_configure_timer_callback``: then max_time is ignored)."""
+    if max_time is None:
+        return
+    from trainer_core.callbacks.timer import Timer
+
+    if any(isinstance(cb, Timer) for cb in callbacks):
+        rank_zero_info("Ignoring `Trainer(max_time=...)`, callbacks list already contains a Timer.")
+        return
+    duration = max_time if isinstance(max_time, timedelta) else timedelta(seconds=max_time)
+    callbacks.append(Timer(duration=duration, interval="step"))
 
 
 def configure_callbacks(
@@ -88,8 +117,10 @@ def configure_callbacks(
     enable_checkpointing: bool,
     enable_progress_bar: bool | None,
     enable_model_summary: bool,
+    max_time: float | timedelta | None = None,
 ) -> list[Callback]:
-    """``Trainer(callbacks=...)`` with Lightning's default checkpoint, progress bar and summary callbacks."""
+    """``Trainer(callbacks=...)`` with Lightning's default checkpoint, timer (``max_time``, parsed), progress bar
+    and summary callbacks."""
     if callbacks is None:
         callbacks = []
     elif isinstance(callbacks, Callback):
@@ -101,15 +132,19 @@ def configure_callbacks(
     for cb in callbacks:
         if not isinstance(cb, Callback):
             raise TypeError(f"Trainer(callbacks=...) got {type(cb).__name__}; every callback must be a Callback.")
-    from trainer_core.callbacks.model_checkpoint import ModelCheckpoint
+    from trainer_core.callbacks.checkpoint import Checkpoint
 
-    has_ckpt = any(isinstance(cb, ModelCheckpoint) for cb in callbacks)
+    # Lightning: any Checkpoint (OnExceptionCheckpoint too) counts; its message names ModelCheckpoint either way
+    has_ckpt = any(isinstance(cb, Checkpoint) for cb in callbacks)
     if not enable_checkpointing and has_ckpt:
-        raise ValueError(
+        raise MisconfigurationException(
             "Trainer was configured with `enable_checkpointing=False` but found `ModelCheckpoint` in callbacks list."
         )
     if enable_checkpointing and not has_ckpt:
+        from trainer_core.callbacks.model_checkpoint import ModelCheckpoint
+
         callbacks.append(ModelCheckpoint())
+    configure_timer(callbacks, max_time)
     from trainer_core.callbacks.progress import ProgressBar
 
     if enable_progress_bar is None or enable_progress_bar:
@@ -120,7 +155,7 @@ def configure_callbacks(
     else:
         bars = [cb for cb in callbacks if isinstance(cb, ProgressBar)]
         if bars:
-            raise ValueError(
+            raise MisconfigurationException(
                 f"Trainer was configured with `enable_progress_bar=False` but found `{type(bars[0]).__name__}` "
                 "in callbacks list."
             )
@@ -133,11 +168,23 @@ def configure_callbacks(
 
 
 def attach_model_callbacks(callbacks: list[Callback], extra: Any) -> list[Callback]:
-    """``configure_callbacks()``'s callbacks replace the Trainer's of the same type (Lightning's rule)."""
+    """``configure_callbacks()``'s callbacks replace the Trainer's of the same type or of a base class of theirs
+    (Lightning's ``_attach_model_callbacks``; a plain ``Callback`` is never replaced)."""
     if not extra:
         return callbacks
     if isinstance(extra, Callback):
         extra = [extra]
     extra = list(extra)
-    types = {type(cb) for cb in extra}
-    return reorder([cb for cb in callbacks if type(cb) not in types] + extra)
+    trainer_types = {type(cb) for cb in callbacks} - {Callback}
+    override: set[type] = set()
+    for model_type in {type(cb) for cb in extra}:
+        for trainer_type in trainer_types:
+            if issubclass(model_type, trainer_type):
+                override.add(trainer_type)
+                break
+    if override:
+        rank_zero_info(
+            "The following callbacks returned in `LightningModule.configure_callbacks` will override existing"
+            f" callbacks passed to Trainer: {', '.join(sorted(t.__name__ for t in override))}"
+        )
+    return reorder([cb for cb in callbacks if type(cb) not in override] + extra)

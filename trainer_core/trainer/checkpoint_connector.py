@@ -70,8 +70,7 @@ class _CheckpointConnector:
                 checkpoint[type(dm).__qualname__] = dm_state
         if not weights_only:
             trainer._hooks.call_callbacks("on_save_checkpoint", checkpoint)
-        if dm is not None:
-            dm.on_save_checkpoint(checkpoint)
+        # Lightning 2.6 calls the datamodule's state_dict() above but not its on_save_checkpoint
         model.on_save_checkpoint(checkpoint)
         return checkpoint
 
@@ -146,9 +145,10 @@ class _CheckpointConnector:
         if ckpt_path == "last":
             candidates: set[str] = set()
             for cb in trainer.checkpoint_callbacks:
-                if cb.last_model_path:
+                if getattr(cb, "last_model_path", None):
                     candidates.add(cb.last_model_path)
-                candidates |= cb._find_last_checkpoints(trainer)
+                if hasattr(cb, "_find_last_checkpoints"):  # ModelCheckpoint's (not OnExceptionCheckpoint's)
+                    candidates |= cb._find_last_checkpoints(trainer)
             existing = {p: os.path.getmtime(p) for p in candidates if os.path.exists(p)}
             if not existing:
                 warnings.warn(

@@ -18,6 +18,7 @@ import torch
 
 from trainer_core.trainer.accelerator import select_device
 from trainer_core.trainer.precision import Precision, make_precision, parse_precision
+from trainer_core.utilities.exceptions import MisconfigurationException
 
 TRAINER_ARGS = (
     "accelerator", "strategy", "devices", "num_nodes", "precision", "logger", "callbacks", "fast_dev_run",
@@ -32,10 +33,12 @@ TRAINER_ARGS = (
 
 _LIMIT_ALLOWED = "an int >= 0 (number of batches) or a float in [0.0, 1.0] (fraction)"
 _MAX_TIME_ALLOWED = "'DD:HH:MM:SS', a datetime.timedelta, or a dict of timedelta arguments"
+_VAL_TIME = "duration (" + _MAX_TIME_ALLOWED + ")"
 
 
-def _bad(name: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"Trainer({name}={value!r}) is not valid. Allowed values: {allowed}.")
+def _bad(name: str, value: Any, allowed: str) -> MisconfigurationException:
+    # Lightning raises MisconfigurationException for Trainer arguments; it is a ValueError, as raised before
+    return MisconfigurationException(f"Trainer({name}={value!r}) is not valid. Allowed values: {allowed}.")
 
 
 def _check_limit(name: str, value: Any) -> int | float:
@@ -54,22 +57,27 @@ def _check_limit(name: str, value: Any) -> int | float:
     raise _bad(name, value, _LIMIT_ALLOWED)
 
 
-def _parse_max_time(value: Any) -> float | None:
+def _parse_duration(name: str, value: Any) -> timedelta | None:
+    """``max_time`` / a time-based ``val_check_interval``: ``"DD:HH:MM:SS"``, a timedelta, or a dict of its arguments."""
     if value is None:
         return None
     if isinstance(value, timedelta):
-        return value.total_seconds()
+        return value
     if isinstance(value, Mapping):
         try:
-            return timedelta(**value).total_seconds()
+            return timedelta(**value)
         except TypeError as err:
-            raise _bad("max_time", value, _MAX_TIME_ALLOWED) from err
+            raise _bad(name, value, _MAX_TIME_ALLOWED) from err
     if isinstance(value, str):
         parts = value.split(":")
         if len(parts) == 4 and all(p.strip().isdigit() for p in parts):
             d, h, m, s = (int(p) for p in parts)
-            return timedelta(days=d, hours=h, minutes=m, seconds=s).total_seconds()
-    raise _bad("max_time", value, _MAX_TIME_ALLOWED)
+            return timedelta(days=d, hours=h, minutes=m, seconds=s)
+    raise _bad(name, value, _MAX_TIME_ALLOWED)
+
+
+def _parse_max_time(value: Any) -> timedelta | None:
+    return _parse_duration("max_time", value)
 
 
 def check_unknown(unknown: Mapping[str, Any]) -> None:
@@ -100,8 +108,17 @@ def _check_val_check_interval(value: Any) -> int | float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (
         isinstance(value, float) and not 0.0 < value <= 1.0
     ) or (isinstance(value, int) and value < 1):
-        raise _bad("val_check_interval", value, "a float in (0.0, 1.0] or an int >= 1 (batches)")
+        raise _bad("val_check_interval", value, "a float in (0.0, 1.0], an int >= 1 (batches) or a time " + _VAL_TIME)
     return value
+
+
+def _check_overfit_batches(value: Any) -> int | float:
+    """Lightning's ``_determine_batch_limits(overfit_batches)``: an int number of batches or a fraction."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
+        isinstance(value, float) and value > 1.0 and value % 1.0 != 0
+    ):
+        raise _bad("overfit_batches", value, _LIMIT_ALLOWED)
+    return int(value) if isinstance(value, float) and value > 1.0 else value
 
 
 @dataclass
@@ -114,19 +131,21 @@ class TrainerConfig:
     min_epochs: int | None
     max_steps: int
     min_steps: int | None
-    max_time: float | None
+    max_time: timedelta | None
     warn_max_epochs_default: bool
     limit_train_batches: int | float
     limit_val_batches: int | float
     limit_test_batches: int | float
     limit_predict_batches: int | float
     val_check_interval: int | float
+    val_check_time_interval: float | None  # seconds, when val_check_interval is a duration (Lightning 2.6)
+    overfit_batches: int | float
     check_val_every_n_epoch: int | None
     num_sanity_val_steps: int | float
     log_every_n_steps: int
     accumulate_grad_batches: int
     gradient_clip_val: int | float | None
-    gradient_clip_algorithm: str
+    gradient_clip_algorithm: str | None  # None when not given, as Lightning ('norm' is applied in clip_gradients)
     deterministic: bool | str | None
     reload_dataloaders_every_n_epochs: int
     inference_mode: bool
@@ -150,8 +169,7 @@ class TrainerConfig:
             raise _bad("strategy", a["strategy"], "'auto' or 'single_device' (multi-device strategies are not supported yet)")
         if a["num_nodes"] != 1:
             raise _bad("num_nodes", a["num_nodes"], "1 (multi-node training is not supported yet)")
-        if a["overfit_batches"] not in (0, 0.0):
-            raise _bad("overfit_batches", a["overfit_batches"], "0 (overfit_batches is not supported yet)")
+        overfit = _check_overfit_batches(a["overfit_batches"])
         if a["profiler"] not in (None, False):
             raise _bad("profiler", a["profiler"], "None (profilers are not supported yet)")
         if a["plugins"] not in (None, [], ()):
@@ -183,10 +201,20 @@ class TrainerConfig:
             stage: _check_limit(f"limit_{stage}_batches", a[f"limit_{stage}_batches"])
             for stage in ("train", "val", "test", "predict")
         }
-        val_check_interval = _check_val_check_interval(a["val_check_interval"])
+        raw_interval = a["val_check_interval"]
+        val_time: timedelta | None = None
+        if isinstance(raw_interval, (str, timedelta, Mapping)):
+            val_time, val_check_interval = _parse_duration("val_check_interval", raw_interval), 1.0
+        else:
+            val_check_interval = _check_val_check_interval(raw_interval)
         every_n = a["check_val_every_n_epoch"]
         if every_n is not None and (not isinstance(every_n, int) or every_n < 1):
             raise _bad("check_val_every_n_epoch", every_n, "None or an int >= 1")
+        if every_n is None and isinstance(raw_interval, float):
+            raise MisconfigurationException(
+                "`val_check_interval` should be an integer or a time-based duration (str 'DD:HH:MM:SS', "
+                "datetime.timedelta, or dict kwargs for timedelta) when `check_val_every_n_epoch=None`."
+            )
         sanity = 2 if a["num_sanity_val_steps"] is None else a["num_sanity_val_steps"]
         if not isinstance(sanity, int) or sanity < -1:
             raise _bad("num_sanity_val_steps", sanity, "-1 (all batches) or an int >= 0")
@@ -212,6 +240,7 @@ class TrainerConfig:
         precision = parse_precision(a["precision"])
         device = select_device(a["accelerator"], a["devices"])
         precision_plugin = make_precision(precision, device)
+        precision = precision_plugin.name  # 16-mixed on the CPU runs as bf16-mixed (Lightning)
 
         root = a["default_root_dir"]
         if root is not None and not isinstance(root, (str, os.PathLike)):
@@ -223,11 +252,13 @@ class TrainerConfig:
         if n_fast:
             limits = dict.fromkeys(limits, n_fast)
             max_steps, sanity, max_epochs = n_fast, 0, 1
-            val_check_interval, every_n = 1.0, 1
+            val_check_interval, every_n, val_time = 1.0, 1, None
             print(
                 f"Running in `fast_dev_run` mode: will run the requested loop using {n_fast} batch(es). "
                 "Logging and checkpointing is suppressed."
             )
+        if overfit:  # Lightning: overfit_batches limits the train and the val loaders alike
+            limits["train"] = limits["val"] = overfit
         barebones = bool(a["barebones"])
         logger = a["logger"]
         flags: dict[str, bool | None] = {
@@ -250,12 +281,14 @@ class TrainerConfig:
             limit_test_batches=limits["test"],
             limit_predict_batches=limits["predict"],
             val_check_interval=val_check_interval,
+            val_check_time_interval=val_time.total_seconds() if val_time is not None else None,
+            overfit_batches=overfit,
             check_val_every_n_epoch=every_n,
             num_sanity_val_steps=float("inf") if sanity == -1 else sanity,
             log_every_n_steps=log_every,
             accumulate_grad_batches=accumulate,
             gradient_clip_val=clip_val,
-            gradient_clip_algorithm=clip_algo or "norm",
+            gradient_clip_algorithm=clip_algo,
             deterministic=deterministic,
             reload_dataloaders_every_n_epochs=reload_every,
             inference_mode=bool(a["inference_mode"]),

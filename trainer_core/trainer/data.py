@@ -1,170 +1,46 @@
-"""Data helpers: batch limits, skipping into an epoch, and the shuffling sampler's state for exact resume."""
+"""The Trainer's data: finding the loaders, (re)loading them, several train loaders, overfit_batches, and moving
+batches; batch limits, skipping into an epoch and the sampler state live in ``trainer.sampling``."""
 
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
 
 from trainer_core.core.datamodule import LightningDataModule
 from trainer_core.core.module import LightningModule, move_data_to_device
 from trainer_core.trainer.hooks import is_overridden
+from trainer_core.trainer.sampling import (
+    SamplerState,
+    _num_batches,
+    _SkipBatchSampler,
+    iterate_from,
+    limit_batches,
+)
+from trainer_core.utilities.combined_loader import CombinedLoader
+from trainer_core.utilities.exceptions import MisconfigurationException, _MisconfigurationRuntimeError
+from trainer_core.utilities.model_helpers import is_overridden as _instance_overridden
 
 if TYPE_CHECKING:
     from trainer_core.trainer.trainer import Trainer
 
 
-def _num_batches(loader: Any) -> float:
-    try:
-        return len(loader)
-    except (TypeError, NotImplementedError):
-        return float("inf")
-
-
-def limit_batches(loader: Any, limit: int | float, stage: str) -> int | float:
-    n = _num_batches(loader)
-    if isinstance(limit, int):
-        return min(n, limit)
-    if limit == 1.0:
-        return n
-    if n == float("inf"):
-        if limit == 0.0:
-            return 0
-        raise ValueError(
-            f"Trainer(limit_{stage}_batches={limit}) is a fraction, but the {stage} dataloader has no length. "
-            f"Pass an int number of batches to limit_{stage}_batches."
-        )
-    num = int(n * limit)
-    if limit > 0 and num == 0 and n > 0:
-        min_pct = 1.0 / n
-        raise ValueError(
-            f"You requested to check {limit} of the `{stage}_dataloader` but {limit} * {n} < 1. Please increase "
-            f"the `limit_{stage}_batches` argument. Try at least `limit_{stage}_batches={min_pct}`"
-        )
-    return num
-
-
-class _SkipBatchSampler:
-    """A batch sampler that drops its first ``skip`` batches of indices (no data is loaded for them)."""
-
-    def __init__(self, batch_sampler: Any, skip: int) -> None:
-        self.batch_sampler = batch_sampler
-        self.skip = skip
-
-    def __iter__(self) -> Iterator[Any]:
-        it = iter(self.batch_sampler)
-        for _ in range(self.skip):
-            if next(it, None) is None:
-                return
-        yield from it
-
-    def __len__(self) -> int:
-        return max(0, len(self.batch_sampler) - self.skip)
-
-
-def iterate_from(loader: Any, skip: int, resumed: bool = False) -> Any:
-    """An iterator over ``loader`` starting at batch ``skip``; map-style DataLoaders skip without loading.
-
-    ``resumed``: continuing an epoch whose iterator was already created before the checkpoint, so the
-    global RNG must not be drawn from again (a DataLoader iterator draws its worker base seed from it).
-    """
-    if skip <= 0 and not resumed:
-        return iter(loader)
-    from torch.utils.data import DataLoader, IterableDataset
-
-    if (
-        isinstance(loader, DataLoader)
-        and loader.batch_sampler is not None
-        and not isinstance(loader.dataset, IterableDataset)
-    ):
-        kwargs: dict[str, Any] = dict(
-            batch_sampler=_SkipBatchSampler(loader.batch_sampler, skip),
-            num_workers=loader.num_workers,
-            collate_fn=loader.collate_fn,
-            pin_memory=loader.pin_memory,
-            timeout=loader.timeout,
-            worker_init_fn=loader.worker_init_fn,
-            multiprocessing_context=loader.multiprocessing_context,
-            # its own generator: the worker base seed must not draw from the global RNG a second time
-            generator=torch.Generator().manual_seed(0),
-        )
-        if loader.num_workers > 0:
-            kwargs["prefetch_factor"] = loader.prefetch_factor
-        return iter(DataLoader(loader.dataset, **kwargs))
-    it = iter(loader)
-    for _ in range(max(skip, 0)):
-        if next(it, None) is None:
-            break
-    return it
-
-
-# ---------------------------------------------------------------- sampler order (exact resume)
-
-
-def _random_sampler(loader: Any) -> Any:
-    from torch.utils.data import RandomSampler
-
-    sampler = getattr(loader, "sampler", None)
-    return sampler if isinstance(sampler, RandomSampler) else None
-
-
-class SamplerState:
-    """Makes a shuffling DataLoader's order reproducible across a resume.
-
-    A ``RandomSampler`` without a generator draws a seed from the global RNG when its epoch starts.
-    We draw that seed the same way, seed a generator of our own with it, and record the generator's
-    state at the epoch start, so a mid-epoch resume replays the same permutation.
-    """
-
-    def __init__(self) -> None:
-        self.epoch_start_state: Tensor | None = None
-        self.owned = False
-
-    def on_epoch_start(self, loader: Any, restore: dict[str, Any] | None) -> None:
-        sampler = _random_sampler(loader)
-        if sampler is None:
-            self.epoch_start_state = None
-            return
-        if sampler.generator is None or getattr(sampler, "_trainer_core_owned", False):
-            self.owned = True
-            if sampler.generator is None:
-                sampler.generator = torch.Generator()
-                sampler._trainer_core_owned = True
-            if restore is None:
-                seed = int(torch.empty((), dtype=torch.int64).random_().item())
-                sampler.generator.manual_seed(seed)
-        else:
-            self.owned = False
-        if restore is not None and restore.get("epoch_start_state") is not None:
-            sampler.generator.set_state(restore["epoch_start_state"])
-        self.epoch_start_state = sampler.generator.get_state()
-
-    def on_boundary_restore(self, loader: Any, state: dict[str, Any]) -> None:
-        """Resuming at an epoch boundary with a user-owned generator: continue from its saved state."""
-        sampler = _random_sampler(loader)
-        if sampler is None or state.get("owned", True) or state.get("current_state") is None:
-            return
-        if sampler.generator is not None:
-            sampler.generator.set_state(state["current_state"])
-
-    def state_dict(self, loader: Any) -> dict[str, Any]:
-        sampler = _random_sampler(loader)
-        current = sampler.generator.get_state() if sampler is not None and sampler.generator is not None else None
-        return {"epoch_start_state": self.epoch_start_state, "current_state": current, "owned": self.owned}
-
-
-
 # ---------------------------------------------------------------- finding and moving batches
+
+
+__all__ = ["SamplerState", "_SkipBatchSampler", "_num_batches", "iterate_from", "limit_batches"]
 
 
 def as_list(loaders: Any) -> list[Any]:
     if loaders is None:
         return []
+    if isinstance(loaders, CombinedLoader):
+        return list(loaders.flattened)
     if isinstance(loaders, (list, tuple)):
         return list(loaders)
     if isinstance(loaders, Mapping):
@@ -183,6 +59,17 @@ def find_loader(stage: str, explicit: Any, module: Any, datamodule: Any) -> Any:
     if module is not None and hasattr(type(module), hook) and callable(getattr(module, hook)):
         return getattr(module, hook)()
     return None
+
+
+def loader_defined(stage: str, explicit: Any, module: Any, datamodule: Any) -> bool:
+    """Whether ``find_loader`` would find a ``stage`` loader, without requesting it (Lightning's ``is_defined``)."""
+    if explicit is not None:
+        return True
+    hook = f"{stage}_dataloader"
+    dm = datamodule
+    if dm is not None and (is_overridden(hook, dm, LightningDataModule) or hook in vars(dm)):
+        return True
+    return module is not None and hasattr(type(module), hook) and callable(getattr(module, hook))
 
 
 def make_batch_transfer(module: Any, dm: Any, device: torch.device) -> Callable[[Any, int], Any] | None:
@@ -219,7 +106,7 @@ def val_check_batch(interval: int | float, n: int | float, val_enabled: bool, ev
     """After how many training batches validation runs (``val_check_interval`` resolved against the loader)."""
     if isinstance(interval, int):
         if val_enabled and every_n_epochs is not None and interval > n:
-            raise ValueError(
+            raise MisconfigurationException(
                 f"`val_check_interval` ({interval}) must be less than or equal to the number of the training "
                 f"batches ({n}). If you want to disable validation set `limit_val_batches` to 0.0 instead. If you "
                 "want to validate based on the total training batches, set `check_val_every_n_epoch=None`."
@@ -227,7 +114,7 @@ def val_check_batch(interval: int | float, n: int | float, val_enabled: bool, ev
         return interval
     if n == float("inf"):
         if interval != 1.0:
-            raise ValueError(
+            raise MisconfigurationException(
                 "When using an IterableDataset for `train_dataloader`, `Trainer(val_check_interval)` must be "
                 "`1.0` or an int. An int k specifies checking validation every k training batches."
             )
@@ -235,20 +122,106 @@ def val_check_batch(interval: int | float, n: int | float, val_enabled: bool, ev
     return max(1, int(n * interval))
 
 
+def source_defined(stage: str, explicit: Any, module: Any, datamodule: Any) -> bool:
+    """Whether ``stage``'s loaders are given or have a hook to ask (Lightning's ``_DataLoaderSource.is_defined``),
+    without asking it."""
+    if explicit is not None:
+        return True
+    hook = f"{stage}_dataloader"
+    if datamodule is not None and (is_overridden(hook, datamodule, LightningDataModule) or hook in vars(datamodule)):
+        return True
+    return module is not None and is_overridden(hook, module, LightningModule)
+
+
+def as_train_loader(loaders: Any) -> Any:
+    """The train loader(s) as one iterable: a dict or list of DataLoaders becomes Lightning's
+    ``CombinedLoader(mode="max_size_cycle")``; a ``CombinedLoader`` in ``sequential`` mode is refused."""
+    from torch.utils.data import DataLoader
+
+    if isinstance(loaders, Mapping) or (
+        isinstance(loaders, (list, tuple))
+        and loaders
+        and all(isinstance(d, (DataLoader, CombinedLoader)) for d in loaders)
+    ):
+        loaders = CombinedLoader(loaders, "max_size_cycle")
+    if isinstance(loaders, CombinedLoader) and loaders._mode == "sequential":
+        raise ValueError(
+            '`_FitLoop` does not support the `CombinedLoader(mode="sequential")` mode.'
+            " The available modes are: ['min_size', 'max_size_cycle', 'max_size']"
+        )
+    return loaders
+
+
+def _sequential(dl: Any) -> Any:
+    """``dl`` rebuilt with a ``SequentialSampler`` (Lightning's ``_update_dataloader`` for overfit_batches)."""
+    from torch.utils.data import DataLoader, SequentialSampler
+
+    if type(dl) is not DataLoader or dl.batch_size is None:
+        return dl
+    kwargs: dict[str, Any] = dict(
+        batch_size=dl.batch_size, sampler=SequentialSampler(dl.dataset), num_workers=dl.num_workers,
+        collate_fn=dl.collate_fn, pin_memory=dl.pin_memory, drop_last=dl.drop_last, timeout=dl.timeout,
+        worker_init_fn=dl.worker_init_fn, multiprocessing_context=dl.multiprocessing_context,
+        generator=dl.generator, persistent_workers=dl.persistent_workers, pin_memory_device=dl.pin_memory_device,
+    )
+    if dl.num_workers > 0:
+        kwargs["prefetch_factor"] = dl.prefetch_factor
+    return DataLoader(dl.dataset, **kwargs)
+
+
+def resolve_overfit_batches(loader: Any, prefix: str) -> Any:
+    """Lightning's ``_resolve_overfit_batches``: shuffling loaders get a SequentialSampler, with its warning."""
+    from torch.utils.data import SequentialSampler
+
+    flat = list(loader.flattened) if isinstance(loader, CombinedLoader) else [loader]
+    if all(isinstance(dl.sampler, SequentialSampler) for dl in flat if hasattr(dl, "sampler")):
+        return loader
+    warnings.warn(
+        f"You requested to overfit but enabled {prefix} dataloader shuffling."
+        f" We are turning off the {prefix} dataloader shuffling for you.",
+        UserWarning,
+        stacklevel=2,
+    )
+    updated = [_sequential(dl) if hasattr(dl, "dataset") else dl for dl in flat]
+    if isinstance(loader, CombinedLoader):
+        loader.flattened = updated
+        return loader
+    return updated[0]
+
+
 class _DataConnector:
     """The Trainer's dataloaders: found, limited and (re)loaded; it sets the Trainer's public data attributes
-    (``train_dataloader``, ``num_training_batches``, ``val_check_batch`` ...)."""
+    (``train_dataloader``, ``num_training_batches``, ``val_check_batch`` ...).
+
+    As in Lightning, ``setup_fit_data`` only records where the loaders come from; the train loader is requested
+    when training starts (or when ``estimated_stepping_batches`` needs it), the val loaders when the sanity check
+    or the first validation starts, and both again every ``reload_dataloaders_every_n_epochs`` epochs.
+    """
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
         self.val_loaders: list[Any] = []
         self.val_enabled = False
         self.train_source: Any = None
+        self.val_source: Any = None
+        self.train_loader: Any = None  # what the fit loop iterates (a CombinedLoader for several loaders)
         self.batch_transfer: Callable[[Any, int], Any] | None = None
+        self._train_reload_epoch: float | None = None  # epoch of the last request; None: not requested yet
+        self._val_reload_epoch: float | None = None
+        # a time-based val_check_interval (seconds) and when validation last ran (time.monotonic())
+        self.val_time_interval: float | None = trainer._config.val_check_time_interval
+        self.last_val_time = 0.0
+        self.train_preloaded = False  # requested early by estimated_stepping_batches (the fit loop's request: no-op)
 
     def loader_from(self, stage: str, explicit: Any) -> Any:
         trainer = self.trainer
         loaders = find_loader(stage, explicit, trainer.lightning_module, trainer.datamodule)
+        from trainer_core.utilities.warnings import _shuffled_eval_loader_check, _worker_check
+
+        for dl in as_list(loaders):  # Lightning's _process_dataloader warnings
+            if stage != "train":
+                _shuffled_eval_loader_check(dl, stage)
+            _worker_check(dl, f"{stage}_dataloader", 1, trainer.reload_dataloaders_every_n_epochs)
         if os.environ.get("PL_SEED_WORKERS") == "1":
             from torch.utils.data import DataLoader
 
@@ -265,44 +238,71 @@ class _DataConnector:
         self.batch_transfer = make_batch_transfer(trainer.lightning_module, trainer.datamodule, trainer.strategy.root_device)
 
     def setup_fit_data(self, model: Any, train: Any, val: Any) -> None:
+        """Where fit's loaders come from; whether validation runs (Lightning's configuration checks)."""
         trainer = self.trainer
-        self.train_source = train
-        trainer.train_dataloader = self.loader_from("train", train)
-        if trainer.train_dataloader is None:
-            raise RuntimeError(
-                "No `train_dataloader()` found: pass `train_dataloaders=` to `Trainer.fit`, a datamodule, or define "
-                "`train_dataloader()` on the LightningModule."
-            )
-        from torch.utils.data import DataLoader
-
-        nested = trainer.train_dataloader
-        if isinstance(nested, Mapping) or (
-            isinstance(nested, (list, tuple)) and nested and all(isinstance(d, DataLoader) for d in nested)
-        ):
-            raise ValueError(
-                "Several train dataloaders (a list or dict of DataLoaders, Lightning's CombinedLoader modes) are not "
-                "supported yet; pass a single DataLoader (or any iterable of batches) as `train_dataloaders`."
-            )
-        trainer.val_dataloaders = self.loader_from("val", val)
-        self.val_loaders = as_list(trainer.val_dataloaders)
-        trainer.num_training_batches = limit_batches(trainer.train_dataloader, trainer.limit_train_batches, "train")
-        trainer.num_val_batches = [limit_batches(dl, trainer.limit_val_batches, "val") for dl in self.val_loaders]
-        has_step = is_overridden("validation_step", model, LightningModule)
-        self.val_enabled = bool(self.val_loaders) and has_step and trainer.limit_val_batches > 0
-        if self.val_loaders and not has_step:
+        self.train_source, self.val_source = train, val
+        self._train_reload_epoch = self._val_reload_epoch = None
+        self.train_loader = trainer.train_dataloader = None
+        self.val_loaders, trainer.val_dataloaders = [], None
+        has_val = source_defined("val", val, model, trainer.datamodule)
+        # Lightning's is_overridden: a step assigned None on the instance does not count
+        has_step = _instance_overridden("validation_step", model, LightningModule)
+        self.val_enabled = has_val and has_step and trainer.limit_val_batches > 0
+        if has_val and not has_step:
             warnings.warn(
                 "You passed in a `val_dataloader` but have no `validation_step`. Skipping val loop.", stacklevel=3
             )
+
+    def _due(self, last: float | None, epoch: int) -> bool:
+        n = self.trainer.reload_dataloaders_every_n_epochs
+        return last is None or bool(n and epoch - last >= n)
+
+    def setup_train_data(self, epoch: int | None = None) -> None:
+        """Request the train loader(s) the first time, and again when a reload is due at ``epoch``."""
+        trainer = self.trainer
+        epoch = trainer.current_epoch if epoch is None else epoch
+        if not self._due(self._train_reload_epoch, epoch):
+            return
+        loaders = self.loader_from("train", self.train_source)
+        if loaders is None:
+            raise _MisconfigurationRuntimeError(
+                "No `train_dataloader()` found: pass `train_dataloaders=` to `Trainer.fit`, a datamodule, or define "
+                "`train_dataloader()` on the LightningModule."
+            )
+        loader = as_train_loader(loaders)
+        if trainer._config.overfit_batches:
+            loader = resolve_overfit_batches(loader, "train")
+        self._train_reload_epoch = epoch
+        self.last_val_time = time.monotonic()  # Lightning's _last_val_time: the time interval starts here
+        self.train_loader = loader
+        trainer.train_dataloader = loader.iterables if isinstance(loader, CombinedLoader) else loader
+        trainer.num_training_batches = limit_batches(loader, trainer.limit_train_batches, "train")
         trainer.val_check_batch = val_check_batch(
             trainer.val_check_interval, trainer.num_training_batches, self.val_enabled, trainer.check_val_every_n_epoch
         )
+        from trainer_core.utilities.warnings import _few_batches_check
+
+        _few_batches_check(
+            trainer.num_training_batches, trainer.log_every_n_steps, bool(trainer.loggers), trainer.fast_dev_run
+        )
 
     def maybe_reload_train_dataloader(self, epoch: int) -> None:
+        self.setup_train_data(epoch)
+
+    def setup_val_data(self, epoch: int | None = None) -> None:
+        """Request fit's val loaders the first time (sanity check or first validation), and again when due."""
         trainer = self.trainer
-        n = trainer.reload_dataloaders_every_n_epochs
-        if n and epoch > 0 and epoch % n == 0 and self.train_source is None:
-            trainer.train_dataloader = self.loader_from("train", None)
-            trainer.num_training_batches = limit_batches(trainer.train_dataloader, trainer.limit_train_batches, "train")
+        epoch = trainer.current_epoch if epoch is None else epoch
+        if not self._due(self._val_reload_epoch, epoch):
+            return
+        source = self.loader_from("val", self.val_source)
+        self._val_reload_epoch = epoch
+        loaders = as_list(source)
+        if trainer._config.overfit_batches:
+            loaders = [resolve_overfit_batches(dl, "val") for dl in loaders]
+        trainer.val_dataloaders = source
+        self.val_loaders = loaders
+        trainer.num_val_batches = [limit_batches(dl, trainer.limit_val_batches, "val") for dl in loaders]
 
     def setup_eval_data(self, stage: str, fn_name: str, loaders: Any) -> tuple[Any, list[Any], list[int | float]]:
         """(the loaders as given or found, as a list, each one's batch limit) for ``stage`` "val"/"test"/"predict"."""

@@ -1,9 +1,11 @@
 """``HookDispatcher``: which callbacks and which module hooks a run calls, resolved once per run.
 
-For every callback hook the dispatcher holds the bound methods of the callbacks whose class overrides
-``Callback``'s no-op; for the module, the bound hook when its class overrides ``LightningModule``'s
-default. Asking for a hook nobody overrides is a dict lookup that gives an empty list (or None), so the
-loops skip it without a call.
+Lightning calls hooks by attribute lookup, whatever they are. The dispatcher does the same, minus the base
+classes' empty defaults: for every callback hook it holds what ``getattr(callback, name)`` gives when that is
+not ``Callback``'s no-op (a subclass override, a function assigned on the instance, a ``Mock(spec=Callback)``
+attribute), and likewise for the module against ``LightningModule``'s defaults
+(``utilities.model_helpers.hook_is_active``). It is resolved once per run; asking for a hook nobody
+overrides is a dict lookup that gives an empty list (or None), so the loops skip it without a call.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from trainer_core.callbacks.callback import CALLBACK_HOOKS, Callback
 from trainer_core.core.module import LightningModule
+from trainer_core.utilities.model_helpers import hook_is_active
+from trainer_core.utilities.model_helpers import is_overridden as _lightning_is_overridden
 
 if TYPE_CHECKING:
     from trainer_core.trainer.results import ResultCollection
@@ -24,11 +28,32 @@ _MONITORING_HOOKS = ("on_train_epoch_end",)
 
 
 def is_overridden(name: str, obj: Any, base: type) -> bool:
-    """Whether ``type(obj)`` defines ``name`` other than ``base`` does (False for ``obj=None``)."""
+    """Lightning's ``is_overridden``: whether ``obj.name`` is other than ``base``'s (False for ``obj=None`` and
+    for an attribute set to None; a method assigned on the instance counts)."""
     if obj is None:
         return False
-    attr = getattr(type(obj), name, None)
-    return attr is not None and attr is not getattr(base, name, None)
+    if getattr(base, name, None) is None:
+        return getattr(obj, name, None) is not None
+    return _lightning_is_overridden(name, obj, base)
+
+
+_REMOVED_EPOCH_END = {
+    "fit": (("training_epoch_end", "on_train_epoch_end"), ("validation_epoch_end", "on_validation_epoch_end")),
+    "validate": (("validation_epoch_end", "on_validation_epoch_end"),),
+    "test": (("test_epoch_end", "on_test_epoch_end"),),
+}
+
+
+def verify_no_removed_hooks(model: LightningModule, fn: str) -> None:
+    """Lightning's ``configuration_validator``: a module still defining a 1.x ``*_epoch_end`` hook raises
+    NotImplementedError before the run starts (``fn``: "fit", "validate", "test" or "predict")."""
+    for old, new in _REMOVED_EPOCH_END.get(fn, ()):
+        if callable(getattr(model, old, None)):
+            raise NotImplementedError(
+                f"Support for `{old}` has been removed in v2.0.0. `{type(model).__name__}` implements this method. "
+                f"You can use the `{new}` hook instead. To access outputs, save them in-memory as instance "
+                "attributes. You can find migration examples in https://github.com/Lightning-AI/pytorch-lightning/pull/16520."
+            )
 
 
 class _NoResults:
@@ -59,14 +84,12 @@ class HookDispatcher:
         self._holder = results_holder if results_holder is not None else _NoResults()
         self.callbacks: dict[str, list[Hook]] = {}
         for name in CALLBACK_HOOKS:
-            base = getattr(Callback, name)
-            self.callbacks[name] = [getattr(cb, name) for cb in callbacks if getattr(type(cb), name, base) is not base]
+            self.callbacks[name] = [getattr(cb, name) for cb in callbacks if hook_is_active(cb, name, Callback)]
         monitoring = (EarlyStopping, ModelCheckpoint)
         self.callbacks_monitoring: dict[str, list[Hook]] = {}
         self.callbacks_non_monitoring: dict[str, list[Hook]] = {}
         for name in _MONITORING_HOOKS:
-            base = getattr(Callback, name)
-            overriding = [cb for cb in callbacks if getattr(type(cb), name, base) is not base]
+            overriding = [cb for cb in callbacks if hook_is_active(cb, name, Callback)]
             self.callbacks_monitoring[name] = [getattr(cb, name) for cb in overriding if isinstance(cb, monitoring)]
             self.callbacks_non_monitoring[name] = [
                 getattr(cb, name) for cb in overriding if not isinstance(cb, monitoring)
@@ -74,12 +97,12 @@ class HookDispatcher:
         self._module_overridden: dict[str, Hook | None] = {}
 
     def module_hook(self, name: str) -> Hook | None:
-        """The module's bound hook when its class overrides ``LightningModule``'s default, else None."""
+        """The module's hook when it is not ``LightningModule``'s default (instance attributes count), else None."""
         try:
             return self._module_overridden[name]
         except KeyError:
             module = self.module
-            hook = getattr(module, name) if is_overridden(name, module, LightningModule) else None
+            hook = getattr(module, name) if hook_is_active(module, name, LightningModule) else None
             self._module_overridden[name] = hook
             return hook
 
@@ -124,4 +147,4 @@ class HookDispatcher:
             hook(trainer, module, *args)
 
 
-__all__ = ["HookDispatcher", "is_overridden"]
+__all__ = ["HookDispatcher", "is_overridden", "verify_no_removed_hooks"]

@@ -10,6 +10,9 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from trainer_core.core.optimizer import LightningOptimizer
+from trainer_core.utilities.exceptions import MisconfigurationException
+
 _CONFIG_KEYS = {"scheduler", "name", "interval", "frequency", "reduce_on_plateau", "monitor", "strict", "opt_idx"}
 
 
@@ -25,48 +28,16 @@ class LRSchedulerConfig:
     opt_idx: int | None = None
 
 
-class LightningOptimizer:
-    """Wraps an optimizer so ``step`` goes through the precision plugin and counts towards ``global_step``."""
-
-    def __init__(self, optimizer: Optimizer, trainer: Any) -> None:
-        self._optimizer = optimizer
-        self._trainer = trainer
-
-    @property
-    def optimizer(self) -> Optimizer:
-        return self._optimizer
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._optimizer, name)
-
-    def step(self, closure: Any = None, **kwargs: Any) -> Any:
-        trainer = self._trainer
-        progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-        if trainer.lightning_module.automatic_optimization:
-            progress = trainer.fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step
-        progress.increment_ready()
-        out = trainer._precision.optimizer_step(self._optimizer, closure, **kwargs)
-        progress.increment_completed()
-        return out
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self._optimizer.zero_grad(set_to_none=set_to_none)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self._optimizer.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._optimizer.load_state_dict(state)
-
-    def __repr__(self) -> str:
-        return f"LightningOptimizer({self._optimizer!r})"
+_MANUAL_IGNORED_KEYS = ("reduce_on_plateau", "monitor", "strict")
 
 
-
-def _scheduler_config(obj: Any, monitor: str | None) -> LRSchedulerConfig:
+def _scheduler_config(obj: Any, monitor: str | None, automatic: bool = True) -> LRSchedulerConfig:
+    """One scheduler (or lr scheduler dict) as a config. In manual optimization the user steps the schedulers, so
+    ``ReduceLROnPlateau`` needs no monitor and the plateau keys are ignored (Lightning's
+    ``_configure_schedulers_manual_opt``)."""
     if isinstance(obj, Mapping):
         if "scheduler" not in obj:
-            raise ValueError(
+            raise MisconfigurationException(
                 'The lr scheduler dict must have the key "scheduler" with its item being an lr scheduler; '
                 f"got keys {sorted(obj)}."
             )
@@ -80,31 +51,58 @@ def _scheduler_config(obj: Any, monitor: str | None) -> LRSchedulerConfig:
             )
         interval = obj.get("interval", "epoch")
         if interval not in ("step", "epoch"):
-            raise ValueError(f'The "interval" key in lr scheduler dict must be "step" or "epoch" but is "{interval}"')
+            raise MisconfigurationException(
+                f'The "interval" key in lr scheduler dict must be "step" or "epoch" but is "{interval}"'
+            )
         frequency = obj.get("frequency", 1)
         if not isinstance(frequency, int) or frequency < 1:
-            raise ValueError(f'The "frequency" key in lr scheduler dict must be a positive integer, got {frequency!r}.')
+            raise MisconfigurationException(
+                f'The "frequency" key in lr scheduler dict must be a positive integer, got {frequency!r}.'
+            )
         scheduler = obj["scheduler"]
-        plateau = obj.get("reduce_on_plateau", isinstance(scheduler, ReduceLROnPlateau))
-        config = LRSchedulerConfig(
-            scheduler=scheduler,
-            name=obj.get("name"),
-            interval=interval,
-            frequency=frequency,
-            reduce_on_plateau=plateau,
-            monitor=obj.get("monitor", monitor),
-            strict=obj.get("strict", True),
-            opt_idx=obj.get("opt_idx"),
-        )
+        if automatic:
+            plateau = obj.get("reduce_on_plateau", isinstance(scheduler, ReduceLROnPlateau))
+            if plateau and obj.get("monitor", monitor) is None:
+                raise MisconfigurationException(
+                    "The lr scheduler dict must include a monitor when a `ReduceLROnPlateau` scheduler is used."
+                    ' For example: {"optimizer": optimizer, "lr_scheduler":'
+                    ' {"scheduler": scheduler, "monitor": "your_loss"}}'
+                )
+            config = LRSchedulerConfig(
+                scheduler=scheduler,
+                name=obj.get("name"),
+                interval=interval,
+                frequency=frequency,
+                reduce_on_plateau=plateau,
+                monitor=obj.get("monitor", monitor),
+                strict=obj.get("strict", True),
+                opt_idx=obj.get("opt_idx"),
+            )
+        else:
+            ignored = [k for k in obj if k in _MANUAL_IGNORED_KEYS]
+            if ignored:
+                warnings.warn(
+                    f"The lr scheduler dict contains the key(s) {ignored}, but the keys will be ignored."
+                    " You need to call `lr_scheduler.step()` manually in manual optimization.",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+            config = LRSchedulerConfig(
+                scheduler=scheduler,
+                name=obj.get("name"),
+                interval=interval,
+                frequency=frequency,
+                opt_idx=obj.get("opt_idx"),
+            )
+    elif automatic and isinstance(obj, ReduceLROnPlateau):
+        if monitor is None:
+            raise MisconfigurationException(
+                "`configure_optimizers` must include a monitor when a `ReduceLROnPlateau` scheduler is used. "
+                'For example: {"optimizer": optimizer, "lr_scheduler": scheduler, "monitor": "metric_to_track"}'
+            )
+        config = LRSchedulerConfig(scheduler=obj, reduce_on_plateau=True, monitor=monitor)
     else:
-        config = LRSchedulerConfig(
-            scheduler=obj, reduce_on_plateau=isinstance(obj, ReduceLROnPlateau), monitor=monitor
-        )
-    if config.reduce_on_plateau and config.monitor is None:
-        raise ValueError(
-            "`configure_optimizers` must include a monitor when a `ReduceLROnPlateau` scheduler is used. "
-            'For example: {"optimizer": optimizer, "lr_scheduler": scheduler, "monitor": "metric_to_track"}'
-        )
+        config = LRSchedulerConfig(scheduler=obj)
     if not hasattr(config.scheduler, "step") or not hasattr(config.scheduler, "state_dict"):
         raise TypeError(
             f"The provided lr scheduler `{type(config.scheduler).__name__}` has no `step`/`state_dict`; "
@@ -117,8 +115,9 @@ def _is_optimizer(obj: Any) -> bool:
     return isinstance(obj, Optimizer) or (hasattr(obj, "step") and hasattr(obj, "param_groups"))
 
 
-def normalize_optimizers(returned: Any) -> tuple[list[Optimizer], list[LRSchedulerConfig]]:
-    """Every Lightning return form of ``configure_optimizers`` -> (optimizers, scheduler configs)."""
+def normalize_optimizers(returned: Any, automatic: bool = True) -> tuple[list[Optimizer], list[LRSchedulerConfig]]:
+    """Every Lightning return form of ``configure_optimizers`` -> (optimizers, scheduler configs); ``automatic``:
+    the module's ``automatic_optimization`` (manual optimization accepts a ``ReduceLROnPlateau`` without monitor)."""
     if returned is None:
         warnings.warn(
             "`LightningModule.configure_optimizers` returned `None`, this fit will run with no optimizer",
@@ -131,7 +130,7 @@ def normalize_optimizers(returned: Any) -> tuple[list[Optimizer], list[LRSchedul
     if _is_optimizer(returned):
         optimizers = [returned]
     elif isinstance(returned, Mapping):
-        optimizers, configs = _from_dict(returned)
+        optimizers, configs = _from_dict(returned, automatic)
     elif isinstance(returned, Sequence) and not isinstance(returned, str):
         items = list(returned)
         if (
@@ -142,10 +141,10 @@ def normalize_optimizers(returned: Any) -> tuple[list[Optimizer], list[LRSchedul
         ):
             optimizers = list(items[0])
             scheds = items[1] if isinstance(items[1], Sequence) else [items[1]]
-            configs = [_scheduler_config(s, None) for s in scheds]
+            configs = [_scheduler_config(s, None, automatic) for s in scheds]
         elif items and all(isinstance(i, Mapping) for i in items):
             for d in items:
-                opts, cfgs = _from_dict(d)
+                opts, cfgs = _from_dict(d, automatic)
                 optimizers += opts
                 configs += cfgs
         elif all(_is_optimizer(o) for o in items):
@@ -153,7 +152,7 @@ def normalize_optimizers(returned: Any) -> tuple[list[Optimizer], list[LRSchedul
         else:
             optimizers = []
     if not optimizers:
-        raise ValueError(
+        raise MisconfigurationException(
             "Unknown configuration for model optimizers. Output from `model.configure_optimizers()` should be "
             "one of: an optimizer; a list of optimizers; a tuple of ([optimizers], [schedulers]); a dict with "
             '"optimizer" and optionally "lr_scheduler" and "monitor"; or a list of such dicts. '
@@ -162,11 +161,13 @@ def normalize_optimizers(returned: Any) -> tuple[list[Optimizer], list[LRSchedul
     for config in configs:
         scheduler_opt = getattr(config.scheduler, "optimizer", None)
         if scheduler_opt is not None and all(scheduler_opt is not o for o in optimizers):
-            raise ValueError("Some schedulers are attached to an optimizer that wasn't returned from `configure_optimizers`.")
+            raise MisconfigurationException(
+                "Some schedulers are attached to an optimizer that wasn't returned from `configure_optimizers`."
+            )
     return optimizers, configs
 
 
-def _from_dict(d: Mapping[str, Any]) -> tuple[list[Optimizer], list[LRSchedulerConfig]]:
+def _from_dict(d: Mapping[str, Any], automatic: bool) -> tuple[list[Optimizer], list[LRSchedulerConfig]]:
     extra = set(d) - {"optimizer", "lr_scheduler", "monitor"}
     if extra:
         warnings.warn(
@@ -176,28 +177,27 @@ def _from_dict(d: Mapping[str, Any]) -> tuple[list[Optimizer], list[LRSchedulerC
             stacklevel=4,
         )
     if "optimizer" not in d:
-        raise ValueError('The optimizer configuration dict must have the key "optimizer".')
-    configs = []
+        raise MisconfigurationException('The optimizer configuration dict must have the key "optimizer".')
+    configs: list[LRSchedulerConfig] = []
     if d.get("lr_scheduler") is not None:
-        configs = [_scheduler_config(d["lr_scheduler"], d.get("monitor"))]
+        configs = [_scheduler_config(d["lr_scheduler"], d.get("monitor"), automatic)]
     return [d["optimizer"]], configs
 
-
-__all__ = ["LRSchedulerConfig", "LightningOptimizer", "normalize_optimizers"]
 
 
 def check_fit_optimization(model: Any, gradient_clip_val: int | float | None, accumulate_grad_batches: int) -> None:
     """Lightning's refusals for manual optimization with the Trainer's clipping or accumulation."""
     if model.automatic_optimization is False:
-        if gradient_clip_val:
-            raise ValueError(
-                "Automatic gradient clipping is not supported for manual optimization. Remove "
-                "`Trainer(gradient_clip_val=...)` or switch to automatic optimization."
+        if gradient_clip_val is not None and gradient_clip_val > 0:
+            raise MisconfigurationException(
+                "Automatic gradient clipping is not supported for manual optimization."
+                f" Remove `Trainer(gradient_clip_val={gradient_clip_val})` or switch to automatic optimization."
             )
         if accumulate_grad_batches != 1:
-            raise ValueError(
-                "Automatic gradient accumulation is not supported for manual optimization. Remove "
-                "`Trainer(accumulate_grad_batches=...)` or switch to automatic optimization."
+            raise MisconfigurationException(
+                "Automatic gradient accumulation is not supported for manual optimization."
+                f" Remove `Trainer(accumulate_grad_batches={accumulate_grad_batches})`"
+                " or switch to automatic optimization."
             )
 
 
@@ -205,7 +205,9 @@ def setup_optimizers(trainer: Any, model: Any) -> None:
     """``configure_optimizers()`` at fit start: sets ``trainer.optimizers``, ``trainer.lr_scheduler_configs``
     and their ``LightningOptimizer`` wrappers, after Lightning's checks."""
     check_fit_optimization(model, trainer.gradient_clip_val, trainer.accumulate_grad_batches)
-    trainer.optimizers, trainer.lr_scheduler_configs = normalize_optimizers(model.configure_optimizers())
+    trainer.optimizers, trainer.lr_scheduler_configs = normalize_optimizers(
+        model.configure_optimizers(), model.automatic_optimization
+    )
     optimizers = trainer.optimizers
     if model.automatic_optimization and len(optimizers) > 1:
         raise RuntimeError(
@@ -213,4 +215,7 @@ def setup_optimizers(trainer: Any, model: Any) -> None:
             "`self.automatic_optimization = False`, then access your optimizers in `training_step` with "
             "`opt1, opt2, ... = self.optimizers()`."
         )
-    trainer._lightning_optimizers = [LightningOptimizer(opt, trainer) for opt in optimizers]
+    trainer._lightning_optimizers = [LightningOptimizer._to_lightning_optimizer(opt, trainer) for opt in optimizers]
+
+
+__all__ = ["LRSchedulerConfig", "LightningOptimizer", "normalize_optimizers", "setup_optimizers"]

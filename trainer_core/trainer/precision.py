@@ -9,12 +9,20 @@ dtype, and tensors created inside a step default to it.
 from __future__ import annotations
 
 import contextlib
+import logging
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from trainer_core.utilities.exceptions import MisconfigurationException
+
+# Lightning's package logger is at INFO, so its "Using ... Automatic Mixed Precision (AMP)" reaches handlers
+log = logging.getLogger(__name__)
+log.setLevel(logging.INFO)
 
 PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
 _LEGACY = {
@@ -26,9 +34,9 @@ _LEGACY = {
 def parse_precision(precision: Any) -> str:
     if precision is None:
         return "32-true"
-    value = _LEGACY.get(precision, precision)
+    value: str = _LEGACY.get(precision, precision)
     if value not in PRECISIONS:
-        raise ValueError(
+        raise MisconfigurationException(
             f"Trainer(precision={precision!r}) is not valid. Allowed values: {', '.join(map(repr, PRECISIONS))} "
             "(and the legacy forms 64, 32, 16, 'bf16')."
         )
@@ -46,12 +54,13 @@ def cast_floating_point(data: Any, dtype: torch.dtype) -> Any:
             return type(data)(*items)
         return items if type(data) is list else type(data)(items)
     if isinstance(data, Mapping):
-        items = {k: cast_floating_point(v, dtype) for k, v in data.items()}
+        mapped = {k: cast_floating_point(v, dtype) for k, v in data.items()}
         if type(data) is dict:
-            return items
+            return mapped
+        kind: Any = type(data)
         if isinstance(data, defaultdict):
-            return type(data)(data.default_factory, items)
-        return type(data)(items)
+            return kind(data.default_factory, mapped)
+        return kind(mapped)
     return data
 
 
@@ -75,7 +84,7 @@ class Precision:
     def __init__(self, name: str = "32-true") -> None:
         self.name = name
 
-    def forward_context(self) -> contextlib.AbstractContextManager:
+    def forward_context(self) -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext()
 
     def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -112,7 +121,7 @@ class _TruePrecision(Precision):
         super().__init__(name)
         self.input_dtype = self.dtype
 
-    def forward_context(self) -> contextlib.AbstractContextManager:
+    def forward_context(self) -> contextlib.AbstractContextManager[Any]:
         return _default_dtype(self.dtype)
 
     def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -160,7 +169,7 @@ class MixedPrecision(Precision):
         if name == "16-mixed" and device.type == "cuda":
             self.scaler = torch.amp.GradScaler("cuda")
 
-    def forward_context(self) -> contextlib.AbstractContextManager:
+    def forward_context(self) -> contextlib.AbstractContextManager[Any]:
         return torch.autocast(self.device_type, dtype=self.dtype)
 
     def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -200,7 +209,18 @@ class MixedPrecision(Precision):
 
 
 def make_precision(name: str, device: torch.device) -> Precision:
+    """The plugin for ``name`` on ``device``; its ``name`` is the precision used (``16-mixed`` on the CPU becomes
+    ``bf16-mixed``, with Lightning's warning, as ``accelerator_connector._check_and_init_precision`` does)."""
+    if name == "16-mixed" and device.type == "cpu":
+        warnings.warn(
+            "You passed `Trainer(accelerator='cpu', precision='16-mixed')` but AMP with fp16 is not supported on "
+            "CPU. Using `precision='bf16-mixed'` instead.",
+            UserWarning,
+            stacklevel=4,
+        )
+        name = "bf16-mixed"
     if name in ("16-mixed", "bf16-mixed"):
+        log.info(f"Using {'16bit' if name == '16-mixed' else 'bfloat16'} Automatic Mixed Precision (AMP)")
         return MixedPrecision(name, device)
     if name == "16-true" and device.type == "cpu" and not _float16_matmul_works(device):
         raise RuntimeError(

@@ -5,9 +5,8 @@ A base class of ``Trainer``, kept apart so that ``trainer.py`` reads as the run 
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
-
-import torch
 
 from trainer_core.trainer.states import RunningStage, TrainerStatus, _StageFlag
 
@@ -35,6 +34,7 @@ class _TrainerProperties:
         lightning_module: Any
         num_training_batches: int | float
         accumulate_grad_batches: int
+        train_dataloader: Any
 
         @property
         def max_epochs(self) -> int: ...
@@ -100,14 +100,17 @@ class _TrainerProperties:
 
     @property
     def checkpoint_callbacks(self) -> list[Any]:
-        from trainer_core.callbacks.model_checkpoint import ModelCheckpoint
+        """Every ``Checkpoint`` callback (``ModelCheckpoint``, ``OnExceptionCheckpoint`` ...), as Lightning's."""
+        from trainer_core.callbacks.checkpoint import Checkpoint
 
-        return [cb for cb in self.callbacks if isinstance(cb, ModelCheckpoint)]
+        return [cb for cb in self.callbacks if isinstance(cb, Checkpoint)]
 
     @property
     def checkpoint_callback(self) -> Any:
-        cbs = self.checkpoint_callbacks
-        return cbs[0] if cbs else None
+        """The first ``ModelCheckpoint`` (what ``ckpt_path="best"`` reads), or None."""
+        from trainer_core.callbacks.model_checkpoint import ModelCheckpoint
+
+        return next((cb for cb in self.callbacks if isinstance(cb, ModelCheckpoint)), None)
 
     @property
     def early_stopping_callbacks(self) -> list[Any]:
@@ -127,17 +130,26 @@ class _TrainerProperties:
         return next((cb for cb in self.callbacks if isinstance(cb, ProgressBar)), None)
 
     @property
-    def estimated_stepping_batches(self) -> float:
-        if self.num_training_batches == float("inf") or self.max_epochs == -1:
-            return float(self.max_steps) if self.max_steps != -1 else float("inf")
-        per_epoch = max(1, int(self.num_training_batches) // self.accumulate_grad_batches)
-        total = per_epoch * self.max_epochs
-        return min(total, self.max_steps) if self.max_steps != -1 else total
+    def estimated_stepping_batches(self) -> int | float:
+        """Lightning's estimate of the optimizer steps in the fit: ``min(max_steps, max_epochs * ceil(batches /
+        accumulate_grad_batches))``; inside ``configure_optimizers`` it requests the train loader first."""
+        if self.max_epochs == -1:
+            return float("inf") if self.max_steps == -1 else self.max_steps
+        if self.train_dataloader is None and self.lightning_module is not None:
+            from trainer_core.utilities.rank_zero import rank_zero_info
+
+            rank_zero_info("Loading `train_dataloader` to estimate number of stepping batches.")
+            self._data_connector.setup_train_data()
+            self._data_connector.train_preloaded = True  # the fit loop's own request is then skipped
+        total_batches = self.num_training_batches
+        if total_batches == float("inf"):  # iterable dataset
+            return self.max_steps
+        estimate = math.ceil(total_batches / self.accumulate_grad_batches) * max(self.max_epochs, 1)
+        return min(estimate, self.max_steps) if self.max_steps != -1 else estimate
 
     # ------------------------------------------------------------------ metrics
     @property
     def callback_metrics(self) -> dict[str, Any]:
-        self._logger_connector.sync_train_metrics()
         return self._logger_connector.callback_metrics
 
     @property
@@ -146,8 +158,7 @@ class _TrainerProperties:
 
     @property
     def progress_bar_metrics(self) -> dict[str, float]:
-        self._logger_connector.sync_train_metrics()
-        return {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in self._logger_connector.pbar_metrics.items()}
+        return self._logger_connector.progress_bar_metrics
 
     @property
     def _results(self) -> ResultCollection | None:

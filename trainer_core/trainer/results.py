@@ -10,95 +10,27 @@ step value, ``compute()`` the epoch value, and ``reset()`` is called when the co
 (at the end of the training epoch and of each evaluation run), as in Lightning. torchmetrics is
 never imported here: a value is a Metric only when torchmetrics is already loaded (the user made one).
 
-``LoggerConnector`` is Lightning's ``_LoggerConnector``: it decides what reaches
-``callback_metrics`` / ``logged_metrics`` / ``progress_bar_metrics`` and the loggers, and when.
+Which hooks may log (Lightning's ``_FxValidator`` table) is in ``fx_validator``; what reaches
+``callback_metrics`` / ``logged_metrics`` / ``progress_bar_metrics`` and the loggers, and when, is
+``logger_connector.LoggerConnector`` (also importable from here).
 """
 
 from __future__ import annotations
 
 import sys
-from collections import ChainMap
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
+from trainer_core.trainer.fx_validator import FX_OPTIONS, check_logging
 from trainer_core.utilities.exceptions import MisconfigurationException
 
-# hook -> (allowed on_step, allowed on_epoch, default on_step, default on_epoch); Lightning 2.6's table.
-# ``None``: logging is not allowed in that hook.
-_LogOptions = tuple[tuple[bool, ...], tuple[bool, ...], bool, bool]
-_STEP_HOOK: _LogOptions = ((False, True), (False, True), True, False)
-_EVAL_STEP_HOOK: _LogOptions = ((False, True), (False, True), False, True)
-_EPOCH_HOOK: _LogOptions = ((False,), (True,), False, True)
-FX_OPTIONS: dict[str, _LogOptions | None] = {
-    "on_before_backward": _STEP_HOOK,
-    "backward": _STEP_HOOK,
-    "on_after_backward": _STEP_HOOK,
-    "on_before_optimizer_step": _STEP_HOOK,
-    "optimizer_step": _STEP_HOOK,
-    "lr_scheduler_step": None,
-    "configure_gradient_clipping": _STEP_HOOK,
-    "clip_gradients": _STEP_HOOK,
-    "on_before_zero_grad": _STEP_HOOK,
-    "optimizer_zero_grad": _STEP_HOOK,
-    "on_fit_start": None,
-    "on_fit_end": None,
-    "on_sanity_check_start": None,
-    "on_sanity_check_end": None,
-    "on_train_start": _EPOCH_HOOK,
-    "on_train_end": None,
-    "on_validation_start": _EPOCH_HOOK,
-    "on_validation_end": None,
-    "on_test_start": _EPOCH_HOOK,
-    "on_test_end": None,
-    "on_predict_start": None,
-    "on_predict_end": None,
-    "on_train_epoch_start": _EPOCH_HOOK,
-    "on_train_epoch_end": _EPOCH_HOOK,
-    "on_validation_epoch_start": _EPOCH_HOOK,
-    "on_validation_epoch_end": _EPOCH_HOOK,
-    "on_test_epoch_start": _EPOCH_HOOK,
-    "on_test_epoch_end": _EPOCH_HOOK,
-    "on_predict_epoch_start": None,
-    "on_predict_epoch_end": None,
-    "on_before_batch_transfer": None,
-    "transfer_batch_to_device": None,
-    "on_after_batch_transfer": None,
-    "on_train_batch_start": _STEP_HOOK,
-    "on_train_batch_end": _STEP_HOOK,
-    "on_validation_batch_start": _EVAL_STEP_HOOK,
-    "on_validation_batch_end": _EVAL_STEP_HOOK,
-    "on_test_batch_start": _EVAL_STEP_HOOK,
-    "on_test_batch_end": _EVAL_STEP_HOOK,
-    "on_predict_batch_start": None,
-    "on_predict_batch_end": None,
-    "on_exception": None,
-    "state_dict": None,
-    "on_save_checkpoint": None,
-    "on_load_checkpoint": None,
-    "load_state_dict": None,
-    "setup": None,
-    "teardown": None,
-    "configure_sharded_model": None,
-    "configure_model": None,
-    "training_step": _STEP_HOOK,
-    "validation_step": _EVAL_STEP_HOOK,
-    "test_step": _EVAL_STEP_HOOK,
-    "predict_step": None,
-    "configure_optimizers": None,
-    "train_dataloader": None,
-    "val_dataloader": None,
-    "test_dataloader": None,
-    "prepare_data": None,
-    "configure_callbacks": None,
-    "on_validation_model_zero_grad": None,
-    "on_validation_model_eval": None,
-    "on_test_model_eval": None,
-    "on_validation_model_train": None,
-    "on_test_model_train": None,
-}
+__all__ = [
+    "FX_OPTIONS", "MetricsSplit", "ResultCollection", "check_dataloader_idx_name", "check_logging",
+    "extract_batch_size", "find_metric_attribute", "is_metric", "is_metric_collection", "to_scalars",
+]
 
 DATALOADER_SUFFIX = "/dataloader_idx_{}"
 
@@ -116,30 +48,6 @@ def is_metric(value: Any) -> bool:
 def is_metric_collection(value: Any) -> bool:
     tm = sys.modules.get("torchmetrics")
     return tm is not None and isinstance(value, tm.MetricCollection)
-
-
-def check_logging(fx: str | None, on_step: bool | None, on_epoch: bool | None) -> tuple[bool, bool]:
-    """Lightning's ``_FxValidator.check_logging_and_get_default_levels``: the resolved ``(on_step, on_epoch)``."""
-    if fx is None or fx not in FX_OPTIONS:
-        raise RuntimeError(
-            f"Logging inside `{fx}` is not implemented."
-            " Please, open an issue in `https://github.com/Lightning-AI/pytorch-lightning/issues`."
-        )
-    options = FX_OPTIONS[fx]
-    if options is None:
-        raise MisconfigurationException(
-            f"You can't `self.log()` inside `{fx}`. HINT: You can still log directly to the logger by using"
-            " `self.logger.experiment`."
-        )
-    allowed_step, allowed_epoch, default_step, default_epoch = options
-    step = default_step if on_step is None else bool(on_step)
-    epoch = default_epoch if on_epoch is None else bool(on_epoch)
-    m = "You can't `self.log({}={})` inside `{}`, must be one of {}."
-    if step not in allowed_step:
-        raise MisconfigurationException(m.format("on_step", step, fx, allowed_step))
-    if epoch not in allowed_epoch:
-        raise MisconfigurationException(m.format("on_epoch", epoch, fx, allowed_epoch))
-    return step, epoch
 
 
 def _reduce_name(reduce_fx: Any) -> str:
@@ -439,210 +347,14 @@ class ResultCollection:
         return MetricsSplit(callback, log, pbar)
 
 
-def to_float(value: Any) -> Any:
-    if isinstance(value, Tensor):
-        return value.item()
-    return value
-
-
 def to_scalars(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (v.item() if isinstance(v, Tensor) else v) for k, v in metrics.items()}
 
 
-class LoggerConnector:
-    """Lightning's ``_LoggerConnector``: which values reach ``callback_metrics``, ``logged_metrics``,
-    ``progress_bar_metrics`` and the loggers, and when.
+def __getattr__(name: str) -> Any:
+    # ``LoggerConnector`` lives in ``logger_connector`` (which imports this module), re-exported lazily
+    if name == "LoggerConnector":
+        from trainer_core.trainer.logger_connector import LoggerConnector
 
-    ``loggers``, ``current_epoch`` and ``default_step`` are read when metrics are sent (``default_step`` is the
-    step used when none is given: Lightning's ``fit_loop.epoch_loop._batches_that_stepped``). The loops set
-    ``results`` to the collection of the loop that runs (``None`` outside loops and in prediction).
-    """
-
-    def __init__(self, loggers: Callable[[], Sequence[Any]], current_epoch: Callable[[], int],
-                 default_step: Callable[[], int]) -> None:
-        self._loggers = loggers
-        self._current_epoch = current_epoch
-        self._default_step = default_step
-        self.results: ResultCollection | None = None
-        self.progress_bar: dict[str, Tensor] = {}
-        self.logged: dict[str, Tensor] = {}
-        self.callback: dict[str, Tensor] = {}
-        self.current_fx: str | None = None
-        # None: no loop iteration running, True: first iteration, False: later ones
-        self.first_loop_iter: bool | None = None
-        self.logged_outputs: list[dict[str, Tensor]] = []
-
-    # -- logging from the module ----------------------------------------------------------------
-    def should_reset_tensors(self, fx: str) -> bool:
-        return self.current_fx != fx and self.first_loop_iter in (None, True)
-
-    def log(self, name: str, value: Any, prog_bar: bool = False, logger: bool | None = None,
-            on_step: bool | None = None, on_epoch: bool | None = None, reduce_fx: Any = "mean",
-            add_dataloader_idx: bool = True, batch_size: int | None = None, metric_attribute: str | None = None,
-            enable_graph: bool = False, fx: str | None = None) -> None:
-        """What ``LightningModule.log`` does once the value is a tensor or a Metric (and its attribute known)."""
-        results = self.results
-        if results is None:
-            raise MisconfigurationException(
-                "You are trying to `self.log()` but the loop's result collection is not registered"
-                " yet. This is most likely because you are trying to log in a `predict` hook,"
-                " but it doesn't support logging"
-            )
-        fx = results.fx if fx is None else fx
-        check_logging(fx, on_step, on_epoch)
-        assert fx is not None
-        check_dataloader_idx_name(name, add_dataloader_idx)
-        if self.should_reset_tensors(fx):
-            results.reset(metrics=False, fx=fx)
-        results.log(name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, add_dataloader_idx, batch_size,
-                    metric_attribute, enable_graph, fx)
-        self.current_fx = fx
-
-    # -- sending to the loggers -----------------------------------------------------------------
-    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        """Send ``metrics`` to every logger as ``logger.log_metrics(metrics=..., step=...)`` (floats), then ``save()``.
-
-        With no ``step``: a ``"step"`` entry is used and removed, else ``epoch`` is added and the default step used.
-        """
-        loggers = self._loggers()
-        if not loggers or not metrics:
-            return
-        self.logged.update(metrics)
-        scalars = to_scalars(metrics)
-        if step is None:
-            step_metric = scalars.pop("step", None)
-            if step_metric is not None:
-                step = int(step_metric)
-            else:
-                scalars.setdefault("epoch", self._current_epoch())
-                step = self._default_step()
-        for lg in loggers:
-            lg.log_metrics(metrics=scalars, step=step)
-            lg.save()
-
-    # -- evaluation -----------------------------------------------------------------------------
-    def evaluation_epoch_end(self) -> None:
-        if self.results is not None:
-            self.results.dataloader_idx = None
-
-    def update_eval_step_metrics(self, step: int) -> None:
-        """After each evaluation batch (not while sanity checking), ``step`` = batches seen on this dataloader."""
-        self.log_metrics(self.metrics().log, step=step)
-
-    def update_eval_epoch_metrics(self, sanity_checking: bool = False) -> dict[str, Tensor]:
-        if sanity_checking:
-            return {}
-        metrics = self.metrics()
-        self.progress_bar.update(metrics.pbar)
-        self.callback.update(metrics.callback)
-        self.logged.update(metrics.log)
-        return metrics.log
-
-    def store_dataloader_outputs(self, sanity_checking: bool = False) -> None:
-        """When the dataloader changes and after the last batch: that dataloader's epoch values."""
-        self.epoch_end_reached()
-        self.logged_outputs.append(self.update_eval_epoch_metrics(sanity_checking))
-
-    def eval_run_outputs(self, sanity_checking: bool = False) -> list[dict[str, Tensor]]:
-        """After ``on_{stage}_epoch_end`` and ``on_epoch_end()``: the per-dataloader results ``validate``/``test``
-        return; also sends their union to the loggers (not while sanity checking)."""
-        logged_outputs, self.logged_outputs = self.logged_outputs, []
-        epoch_end = self.update_eval_epoch_metrics(sanity_checking)
-        everything = dict(ChainMap(*logged_outputs))
-        everything.update(epoch_end)
-        for outputs in logged_outputs:
-            outputs.update(epoch_end)
-        if not sanity_checking:
-            self.log_metrics(everything)
-        return logged_outputs
-
-    # -- training -------------------------------------------------------------------------------
-    def update_train_step_metrics(self) -> None:
-        """When the loop decided this step is logged (not accumulating, ``log_every_n_steps`` or ``should_stop``)."""
-        self.log_metrics(self.metrics().log)
-
-    def update_train_epoch_metrics(self) -> None:
-        """After ``on_train_epoch_end``: epoch values to the loggers (the loop makes ``default_step`` one less),
-        then the collection is reset (Metric values too)."""
-        self.log_metrics(self.metrics().log)
-        self.reset_results()
-
-    # -- loop bookkeeping -----------------------------------------------------------------------
-    def on_batch_start(self, batch: Any, dataloader_idx: int | None = None) -> None:
-        if self.first_loop_iter is None:
-            self.first_loop_iter = True
-        elif self.first_loop_iter is True:
-            self.first_loop_iter = False
-        results = self.results
-        if results is not None:
-            results.batch = batch
-            results.batch_size = None
-            results.dataloader_idx = dataloader_idx
-
-    def on_batch_end(self) -> None:
-        metrics = self.metrics()
-        self.progress_bar.update(metrics.pbar)
-        self.callback.update(metrics.callback)
-        self.logged.update(metrics.log)
-        results = self.results
-        if results is not None:
-            results.batch = None
-            results.batch_size = None
-
-    def epoch_end_reached(self) -> None:
-        self.first_loop_iter = None
-
-    def on_epoch_end(self) -> None:
-        metrics = self.metrics()
-        self.progress_bar.update(metrics.pbar)
-        self.callback.update(metrics.callback)
-        self.logged.update(metrics.log)
-        self.current_fx = None
-
-    def reset_results(self) -> None:
-        if self.results is not None:
-            self.results.reset()
-        self.first_loop_iter = None
-        self.current_fx = None
-
-    def reset_metrics(self) -> None:
-        self.progress_bar = {}
-        self.logged = {}
-        self.callback = {}
-
-    def metrics(self) -> MetricsSplit:
-        """Step values during a loop iteration, epoch values otherwise (Lightning's rule)."""
-        results = self.results
-        if results is None:
-            return MetricsSplit({}, {}, {})
-        return results.metrics(self.first_loop_iter is not None, strict=True)
-
-    @property
-    def callback_metrics(self) -> dict[str, Tensor]:
-        if self.results is not None:
-            self.callback.update(self.metrics().callback)
-        return self.callback
-
-    @property
-    def logged_metrics(self) -> dict[str, Tensor]:
-        if self.results is not None:
-            self.logged.update(self.metrics().log)
-        return self.logged
-
-    @property
-    def progress_bar_metrics(self) -> dict[str, float]:
-        if self.results is not None:
-            self.progress_bar.update(self.metrics().pbar)
-        return to_scalars(self.progress_bar)
-
-    def teardown(self) -> None:
-        """Move what is kept after the run to the CPU (Lightning's ``teardown``)."""
-        self.logged = {k: v.cpu() for k, v in self.logged.items()}
-        self.progress_bar = {k: v.cpu() for k, v in self.progress_bar.items()}
-        self.callback = {k: v.cpu() for k, v in self.callback.items()}
-
-
-def strip_dataloader_suffix(key: str) -> str:
-    """``"v/dataloader_idx_0" -> "v"``: how Lightning's results table names a metric."""
-    head, sep, tail = key.rpartition("/dataloader_idx_")
-    return head if sep and tail.isdigit() else key
+        return LoggerConnector
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-import warnings
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -18,21 +18,26 @@ from trainer_core.core.module import LightningModule
 from trainer_core.loops import _EvaluationLoop, _FitLoop, _PredictionLoop
 from trainer_core.loops.utilities import _LoopContext
 from trainer_core.trainer.accelerator import _SingleDeviceStrategy
+from trainer_core.trainer.call import handle_keyboard_interrupt, interrupt
 from trainer_core.trainer.callback_connector import (
     attach_model_callbacks,
     configure_callbacks,
     configure_loggers,
 )
 from trainer_core.trainer.checkpoint_connector import _CheckpointConnector
+from trainer_core.trainer.compile import _maybe_unwrap_optimized
 from trainer_core.trainer.config import TrainerConfig, check_unknown
 from trainer_core.trainer.data import _DataConnector
-from trainer_core.trainer.hooks import HookDispatcher, is_overridden
+from trainer_core.trainer.hooks import HookDispatcher, is_overridden, verify_no_removed_hooks
 from trainer_core.trainer.logger_connector import _LoggerConnector
 from trainer_core.trainer.optim import LightningOptimizer, setup_optimizers
 from trainer_core.trainer.precision import Precision
 from trainer_core.trainer.properties import _TrainerProperties
 from trainer_core.trainer.results import ResultCollection
 from trainer_core.trainer.states import TrainerFn, TrainerState, TrainerStatus
+from trainer_core.utilities.model_helpers import is_overridden as _instance_overridden
+from trainer_core.utilities.exceptions import _MisconfigurationRuntimeError, _TunerExitException
+from trainer_core.utilities.warnings import _max_epochs_default
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +66,7 @@ class Trainer(_TrainerProperties):
         limit_test_batches: int | float | None = None,
         limit_predict_batches: int | float | None = None,
         overfit_batches: int | float = 0.0,
-        val_check_interval: int | float | None = None,
+        val_check_interval: int | float | str | timedelta | dict[str, int] | None = None,
         check_val_every_n_epoch: int | None = 1,
         num_sanity_val_steps: int | None = None,
         log_every_n_steps: int | None = None,
@@ -98,6 +103,7 @@ class Trainer(_TrainerProperties):
         self.limit_test_batches = cfg.limit_test_batches
         self.limit_predict_batches = cfg.limit_predict_batches
         self.val_check_interval = cfg.val_check_interval
+        self.overfit_batches = cfg.overfit_batches
         self.check_val_every_n_epoch = cfg.check_val_every_n_epoch
         self.log_every_n_steps = cfg.log_every_n_steps
         self.accumulate_grad_batches = cfg.accumulate_grad_batches
@@ -119,13 +125,13 @@ class Trainer(_TrainerProperties):
         enable_checkpointing = True if cfg.enable_checkpointing is None else cfg.enable_checkpointing
         enable_model_summary = True if cfg.enable_model_summary is None else cfg.enable_model_summary
         self.callbacks: list[Callback] = configure_callbacks(
-            callbacks, enable_checkpointing, cfg.enable_progress_bar, enable_model_summary
+            callbacks, enable_checkpointing, cfg.enable_progress_bar, enable_model_summary, max_time=cfg.max_time
         )
 
         # loops and state
         self.state = TrainerState()
         self.fit_loop = _FitLoop(
-            cfg.min_epochs, cfg.max_epochs, cfg.min_steps, cfg.max_steps, train_dataloader=lambda: self.train_dataloader
+            cfg.min_epochs, cfg.max_epochs, cfg.min_steps, cfg.max_steps, train_dataloader=lambda: self._data_connector.train_loader
         )
         self.validate_loop = _EvaluationLoop("validate")
         self.test_loop = _EvaluationLoop("test")
@@ -145,7 +151,6 @@ class Trainer(_TrainerProperties):
         self.val_dataloaders: Any = None
         self.test_dataloaders: Any = None
         self.predict_dataloaders: Any = None
-        self.num_training_batches: int | float = float("inf")
         self.num_val_batches: list[int | float] = []
         self.num_test_batches: list[int | float] = []
         self.num_predict_batches: list[int | float] = []
@@ -164,6 +169,15 @@ class Trainer(_TrainerProperties):
     @property
     def max_epochs(self) -> int:
         return self.fit_loop.max_epochs
+
+    @property
+    def num_training_batches(self) -> int | float:
+        # Lightning: the fit loop's max_batches (StochasticWeightAveraging adds one for its batch-norm epoch)
+        return self.fit_loop.max_batches
+
+    @num_training_batches.setter
+    def num_training_batches(self, value: int | float) -> None:
+        self.fit_loop.max_batches = value
 
     @property
     def min_epochs(self) -> int | None:
@@ -194,6 +208,7 @@ class Trainer(_TrainerProperties):
         datamodule: LightningDataModule | None = None,
         ckpt_path: str | os.PathLike[str] | None = None,
     ) -> None:
+        model = _maybe_unwrap_optimized(model)
         if isinstance(train_dataloaders, LightningDataModule):
             datamodule, train_dataloaders = train_dataloaders, None
         if datamodule is not None and (train_dataloaders is not None or val_dataloaders is not None):
@@ -287,10 +302,12 @@ class Trainer(_TrainerProperties):
         if datamodule is not None:
             datamodule.trainer = self
         self.should_stop = False
+        self._run_dataloaders: dict[str, Any] = kw  # what this run was given (the tuner callbacks read it)
         stage = fn.value
         try:
             self.callbacks = attach_model_callbacks(self.callbacks, model.configure_callbacks())
             self._hooks = HookDispatcher(self, self.callbacks, model, self._logger_connector)
+            verify_no_removed_hooks(model, stage)
             if datamodule is not None:
                 datamodule.prepare_data()
             model.prepare_data()
@@ -319,18 +336,15 @@ class Trainer(_TrainerProperties):
             self.state.stage = None
             self._teardown(model, stage, "success")
             return out
+        except _TunerExitException:  # a tuner callback ended the run after its search (Lightning's handling)
+            self.state.status = TrainerStatus.FINISHED
+            self.state.stage = None
+            self._teardown(model, stage, "success")
+            return None
+        except KeyboardInterrupt as exc:
+            handle_keyboard_interrupt(self, model, exc)  # Lightning's: on_exception, no teardown, SystemExit(1)
         except BaseException as exc:
-            self.state.status = TrainerStatus.INTERRUPTED
-            for hook in self._hooks.callbacks.get("on_exception", ()):
-                try:
-                    hook(self, model, exc)
-                except Exception:  # keep the original error
-                    log.exception("on_exception hook failed")
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            try:
-                self._teardown(model, stage, status)
-            except Exception:
-                log.exception("teardown after an error failed")
+            interrupt(self, model, exc, "failed")
             raise
         finally:
             self._logger_connector.results = None
@@ -341,40 +355,46 @@ class Trainer(_TrainerProperties):
         for hook in self._hooks.callbacks.get("teardown", ()):  # the previous run's, if this one failed early
             hook(self, model, stage)
         model.teardown(stage)
+        self._logger_connector.teardown()  # the metrics dicts move to the CPU (Lightning's)
         # like Lightning, after every entry point (fit, validate, test, predict)
         for logger in self.loggers:
             logger.finalize(status)
 
     def _run_fit(self, model: LightningModule, checkpoint: dict[str, Any] | None, train: Any, val: Any) -> None:
         if not is_overridden("training_step", model, LightningModule):
-            raise RuntimeError(
+            raise _MisconfigurationRuntimeError(
                 "No `training_step()` method defined. The `Trainer` expects as minimum a `training_step()`, "
                 "`train_dataloader()` and `configure_optimizers()` to be defined."
             )
-        if self._config.warn_max_epochs_default and not self.fast_dev_run:
-            warnings.warn(
-                "`max_epochs` was not set. Setting it to 1000 epochs. To train without an epoch limit,"
-                " set `max_epochs=-1`.",
-                UserWarning,
-                stacklevel=3,
-            )
+        if self._config.warn_max_epochs_default and not self.fast_dev_run and not self.__dict__.get("_max_epochs_set"):
+            # Lightning's _parse_loop_limits, at the first fit: 1000 epochs with a PossibleUserWarning, or no epoch
+            # limit when a Timer callback bounds the run; fit_loop.max_epochs set by hand before counts as given
+            self._max_epochs_set = True
+            if self.fit_loop.max_epochs == 1000:
+                self.fit_loop.max_epochs = _max_epochs_default(None, self.max_steps, self.callbacks)
+        # the fit's loader sources (no loader is requested yet), before configure_optimizers: the train loader is
+        # requested there if it reads trainer.estimated_stepping_batches, as in Lightning
+        data = self._data_connector
+        data.setup_fit_data(model, train, val)
         setup_optimizers(self, model)
 
         metrics = self._logger_connector
         metrics.train_results = ResultCollection(training=True)
         metrics.results = metrics.train_results
         self._hooks.call("on_fit_start")
-        # as Lightning: the train/val dataloaders are requested after on_fit_start (its fit loop's setup_data)
-        self._data_connector.setup_fit_data(model, train, val)
         metrics.log_hyperparams_and_summary(model)
         restarting = False
         if checkpoint is not None:
             restarting = self._checkpoint_connector.restore_training_state(checkpoint)
-        deadline = time.monotonic() + self.max_time if self.max_time is not None else None
+        # max_time: the Timer callback configure_callbacks added (Lightning's), so the loops get no deadline
+        deadline = None
 
         ctx = self._loop_context()
-        if self._data_connector.val_enabled and self.num_sanity_val_steps > 0 and not restarting:
-            self.fit_loop.run_sanity_check(ctx, self.num_sanity_val_steps)
+        if data.val_enabled and self.num_sanity_val_steps > 0 and not restarting:
+            self.fit_loop.run_sanity_check(ctx, self.num_sanity_val_steps)  # requests the val loaders
+            # as Lightning: what was logged while sanity checking is not kept
+            metrics.reset_results()
+            metrics.reset_metrics()
         metrics.results = metrics.train_results
         with torch.autograd.set_detect_anomaly(self.detect_anomaly):
             self.fit_loop.run(ctx, restarting=restarting, deadline=deadline)
@@ -385,8 +405,8 @@ class Trainer(_TrainerProperties):
     def _run_eval(self, fn: TrainerFn, loaders: Any, verbose: bool) -> list[dict[str, float]]:
         testing = fn == TrainerFn.TESTING
         step_name = "test_step" if testing else "validation_step"
-        if not is_overridden(step_name, self.lightning_module, LightningModule):
-            raise RuntimeError(f"No `{step_name}()` method defined to run `Trainer.{fn.value}`.")
+        if not _instance_overridden(step_name, self.lightning_module, LightningModule):
+            raise _MisconfigurationRuntimeError(f"No `{step_name}()` method defined to run `Trainer.{fn.value}`.")
         stage = "test" if testing else "val"
         source, loader_list, limits = self._data_connector.setup_eval_data(stage, fn.value, loaders)
         if testing:

@@ -15,6 +15,11 @@ class _MisconfigurationRuntimeError(MisconfigurationException, RuntimeError):
     ``except RuntimeError`` in existing code keeps working."""
 
 
+class _TunerExitException(Exception):
+    """Raised by the tuner callbacks to end ``Trainer.fit``/``validate``/... once the search is done; the Trainer
+    finishes the run without an error (Lightning's ``_TunerExitException``)."""
+
+
 class SIGTERMException(SystemExit):
     """Raised by the loops when the process receives ``SIGTERM``; ``Callback.on_exception`` can react to it."""
 

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from trainer_core.loops.loop import _Loop
 from trainer_core.loops.progress import _OptimizationProgress
-from trainer_core.loops.utilities import _input_converter, _LoopContext
+from trainer_core.loops.utilities import _input_converter, _LoopContext, _step_callable
 from trainer_core.trainer.precision import Precision
 
 
@@ -19,6 +19,9 @@ class _AutomaticOptimization(_Loop):
 
     def __init__(self) -> None:
         self.optim_progress = _OptimizationProgress()
+        # Lightning's: the closure runs training_step without zero_grad and backward (set through
+        # fit_loop._skip_backward by StochasticWeightAveraging for its batch-norm epoch)
+        self._skip_backward = False
 
     def make_step(self, ctx: _LoopContext, want_outputs: bool) -> Callable[[Any, int, bool, bool], Any]:  # noqa: C901
         """The automatic-optimization step; it returns the step's outputs (detached loss and extras) only
@@ -29,7 +32,7 @@ class _AutomaticOptimization(_Loop):
         forward_context = precision.forward_context
         convert = _input_converter(precision)
         plain_precision = type(precision) is Precision
-        training_step = module.training_step
+        training_step = _step_callable(module.training_step)  # without batch_idx when it takes none
         optimizer: Any = trainer.optimizers[0] if trainer.optimizers else None
         accumulate = trainer.accumulate_grad_batches
         opt_progress = self.optim_progress.optimizer
@@ -92,6 +95,8 @@ class _AutomaticOptimization(_Loop):
                     loss = loss / accumulate
                 state["loss"] = loss
                 state["extra"] = extra
+                if self._skip_backward:
+                    return loss
                 if optimizer is not None and batch_idx % accumulate == 0:
                     zero_grad(batch_idx)
                 if loss is not None:
@@ -111,10 +116,11 @@ class _AutomaticOptimization(_Loop):
                     on_before_optimizer_step(optimizer)
                 if needs_clip and loss is not None:
                     results.fx = "configure_gradient_clipping"
+                    # Lightning's precision._clip_gradients: the hook gets the Trainer's values (None when not set)
                     if custom_clip is not None:
-                        custom_clip(optimizer, clip_val, clip_algo)
+                        custom_clip(optimizer, gradient_clip_val=clip_val, gradient_clip_algorithm=clip_algo)
                     else:
-                        module.clip_gradients(optimizer, clip_val, clip_algo)
+                        module.clip_gradients(optimizer, gradient_clip_val=clip_val, gradient_clip_algorithm=clip_algo)
                 return loss
 
             if accumulating or optimizer is None:
@@ -125,8 +131,14 @@ class _AutomaticOptimization(_Loop):
                     s_total.completed += 1
                     s_cur.completed += 1
             elif custom_step is not None:
+                # Lightning: counted around the hook; the LightningOptimizer's step runs on_before_optimizer_step
+                # and configure_gradient_clipping after the closure
+                s_total.ready += 1
+                s_cur.ready += 1
                 results.fx = "optimizer_step"
-                custom_step(trainer.current_epoch, batch_idx, lightning_optimizer, step_closure)
+                custom_step(trainer.current_epoch, batch_idx, lightning_optimizer, closure)
+                s_total.completed += 1
+                s_cur.completed += 1
             else:
                 s_total.ready += 1
                 s_cur.ready += 1
