@@ -296,3 +296,42 @@ def test_resume_from_lightning_style_checkpoint_without_our_extras(tmp_path):
     trainer = _trainer(tmp_path / "b", 3, [Spy()])
     trainer.fit(Regressor(), train, val, ckpt_path=str(tmp_path / "lightning.ckpt"))
     assert seen[0] == (1, 3) and trainer.global_step == 30 and trainer.current_epoch == 3
+
+
+class _Pair(Regressor):
+    """Trains on a dict of two shuffled loaders (Lightning's CombinedLoader), with dropout drawing from the RNG."""
+
+    def training_step(self, batch, batch_idx):
+        loss = sum(F.mse_loss(F.dropout(self.net(x), 0.2), y) for x, y in (v for v in batch.values() if v is not None))
+        return loss
+
+
+def _pair_loaders(mode):
+    from trainer_core.utilities import CombinedLoader
+
+    ds = _data()
+    small = TensorDataset(*(t[:12] for t in ds.tensors))
+    loaders = {"a": DataLoader(ds, batch_size=4, shuffle=True), "b": DataLoader(small, batch_size=4, shuffle=True)}
+    return loaders if mode == "dict" else CombinedLoader(loaders, mode)
+
+
+@pytest.mark.parametrize("mode", ["dict", "max_size"])
+def test_resume_mid_epoch_with_several_train_loaders_equals_uninterrupted(tmp_path, mode):
+    """Several train loaders: each shuffling sampler's permutations of the epoch (the short loader's too, drawn
+    again each time it cycles) are in the checkpoint, so a mid-epoch resume replays them; 10 + 10 batches, the
+    crash at epoch 1 batch 7 (after b cycled twice)."""
+    L.seed_everything(3)
+    ref = _Pair()
+    _trainer(tmp_path / "ref", 2).fit(ref, _pair_loaders(mode))
+
+    L.seed_everything(3)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=1, save_top_k=-1)
+    with pytest.raises(SystemExit):
+        _trainer(tmp_path / "a", 2, [ckpt, _StopAt(18)]).fit(_Pair(), _pair_loaders(mode))
+    torch.manual_seed(5)
+    model2 = _Pair()
+    trainer = _trainer(tmp_path / "b", 2)
+    trainer.fit(model2, _pair_loaders(mode), ckpt_path=str(tmp_path / "ck" / "epoch=1-step=17.ckpt"))
+    assert trainer.global_step == 20
+    for (name, a), b in zip(ref.state_dict().items(), model2.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

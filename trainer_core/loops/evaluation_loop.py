@@ -32,7 +32,7 @@ class _EvaluationLoop(_Loop):
         # batches seen per dataloader: the step of the step values sent; kept across the validation runs of a fit
         # (Lightning resets it when the dataloaders are set up again)
         self._seen_batches: dict[int, int] = {}
-        self._seen_loaders: list[int] = []
+        self._seen_loaders: list[Any] = []
 
     def _verify_dataloader_idx(self, module: Any, prefix: str, multi: bool) -> None:
         p = "val" if prefix == "validation" else prefix
@@ -53,11 +53,15 @@ class _EvaluationLoop(_Loop):
         multi = len(loaders) > 1
         self._verify_dataloader_idx(module, prefix, multi)
         in_fit = trainer.state.fn == "fit"
-        loader_ids = [id(loader) for loader in loaders]
-        if not in_fit or loader_ids != self._seen_loaders:
+        seen_loaders = self._seen_loaders
+        same_loaders = len(seen_loaders) == len(loaders) and all(
+            a is b for a, b in zip(seen_loaders, loaders, strict=True)
+        )
+        if not (in_fit and same_loaders):
             self._seen_batches = {}
-            self._seen_loaders = loader_ids
+            self._seen_loaders = list(loaders) if in_fit else []
         seen = self._seen_batches
+        metrics.logged_outputs = []  # a run that failed may have left some (Lightning's loop reset)
         results = self._results
         prev_results, prev_first_loop_iter = metrics.results, metrics.first_loop_iter
         metrics.results = results

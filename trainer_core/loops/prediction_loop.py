@@ -159,6 +159,8 @@ class _PredictionLoop(_Loop):
                         step_batch = batch if convert is None else convert(batch)
                         with forward_context():
                             output = _call_step(module.predict_step, step_batch, batch_idx, *extra)
+                        if output is None:
+                            self._warning_cache.warn("predict returned None if it was on purpose, ignore this warning...")
                         self.batch_progress.increment_processed()
                         if on_batch_end is not None:
                             on_batch_end(output, batch, batch_idx, *extra)

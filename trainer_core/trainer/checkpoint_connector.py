@@ -131,7 +131,7 @@ class _CheckpointConnector:
             cb = trainer.checkpoint_callback
             if cb is None:
                 raise ValueError(f'`.{fn.value}(ckpt_path="best")` is set but `ModelCheckpoint` is not configured.')
-            if not cb.best_model_path:
+            if not getattr(cb, "best_model_path", None):  # the first Checkpoint may be an OnExceptionCheckpoint
                 if trainer.fast_dev_run:
                     raise ValueError(
                         f'You cannot execute `.{fn.value}(ckpt_path="best")` with `fast_dev_run=True`. Please pass '

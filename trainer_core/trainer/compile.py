@@ -14,14 +14,15 @@ def _optimized_module_type() -> type | None:
     return getattr(eval_frame, "OptimizedModule", None) if eval_frame is not None else None
 
 
-def from_compiled(model: Any) -> Any:
+def from_compiled(compiled: Any) -> Any:
     """The LightningModule inside ``torch.compile(module)``, its ``forward`` and ``*_step`` methods compiled the same
     way (the originals kept in ``module._compiler_ctx`` for ``to_uncompiled``)."""
     from trainer_core.core.module import LightningModule
 
     optimized = _optimized_module_type()
-    if optimized is None or not isinstance(model, optimized):
-        raise ValueError(f"`model` is required to be a `OptimizedModule`. Found a `{type(model).__name__}` instead.")
+    if optimized is None or not isinstance(compiled, optimized):
+        raise ValueError(f"`model` is required to be a `OptimizedModule`. Found a `{type(compiled).__name__}` instead.")
+    model: Any = compiled
     orig = model._orig_mod
     if not isinstance(orig, LightningModule):
         raise ValueError(
@@ -30,7 +31,7 @@ def from_compiled(model: Any) -> Any:
     ctx: dict[str, Any] = {"compiler": "dynamo", "dynamo_ctx": model.dynamo_ctx}
     for name in _STEPS:
         ctx[f"original_{name}"] = getattr(orig, name)
-    orig._compiler_ctx = ctx
+    setattr(orig, "_compiler_ctx", ctx)  # noqa: B010 - not a Module attribute (nn.Module's __setattr__ types)
     for name in _STEPS:
         setattr(orig, name, model.dynamo_ctx(ctx[f"original_{name}"]))
     return orig
@@ -39,7 +40,8 @@ def from_compiled(model: Any) -> Any:
 def to_uncompiled(model: Any) -> Any:
     """The module with its original (uncompiled) methods back."""
     optimized = _optimized_module_type()
-    original = model._orig_mod if optimized is not None and isinstance(model, optimized) else model
+    compiled: Any = model
+    original = compiled._orig_mod if optimized is not None and isinstance(model, optimized) else model
     ctx = getattr(original, "_compiler_ctx", None)
     if ctx is not None:
         for name in _STEPS:

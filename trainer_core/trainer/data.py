@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping, Sized
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -106,7 +106,7 @@ def val_check_batch(interval: int | float, n: int | float, val_enabled: bool, ev
     """After how many training batches validation runs (``val_check_interval`` resolved against the loader)."""
     if isinstance(interval, int):
         if val_enabled and every_n_epochs is not None and interval > n:
-            raise MisconfigurationException(
+            raise ValueError(  # Lightning 2.6: a ValueError here
                 f"`val_check_interval` ({interval}) must be less than or equal to the number of the training "
                 f"batches ({n}). If you want to disable validation set `limit_val_batches` to 0.0 instead. If you "
                 "want to validate based on the total training batches, set `check_val_every_n_epoch=None`."
@@ -159,7 +159,7 @@ def _sequential(dl: Any) -> Any:
     if type(dl) is not DataLoader or dl.batch_size is None:
         return dl
     kwargs: dict[str, Any] = dict(
-        batch_size=dl.batch_size, sampler=SequentialSampler(dl.dataset), num_workers=dl.num_workers,
+        batch_size=dl.batch_size, sampler=SequentialSampler(cast("Sized", dl.dataset)), num_workers=dl.num_workers,
         collate_fn=dl.collate_fn, pin_memory=dl.pin_memory, drop_last=dl.drop_last, timeout=dl.timeout,
         worker_init_fn=dl.worker_init_fn, multiprocessing_context=dl.multiprocessing_context,
         generator=dl.generator, persistent_workers=dl.persistent_workers, pin_memory_device=dl.pin_memory_device,
@@ -211,17 +211,14 @@ class _DataConnector:
         # a time-based val_check_interval (seconds) and when validation last ran (time.monotonic())
         self.val_time_interval: float | None = trainer._config.val_check_time_interval
         self.last_val_time = 0.0
-        self.train_preloaded = False  # requested early by estimated_stepping_batches (the fit loop's request: no-op)
 
-    def loader_from(self, stage: str, explicit: Any) -> Any:
+    def loader_from(self, stage: str, explicit: Any, process: bool = True) -> Any:
+        """``stage``'s loaders; ``process=False``: without Lightning's per-loader warnings (``process_loaders``
+        after overfit_batches changed the samplers, as Lightning's ``_process_dataloader`` comes after that)."""
         trainer = self.trainer
         loaders = find_loader(stage, explicit, trainer.lightning_module, trainer.datamodule)
-        from trainer_core.utilities.warnings import _shuffled_eval_loader_check, _worker_check
-
-        for dl in as_list(loaders):  # Lightning's _process_dataloader warnings
-            if stage != "train":
-                _shuffled_eval_loader_check(dl, stage)
-            _worker_check(dl, f"{stage}_dataloader", 1, trainer.reload_dataloaders_every_n_epochs)
+        if process:
+            self.process_loaders(loaders, stage)
         if os.environ.get("PL_SEED_WORKERS") == "1":
             from torch.utils.data import DataLoader
 
@@ -232,6 +229,14 @@ class _DataConnector:
                 if isinstance(dl, DataLoader) and dl.worker_init_fn is None and dl.num_workers > 0:
                     dl.worker_init_fn = partial(pl_worker_init_function, rank=0)
         return loaders
+
+    def process_loaders(self, loaders: Any, stage: str) -> None:
+        from trainer_core.utilities.warnings import _shuffled_eval_loader_check, _worker_check
+
+        for dl in as_list(loaders):  # Lightning's _process_dataloader warnings
+            if stage != "train":
+                _shuffled_eval_loader_check(dl, stage)
+            _worker_check(dl, f"{stage}_dataloader", 1, self.trainer.reload_dataloaders_every_n_epochs)
 
     def setup_batch_transfer(self) -> None:
         trainer = self.trainer
@@ -252,6 +257,14 @@ class _DataConnector:
             warnings.warn(
                 "You passed in a `val_dataloader` but have no `validation_step`. Skipping val loop.", stacklevel=3
             )
+        if has_step and not has_val:
+            from trainer_core.utilities.warnings import PossibleUserWarning
+
+            warnings.warn(
+                "You defined a `validation_step` but have no `val_dataloader`. Skipping val loop.",
+                PossibleUserWarning,
+                stacklevel=3,
+            )
 
     def _due(self, last: float | None, epoch: int) -> bool:
         n = self.trainer.reload_dataloaders_every_n_epochs
@@ -263,7 +276,7 @@ class _DataConnector:
         epoch = trainer.current_epoch if epoch is None else epoch
         if not self._due(self._train_reload_epoch, epoch):
             return
-        loaders = self.loader_from("train", self.train_source)
+        loaders = self.loader_from("train", self.train_source, process=False)
         if loaders is None:
             raise _MisconfigurationRuntimeError(
                 "No `train_dataloader()` found: pass `train_dataloaders=` to `Trainer.fit`, a datamodule, or define "
@@ -272,6 +285,7 @@ class _DataConnector:
         loader = as_train_loader(loaders)
         if trainer._config.overfit_batches:
             loader = resolve_overfit_batches(loader, "train")
+        self.process_loaders(loader, "train")
         self._train_reload_epoch = epoch
         self.last_val_time = time.monotonic()  # Lightning's _last_val_time: the time interval starts here
         self.train_loader = loader
@@ -295,11 +309,12 @@ class _DataConnector:
         epoch = trainer.current_epoch if epoch is None else epoch
         if not self._due(self._val_reload_epoch, epoch):
             return
-        source = self.loader_from("val", self.val_source)
+        source = self.loader_from("val", self.val_source, process=False)
         self._val_reload_epoch = epoch
         loaders = as_list(source)
         if trainer._config.overfit_batches:
             loaders = [resolve_overfit_batches(dl, "val") for dl in loaders]
+        self.process_loaders(loaders, "val")
         trainer.val_dataloaders = source
         self.val_loaders = loaders
         trainer.num_val_batches = [limit_batches(dl, trainer.limit_val_batches, "val") for dl in loaders]

@@ -1,4 +1,4 @@
-"""``_TrainerProperties``: the Trainer's read-only views (loggers, callbacks, ranks, stage flags, metrics).
+"""``_TrainerProperties``: the Trainer's views (progress, loggers, callbacks, ranks, stage flags, metrics).
 
 A base class of ``Trainer``, kept apart so that ``trainer.py`` reads as the run itself.
 """
@@ -32,14 +32,50 @@ class _TrainerProperties:
         strategy: _SingleDeviceStrategy
         fit_loop: _FitLoop
         lightning_module: Any
-        num_training_batches: int | float
         accumulate_grad_batches: int
         train_dataloader: Any
 
-        @property
-        def max_epochs(self) -> int: ...
-        @property
-        def max_steps(self) -> int: ...
+    # ------------------------------------------------------------------ progress
+    @property
+    def current_epoch(self) -> int:
+        return self.fit_loop.epoch_progress.current.completed
+
+    @property
+    def global_step(self) -> int:
+        return self.fit_loop.epoch_loop.global_step
+
+    @property
+    def max_epochs(self) -> int:
+        return self.fit_loop.max_epochs
+
+    @property
+    def num_training_batches(self) -> int | float:
+        # Lightning: the fit loop's max_batches (StochasticWeightAveraging adds one for its batch-norm epoch)
+        return self.fit_loop.max_batches
+
+    @num_training_batches.setter
+    def num_training_batches(self, value: int | float) -> None:
+        self.fit_loop.max_batches = value
+
+    @property
+    def min_epochs(self) -> int | None:
+        return self.fit_loop.min_epochs
+
+    @property
+    def max_steps(self) -> int:
+        return self.fit_loop.max_steps
+
+    @max_steps.setter
+    def max_steps(self, value: int) -> None:
+        self.fit_loop.max_steps = value
+
+    @property
+    def min_steps(self) -> int | None:
+        return self.fit_loop.min_steps
+
+    @min_steps.setter
+    def min_steps(self, value: int | None) -> None:
+        self.fit_loop.min_steps = value
 
     # ------------------------------------------------------------------ public attributes
     @property
@@ -107,10 +143,9 @@ class _TrainerProperties:
 
     @property
     def checkpoint_callback(self) -> Any:
-        """The first ``ModelCheckpoint`` (what ``ckpt_path="best"`` reads), or None."""
-        from trainer_core.callbacks.model_checkpoint import ModelCheckpoint
-
-        return next((cb for cb in self.callbacks if isinstance(cb, ModelCheckpoint)), None)
+        """The first ``Checkpoint`` callback (Lightning's; usually the ``ModelCheckpoint``), or None."""
+        cbs = self.checkpoint_callbacks
+        return cbs[0] if cbs else None
 
     @property
     def early_stopping_callbacks(self) -> list[Any]:
@@ -139,8 +174,7 @@ class _TrainerProperties:
             from trainer_core.utilities.rank_zero import rank_zero_info
 
             rank_zero_info("Loading `train_dataloader` to estimate number of stepping batches.")
-            self._data_connector.setup_train_data()
-            self._data_connector.train_preloaded = True  # the fit loop's own request is then skipped
+            self._data_connector.setup_train_data()  # once per fit: the fit loop's own request is then a no-op
         total_batches = self.num_training_batches
         if total_batches == float("inf"):  # iterable dataset
             return self.max_steps

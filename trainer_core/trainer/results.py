@@ -132,7 +132,7 @@ class _Entry:
     __slots__ = (
         "name", "fx", "forked", "sig", "on_step", "on_epoch", "prog_bar", "logger", "reduce", "enable_graph",
         "add_dataloader_idx", "dataloader_idx", "metric_attribute", "metric",
-        "step_value", "acc", "count", "computed", "has_reset",
+        "step_value", "acc", "count", "computed", "has_reset", "raw", "step_names", "epoch_names",
     )
 
     def __init__(self, fx: str, name: str, sig: tuple[Any, ...], on_step: bool, on_epoch: bool, prog_bar: bool,
@@ -157,6 +157,10 @@ class _Entry:
         self.count = 0.0
         self.computed: Tensor | None = None
         self.has_reset = False
+        # the ``log`` arguments as given the last time: the same again needs no checks
+        self.raw: tuple[Any, ...] | None = None
+        self.step_names = self._names(True)
+        self.epoch_names = self._names(False)
 
     @property
     def is_tensor(self) -> bool:
@@ -164,6 +168,9 @@ class _Entry:
 
     def names(self, on_step: bool) -> tuple[str, str]:
         """(name, forked name), with the dataloader suffix when there is one."""
+        return self.step_names if on_step else self.epoch_names
+
+    def _names(self, on_step: bool) -> tuple[str, str]:
         name = self.name
         forked = f"{name}_{'step' if on_step else 'epoch'}" if self.forked else name
         if self.add_dataloader_idx and self.dataloader_idx is not None:
@@ -242,31 +249,42 @@ class ResultCollection:
             enable_graph: bool = False, fx: str | None = None) -> None:
         """Record ``value`` (a one-element tensor, or a ``torchmetrics.Metric``) logged from ``fx`` (default: ``self.fx``)."""
         fx = self.fx if fx is None else fx
-        on_step, on_epoch = check_logging(fx, on_step, on_epoch)
-        assert fx is not None
-        if not on_step and not on_epoch:
-            raise MisconfigurationException("`self.log(on_step=False, on_epoch=False)` is not useful.")
-        metric = is_metric(value)
-        if not metric and not isinstance(value, Tensor):
+        if isinstance(value, Tensor):
+            metric = False
+        elif is_metric(value):
+            metric = True
+        else:
+            check_logging(fx, on_step, on_epoch)
             raise ValueError(f"`self.log({name}, {value!r})`: log a one-element tensor or a torchmetrics Metric.")
         dl_idx = self.dataloader_idx
         key_fx = fx
         if add_dataloader_idx and dl_idx is not None:
             key_fx = f"{fx}.{dl_idx}"
         key = (key_fx, name, dl_idx if add_dataloader_idx else None)
-        logger = True if logger is None else bool(logger)
-        reduce = _reduce_name(reduce_fx)
-        sig = (bool(prog_bar), logger, on_step, on_epoch, reduce, bool(enable_graph), bool(add_dataloader_idx),
-               dl_idx, metric_attribute)
         entry = self.entries.get(key)
-        if entry is None:
-            entry = _Entry(key_fx, name, sig, on_step, on_epoch, bool(prog_bar), logger, reduce, bool(enable_graph),
-                           bool(add_dataloader_idx), dl_idx, metric_attribute)
-            self.entries[key] = entry
-        elif entry.sig != sig:
-            raise MisconfigurationException(
-                f"You called `self.log({name}, ...)` twice in `{key_fx}` with different arguments. This is not allowed"
-            )
+        raw = (prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, add_dataloader_idx, dl_idx,
+               metric_attribute)
+        if entry is None or entry.raw != raw:
+            # first time with these arguments: Lightning's checks (the same arguments again passed them)
+            on_step, on_epoch = check_logging(fx, on_step, on_epoch)
+            assert fx is not None
+            if not on_step and not on_epoch:
+                raise MisconfigurationException("`self.log(on_step=False, on_epoch=False)` is not useful.")
+            logger = True if logger is None else bool(logger)
+            reduce = _reduce_name(reduce_fx)
+            sig = (bool(prog_bar), logger, on_step, on_epoch, reduce, bool(enable_graph), bool(add_dataloader_idx),
+                   dl_idx, metric_attribute)
+            if entry is None:
+                entry = _Entry(key_fx, name, sig, on_step, on_epoch, bool(prog_bar), logger, reduce,
+                               bool(enable_graph), bool(add_dataloader_idx), dl_idx, metric_attribute)
+                self.entries[key] = entry
+            elif entry.sig != sig:
+                raise MisconfigurationException(
+                    f"You called `self.log({name}, ...)` twice in `{key_fx}` with different arguments. This is not"
+                    " allowed"
+                )
+            entry.raw = raw
+        on_step, on_epoch = entry.on_step, entry.on_epoch
         entry.has_reset = False
         entry.computed = None
         self.dirty = True
@@ -325,18 +343,23 @@ class ResultCollection:
         log: dict[str, Tensor] = {}
         pbar: dict[str, Tensor] = {}
         training = self.training
-        for entry in self.valid_entries(strict):
+        dl_idx = self.dataloader_idx
+        every = not strict and dl_idx is None
+        for entry in self.entries.values():  # valid_entries(strict), inlined: this runs after every batch
+            if entry.has_reset or not (every or entry.dataloader_idx == dl_idx):
+                continue
             if on_step:
                 if not entry.on_step:
                     continue
                 value = entry.step_value
+                name, forked = entry.step_names
             else:
                 if not entry.on_epoch:
                     continue
                 value = entry.epoch_value()
+                name, forked = entry.epoch_names
             if value is None:
                 continue
-            name, forked = entry.names(on_step)
             if entry.logger:
                 log[forked] = value
             if training or (entry.on_epoch and not on_step):

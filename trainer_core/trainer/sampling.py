@@ -3,7 +3,7 @@ state for exact resume."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -13,7 +13,9 @@ from torch.utils.data import RandomSampler
 from trainer_core.utilities.combined_loader import CombinedLoader
 
 # how CombinedLoader's mode combines its loaders' lengths (Lightning's _SUPPORTED_MODES "fn")
-_MODE_LEN = {"min_size": min, "max_size_cycle": max, "max_size": max, "sequential": sum}
+_MODE_LEN: dict[str, Callable[[list[float]], float]] = {
+    "min_size": min, "max_size_cycle": max, "max_size": max, "sequential": sum,
+}
 
 
 def _num_batches(loader: Any) -> float:
@@ -102,7 +104,11 @@ def _combined_batches(loader: CombinedLoader, skip: int, resumed: bool) -> Itera
         torch.set_rng_state(rng)
     else:
         it = iter(loader)
-    for batch, _, _ in it:
+    while True:  # next(), not a for loop: iter() of a CombinedLoader starts it over
+        try:
+            batch, _, _ = next(it)
+        except StopIteration:
+            return
         yield batch
 
 

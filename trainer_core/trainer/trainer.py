@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -35,9 +34,9 @@ from trainer_core.trainer.precision import Precision
 from trainer_core.trainer.properties import _TrainerProperties
 from trainer_core.trainer.results import ResultCollection
 from trainer_core.trainer.states import TrainerFn, TrainerState, TrainerStatus
-from trainer_core.utilities.model_helpers import is_overridden as _instance_overridden
 from trainer_core.utilities.exceptions import _MisconfigurationRuntimeError, _TunerExitException
-from trainer_core.utilities.warnings import _max_epochs_default
+from trainer_core.utilities.model_helpers import is_overridden as _instance_overridden
+from trainer_core.utilities.warnings import _max_epochs_default, _unused_gpu_check
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +118,7 @@ class Trainer(_TrainerProperties):
         self.strategy = _SingleDeviceStrategy(cfg.device)
         self._precision: Precision = cfg.precision_plugin
         self.accelerator = "cuda" if cfg.device.type == "cuda" else cfg.device.type
+        _unused_gpu_check(cfg.device.type)
         self.num_sanity_val_steps = cfg.num_sanity_val_steps
 
         self.loggers: list[Any] = configure_loggers(cfg.logger, cfg.fast_dev_run_batches, cfg.default_root_dir)
@@ -157,48 +157,6 @@ class Trainer(_TrainerProperties):
         self.num_sanity_val_batches: list[int | float] = []
         self.ckpt_path: str | None = None
 
-    # ------------------------------------------------------------------ progress
-    @property
-    def current_epoch(self) -> int:
-        return self.fit_loop.epoch_progress.current.completed
-
-    @property
-    def global_step(self) -> int:
-        return self.fit_loop.epoch_loop.global_step
-
-    @property
-    def max_epochs(self) -> int:
-        return self.fit_loop.max_epochs
-
-    @property
-    def num_training_batches(self) -> int | float:
-        # Lightning: the fit loop's max_batches (StochasticWeightAveraging adds one for its batch-norm epoch)
-        return self.fit_loop.max_batches
-
-    @num_training_batches.setter
-    def num_training_batches(self, value: int | float) -> None:
-        self.fit_loop.max_batches = value
-
-    @property
-    def min_epochs(self) -> int | None:
-        return self.fit_loop.min_epochs
-
-    @property
-    def max_steps(self) -> int:
-        return self.fit_loop.max_steps
-
-    @max_steps.setter
-    def max_steps(self, value: int) -> None:
-        self.fit_loop.max_steps = value
-
-    @property
-    def min_steps(self) -> int | None:
-        return self.fit_loop.min_steps
-
-    @min_steps.setter
-    def min_steps(self, value: int | None) -> None:
-        self.fit_loop.min_steps = value
-
     # ------------------------------------------------------------------ entry points
     def fit(
         self,
@@ -225,6 +183,7 @@ class Trainer(_TrainerProperties):
         verbose: bool = True,
         datamodule: LightningDataModule | None = None,
     ) -> list[dict[str, float]]:
+        model = _maybe_unwrap_optimized(model)
         if isinstance(dataloaders, LightningDataModule):
             datamodule, dataloaders = dataloaders, None
         out: list[dict[str, float]] = self._run(TrainerFn.VALIDATING, model, datamodule, ckpt_path, val=dataloaders, verbose=verbose)
@@ -238,6 +197,7 @@ class Trainer(_TrainerProperties):
         verbose: bool = True,
         datamodule: LightningDataModule | None = None,
     ) -> list[dict[str, float]]:
+        model = _maybe_unwrap_optimized(model)
         if isinstance(dataloaders, LightningDataModule):
             datamodule, dataloaders = dataloaders, None
         out: list[dict[str, float]] = self._run(TrainerFn.TESTING, model, datamodule, ckpt_path, test=dataloaders, verbose=verbose)
@@ -251,6 +211,7 @@ class Trainer(_TrainerProperties):
         return_predictions: bool | None = None,
         ckpt_path: str | os.PathLike[str] | None = None,
     ) -> Any:
+        model = _maybe_unwrap_optimized(model)
         if isinstance(dataloaders, LightningDataModule):
             datamodule, dataloaders = dataloaders, None
         return self._run(
@@ -288,7 +249,7 @@ class Trainer(_TrainerProperties):
                 )
             if ckpt_path is None and fn != TrainerFn.FITTING:
                 cb = self.checkpoint_callback
-                if cb is not None and cb.best_model_path:
+                if cb is not None and getattr(cb, "best_model_path", None):
                     ckpt_path = "best"
         if not isinstance(model, LightningModule):
             raise TypeError(f"`Trainer.{fn.value}()` requires a `LightningModule`, got: {type(model).__qualname__}")

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def _is_fitting(trainer: Trainer) -> bool:
-    return str(getattr(trainer.state.fn, "value", trainer.state.fn)) == "fit"
+    return _support.running_fn(trainer) == "fit"
 
 
 def _scale_batch_size(
@@ -34,7 +34,9 @@ def _scale_batch_size(
     datamodule. The model, optimizers and loop progress are restored from a temporary checkpoint afterwards."""
     assert 0.0 <= margin < 1.0, f"`margin` should be between 0 and 1. Found {margin=}"
     if trainer.fast_dev_run:
-        warnings.warn("Skipping batch size scaler since `fast_dev_run` is enabled.", UserWarning, stacklevel=2)
+        warnings.warn(
+            "Skipping batch size scaler since `fast_dev_run` is enabled.", UserWarning, stacklevel=2
+        )
         return None
 
     ckpt_path = _support.tuner_checkpoint_path(trainer, "scale_batch_size")
@@ -115,7 +117,12 @@ def _current_dataset_length(trainer: Trainer) -> int | None:
 
 
 def _run_power_scaling(
-    trainer: Trainer, new_size: int, batch_arg_name: str, max_trials: int, params: dict[str, Any], max_val: int = 8192
+    trainer: Trainer,
+    new_size: int,
+    batch_arg_name: str,
+    max_trials: int,
+    params: dict[str, Any],
+    max_val: int = 8192,
 ) -> int:
     """Double the batch size after each successful trial; after an OOM, halve it and stop (once one succeeded)."""
     any_success = False
@@ -139,7 +146,7 @@ def _run_power_scaling(
         except RuntimeError as exception:
             if not _support.is_oom_error(exception):
                 raise
-            _support.garbage_collection_cuda()
+            _support.garbage_collection_cuda(after_oom=True)
             new_size, _ = _adjust_batch_size(trainer, batch_arg_name, factor=0.5, desc="failed")
             _reset_dataloaders(trainer)
             if any_success:
@@ -193,7 +200,7 @@ def _run_binsearch_scaling(
         except RuntimeError as exception:
             if not _support.is_oom_error(exception):
                 raise
-            _support.garbage_collection_cuda()
+            _support.garbage_collection_cuda(after_oom=True)
             high = new_size
             midval = (high + low) // 2
             new_size, _ = _adjust_batch_size(trainer, batch_arg_name, value=midval, desc="failed")
@@ -224,7 +231,9 @@ def _adjust_batch_size(
     assert batch_size is not None
     length = _current_dataset_length(trainer)
     if length is not None and batch_size >= length:
-        log.info(f"The batch size {batch_size} is greater or equal than the length of your dataset: {length}.")
+        log.info(
+            f"The batch size {batch_size} is greater or equal than the length of your dataset: {length}."
+        )
         return batch_size, False
     new_size = value if value is not None else int(batch_size * factor)
     if new_size > max_val:

@@ -4,6 +4,7 @@ runs it inside a fit (from the ``LearningRateFinder`` callback's ``on_fit_start`
 from __future__ import annotations
 
 import copy
+import importlib
 import logging
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -83,7 +84,7 @@ class _LRFinder:
     def plot(self, suggest: bool = False, show: bool = False, ax: Any = None) -> Any:
         """Loss against learning rate (matplotlib, imported here); ``suggest`` marks the suggestion in red."""
         try:
-            import matplotlib.pyplot as plt
+            plt: Any = importlib.import_module("matplotlib.pyplot")
         except ImportError as exc:
             raise MisconfigurationException(
                 "To use the `plot` method, you must have Matplotlib installed."
@@ -102,7 +103,9 @@ class _LRFinder:
         if suggest:
             self.suggestion()
             if self._optimal_idx:
-                ax.plot(lrs[self._optimal_idx], losses[self._optimal_idx], markersize=10, marker="o", color="red")
+                ax.plot(
+                    lrs[self._optimal_idx], losses[self._optimal_idx], markersize=10, marker="o", color="red"
+                )
         if show:
             plt.show()
         return fig
@@ -143,7 +146,9 @@ def _lr_find(
     """The range test inside a running fit: ``num_training`` steps with a growing lr, recording the smoothed loss;
     the model, optimizers, callbacks and loop progress are restored from a temporary checkpoint afterwards."""
     if trainer.fast_dev_run:
-        warnings.warn("Skipping learning rate finder since `fast_dev_run` is enabled.", UserWarning, stacklevel=2)
+        warnings.warn(
+            "Skipping learning rate finder since `fast_dev_run` is enabled.", UserWarning, stacklevel=2
+        )
         return None
     if update_attr:
         attr_name = _determine_lr_attr_name(model, attr_name)
@@ -220,7 +225,9 @@ class _LRCallback(Callback):
     """Records the lr before each optimizer step and the smoothed loss after it; stops the search once the
     smoothed loss exceeds ``early_stop_threshold`` times the best (``None``: never)."""
 
-    def __init__(self, num_training: int, early_stop_threshold: float | None = 4.0, beta: float = 0.98) -> None:
+    def __init__(
+        self, num_training: int, early_stop_threshold: float | None = 4.0, beta: float = 0.98
+    ) -> None:
         self.num_training = num_training
         self.early_stop_threshold = early_stop_threshold
         self.beta = beta
@@ -232,7 +239,9 @@ class _LRCallback(Callback):
     def _accumulating(self, trainer: Trainer) -> bool:
         return (trainer.fit_loop.epoch_loop.batch_idx + 1) % trainer.accumulate_grad_batches != 0
 
-    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self._accumulating(trainer):
             return
         self.lrs.append(trainer.lr_scheduler_configs[0].scheduler.lr[0])
@@ -264,7 +273,9 @@ class _LRCallback(Callback):
 class _LinearLR(LRScheduler):
     """The lr grows linearly from the base lr to ``end_lr`` over ``num_iter`` steps."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, end_lr: float, num_iter: int, last_epoch: int = -1) -> None:
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, end_lr: float, num_iter: int, last_epoch: int = -1
+    ) -> None:
         self.end_lr = end_lr
         self.num_iter = num_iter
         self._lr: list[float] = []
@@ -273,9 +284,9 @@ class _LinearLR(LRScheduler):
     def get_lr(self) -> list[float]:  # type: ignore[override]
         r = (self.last_epoch + 1) / self.num_iter
         if self.last_epoch > 0:
-            val = [base_lr + r * (self.end_lr - base_lr) for base_lr in self.base_lrs]
+            val = [float(base_lr) + r * (self.end_lr - float(base_lr)) for base_lr in self.base_lrs]
         else:
-            val = list(self.base_lrs)
+            val = [float(base_lr) for base_lr in self.base_lrs]
         self._lr = val
         return val
 
@@ -287,7 +298,9 @@ class _LinearLR(LRScheduler):
 class _ExponentialLR(LRScheduler):
     """The lr grows exponentially from the base lr to ``end_lr`` over ``num_iter`` steps."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, end_lr: float, num_iter: int, last_epoch: int = -1) -> None:
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, end_lr: float, num_iter: int, last_epoch: int = -1
+    ) -> None:
         self.end_lr = end_lr
         self.num_iter = num_iter
         self._lr: list[float] = []
@@ -296,9 +309,9 @@ class _ExponentialLR(LRScheduler):
     def get_lr(self) -> list[float]:  # type: ignore[override]
         r = (self.last_epoch + 1) / self.num_iter
         if self.last_epoch > 0:
-            val = [base_lr * (self.end_lr / base_lr) ** r for base_lr in self.base_lrs]
+            val = [float(base_lr) * (self.end_lr / float(base_lr)) ** r for base_lr in self.base_lrs]
         else:
-            val = list(self.base_lrs)
+            val = [float(base_lr) for base_lr in self.base_lrs]
         self._lr = val
         return val
 

@@ -110,4 +110,15 @@ def _few_batches_check(max_batches: int | float, log_every_n_steps: int, has_log
         )
 
 
+def _unused_gpu_check(device_type: str) -> None:
+    """Lightning's ``_log_device_info`` warning: a GPU (CUDA or MPS) is there but the run uses another device."""
+    from trainer_core.trainer.accelerator import _cuda_count, _mps_available
+
+    if (_cuda_count() and device_type != "cuda") or (_mps_available() and device_type != "mps"):
+        rank_zero_warn(
+            "GPU available but not used. You can set it by doing `Trainer(accelerator='gpu')`.",
+            category=PossibleUserWarning,
+        )
+
+
 __all__ = ["PossibleUserWarning", "disable_possible_user_warnings", "suggested_max_num_workers"]

@@ -597,6 +597,195 @@ def test_trainer_step_methods_without_batch_idx(tmp_path):
     assert _scenario_no_batch_idx(_L(), str(tmp_path)) == NO_BATCH_IDX
 
 
+
+def _scenario_val_check_interval(L: Any, root: str) -> dict[str, Any]:
+    class M(_base(L)):  # type: ignore[misc]
+        def on_train_epoch_start(self) -> None:
+            self.log("es", 3.0)
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            (x,) = batch
+            self.log("t", x.mean(), on_step=True, on_epoch=True, prog_bar=True)
+            return super().training_step(batch, batch_idx)
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            (x,) = batch
+            self.log("v", x.mean(), prog_bar=True)
+
+        def on_validation_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+            self.log("vb", float(batch_idx))
+
+    return _run(L, root, M(), loaders=[_data(8), _data(4)], val_check_interval=2, log_every_n_steps=1)
+
+
+def _scenario_accumulation(L: Any, root: str) -> dict[str, Any]:
+    class M(_base(L)):  # type: ignore[misc]
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            (x,) = batch
+            self.log("t", x.mean(), on_step=True, on_epoch=True, reduce_fx="max")
+            self.log("s", x.sum(), reduce_fx="sum", on_epoch=True)
+            return super().training_step(batch, batch_idx)
+
+    return _run(L, root, M(), loaders=[_data(10)], accumulate_grad_batches=2, log_every_n_steps=1,
+                limit_val_batches=0)
+
+
+def _scenario_callbacks_read_eval_metrics(L: Any, root: str) -> dict[str, Any]:
+    seen: list[tuple[str, list[str], list[str]]] = []
+
+    class CB(L.Callback):  # type: ignore[misc,name-defined]
+        def on_sanity_check_end(self, trainer: Any, pl_module: Any) -> None:
+            seen.append(("sanity_end", sorted(trainer.callback_metrics), sorted(trainer.logged_metrics)))
+
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            seen.append(("train_start", sorted(trainer.callback_metrics), sorted(trainer.logged_metrics)))
+
+        def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            seen.append(("val_epoch_end", sorted(trainer.callback_metrics), sorted(trainer.logged_metrics)))
+
+        def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+            seen.append(("val_end", sorted(trainer.callback_metrics), sorted(trainer.logged_metrics)))
+
+    result = _run(L, root, _multi_module(L)(), loaders=[_data(), [_data(4), _data(2, 1)]], max_epochs=1,
+                  callbacks=[CB()], num_sanity_val_steps=2)
+    result["seen"] = seen
+    return result
+
+
+def _scenario_metric_collection(L: Any, root: str) -> dict[str, Any]:
+    class M(_base(L)):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.mc = torchmetrics.MetricCollection({"mean": torchmetrics.MeanMetric(), "mx": torchmetrics.MaxMetric()})
+            self.vm = torch.nn.ModuleList([torchmetrics.MeanMetric(), torchmetrics.MeanMetric()])
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            (x,) = batch
+            self.mc(x.squeeze(1))
+            self.log_dict(self.mc, on_step=True, on_epoch=True)
+            return super().training_step(batch, batch_idx)
+
+        def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+            (x,) = batch
+            self.vm[dataloader_idx](x.squeeze(1))
+            self.log("vm", self.vm[dataloader_idx])
+
+    return _run(L, root, M(), loaders=[_data(), [_data(4), _data(2, 1)]], max_epochs=1, log_every_n_steps=2)
+
+
+def _scenario_results_table(L: Any, root: str) -> str:
+    import contextlib
+    import io
+
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
+                        accelerator="cpu", devices=1)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        trainer.validate(_multi_module(L)(), [_data(4), _data(2, 1)])
+    return out.getvalue()
+
+
+VAL_CHECK_INTERVAL = {'callback': {'es': 3.0, 't': 3.5, 't_epoch': 3.5, 't_step': 6.5, 'v': 1.5, 'vb': 0.5},
+ 'calls': [(0, {'epoch': 0.0, 't_step': 0.5}, 'kw'), (1, {'epoch': 0.0, 't_step': 2.5}, 'kw'),
+           (1, {'epoch': 0.0, 'v': 1.5, 'vb': 0.5}, 'kw'), (2, {'epoch': 0.0, 't_step': 4.5}, 'kw'),
+           (3, {'epoch': 0.0, 't_step': 6.5}, 'kw'), (3, {'epoch': 0.0, 'v': 1.5, 'vb': 0.5}, 'kw'),
+           (3, {'epoch': 0.0, 'es': 3.0, 't_epoch': 3.5}, 'kw'), (4, {'epoch': 1.0, 't_step': 0.5}, 'kw'),
+           (5, {'epoch': 1.0, 't_step': 2.5}, 'kw'), (5, {'epoch': 1.0, 'v': 1.5, 'vb': 0.5}, 'kw'),
+           (6, {'epoch': 1.0, 't_step': 4.5}, 'kw'), (7, {'epoch': 1.0, 't_step': 6.5}, 'kw'),
+           (7, {'epoch': 1.0, 'v': 1.5, 'vb': 0.5}, 'kw'), (7, {'epoch': 1.0, 'es': 3.0, 't_epoch': 3.5}, 'kw')],
+ 'logged': {'es': 3.0, 't_epoch': 3.5, 't_step': 6.5, 'v': 1.5, 'vb': 0.5},
+ 'pbar': {'t_epoch': 3.5, 't_step': 6.5, 'v': 1.5}}
+
+
+def test_trainer_val_check_interval_logging(tmp_path):
+    """Lightning 2.6: with ``val_check_interval=2`` validation runs inside the epoch; its epoch values go out at the
+    training step it ran at, ``on_validation_batch_end`` values travel with the module's (here averaged over the
+    run), ``on_train_epoch_start`` values go out with the epoch-end call, and the training step values logged after
+    validation still reach the loggers and ``callback_metrics``."""
+    assert _scenario_val_check_interval(_L(), str(tmp_path)) == VAL_CHECK_INTERVAL
+
+
+ACCUMULATION = {'callback': {'s': 45.0, 's_epoch': 45.0, 's_step': 17.0, 't': 8.5, 't_epoch': 8.5, 't_step': 8.5},
+ 'calls': [(0, {'epoch': 0.0, 's_step': 5.0, 't_step': 2.5}, 'kw'),
+           (1, {'epoch': 0.0, 's_step': 13.0, 't_step': 6.5}, 'kw'),
+           (2, {'epoch': 0.0, 's_step': 17.0, 't_step': 8.5}, 'kw'),
+           (2, {'epoch': 0.0, 's_epoch': 45.0, 't_epoch': 8.5}, 'kw'),
+           (3, {'epoch': 1.0, 's_step': 5.0, 't_step': 2.5}, 'kw'),
+           (4, {'epoch': 1.0, 's_step': 13.0, 't_step': 6.5}, 'kw'),
+           (5, {'epoch': 1.0, 's_step': 17.0, 't_step': 8.5}, 'kw'),
+           (5, {'epoch': 1.0, 's_epoch': 45.0, 't_epoch': 8.5}, 'kw')],
+ 'logged': {'s_epoch': 45.0, 's_step': 17.0, 't_epoch': 8.5, 't_step': 8.5},
+ 'pbar': {}}
+
+
+def test_trainer_logging_with_gradient_accumulation(tmp_path):
+    """Lightning 2.6: with ``accumulate_grad_batches=2`` step values are sent only at optimizer steps (and the last
+    batch), at the count of optimizer steps; ``reduce_fx="max"``/``"sum"`` epoch values cover every batch."""
+    assert _scenario_accumulation(_L(), str(tmp_path)) == ACCUMULATION
+
+
+CALLBACKS_READ_EVAL_METRICS = {'callback': {'v/dataloader_idx_0': 1.5, 'v/dataloader_idx_1': 0.5, 've': 1.0},
+ 'calls': [(0, {'vstep/dataloader_idx_0': 0.5}, 'kw'), (1, {'vstep/dataloader_idx_0': 2.5}, 'kw'),
+           (0, {'vstep/dataloader_idx_1': 0.0}, 'kw'), (1, {'vstep/dataloader_idx_1': 1.0}, 'kw'),
+           (2, {'epoch': 0.0, 'v/dataloader_idx_0': 1.5, 'v/dataloader_idx_1': 0.5, 've': 1.0}, 'kw')],
+ 'logged': {'v/dataloader_idx_0': 1.5,
+            'v/dataloader_idx_1': 0.5,
+            've': 1.0,
+            'vstep/dataloader_idx_0': 2.5,
+            'vstep/dataloader_idx_1': 1.0},
+ 'pbar': {},
+ 'seen': [('val_epoch_end', [], ['vstep/dataloader_idx_0', 'vstep/dataloader_idx_1']),
+          ('val_end', ['ve'], ['ve', 'vstep/dataloader_idx_0', 'vstep/dataloader_idx_1']),
+          ('sanity_end', ['ve'], ['ve', 'vstep/dataloader_idx_0', 'vstep/dataloader_idx_1']), ('train_start', [], []),
+          ('val_epoch_end', ['v/dataloader_idx_0', 'v/dataloader_idx_1'],
+           ['v/dataloader_idx_0', 'v/dataloader_idx_1', 'vstep/dataloader_idx_0', 'vstep/dataloader_idx_1']),
+          ('val_end', ['v/dataloader_idx_0', 'v/dataloader_idx_1', 've'],
+           ['v/dataloader_idx_0', 'v/dataloader_idx_1', 've', 'vstep/dataloader_idx_0', 'vstep/dataloader_idx_1'])]}
+
+
+def test_trainer_callbacks_read_eval_metrics(tmp_path):
+    """Lightning 2.6: what ``callback_metrics`` / ``logged_metrics`` hold in ``on_validation_epoch_end`` (the previous
+    loaders' epoch values, not yet the hook's own), ``on_validation_end`` (everything) and after the sanity check
+    (kept for ``on_sanity_check_end``, emptied before training starts); nothing is sent while sanity checking."""
+    assert _scenario_callbacks_read_eval_metrics(_L(), str(tmp_path)) == CALLBACKS_READ_EVAL_METRICS
+
+
+METRIC_COLLECTION = {'callback': {'mean': 2.5,
+              'mean_epoch': 2.5,
+              'mean_step': 4.5,
+              'mx': 5.0,
+              'mx_epoch': 5.0,
+              'mx_step': 5.0,
+              'vm/dataloader_idx_0': 1.5,
+              'vm/dataloader_idx_1': 0.5},
+ 'calls': [(1, {'epoch': 0.0, 'mean_step': 2.5, 'mx_step': 3.0}, 'kw'),
+           (2, {'epoch': 0.0, 'vm/dataloader_idx_0': 1.5, 'vm/dataloader_idx_1': 0.5}, 'kw'),
+           (2, {'epoch': 0.0, 'mean_epoch': 2.5, 'mx_epoch': 5.0}, 'kw')],
+ 'logged': {'mean_epoch': 2.5,
+            'mean_step': 4.5,
+            'mx_epoch': 5.0,
+            'mx_step': 5.0,
+            'vm/dataloader_idx_0': 1.5,
+            'vm/dataloader_idx_1': 0.5},
+ 'pbar': {}}
+
+
+def test_trainer_metric_collection_and_per_loader_metrics(tmp_path):
+    """Lightning 2.6: ``log_dict(MetricCollection)`` logs each metric under its key (no attribute lookup needed);
+    a Metric per validation loader gets the loader suffix and is computed and reset per run."""
+    assert _scenario_metric_collection(_L(), str(tmp_path)) == METRIC_COLLECTION
+
+
+def test_trainer_results_table_strips_dataloader_suffix(tmp_path, monkeypatch):
+    """Lightning 2.6's printed results table (without ``rich``): one column per loader, rows named without the
+    ``/dataloader_idx_N`` suffix, so a key logged from two loaders is one row."""
+    monkeypatch.setenv("COLUMNS", "120")
+    table = _scenario_results_table(_L(), str(tmp_path))
+    rows = [line.split() for line in table.splitlines() if line.strip() and set(line.strip()) != {"─"}]
+    assert rows == [["Validate", "metric", "DataLoader", "0", "DataLoader", "1"], ["v", "1.5", "0.5"],
+                    ["ve", "1.0", "1.0"]]
+
+
 # ---------------------------------------------------------------- the logging core, driven as Lightning's loops do
 
 

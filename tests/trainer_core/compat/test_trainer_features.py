@@ -168,6 +168,60 @@ def test_reload_dataloaders_every_n_epochs(tmp_path, n):
     assert _scenario_reload(_L(), str(tmp_path), n) == LIGHTNING_RELOAD[n]
 
 
+def _scenario_reload_no_sanity(L: Any, root: str, n: int) -> list[str]:
+    calls: list[str] = []
+
+    class M(_base(L)):
+        def train_dataloader(self):
+            calls.append(f"train_dataloader@{self.trainer.current_epoch}")
+            return DataLoader(_Ids(4), batch_size=2)
+
+        def val_dataloader(self):
+            calls.append(f"val_dataloader@{self.trainer.current_epoch}")
+            return DataLoader(_Ids(2, offset=100), batch_size=2)
+
+    trainer = _trainer(
+        L, root, max_epochs=3, num_sanity_val_steps=0, check_val_every_n_epoch=2, reload_dataloaders_every_n_epochs=n
+    )
+    trainer.fit(M())
+    return calls
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_reload_without_sanity_check_requests_val_when_first_validating(tmp_path, n):
+    """Lightning 2.6 (loops/fit_loop.py on_run_start loads the val loaders only when the first epoch validates;
+    loops/evaluation_loop.py setup_data): without a sanity check and with check_val_every_n_epoch=2, the val loader is
+    first requested before epoch 1's validation; with n=1 the train loader is requested at every epoch start."""
+    assert _scenario_reload_no_sanity(_L(), str(tmp_path), n) == LIGHTNING_RELOAD_NO_SANITY[n]
+
+
+def _scenario_overfit_shuffled_val(L: Any, root: str) -> dict:
+    model = _base(L)()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = _trainer(L, root, max_epochs=1, overfit_batches=1)
+        trainer.fit(
+            model,
+            DataLoader(_Ids(8), batch_size=2),
+            DataLoader(_Ids(8, offset=100), batch_size=2, shuffle=True),
+        )
+    return {"train": model.train_ids, "val": model.val_ids, "warnings": _warnings_matching(caught, "overfit", "shuffl")}
+
+
+def test_overfit_batches_turns_off_val_shuffling(tmp_path):
+    """Lightning 2.6 (loops/evaluation_loop.py setup_data -> _resolve_overfit_batches in fit): a shuffled val loader
+    gets a SequentialSampler too, with the val variant of the warning (and no 'shuffling enabled' warning, which
+    _process_dataloader would give afterwards for the original sampler)."""
+    assert _scenario_overfit_shuffled_val(_L(), str(tmp_path)) == {
+        "train": [(0, [0, 1])],
+        "val": [(0, [100, 101])],
+        "warnings": [
+            "You requested to overfit but enabled val dataloader shuffling. We are turning off the val dataloader"
+            " shuffling for you."
+        ],
+    }
+
+
 # ------------------------------------------------------------------------------------------ val_check_interval time
 def _scenario_val_check_time(L: Any, root: str, interval: Any) -> dict:
     model = _base(L)()
@@ -569,6 +623,10 @@ LIGHTNING_RELOAD = {
     ],
     2: ["val_dataloader@0", "train_dataloader@0", "train_dataloader@2", "val_dataloader@2"],
 }
+LIGHTNING_RELOAD_NO_SANITY = {
+    0: ["train_dataloader@0", "val_dataloader@1"],
+    1: ["train_dataloader@0", "train_dataloader@1", "val_dataloader@1", "train_dataloader@2"],
+}
 LIGHTNING_VAL_CHECK_TIME = {
     "datetime.timedelta(0)": {"raises": None, "val_runs": [0, 0, 0, 1, 1, 1]},
     "00:00:00:00": {"raises": None, "val_runs": [0, 0, 0, 1, 1, 1]},
@@ -703,6 +761,8 @@ def record_all(L: Any, root: str) -> dict:
         "overfit_int": _scenario_overfit(L, sub("o1"), 2),
         "overfit_float": _scenario_overfit(L, sub("o2"), 0.25),
         "reload": {n: _scenario_reload(L, sub(f"r{n}"), n) for n in (0, 1, 2)},
+        "reload_no_sanity": {n: _scenario_reload_no_sanity(L, sub(f"rn{n}"), n) for n in (0, 1)},
+        "overfit_shuffled_val": _scenario_overfit_shuffled_val(L, sub("ov")),
         "val_check_time": {
             (i if isinstance(i, str) else repr(i)): _scenario_val_check_time(L, sub("v"), i)
             for i in [timedelta(seconds=0), "00:00:00:00", {"seconds": 0}, timedelta(days=1), {"days": 1}]

@@ -103,7 +103,7 @@ class _AutomaticOptimization(_Loop):
                     if on_before_backward is not None:
                         on_before_backward(loss)
                     if plain_precision and not custom_backward:
-                        loss.backward()
+                        loss.backward()  # type: ignore[no-untyped-call]
                     else:
                         precision.backward(module, loss)
                     if on_after_backward is not None:
