@@ -249,6 +249,9 @@ class ResultCollection:
             enable_graph: bool = False, fx: str | None = None) -> None:
         """Record ``value`` (a one-element tensor, or a ``torchmetrics.Metric``) logged from ``fx`` (default: ``self.fx``)."""
         fx = self.fx if fx is None else fx
+        if fx is None:
+            check_logging(fx, on_step, on_epoch)  # raises Lightning's "Logging inside `None`" RuntimeError
+            raise AssertionError("unreachable")
         if isinstance(value, Tensor):
             metric = False
         elif is_metric(value):
@@ -267,7 +270,6 @@ class ResultCollection:
         if entry is None or entry.raw != raw:
             # first time with these arguments: Lightning's checks (the same arguments again passed them)
             on_step, on_epoch = check_logging(fx, on_step, on_epoch)
-            assert fx is not None
             if not on_step and not on_epoch:
                 raise MisconfigurationException("`self.log(on_step=False, on_epoch=False)` is not useful.")
             logger = True if logger is None else bool(logger)
