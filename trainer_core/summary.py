@@ -161,7 +161,7 @@ def _record_sizes(module: nn.Module, layers: dict[str, tuple[nn.Module, LayerSum
                 module(**example)
             else:
                 module(example)
-    except Exception as e:  # noqa: BLE001 - a summary must not end the run; say why sizes are missing
+    except Exception as e:  # a summary must not end the run; say why sizes are missing
         warnings.warn(
             f"The model summary could not run `example_input_array` through {type(module).__name__} "
             f"({type(e).__name__}: {e}); In/Out sizes are shown as '?'.",

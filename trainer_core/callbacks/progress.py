@@ -234,7 +234,7 @@ class TQDMProgressBar(ProgressBar):
     def enable(self) -> None:
         self._enabled = True
 
-    def _bar_property(name: str) -> property:  # type: ignore[misc]  # noqa: N805 - helper used at class creation
+    def _bar_property(name: str) -> property:  # type: ignore[misc]  # helper used at class creation
         def getter(self: TQDMProgressBar) -> Any:
             bar = getattr(self, f"_{name}")
             if bar is None:

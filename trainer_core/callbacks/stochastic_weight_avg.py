@@ -42,7 +42,7 @@ class StochasticWeightAveraging(Callback):
         annealing_epochs: int = 10,
         annealing_strategy: Literal["cos", "linear"] = "cos",
         avg_fn: _AVG_FN | None = None,
-        device: torch.device | str | None = torch.device("cpu"),  # noqa: B008 - Lightning's default
+        device: torch.device | str | None = torch.device("cpu"),  # Lightning's default
     ) -> None:
         err_msg = "swa_epoch_start should be a >0 integer or a float between 0 and 1."
         if isinstance(swa_epoch_start, int) and swa_epoch_start < 1:

@@ -3,30 +3,34 @@
 from __future__ import annotations
 
 import inspect
-import numbers
 import os
 import warnings
-from collections.abc import Generator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from trainer_core.core.hparams import AttributeDict, save_hyperparameters
-from trainer_core.core.optimizer import _call_hook
-from trainer_core.utilities.exceptions import MisconfigurationException, _MisconfigurationRuntimeError
-from trainer_core.utilities.rank_zero import rank_zero_warn
+from trainer_core.core.module_export import _ModuleExportMixin
+from trainer_core.core.module_logging import _ModuleLoggingMixin
+from trainer_core.core.module_optim import _ModuleOptimMixin
 
 if TYPE_CHECKING:
     from trainer_core.trainer.trainer import Trainer
 
 
-class LightningModule(nn.Module):
-    """Organises a PyTorch model's training code; ``Trainer`` runs it."""
+class LightningModule(_ModuleLoggingMixin, _ModuleOptimMixin, _ModuleExportMixin, nn.Module):
+    """Organises a PyTorch model's training code; ``Trainer`` runs it.
+
+    Its methods live in this file (attributes, steps, hooks, freezing and checkpoints) and in three mixins
+    beside it: ``module_logging.py`` (``log``, ``log_dict``), ``module_optim.py`` (``optimizers()``,
+    ``manual_backward``, ``clip_gradients``, toggling, the optimizer step hooks) and ``module_export.py``
+    (``all_gather``, ``to_torchscript``, ``to_onnx``).
+    """
 
     # TorchScript must not compile these properties (they reach the trainer, not tensors), as in Lightning
-    __jit_unused_properties__: list[str] = [  # noqa: RUF012 - TorchScript reads this class attribute
+    __jit_unused_properties__: list[str] = [  # TorchScript reads this class attribute
         "example_input_array",
         "on_gpu",
         "current_epoch",
@@ -207,232 +211,6 @@ class LightningModule(nn.Module):
         if self._trainer is None or getattr(self._trainer, "is_global_zero", True):
             print(*args, **kwargs)
 
-    # ------------------------------------------------------------------ export & collectives
-    @torch.no_grad()
-    def all_gather(self, data: Any, group: Any | None = None, sync_grads: bool = False) -> Any:
-        """Gather tensors (or collections of them) from all processes.
-
-        Numbers become tensors on the module's device. With one process (all trainer_core runs), each tensor
-        comes back as it is, with no extra world-size dimension, as Lightning does for ``world_size == 1``.
-        """
-        device = self.device
-
-        def gather(value: Any) -> Any:
-            if isinstance(value, Tensor):
-                return value.to(device)
-            if isinstance(value, numbers.Number) and not isinstance(value, bool):
-                return torch.tensor(value, device=device)
-            if isinstance(value, Mapping):
-                return type(value)({k: gather(v) for k, v in value.items()})  # type: ignore[call-arg]
-            if isinstance(value, tuple) and hasattr(value, "_fields"):
-                return type(value)(*(gather(v) for v in value))
-            if isinstance(value, (list, tuple)):
-                return type(value)(gather(v) for v in value)
-            return value
-
-        return gather(data)
-
-    def _prepare_example(self, sample: Any) -> Any:
-        # as Lightning: the example goes through on_before_batch_transfer and the device transfer hooks
-        sample = self.on_before_batch_transfer(sample, 0)
-        sample = self.transfer_batch_to_device(sample, self.device, 0)
-        return self.on_after_batch_transfer(sample, 0)
-
-    @torch.no_grad()
-    def to_torchscript(
-        self,
-        file_path: str | os.PathLike[str] | None = None,
-        method: str | None = "script",
-        example_inputs: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        """Compile the module with ``torch.jit.script`` (default) or ``torch.jit.trace``; save it if ``file_path``.
-
-        ``method="trace"`` uses ``example_inputs`` or ``example_input_array``. The module's train/eval mode is
-        restored afterwards; the returned module is in eval mode. Lightning 2.6 warns that TorchScript is
-        deprecated (use ``torch.export.export``), and so does this.
-        """
-        from trainer_core.utilities.rank_zero import rank_zero_deprecation
-
-        rank_zero_deprecation(
-            "`LightningModule.to_torchscript` has been deprecated in v2.7 and will be removed in v2.8. "
-            "TorchScript is deprecated in PyTorch. Use `torch.export.export()` for model exporting instead. "
-            "See https://pytorch.org/docs/stable/export.html for more information."
-        )
-        mode = self.training
-        if method == "script":
-            with _jit_is_scripting():
-                scripted = torch.jit.script(self.eval(), **kwargs)
-        elif method == "trace":
-            if example_inputs is None:
-                if self.example_input_array is None:
-                    raise ValueError(
-                        "Choosing method=`trace` requires either `example_inputs`"
-                        " or `model.example_input_array` to be defined."
-                    )
-                example_inputs = self.example_input_array
-            if kwargs.get("check_inputs") is not None:
-                kwargs["check_inputs"] = self._prepare_example(kwargs["check_inputs"])
-            example_inputs = self._prepare_example(example_inputs)
-            with _jit_is_scripting():
-                scripted = torch.jit.trace(  # type: ignore[no-untyped-call]
-                    func=self.eval(), example_inputs=example_inputs, **kwargs
-                )
-        else:
-            raise ValueError(f"The 'method' parameter only supports 'script' or 'trace', but value given was: {method}")
-        self.train(mode)
-        if file_path is not None:
-            torch.jit.save(scripted, os.fspath(file_path))
-        return scripted
-
-    @torch.no_grad()
-    def to_onnx(self, file_path: str | os.PathLike[str] | Any = None, input_sample: Any = None, **kwargs: Any) -> Any:
-        """Export to ONNX with ``torch.onnx.export`` (needs the ``onnx`` package); ``kwargs`` go to the exporter.
-
-        The input is ``input_sample`` or ``example_input_array``; the module's train/eval mode is restored.
-        """
-        import importlib.util
-
-        if importlib.util.find_spec("onnx") is None:
-            raise ModuleNotFoundError(f"`{type(self).__name__}.to_onnx()` requires `onnx` to be installed.")
-        if kwargs.get("dynamo", False) and importlib.util.find_spec("onnxscript") is None:
-            raise ModuleNotFoundError(
-                f"`{type(self).__name__}.to_onnx(dynamo=True)` requires `onnxscript` and `torch>=2.5.0` to be installed."
-            )
-        mode = self.training
-        if input_sample is None:
-            if self.example_input_array is None:
-                raise ValueError(
-                    "Could not export to ONNX since neither `input_sample` nor"
-                    " `model.example_input_array` attribute is set."
-                )
-            input_sample = self.example_input_array
-        input_sample = self._prepare_example(input_sample)
-        if isinstance(file_path, os.PathLike):
-            file_path = os.fspath(file_path)
-        out = torch.onnx.export(self, input_sample, file_path, **kwargs)
-        self.train(mode)
-        return out
-
-    # ------------------------------------------------------------------ logging
-    def log(
-        self,
-        name: str,
-        value: Any,
-        prog_bar: bool = False,
-        logger: bool | None = None,
-        on_step: bool | None = None,
-        on_epoch: bool | None = None,
-        reduce_fx: Any = "mean",
-        enable_graph: bool = False,
-        sync_dist: bool = False,
-        sync_dist_group: Any = None,
-        add_dataloader_idx: bool = True,
-        batch_size: int | None = None,
-        metric_attribute: str | None = None,
-        rank_zero_only: bool = False,
-    ) -> None:
-        """Record a scalar or a ``torchmetrics.Metric`` (Lightning's ``LightningModule.log``); the trainer reduces
-        it per step and/or per epoch (``trainer/results.py``) and sends it (``trainer/logger_connector.py``).
-
-        ``sync_dist`` is accepted and has nothing to do on one device.
-        """
-        trainer = self._trainer
-        if trainer is None:
-            # not an error, so that the `*_step` methods can be tested without a Trainer (as Lightning)
-            warnings.warn(
-                "You are trying to `self.log()` but the `self.trainer` reference is not registered on the "
-                "model yet. This is most likely because the model hasn't been passed to the `Trainer`",
-                stacklevel=2,
-            )
-            return
-        if trainer.barebones:
-            rank_zero_warn(
-                "You are trying to `self.log()` but `Trainer(barebones=True)` is configured."
-                " Logging can impact raw speed so it is disabled under this setting."
-            )
-            return
-        connector = trainer._logger_connector
-        results = connector.results
-        if results is None:
-            raise MisconfigurationException(
-                "You are trying to `self.log()` but the loop's result collection is not registered"
-                " yet. This is most likely because you are trying to log in a `predict` hook,"
-                " but it doesn't support logging"
-            )
-        if results.fx is None:
-            raise _MisconfigurationRuntimeError(
-                "You are trying to `self.log()` but it is not managed by the `Trainer` control flow"
-            )
-        if isinstance(value, Tensor):
-            if value.numel() != 1:
-                raise ValueError(
-                    f"`self.log({name}, {value})` was called, but the tensor must have a single element. "
-                    f"You can try doing `self.log({name}, {value}.mean())`"
-                )
-            value = value.detach()
-            if value.dim():
-                value = value.reshape(())
-            if value.dtype in (torch.float16, torch.bfloat16):
-                value = value.float()  # as Lightning: metrics are float32 (or float64) whatever the step's dtype
-        elif isinstance(value, numbers.Number):
-            # float32 (float64 under "64-true"), never the half dtype a "*16-true" step runs under
-            dtype = torch.float64 if torch.get_default_dtype() is torch.float64 else torch.float32
-            value = torch.tensor(float(value), dtype=dtype)  # type: ignore[arg-type]
-        elif isinstance(value, Mapping):
-            raise ValueError(f"self.log({name!r}, value) got a dict; use self.log_dict for several values.")
-        elif not _results_module().is_metric(value):
-            raise ValueError(
-                f"`self.log({name}, {value})` was called, but `{type(value).__name__}` values cannot be logged"
-            )
-        elif metric_attribute is None:
-            metric_attribute, self._metric_attributes = _results_module().find_metric_attribute(
-                self, value, name, self.__dict__.get("_metric_attributes")
-            )
-        if logger and not trainer.loggers:
-            rank_zero_warn(
-                f"You called `self.log({name!r}, ..., logger=True)` but have no logger configured. You can enable one"
-                " by doing `Trainer(logger=ALogger(...))`"
-            )
-        connector.log(name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, add_dataloader_idx, batch_size,
-                      metric_attribute, enable_graph)
-
-    def log_dict(
-        self,
-        dictionary: Mapping[str, Any],
-        prog_bar: bool = False,
-        logger: bool | None = None,
-        on_step: bool | None = None,
-        on_epoch: bool | None = None,
-        reduce_fx: Any = "mean",
-        enable_graph: bool = False,
-        sync_dist: bool = False,
-        sync_dist_group: Any = None,
-        add_dataloader_idx: bool = True,
-        batch_size: int | None = None,
-        rank_zero_only: bool = False,
-    ) -> None:
-        """``self.log`` for each item; a ``torchmetrics.MetricCollection`` logs each of its metrics."""
-        items: Any = dictionary.items()
-        if _results_module().is_metric_collection(dictionary):
-            kwargs: dict[str, bool] = {"keep_base": False}
-            if getattr(dictionary, "_enable_compute_groups", False):
-                kwargs["copy_state"] = False
-            items = dictionary.items(**kwargs)
-        for k, v in items:
-            self.log(
-                k,
-                v,
-                prog_bar=prog_bar,
-                logger=logger,
-                on_step=on_step,
-                on_epoch=on_epoch,
-                reduce_fx=reduce_fx,
-                enable_graph=enable_graph,
-                add_dataloader_idx=add_dataloader_idx,
-                batch_size=batch_size,
-            )
-
     # ------------------------------------------------------------------ steps
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return super().forward(*args, **kwargs)
@@ -462,125 +240,6 @@ class LightningModule(nn.Module):
     def configure_model(self) -> None: ...
 
     def configure_sharded_model(self) -> None: ...
-
-    # ------------------------------------------------------------------ optimization
-    def optimizers(self, use_pl_optimizer: bool = True) -> Any:
-        trainer = self.trainer
-        opts = trainer._lightning_optimizers if use_pl_optimizer else trainer.optimizers
-        if isinstance(opts, list) and len(opts) == 1:
-            return opts[0]
-        return opts
-
-    def lr_schedulers(self) -> Any:
-        configs = self.trainer.lr_scheduler_configs
-        if not configs:
-            return None
-        schedulers = [c.scheduler for c in configs]
-        return schedulers[0] if len(schedulers) == 1 else schedulers
-
-    def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
-        if self.automatic_optimization:
-            raise _MisconfigurationRuntimeError(
-                "to use manual_backward, please disable automatic optimization:"
-                " set model property `automatic_optimization` as False"
-            )
-        # Lightning's strategy.backward: on_before_backward, the precision's backward, on_after_backward
-        trainer = self.trainer
-        _call_hook(trainer, "on_before_backward", loss)
-        trainer._precision.backward(self, loss, *args, **kwargs)
-        _call_hook(trainer, "on_after_backward")
-
-    def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
-        loss.backward(*args, **kwargs)  # type: ignore[no-untyped-call]
-
-    def toggle_optimizer(self, optimizer: Any) -> None:
-        """Only the given optimizer's parameters require grad until ``untoggle_optimizer``."""
-        optimizer = getattr(optimizer, "optimizer", optimizer)
-        keep = {id(p) for g in optimizer.param_groups for p in g["params"]}
-        self._param_requires_grad_state: dict[int, tuple[Tensor, bool]] = {}
-        for opt in self.trainer.optimizers:
-            for g in opt.param_groups:
-                for p in g["params"]:
-                    if id(p) not in keep and id(p) not in self._param_requires_grad_state:
-                        self._param_requires_grad_state[id(p)] = (p, p.requires_grad)
-                        p.requires_grad = False
-
-    @contextmanager
-    def toggled_optimizer(self, optimizer: Any) -> Generator[None, None, None]:
-        """``with self.toggled_optimizer(opt):`` toggles ``opt`` for the block, then untoggles it."""
-        self.toggle_optimizer(optimizer)
-        try:
-            yield
-        finally:
-            self.untoggle_optimizer(optimizer)
-
-    def untoggle_optimizer(self, optimizer: Any) -> None:
-        for p, flag in getattr(self, "_param_requires_grad_state", {}).values():
-            p.requires_grad = flag
-        self._param_requires_grad_state = {}
-
-    def clip_gradients(
-        self,
-        optimizer: Any,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        # Lightning's: the Trainer's values are the defaults, and passing other ones than the Trainer's is an error
-        trainer = self.trainer
-        trainer_val, trainer_algorithm = trainer.gradient_clip_val, trainer.gradient_clip_algorithm
-        if gradient_clip_val is None:
-            gradient_clip_val = trainer_val or 0.0
-        elif trainer_val is not None and trainer_val != gradient_clip_val:
-            raise MisconfigurationException(
-                f"You have set `Trainer(gradient_clip_val={trainer_val!r})`"
-                f" and have passed `clip_gradients(gradient_clip_val={gradient_clip_val!r})`."
-                " Please use only one of them."
-            )
-        if gradient_clip_algorithm is None:
-            algorithm = trainer_algorithm or "norm"
-        else:
-            algorithm = gradient_clip_algorithm.lower()
-            if trainer_algorithm is not None and trainer_algorithm != algorithm:
-                raise MisconfigurationException(
-                    f"You have set `Trainer(gradient_clip_algorithm={getattr(trainer_algorithm, 'value', trainer_algorithm)!r})`"
-                    f" and have passed `clip_gradients(gradient_clip_algorithm={algorithm!r})"
-                    " Please use only one of them."
-                )
-        if not isinstance(gradient_clip_val, (int, float)):
-            raise TypeError(f"`gradient_clip_val` should be an int or a float. Got {gradient_clip_val}.")
-        if algorithm not in ("value", "norm"):
-            raise MisconfigurationException(
-                f"`gradient_clip_algorithm` {algorithm} is invalid. Allowed algorithms: ['value', 'norm']."
-            )
-        if gradient_clip_val <= 0:
-            return
-        optimizer = getattr(optimizer, "optimizer", optimizer)
-        trainer._precision.unscale_gradients(optimizer)
-        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if algorithm == "value":
-            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
-        else:
-            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
-
-    def configure_gradient_clipping(
-        self,
-        optimizer: Any,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm)
-
-    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
-        optimizer.step(closure=optimizer_closure)
-
-    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Any) -> None:
-        optimizer.zero_grad(set_to_none=True)
-
-    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
-        if metric is None:
-            scheduler.step()
-        else:
-            scheduler.step(metric)
 
     # ------------------------------------------------------------------ hooks
     def on_fit_start(self) -> None: ...
@@ -698,15 +357,6 @@ class LightningModule(nn.Module):
         return obj
 
 
-@contextmanager
-def _jit_is_scripting() -> Generator[None, None, None]:
-    """While TorchScript compiles a module, ``.trainer`` returns None instead of raising."""
-    LightningModule._jit_is_scripting = True
-    try:
-        yield
-    finally:
-        LightningModule._jit_is_scripting = False
-
 
 def _instantiate_from_checkpoint(
     cls: type[LightningModule], checkpoint: dict[str, Any], overrides: dict[str, Any]
@@ -748,10 +398,3 @@ def move_data_to_device(batch: Any, device: torch.device) -> Any:
         except TypeError:
             return batch
     return batch
-
-
-def _results_module() -> Any:
-    """``trainer_core.trainer.results`` (imported late: the trainer package imports this module)."""
-    from trainer_core.trainer import results
-
-    return results

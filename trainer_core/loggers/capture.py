@@ -37,7 +37,7 @@ class LineTee:
     def write(self, text: str) -> int:
         try:
             self._stream.write(text)
-        except Exception:  # noqa: BLE001 - a closed terminal must not fail the run
+        except Exception:  # a closed terminal must not fail the run
             pass
         if not text or self._sink is None:
             return len(text) if text else 0
@@ -54,14 +54,14 @@ class LineTee:
             now = datetime.now(UTC)
             try:
                 sink([(self.name, line, now) for line in lines])
-            except Exception:  # noqa: BLE001 - printing must never fail because of the capture
+            except Exception:  # printing must never fail because of the capture
                 pass
         return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
     def close_partial(self) -> None:
@@ -71,7 +71,7 @@ class LineTee:
         if rest.strip() and sink is not None:
             try:
                 sink([(self.name, rest, datetime.now(UTC))])
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
     def detach(self) -> None:

@@ -7,7 +7,12 @@ import re
 from abc import ABC, abstractmethod
 from argparse import Namespace
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from trainer_core.callbacks.model_checkpoint import ModelCheckpoint
 
 
 class Logger(ABC):
@@ -62,7 +67,7 @@ class Logger(ABC):
     def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
         """Record the run's hyperparameters."""
 
-    def log_graph(self, model: Any, input_array: Any = None) -> None:  # noqa: B027 - optional hook
+    def log_graph(self, model: nn.Module, input_array: Any = None) -> None:  # noqa: B027 - optional hook
         """Record the model's computational graph (no-op unless a logger supports it)."""
 
     def log_model_summary(self, summary: dict[str, Any]) -> None:  # noqa: B027 - optional hook
@@ -78,7 +83,7 @@ class Logger(ABC):
         """Called once at the end with ``"success"``, ``"failed"`` or ``"interrupted"``."""
         self.save()
 
-    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:  # noqa: B027 - optional hook
+    def after_save_checkpoint(self, checkpoint_callback: ModelCheckpoint) -> None:  # noqa: B027 - optional hook
         """Called after a checkpoint callback saved a checkpoint."""
 
 

@@ -108,7 +108,7 @@ class TensorBoardLogger(VersionedDirLogger):
             else:
                 try:
                     writer.add_scalar(k, v, step)
-                except Exception as e:  # noqa: BLE001 - rethrown with the key that failed
+                except Exception as e:  # rethrown with the key that failed
                     raise ValueError(
                         f"TensorBoardLogger could not log {k}={v!r}: a scalar number is needed."
                     ) from e

@@ -39,7 +39,7 @@ class _EvaluationLoop(_Loop):
         _verify_dataloader_idx_requirement((f"{prefix}_step",), multi, p, module)
         _verify_dataloader_idx_requirement((f"on_{prefix}_batch_start", f"on_{prefix}_batch_end"), multi, p, module)
 
-    def run(  # noqa: C901
+    def run(
         self,
         ctx: _LoopContext,
         loaders: list[Any],

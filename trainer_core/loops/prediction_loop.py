@@ -105,7 +105,7 @@ class _PredictionLoop(_Loop):
             for loader, batch_sampler in wrapped:
                 object.__setattr__(loader, "batch_sampler", batch_sampler)
 
-    def _run(  # noqa: C901
+    def _run(
         self,
         ctx: _LoopContext,
         loaders: list[Any],

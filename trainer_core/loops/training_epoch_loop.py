@@ -122,7 +122,7 @@ class _TrainingEpochLoop(_Loop):
         trainer.training = True
 
     # -- the batch loop
-    def run(  # noqa: C901
+    def run(
         self,
         ctx: _LoopContext,
         loader: Any,

@@ -162,7 +162,7 @@ class TrainerConfig:
     enable_model_summary: bool | None
 
     @classmethod
-    def from_arguments(cls, args: Mapping[str, Any]) -> TrainerConfig:  # noqa: C901
+    def from_arguments(cls, args: Mapping[str, Any]) -> TrainerConfig:
         """Validate ``Trainer``'s keyword arguments (all of ``TRAINER_ARGS``) in Trainer's order."""
         a = args
         if a["strategy"] not in ("auto", "single_device"):

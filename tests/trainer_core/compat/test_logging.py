@@ -126,7 +126,7 @@ def _run(L: Any, root: str, model: Any, fn: str = "fit", loaders: Any = None, ca
 def _error(fn: Any) -> tuple[str, str]:
     try:
         fn()
-    except Exception as e:  # noqa: BLE001 - the scenario reports the error it got
+    except Exception as e:  # the scenario reports the error it got
         return type(e).__name__, str(e)
     return ("", "no error")
 

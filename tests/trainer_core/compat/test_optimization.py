@@ -239,7 +239,7 @@ def _scenario_clip_conflict(L: Any, root: str, trainer_kw: dict | None = None, *
     try:
         kw = trainer_kw or {"gradient_clip_val": 0.5}
         _trainer(L, root, limit_train_batches=1, **kw).fit(M(), _loader())
-    except Exception as e:  # noqa: BLE001 - the exception is the behaviour recorded
+    except Exception as e:  # the exception is the behaviour recorded
         return {"raises": type(e).__name__, "message": str(e)}
     return {"raises": None}
 
@@ -382,7 +382,7 @@ def _scenario_plateau(L: Any, root: str, manual: bool) -> dict:
     try:
         trainer = _trainer(L, root, max_epochs=3, limit_train_batches=1)
         trainer.fit(M(), _loader())
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return {"raises": type(e).__name__, "message": str(e)}
     return {"raises": None, "lr": trainer.optimizers[0].param_groups[0]["lr"]}
 

@@ -217,7 +217,7 @@ def _scenario_add_dataloader_idx_false(L: Any, root: str, same_key: bool) -> Any
     loaders = [DataLoader(_data(4, 1), batch_size=2), DataLoader(_data(4, 2), batch_size=2)]
     try:
         results = _trainer(L, root).test(M(), loaders, verbose=False)
-    except Exception as e:  # noqa: BLE001 - the exception is the recorded behaviour
+    except Exception as e:  # the exception is the recorded behaviour
         return {"raises": type(e).__name__, "message": str(e)}
     return [sorted(r) for r in results]
 
@@ -257,7 +257,7 @@ def _scenario_removed_hook(L: Any, root: str, hook: str, fn: str) -> dict:
             trainer.fit(model, train, val)
         else:
             getattr(trainer, fn)(model, val, verbose=False)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return {"raises": type(e).__name__, "message": str(e)}
     return {"raises": None}
 

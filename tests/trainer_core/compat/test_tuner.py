@@ -145,7 +145,7 @@ def _unlog(L: Any, handler: _Logs) -> None:
 def _error(fn: Any) -> tuple[str, str] | None:
     try:
         fn()
-    except Exception as exc:  # noqa: BLE001 - the type name and message are the result
+    except Exception as exc:  # the type name and message are the result
         return type(exc).__name__, str(exc)
     return None
 

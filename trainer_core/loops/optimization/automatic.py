@@ -23,7 +23,7 @@ class _AutomaticOptimization(_Loop):
         # fit_loop._skip_backward by StochasticWeightAveraging for its batch-norm epoch)
         self._skip_backward = False
 
-    def make_step(self, ctx: _LoopContext, want_outputs: bool) -> Callable[[Any, int, bool, bool], Any]:  # noqa: C901
+    def make_step(self, ctx: _LoopContext, want_outputs: bool) -> Callable[[Any, int, bool, bool], Any]:
         """The automatic-optimization step; it returns the step's outputs (detached loss and extras) only
         when ``want_outputs`` (some ``on_train_batch_end`` reads them), else None."""
         trainer, module, hooks = ctx.trainer, ctx.module, ctx.hooks
