@@ -270,8 +270,8 @@ class _LRCallback(Callback):
         self.losses.append(smoothed_loss)
 
 
-class _LinearLR(LRScheduler):
-    """The lr grows linearly from the base lr to ``end_lr`` over ``num_iter`` steps."""
+class _RangeLR(LRScheduler):
+    """The lr grows from the base lr to ``end_lr`` over ``num_iter`` steps, along :meth:`_at`."""
 
     def __init__(
         self, optimizer: torch.optim.Optimizer, end_lr: float, num_iter: int, last_epoch: int = -1
@@ -281,10 +281,13 @@ class _LinearLR(LRScheduler):
         self._lr: list[float] = []
         super().__init__(optimizer, last_epoch)
 
+    def _at(self, base_lr: float, r: float) -> float:
+        raise NotImplementedError
+
     def get_lr(self) -> list[float]:  # type: ignore[override]
         r = (self.last_epoch + 1) / self.num_iter
         if self.last_epoch > 0:
-            val = [float(base_lr) + r * (self.end_lr - float(base_lr)) for base_lr in self.base_lrs]
+            val = [self._at(float(base_lr), r) for base_lr in self.base_lrs]
         else:
             val = [float(base_lr) for base_lr in self.base_lrs]
         self._lr = val
@@ -295,26 +298,15 @@ class _LinearLR(LRScheduler):
         return self._lr
 
 
-class _ExponentialLR(LRScheduler):
-    """The lr grows exponentially from the base lr to ``end_lr`` over ``num_iter`` steps."""
+class _LinearLR(_RangeLR):
+    """The lr grows linearly from the base lr to ``end_lr``."""
 
-    def __init__(
-        self, optimizer: torch.optim.Optimizer, end_lr: float, num_iter: int, last_epoch: int = -1
-    ) -> None:
-        self.end_lr = end_lr
-        self.num_iter = num_iter
-        self._lr: list[float] = []
-        super().__init__(optimizer, last_epoch)
+    def _at(self, base_lr: float, r: float) -> float:
+        return base_lr + r * (self.end_lr - base_lr)
 
-    def get_lr(self) -> list[float]:  # type: ignore[override]
-        r = (self.last_epoch + 1) / self.num_iter
-        if self.last_epoch > 0:
-            val = [float(base_lr) * (self.end_lr / float(base_lr)) ** r for base_lr in self.base_lrs]
-        else:
-            val = [float(base_lr) for base_lr in self.base_lrs]
-        self._lr = val
-        return val
 
-    @property
-    def lr(self) -> list[float]:
-        return self._lr
+class _ExponentialLR(_RangeLR):
+    """The lr grows exponentially from the base lr to ``end_lr``."""
+
+    def _at(self, base_lr: float, r: float) -> float:
+        return base_lr * float((self.end_lr / base_lr) ** r)

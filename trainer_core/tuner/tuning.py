@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from trainer_core.utilities.exceptions import MisconfigurationException
 
 if TYPE_CHECKING:
+    from trainer_core.callbacks.batch_size_finder import BatchSizeFinder
+    from trainer_core.callbacks.lr_finder import LearningRateFinder
     from trainer_core.core.datamodule import LightningDataModule
     from trainer_core.core.module import LightningModule
     from trainer_core.trainer.trainer import Trainer
@@ -65,19 +67,7 @@ class Tuner:
             margin=margin,
             max_val=max_val,
         )
-        finder._early_exit = True  # the search ends the run
-        trainer.callbacks = [finder, *trainer.callbacks]
-        try:
-            if method == "fit":
-                trainer.fit(model, train_dataloaders, val_dataloaders, datamodule)
-            elif method == "validate":
-                trainer.validate(model, dataloaders, datamodule=datamodule)
-            elif method == "test":
-                trainer.test(model, dataloaders, datamodule=datamodule)
-            else:
-                trainer.predict(model, dataloaders, datamodule=datamodule)
-        finally:
-            trainer.callbacks = [cb for cb in trainer.callbacks if cb is not finder]
+        self._run_with(finder, method, model, train_dataloaders, val_dataloaders, dataloaders, datamodule)
         return finder.optimal_batch_size
 
     def lr_find(
@@ -126,13 +116,35 @@ class Tuner:
             update_attr=update_attr,
             attr_name=attr_name,
         )
-        finder._early_exit = True  # the search ends the run
+        self._run_with(finder, "fit", model, train_dataloaders, val_dataloaders, dataloaders, datamodule)
+        return finder.optimal_lr
+
+    def _run_with(
+        self,
+        finder: BatchSizeFinder | LearningRateFinder,
+        method: _Method,
+        model: LightningModule,
+        train_dataloaders: Any,
+        val_dataloaders: Any,
+        dataloaders: Any,
+        datamodule: LightningDataModule | None,
+    ) -> None:
+        """Run ``method`` with ``finder`` first among the callbacks; the search ends the run, and the finder is
+        taken out again whatever happens."""
+        trainer = self._trainer
+        finder._early_exit = True
         trainer.callbacks = [finder, *trainer.callbacks]
         try:
-            trainer.fit(model, train_dataloaders, val_dataloaders, datamodule)
+            if method == "fit":
+                trainer.fit(model, train_dataloaders, val_dataloaders, datamodule)
+            elif method == "validate":
+                trainer.validate(model, dataloaders, datamodule=datamodule)
+            elif method == "test":
+                trainer.test(model, dataloaders, datamodule=datamodule)
+            else:
+                trainer.predict(model, dataloaders, datamodule=datamodule)
         finally:
             trainer.callbacks = [cb for cb in trainer.callbacks if cb is not finder]
-        return finder.optimal_lr
 
 
 def _check_tuner_configuration(
