@@ -6,7 +6,7 @@ optimizers as ``opt``, schedulers as ``sched``, callables as ``fn``, dicts as ``
 ``ckpt(epoch=..,global_step=..)``. The expected sequences below were recorded from real Lightning 2.6.6
 (torch 2.14, CPU) with ``record()`` in this module. Re-record one case with (from the repository root)::
 
-    /tmp/lref/bin/python -c "import sys,tempfile,pprint,lightning.pytorch as L; sys.path.insert(0,'.'); \
+    python -c "import sys,tempfile,pprint,lightning.pytorch as L; sys.path.insert(0,'.'); \
 from tests.trainer_core.compat.test_hook_order import record; pprint.pprint(record(L,'fit_auto',tempfile.mkdtemp()))"
 
 (cases: ``fit_auto``, ``fit_auto_ckpt``, ``fit_manual``, ``validate``, ``test``, ``predict``). Sizes: 4 train

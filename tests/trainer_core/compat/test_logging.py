@@ -8,7 +8,7 @@ Two kinds of tests:
   ``progress_bar_metrics``. The expected literals were recorded from real Lightning 2.6.6 (torch 2.14, CPU,
   torchmetrics 1.9). Re-record one with (repository root)::
 
-      /tmp/lref/bin/python -c "import sys,tempfile,pprint,lightning.pytorch as L; sys.path.insert(0,'.'); \
+      python -c "import sys,tempfile,pprint,lightning.pytorch as L; sys.path.insert(0,'.'); \
 from tests.trainer_core.compat import test_logging as m; pprint.pprint(m._scenario_keys(L, tempfile.mkdtemp()))"
 
 * ``test_connector_*`` / ``test_results_*``: drive ``trainer_core.trainer.results`` (``ResultCollection`` and

@@ -4,7 +4,7 @@ Each scenario ``_scenario_*(L, root)`` runs under both ``trainer_core`` and ``li
 values; the tests compare trainer_core's with literals recorded from real Lightning 2.6.6 (torch 2.14, CPU) by the
 same functions. Re-record with (repository root)::
 
-    /tmp/lref/bin/python -c "import sys,tempfile,pprint,lightning.pytorch as L; sys.path.insert(0,'.'); \
+    python -c "import sys,tempfile,pprint,lightning.pytorch as L; sys.path.insert(0,'.'); \
 from tests.trainer_core.compat import test_optimization as m; pprint.pprint(m.record_all(L, tempfile.mkdtemp()))"
 """
 

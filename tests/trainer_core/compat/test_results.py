@@ -4,7 +4,7 @@ Each scenario is a function ``_scenario_*(L, root)`` that runs under both ``trai
 and returns plain values; each test compares what trainer_core gives with the literal recorded from real Lightning
 2.6.6 (torch 2.14, CPU) by running the same scenario function. Re-record everything with (repository root)::
 
-    /tmp/lref/bin/python -c "import sys,tempfile,pprint,lightning.pytorch as L; sys.path.insert(0,'.'); \
+    python -c "import sys,tempfile,pprint,lightning.pytorch as L; sys.path.insert(0,'.'); \
 from tests.trainer_core.compat import test_results as m; pprint.pprint(m.record_all(L, tempfile.mkdtemp()))"
 """
 

@@ -6,7 +6,7 @@ values; the tests compare trainer_core's with literals recorded from real Lightn
 same functions. Out-of-memory errors are simulated on the CPU: the model raises ``torch.OutOfMemoryError`` with
 CUDA's message when a training batch is larger than its ``oom_above``. Re-record with (repository root)::
 
-    /tmp/lref/bin/python -c "import sys,tempfile,pprint,lightning.pytorch as L; sys.path.insert(0,'.'); \
+    python -c "import sys,tempfile,pprint,lightning.pytorch as L; sys.path.insert(0,'.'); \
 from tests.trainer_core.compat import test_tuner as m; pprint.pprint(m.record_all(L, tempfile.mkdtemp()))"
 """
 
