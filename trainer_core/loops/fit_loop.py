@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -109,8 +108,8 @@ class _FitLoop(_Loop):
             return done, pending, True
         return 0, False, False
 
-    def run(self, ctx: _LoopContext, restarting: bool = False, deadline: float | None = None) -> None:
-        """Train until done; ``restarting``: the progress was restored from a checkpoint; ``deadline``: max_time's."""
+    def run(self, ctx: _LoopContext, restarting: bool = False) -> None:
+        """Train until done; ``restarting``: the progress was restored from a checkpoint."""
         trainer, hooks = ctx.trainer, ctx.hooks
         # Lightning's fit_loop.setup_data: the train loader is requested here, after the sanity check
         ctx.data.setup_train_data()
@@ -139,7 +138,7 @@ class _FitLoop(_Loop):
                 self.sampler_state.on_boundary_restore(ctx.data.train_loader, restore["sampler"])
         self._restore = None
         while not self._done(trainer):
-            self._run_epoch(ctx, start_batch, val_pending, mid_epoch, mid_restore, deadline)
+            self._run_epoch(ctx, start_batch, val_pending, mid_epoch, mid_restore)
             start_batch, val_pending, mid_epoch, mid_restore = 0, False, False, None
         hooks.call("on_train_end")
 
@@ -150,7 +149,6 @@ class _FitLoop(_Loop):
         val_pending: bool,
         resumed_mid_epoch: bool,
         sampler_restore: dict[str, Any] | None,
-        deadline: float | None,
     ) -> None:
         trainer, hooks, module = ctx.trainer, ctx.hooks, ctx.module
         results = ctx.metrics.train_results
@@ -173,7 +171,7 @@ class _FitLoop(_Loop):
             self.epoch_progress.increment_started()
         self.epoch_loop.run(
             ctx, loader, start_batch, val_pending, resumed_mid_epoch,
-            val_this_epoch=val_this_epoch, can_stop_early=self._can_stop_early_now, deadline=deadline,
+            val_this_epoch=val_this_epoch, can_stop_early=self._can_stop_early_now,
         )
         self.epoch_progress.increment_processed()
         ctx.metrics.epoch_end_reached()
@@ -193,8 +191,6 @@ class _FitLoop(_Loop):
         self.epoch_loop._batches_that_stepped -= 1
         ctx.metrics.update_train_epoch_metrics()
         self.epoch_loop._batches_that_stepped += 1
-        if deadline is not None and time.monotonic() >= deadline:
-            trainer.should_stop = True
         self.epoch_progress.increment_completed()
 
     def run_sanity_check(self, ctx: _LoopContext, num_sanity_val_steps: int | float) -> None:

@@ -132,7 +132,6 @@ class _TrainingEpochLoop(_Loop):
         *,
         val_this_epoch: bool = False,
         can_stop_early: Callable[[], bool] = _always,
-        deadline: float | None = None,
     ) -> None:
         """The epoch's batches from ``start_batch``; ``val_pending``: that batch's validation is still due."""
         trainer, module, hooks = ctx.trainer, ctx.module, ctx.hooks
@@ -249,8 +248,6 @@ class _TrainingEpochLoop(_Loop):
             if not accumulating:
                 self._batches_that_stepped += 1
             self.total_batch_idx += 1
-            if deadline is not None and time.monotonic() >= deadline:
-                trainer.should_stop = True
             if max_steps != -1 and self.global_step >= max_steps:
                 break
             if trainer.should_stop and can_stop_early():

@@ -347,8 +347,7 @@ class Trainer(_TrainerProperties):
         restarting = False
         if checkpoint is not None:
             restarting = self._checkpoint_connector.restore_training_state(checkpoint)
-        # max_time: the Timer callback configure_callbacks added (Lightning's), so the loops get no deadline
-        deadline = None
+        # max_time is enforced by the Timer callback configure_callbacks added (Lightning's)
 
         ctx = self._loop_context()
         if data.val_enabled and self.num_sanity_val_steps > 0 and not restarting:
@@ -358,7 +357,7 @@ class Trainer(_TrainerProperties):
             metrics.reset_metrics()
         metrics.results = metrics.train_results
         with torch.autograd.set_detect_anomaly(self.detect_anomaly):
-            self.fit_loop.run(ctx, restarting=restarting, deadline=deadline)
+            self.fit_loop.run(ctx, restarting=restarting)
         self.training = False
         metrics.results = metrics.train_results
         self._hooks.call("on_fit_end")
