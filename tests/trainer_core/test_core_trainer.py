@@ -71,7 +71,7 @@ def test_unknown_argument_names_it_and_allowed_values():
     [
         ({"precision": "17"}, "precision='17'"),
         ({"accelerator": "tpu"}, "accelerator='tpu'"),
-        ({"devices": 2}, "devices=2"),
+        ({"devices": "two"}, "devices='two'"),
         ({"limit_train_batches": 1.5}, "limit_train_batches=1.5"),
         ({"limit_val_batches": -1}, "limit_val_batches=-1"),
         ({"fast_dev_run": -1}, "fast_dev_run=-1"),
@@ -84,7 +84,7 @@ def test_unknown_argument_names_it_and_allowed_values():
         ({"gradient_clip_algorithm": "l1"}, "gradient_clip_algorithm='l1'"),
         ({"deterministic": "yes"}, "deterministic='yes'"),
         ({"max_time": "5 minutes"}, "max_time='5 minutes'"),
-        ({"strategy": "ddp"}, "strategy='ddp'"),
+        ({"strategy": "fsdp"}, "strategy='fsdp'"),
     ],
 )
 def test_bad_values_name_the_argument_and_allowed_values(kwargs, needle):

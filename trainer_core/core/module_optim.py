@@ -54,6 +54,7 @@ class _ModuleOptimMixin(nn.Module):
         # Lightning's strategy.backward: on_before_backward, the precision's backward, on_after_backward
         trainer = self.trainer
         _call_hook(trainer, "on_before_backward", loss)
+        trainer.strategy.pre_backward(loss)
         trainer._precision.backward(self, loss, *args, **kwargs)
         _call_hook(trainer, "on_after_backward")
 

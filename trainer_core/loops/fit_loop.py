@@ -10,6 +10,7 @@ from trainer_core.loops.progress import _BatchProgress, _Progress
 from trainer_core.loops.training_epoch_loop import _TrainingEpochLoop
 from trainer_core.loops.utilities import _LoopContext
 from trainer_core.trainer.data import SamplerState
+from trainer_core.trainer.sampling import set_sampler_epoch
 
 if TYPE_CHECKING:
     from trainer_core.trainer.trainer import Trainer
@@ -159,8 +160,7 @@ class _FitLoop(_Loop):
             self.epoch_loop.batch_progress.reset_on_run()
             self.epoch_progress.increment_ready()
         self.sampler_state.on_epoch_start(loader, sampler_restore)
-        if hasattr(getattr(loader, "sampler", None), "set_epoch"):
-            loader.sampler.set_epoch(epoch)
+        set_sampler_epoch(loader, epoch)  # DistributedSampler and any sampler with set_epoch (Lightning's)
         # no reset here: Lightning resets the training collection at the end of the epoch (update_train_epoch_metrics),
         # so that values logged in on_train_start go out with epoch 0's
         every_n = trainer.check_val_every_n_epoch
@@ -192,6 +192,8 @@ class _FitLoop(_Loop):
         ctx.metrics.update_train_epoch_metrics()
         self.epoch_loop._batches_that_stepped += 1
         self.epoch_progress.increment_completed()
+        if trainer.strategy.is_distributed:  # every rank stops when one rank asks to (Lightning's)
+            trainer.should_stop = trainer.strategy.reduce_boolean_decision(bool(trainer.should_stop), all=False)
 
     def run_sanity_check(self, ctx: _LoopContext, num_sanity_val_steps: int | float) -> None:
         """Lightning's sanity check: a few validation batches before training, RNG state left as it was."""

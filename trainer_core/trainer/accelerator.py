@@ -82,15 +82,3 @@ def select_device(accelerator: Any, devices: Any) -> torch.device:
     if not _mps_available():
         raise _MisconfigurationRuntimeError("Trainer(accelerator='mps') was requested, but MPS is not available on this machine.")
     return torch.device("mps")
-
-
-class _SingleDeviceStrategy:
-    """``trainer.strategy``: the one device, and the module it runs."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.root_device = device
-        self.lightning_module: Any = None
-
-    @property
-    def is_global_zero(self) -> bool:
-        return True

@@ -12,13 +12,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from trainer_core.trainer.accelerator import select_device
 from trainer_core.trainer.precision import Precision, make_precision, parse_precision
 from trainer_core.utilities.exceptions import MisconfigurationException
+
+if TYPE_CHECKING:
+    from trainer_core.strategies.strategy import Strategy
 
 TRAINER_ARGS = (
     "accelerator", "strategy", "devices", "num_nodes", "precision", "logger", "callbacks", "fast_dev_run",
@@ -154,6 +156,9 @@ class TrainerConfig:
     enable_autolog_hparams: bool
     precision: str
     device: torch.device
+    strategy: Strategy
+    use_distributed_sampler: bool
+    sync_batchnorm: bool
     precision_plugin: Precision
     default_root_dir: str
     logger: Any
@@ -165,10 +170,9 @@ class TrainerConfig:
     def from_arguments(cls, args: Mapping[str, Any]) -> TrainerConfig:
         """Validate ``Trainer``'s keyword arguments (all of ``TRAINER_ARGS``) in Trainer's order."""
         a = args
-        if a["strategy"] not in ("auto", "single_device"):
-            raise _bad("strategy", a["strategy"], "'auto' or 'single_device' (multi-device strategies are not supported yet)")
-        if a["num_nodes"] != 1:
-            raise _bad("num_nodes", a["num_nodes"], "1 (multi-node training is not supported yet)")
+        from trainer_core.strategies.connector import resolve_strategy
+
+        strategy = resolve_strategy(a["accelerator"], a["strategy"], a["devices"], a["num_nodes"])
         overfit = _check_overfit_batches(a["overfit_batches"])
         if a["profiler"] not in (None, False):
             raise _bad("profiler", a["profiler"], "None (profilers are not supported yet)")
@@ -238,7 +242,7 @@ class TrainerConfig:
             raise _bad("reload_dataloaders_every_n_epochs", reload_every, "an int >= 0")
 
         precision = parse_precision(a["precision"])
-        device = select_device(a["accelerator"], a["devices"])
+        device = strategy.root_device
         precision_plugin = make_precision(precision, device)
         precision = precision_plugin.name  # 16-mixed on the CPU runs as bf16-mixed (Lightning)
 
@@ -297,6 +301,9 @@ class TrainerConfig:
             enable_autolog_hparams=a["enable_autolog_hparams"],
             precision=precision,
             device=device,
+            strategy=strategy,
+            use_distributed_sampler=bool(a["use_distributed_sampler"]),
+            sync_batchnorm=bool(a["sync_batchnorm"]),
             precision_plugin=precision_plugin,
             default_root_dir=os.fspath(root) if root is not None else os.getcwd(),
             logger=logger,

@@ -227,8 +227,18 @@ class _DataConnector:
             for dl in as_list(loaders):
                 # seed_everything(workers=True): each worker gets its own seed, derived from the global one
                 if isinstance(dl, DataLoader) and dl.worker_init_fn is None and dl.num_workers > 0:
-                    dl.worker_init_fn = partial(pl_worker_init_function, rank=0)
+                    dl.worker_init_fn = partial(pl_worker_init_function, rank=trainer.global_rank)
         return loaders
+
+    def distribute(self, loader: Any, stage: str) -> Any:
+        """Under DDP with ``use_distributed_sampler``: this rank's share of ``loader`` (distributed_data)."""
+        trainer = self.trainer
+        kwargs = trainer.strategy.distributed_sampler_kwargs
+        if kwargs is None or not trainer._config.use_distributed_sampler:
+            return loader
+        from trainer_core.trainer.distributed_data import distributed_loader
+
+        return distributed_loader(loader, stage, kwargs, overfit=bool(trainer._config.overfit_batches))
 
     def process_loaders(self, loaders: Any, stage: str) -> None:
         from trainer_core.utilities.warnings import _shuffled_eval_loader_check, _worker_check
@@ -236,7 +246,10 @@ class _DataConnector:
         for dl in as_list(loaders):  # Lightning's _process_dataloader warnings
             if stage != "train":
                 _shuffled_eval_loader_check(dl, stage)
-            _worker_check(dl, f"{stage}_dataloader", 1, self.trainer.reload_dataloaders_every_n_epochs)
+            _worker_check(
+                dl, f"{stage}_dataloader", self.trainer.strategy.num_processes,
+                self.trainer.reload_dataloaders_every_n_epochs,
+            )
 
     def setup_batch_transfer(self) -> None:
         trainer = self.trainer
@@ -285,6 +298,7 @@ class _DataConnector:
         loader = as_train_loader(loaders)
         if trainer._config.overfit_batches:
             loader = resolve_overfit_batches(loader, "train")
+        loader = self.distribute(loader, "train")
         self.process_loaders(loader, "train")
         self._train_reload_epoch = epoch
         self.last_val_time = time.monotonic()  # Lightning's _last_val_time: the time interval starts here
@@ -314,6 +328,7 @@ class _DataConnector:
         loaders = as_list(source)
         if trainer._config.overfit_batches:
             loaders = [resolve_overfit_batches(dl, "val") for dl in loaders]
+        loaders = [self.distribute(dl, "val") for dl in loaders]
         self.process_loaders(loaders, "val")
         trainer.val_dataloaders = source
         self.val_loaders = loaders
@@ -328,6 +343,6 @@ class _DataConnector:
                 f"No `{stage}_dataloader()` found: pass `dataloaders=` to `Trainer.{fn_name}`, a datamodule, or "
                 f"define `{stage}_dataloader()` on the LightningModule."
             )
-        loader_list = as_list(source)
+        loader_list = [self.distribute(dl, stage) for dl in as_list(source)]
         limit = getattr(trainer, f"limit_{stage}_batches")
         return source, loader_list, [limit_batches(dl, limit, stage) for dl in loader_list]

@@ -13,7 +13,7 @@ from trainer_core.trainer.states import RunningStage, TrainerStatus, _StageFlag
 if TYPE_CHECKING:
     from trainer_core.callbacks.callback import Callback
     from trainer_core.loops import _FitLoop
-    from trainer_core.trainer.accelerator import _SingleDeviceStrategy
+    from trainer_core.strategies.strategy import Strategy
     from trainer_core.trainer.config import TrainerConfig
     from trainer_core.trainer.data import _DataConnector
     from trainer_core.trainer.logger_connector import _LoggerConnector
@@ -29,7 +29,7 @@ class _TrainerProperties:
         loggers: list[Any]
         callbacks: list[Callback]
         state: TrainerState
-        strategy: _SingleDeviceStrategy
+        strategy: Strategy
         fit_loop: _FitLoop
         lightning_module: Any
         accumulate_grad_batches: int
@@ -92,29 +92,31 @@ class _TrainerProperties:
 
     @property
     def log_dir(self) -> str:
+        dirpath = self.default_root_dir
         if self.loggers:
             first = self.loggers[0]
-            dirpath = getattr(first, "log_dir", None) or getattr(first, "save_dir", None)
-            if dirpath:
-                return str(dirpath)
-        return self.default_root_dir
+            dirpath = str(getattr(first, "log_dir", None) or getattr(first, "save_dir", None) or dirpath)
+        # Lightning's: rank 0's directory on every rank (a logger's next version may differ per rank)
+        return self.strategy.broadcast(dirpath) if self.strategy.is_distributed else dirpath
 
     @property
     def model(self) -> Any:
-        return self.lightning_module
+        """Lightning's: the model as the strategy runs it (the DistributedDataParallel wrapper while DDP fits)."""
+        model = self.strategy.model
+        return model if model is not None else self.lightning_module
 
-    is_global_zero = property(lambda self: True)
-    global_rank = property(lambda self: 0)
-    local_rank = property(lambda self: 0)
-    node_rank = property(lambda self: 0)
-    world_size = property(lambda self: 1)
-    num_devices = property(lambda self: 1)
-    num_nodes = property(lambda self: 1)
+    is_global_zero = property(lambda self: self.strategy.is_global_zero)
+    global_rank = property(lambda self: self.strategy.global_rank)
+    local_rank = property(lambda self: self.strategy.local_rank)
+    node_rank = property(lambda self: self.strategy.node_rank)
+    world_size = property(lambda self: self.strategy.world_size)
+    num_devices = property(lambda self: len(self.strategy.parallel_devices))
+    num_nodes = property(lambda self: self.strategy.num_nodes)
     received_sigterm = property(lambda self: False)
 
     @property
     def device_ids(self) -> list[int]:
-        return [self.strategy.root_device.index or 0]
+        return [d.index or 0 for d in self.strategy.parallel_devices]
 
     @property
     def interrupted(self) -> bool:

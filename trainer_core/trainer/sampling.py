@@ -268,3 +268,22 @@ def _saved_samplers(state: dict[str, Any] | None) -> list[dict[str, Any]]:
     if "samplers" in state:
         return list(state["samplers"])
     return [state]  # a checkpoint of an earlier version: the one sampler's state at the top level
+
+
+def set_sampler_epoch(loader: Any, epoch: int) -> None:
+    """Lightning's ``_set_sampler_epoch``: ``set_epoch(epoch)`` on the loader's sampler and its batch sampler's
+    sampler (each once), for every loader of a CombinedLoader."""
+    loaders = loader.flattened if isinstance(loader, CombinedLoader) else [loader]
+    for dl in loaders:
+        objects: dict[int, Any] = {}
+        sampler = getattr(dl, "sampler", None)
+        if sampler is not None:
+            objects[id(sampler)] = sampler
+        batch_sampler = getattr(dl, "batch_sampler", None)
+        inner = getattr(batch_sampler, "sampler", None) if batch_sampler is not None else None
+        if inner is not None:
+            objects[id(inner)] = inner
+        for obj in objects.values():
+            set_epoch = getattr(obj, "set_epoch", None)
+            if callable(set_epoch):
+                set_epoch(epoch)

@@ -11,12 +11,11 @@ from typing import Any
 import torch
 
 from trainer_core.callbacks.callback import Callback
-from trainer_core.checkpoint_io import load_checkpoint, save_checkpoint
+from trainer_core.checkpoint_io import load_checkpoint
 from trainer_core.core.datamodule import LightningDataModule
 from trainer_core.core.module import LightningModule
 from trainer_core.loops import _EvaluationLoop, _FitLoop, _PredictionLoop
 from trainer_core.loops.utilities import _LoopContext
-from trainer_core.trainer.accelerator import _SingleDeviceStrategy
 from trainer_core.trainer.call import handle_keyboard_interrupt, interrupt
 from trainer_core.trainer.callback_connector import (
     attach_model_callbacks,
@@ -34,7 +33,11 @@ from trainer_core.trainer.precision import Precision
 from trainer_core.trainer.properties import _TrainerProperties
 from trainer_core.trainer.results import ResultCollection
 from trainer_core.trainer.states import TrainerFn, TrainerState, TrainerStatus
-from trainer_core.utilities.exceptions import _MisconfigurationRuntimeError, _TunerExitException
+from trainer_core.utilities.exceptions import (
+    MisconfigurationException,
+    _MisconfigurationRuntimeError,
+    _TunerExitException,
+)
 from trainer_core.utilities.model_helpers import is_overridden as _instance_overridden
 from trainer_core.utilities.warnings import _max_epochs_default, _unused_gpu_check
 
@@ -115,9 +118,9 @@ class Trainer(_TrainerProperties):
         self.barebones = cfg.barebones
         self.enable_autolog_hparams = cfg.enable_autolog_hparams
         self.precision = cfg.precision
-        self.strategy = _SingleDeviceStrategy(cfg.device)
+        self.strategy = cfg.strategy
         self._precision: Precision = cfg.precision_plugin
-        self.accelerator = "cuda" if cfg.device.type == "cuda" else cfg.device.type
+        self.accelerator = self.strategy.accelerator
         _unused_gpu_check(cfg.device.type)
         self.num_sanity_val_steps = cfg.num_sanity_val_steps
 
@@ -131,7 +134,7 @@ class Trainer(_TrainerProperties):
         # loops and state
         self.state = TrainerState()
         self.fit_loop = _FitLoop(
-            cfg.min_epochs, cfg.max_epochs, cfg.min_steps, cfg.max_steps, train_dataloader=lambda: self._data_connector.train_loader
+            cfg.min_epochs, cfg.max_epochs, cfg.min_steps, cfg.max_steps, train_dataloader=self._current_train_loader
         )
         self.validate_loop = _EvaluationLoop("validate")
         self.test_loop = _EvaluationLoop("test")
@@ -156,6 +159,9 @@ class Trainer(_TrainerProperties):
         self.num_predict_batches: list[int | float] = []
         self.num_sanity_val_batches: list[int | float] = []
         self.ckpt_path: str | None = None
+
+    def _current_train_loader(self) -> Any:
+        return self._data_connector.train_loader
 
     # ------------------------------------------------------------------ entry points
     def fit(
@@ -214,9 +220,18 @@ class Trainer(_TrainerProperties):
         model = _maybe_unwrap_optimized(model)
         if isinstance(dataloaders, LightningDataModule):
             datamodule, dataloaders = dataloaders, None
+        # Lightning's rule: strategies that spawn or fork return no predictions to the main process
+        from trainer_core.strategies.launchers import _MultiProcessingLauncher
+
+        supported = not isinstance(self.strategy.launcher, _MultiProcessingLauncher)
+        if return_predictions and not supported:
+            raise MisconfigurationException(
+                "`return_predictions` should be set to `False` when using the strategies that spawn or fork."
+                f" Found {return_predictions} with strategy {type(self.strategy)}."
+            )
         return self._run(
             TrainerFn.PREDICTING, model, datamodule, ckpt_path, predict=dataloaders,
-            return_predictions=True if return_predictions is None else return_predictions,
+            return_predictions=supported if return_predictions is None else return_predictions,
         )
 
     # ------------------------------------------------------------------ checkpoints
@@ -231,7 +246,10 @@ class Trainer(_TrainerProperties):
                 "Saving a checkpoint is only possible if a model is attached to the Trainer. Did you call "
                 "`Trainer.save_checkpoint()` before calling `Trainer.{fit,validate,test,predict}`?"
             )
-        save_checkpoint(self.dump_checkpoint(weights_only), filepath)
+        checkpoint = self.dump_checkpoint(weights_only)
+        # Lightning's: every rank builds it, global rank 0 writes it, and the others wait for the file
+        self.strategy.save_checkpoint(checkpoint, os.fspath(filepath), storage_options)
+        self.strategy.barrier("Trainer.save_checkpoint")
 
     # ------------------------------------------------------------------ the run
     def _loop_context(self) -> _LoopContext:
@@ -241,6 +259,12 @@ class Trainer(_TrainerProperties):
         )
 
     def _run(self, fn: TrainerFn, model: Any, datamodule: Any, ckpt_path: Any, **kw: Any) -> Any:
+        launcher = self.strategy.launcher
+        if launcher is not None:  # DDP: start the other ranks (or, in a started rank, just run)
+            return launcher.launch(self._run_in_process, fn, model, datamodule, ckpt_path, trainer=self, **kw)
+        return self._run_in_process(fn, model, datamodule, ckpt_path, **kw)
+
+    def _run_in_process(self, fn: TrainerFn, model: Any, datamodule: Any, ckpt_path: Any, **kw: Any) -> Any:
         if model is None:
             model = self.lightning_module
             if model is None:
@@ -257,7 +281,7 @@ class Trainer(_TrainerProperties):
             raise TypeError(f"`datamodule` must be a LightningDataModule, got {type(datamodule).__qualname__}.")
         self.state = TrainerState(status=TrainerStatus.RUNNING, fn=fn)
         self.lightning_module = model
-        self.strategy.lightning_module = model
+        self.strategy.connect(model)
         model.trainer = self
         self.datamodule = datamodule
         if datamodule is not None:
@@ -269,13 +293,15 @@ class Trainer(_TrainerProperties):
             self.callbacks = attach_model_callbacks(self.callbacks, model.configure_callbacks())
             self._hooks = HookDispatcher(self, self.callbacks, model, self._logger_connector)
             verify_no_removed_hooks(model, stage)
-            if datamodule is not None:
-                datamodule.prepare_data()
-            model.prepare_data()
+            strategy = self.strategy
+            strategy.setup_environment()  # DDP: join the process group
+            self._prepare_data(model, datamodule)
+            strategy.barrier("pre_setup")
             if datamodule is not None:
                 datamodule.setup(stage)
             self._hooks.call_callbacks("setup", stage)
             model.setup(stage)
+            strategy.barrier("post_setup")
             model.configure_model()
             ckpt_path = self._checkpoint_connector.resolve_ckpt_path(fn, ckpt_path)
             self.ckpt_path = ckpt_path
@@ -285,6 +311,7 @@ class Trainer(_TrainerProperties):
             self._logger_connector.reset_metrics()
             model.to(self.strategy.root_device)
             self._precision.convert_module(model)
+            self._setup_module(model, fn)
             self._data_connector.setup_batch_transfer()
             out: Any = None
             if fn == TrainerFn.FITTING:
@@ -310,7 +337,25 @@ class Trainer(_TrainerProperties):
         finally:
             self._logger_connector.results = None
 
+    def _prepare_data(self, model: LightningModule, datamodule: Any) -> None:
+        """Lightning's: ``prepare_data`` on local rank 0 of each node (``prepare_data_per_node=True``, the default)
+        or on global rank 0 only; the other ranks wait for it at the setup barrier."""
+        local_zero, global_zero = self.local_rank == 0, self.is_global_zero
+        for owner in (datamodule, model):
+            if owner is None:
+                continue
+            per_node = getattr(owner, "prepare_data_per_node", True)
+            if (per_node and local_zero) or (not per_node and global_zero):
+                owner.prepare_data()
+
+    def _setup_module(self, model: LightningModule, fn: TrainerFn) -> None:
+        fitting = fn == TrainerFn.FITTING
+        if fitting and self._config.sync_batchnorm and self.strategy.is_distributed:
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps the BatchNorm children in place
+        self.strategy.setup_module(model, fitting)
+
     def _teardown(self, model: LightningModule, stage: str, status: str) -> None:
+        self.strategy.teardown()
         if self.datamodule is not None:
             self.datamodule.teardown(stage)
         for hook in self._hooks.callbacks.get("teardown", ()):  # the previous run's, if this one failed early

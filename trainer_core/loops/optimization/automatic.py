@@ -33,6 +33,15 @@ class _AutomaticOptimization(_Loop):
         convert = _input_converter(precision)
         plain_precision = type(precision) is Precision
         training_step = _step_callable(module.training_step)  # without batch_idx when it takes none
+        strategy = trainer.strategy
+        block_sync: Callable[[], Any] | None = None
+        if strategy.model is not None and strategy.model is not module:  # DDP: the step runs through its wrapper
+            plain_step = training_step
+
+            def training_step(batch: Any, batch_idx: int) -> Any:
+                return strategy.step("training_step", plain_step, batch, batch_idx)
+
+            block_sync = strategy.block_backward_sync  # no all-reduce inside an accumulation window
         optimizer: Any = trainer.optimizers[0] if trainer.optimizers else None
         accumulate = trainer.accumulate_grad_batches
         opt_progress = self.optim_progress.optimizer
@@ -124,7 +133,11 @@ class _AutomaticOptimization(_Loop):
                 return loss
 
             if accumulating or optimizer is None:
-                closure()
+                if block_sync is not None and accumulating:
+                    with block_sync():
+                        closure()
+                else:
+                    closure()
                 if optimizer is None and not accumulating:
                     s_total.ready += 1
                     s_cur.ready += 1

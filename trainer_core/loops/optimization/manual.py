@@ -38,7 +38,13 @@ class _ManualOptimization(_Loop):
             opt._on_after_step = self._on_after_step
         try:
             with precision.forward_context():
-                output = _call_step(module.training_step, step_batch, batch_idx)
+                strategy = ctx.trainer.strategy
+                if strategy.model is not None and strategy.model is not module:  # DDP: through its wrapper
+                    output = strategy.step(
+                        "training_step", lambda b, i: _call_step(module.training_step, b, i), step_batch, batch_idx
+                    )
+                else:
+                    output = _call_step(module.training_step, step_batch, batch_idx)
         finally:
             for opt in optimizers:
                 opt._on_before_step = opt._on_after_step = do_nothing_closure
