@@ -251,7 +251,7 @@ class DDPStrategy(Strategy):
         if sync_grads:
             from torch.distributed import nn as dist_nn
 
-            gathered = torch.stack(dist_nn.functional.all_gather(tensor, group))
+            gathered = torch.stack(dist_nn.functional.all_gather(tensor, group))  # type: ignore[no-untyped-call]
         else:
             parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
             dist.all_gather(parts, tensor, group)
@@ -274,7 +274,7 @@ class DDPStrategy(Strategy):
             result = result / dist.get_world_size(group)
         return result
 
-    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:  # noqa: A002
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
         if not _initialized():
             return decision
         votes = torch.tensor(int(decision), device=self.root_device)
@@ -292,7 +292,9 @@ def _sync_module_states(module: torch.nn.Module) -> None:
         return
     from torch.distributed.utils import _sync_module_states as sync
 
-    sync(module, process_group=dist.group.WORLD, broadcast_bucket_size=int(250 * 1024 * 1024), src=0,
+    group = dist.group.WORLD
+    assert group is not None
+    sync(module, process_group=group, broadcast_bucket_size=int(250 * 1024 * 1024), src=0,
          params_and_buffers_to_ignore=set())
 
 
@@ -304,7 +306,7 @@ def _prepare_for_backward(model: DistributedDataParallel, output: Any) -> None:
     if model.find_unused_parameters:
         from torch.nn.parallel.distributed import _find_tensors
 
-        args = list(_find_tensors(output))
+        args = list(_find_tensors(output))  # type: ignore[no-untyped-call]
     else:
         args = []
     reducer = model.reducer

@@ -140,13 +140,16 @@ class _MultiProcessingLauncher(_Launcher):
     def launch(self, function: Callable[..., Any], *args: Any, trainer: Trainer | None = None, **kwargs: Any) -> Any:
         import torch.multiprocessing as mp
 
+        if self._start_method == "spawn":
+            _check_main_guard()
+
         env = self._strategy.cluster_environment
         os.environ["MASTER_ADDR"] = env.main_address
         os.environ["MASTER_PORT"] = str(env.main_port)
         context = mp.get_context(self._start_method)
         return_queue = context.SimpleQueue()
         process_args = (trainer, function, args, kwargs, return_queue, _GlobalState.capture())
-        mp.start_processes(
+        mp.start_processes(  # type: ignore[no-untyped-call]
             self._wrapping_function, args=process_args, nprocs=self._strategy.num_processes,
             start_method=self._start_method,
         )
@@ -166,9 +169,12 @@ class _MultiProcessingLauncher(_Launcher):
             # a CPU tensor sent to a spawned process arrives in memory shared by all of them: every rank would
             # step the same weights (Lightning's _disable_module_memory_sharing)
             _unshare_modules((trainer, args, kwargs))
+        from trainer_core.strategies.ddp import DDPStrategy
+
         strategy = trainer.strategy if trainer is not None else self._strategy
-        strategy._local_rank = process_idx  # type: ignore[union-attr]
-        strategy.set_world_ranks()  # type: ignore[union-attr]
+        assert isinstance(strategy, DDPStrategy)
+        strategy._local_rank = process_idx
+        strategy.set_world_ranks()
         results = function(*args, **kwargs)
         if trainer is not None:
             output = self._collect_rank_zero_results(trainer, results)
@@ -209,6 +215,18 @@ class _MultiProcessingLauncher(_Launcher):
         # as Lightning: the main process gets rank 0's weights, state and callback metrics (not its loop counters)
         trainer.callback_metrics.update(
             {k: torch.as_tensor(v) if _is_array(v) else v for k, v in output.callback_metrics.items()}
+        )
+
+
+def _check_main_guard() -> None:
+    """Lightning's ``_check_missing_main_guard``: spawn re-imports ``__main__``; without the guard it recurses."""
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise RuntimeError(
+            "You are using `strategy='ddp_spawn'` (torch.multiprocessing with start method 'spawn'), but the "
+            "script does not guard its entry point. Put the code that starts training under "
+            "`if __name__ == '__main__':`, or use strategy='ddp'."
         )
 
 

@@ -126,7 +126,7 @@ class Strategy:
         """``tensor`` reduced over the processes (``mean``/``sum``/``max``/``min``); non-tensors come back as they are."""
         return tensor
 
-    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:  # noqa: A002 (Lightning's name)
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
         """One decision for all processes: every process's (``all=True``) or any process's (``all=False``)."""
         return decision
 

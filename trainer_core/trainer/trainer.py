@@ -351,7 +351,7 @@ class Trainer(_TrainerProperties):
     def _setup_module(self, model: LightningModule, fn: TrainerFn) -> None:
         fitting = fn == TrainerFn.FITTING
         if fitting and self._config.sync_batchnorm and self.strategy.is_distributed:
-            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps the BatchNorm children in place
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]  # swaps the BatchNorm children in place
         self.strategy.setup_module(model, fitting)
 
     def _teardown(self, model: LightningModule, stage: str, status: str) -> None:
