@@ -135,12 +135,25 @@ class EarlyStopping(Callback):
             return
         current = torch.as_tensor(logs[self.monitor]).detach().squeeze()
         should_stop, reason = self._evaluate_stopping_criteria(current)
+        # as Lightning: every process stops when any process decides to stop
+        should_stop = trainer.strategy.reduce_boolean_decision(should_stop, all=False)
         trainer.should_stop = trainer.should_stop or should_stop
         if should_stop:
             self.stopped_epoch = trainer.current_epoch
             self.stopping_reason_message = reason
         if reason and self.verbose:
-            log.info(reason)
+            self._log_info(trainer, reason, self.log_rank_zero_only)
+
+    @staticmethod
+    def _log_info(trainer: Any, message: str, log_rank_zero_only: bool) -> None:
+        """Lightning's: the message with ``[rank: N]`` under several processes; only rank 0's when asked."""
+        strategy = getattr(trainer, "strategy", None)
+        world_size = strategy.world_size if strategy is not None else 1
+        rank = strategy.global_rank if strategy is not None and world_size > 1 else None
+        if rank is not None:
+            message = f"[rank: {rank}] {message}"
+        if not log_rank_zero_only or not rank:
+            log.info(message)
 
     def _evaluate_stopping_criteria(self, current: Tensor) -> tuple[bool, str | None]:
         should_stop = False

@@ -127,7 +127,8 @@ class ModelCheckpoint(Checkpoint):
 
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        dirpath = self._resolve_ckpt_dir(trainer)
+        # as Lightning: rank 0's directory on every rank (a logger's version may differ per rank before it is set)
+        dirpath = trainer.strategy.broadcast(self._resolve_ckpt_dir(trainer))
         self.dirpath = dirpath
         if stage == "fit" and trainer.is_global_zero and os.path.isdir(dirpath) and os.listdir(dirpath):
             if self.save_top_k != 0:
@@ -322,12 +323,14 @@ class ModelCheckpoint(Checkpoint):
         filepath = self.format_checkpoint_name(candidates, self.CHECKPOINT_NAME_LAST)
         if self._enable_version_counter:
             version = self.STARTING_VERSION
-            while os.path.isfile(filepath) and filepath != self.last_model_path:
+            while self.file_exists(filepath, trainer) and filepath != self.last_model_path:
                 filepath = self.format_checkpoint_name(candidates, self.CHECKPOINT_NAME_LAST, ver=version)
                 version += 1
         previous, self.last_model_path = self.last_model_path, filepath
         if self.save_last == "link" and self._last_checkpoint_saved and self.save_top_k != 0:
-            self._link_checkpoint(self._last_checkpoint_saved, filepath)
+            if trainer.is_global_zero:
+                self._link_checkpoint(self._last_checkpoint_saved, filepath)
+            trainer.strategy.barrier()
         else:
             self._save_checkpoint(trainer, filepath)
         if previous and self._should_remove_checkpoint(trainer, previous, filepath):
@@ -366,7 +369,19 @@ class ModelCheckpoint(Checkpoint):
         return dirpath is not None and os.path.dirname(os.path.abspath(previous)) == dirpath
 
     def _remove_checkpoint(self, trainer: Any, filepath: str) -> None:
-        remove_checkpoint(filepath)
+        """Global rank 0 removes the file (``trainer.strategy.remove_checkpoint``), as Lightning."""
+        strategy = getattr(trainer, "strategy", None)
+        if strategy is None:
+            remove_checkpoint(filepath)
+        else:
+            strategy.remove_checkpoint(filepath)
+
+    @staticmethod
+    def file_exists(filepath: str, trainer: Any) -> bool:
+        """Whether ``filepath`` exists, as global rank 0 sees it (Lightning's: every rank picks the same name)."""
+        exists = os.path.isfile(filepath)
+        strategy = getattr(trainer, "strategy", None)
+        return bool(strategy.broadcast(exists)) if strategy is not None else exists
 
     # ------------------------------------------------------------------ names and paths
     @classmethod
@@ -407,7 +422,7 @@ class ModelCheckpoint(Checkpoint):
         filepath = self.format_checkpoint_name(candidates)
         if self._enable_version_counter:
             version = self.STARTING_VERSION
-            while os.path.isfile(filepath) and filepath != del_filepath:
+            while self.file_exists(filepath, trainer) and filepath != del_filepath:
                 filepath = self.format_checkpoint_name(candidates, ver=version)
                 version += 1
         return filepath

@@ -170,6 +170,8 @@ class ProgressBar(Callback):
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._trainer = trainer
+        if not getattr(trainer, "is_global_zero", True):  # as Lightning: only global rank 0 draws
+            self.disable()
 
     def get_metrics(self, trainer: Any, pl_module: Any) -> dict[str, int | str | float | dict[str, float]]:
         """``v_num`` plus ``trainer.progress_bar_metrics`` (reading the latter syncs the device)."""

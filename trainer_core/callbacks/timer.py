@@ -135,6 +135,8 @@ class Timer(Callback):
     def _check_time_remaining(self, trainer: Trainer) -> None:
         assert self._duration is not None
         should_stop = self.time_elapsed() >= self._duration
+        # as Lightning: rank 0's clock decides for every process
+        should_stop = bool(trainer.strategy.broadcast(should_stop))
         trainer.should_stop = trainer.should_stop or should_stop
         if should_stop and self._verbose:
             elapsed = timedelta(seconds=int(self.time_elapsed("train")))

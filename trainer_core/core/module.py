@@ -149,11 +149,13 @@ class LightningModule(_ModuleLoggingMixin, _ModuleOptimMixin, _ModuleExportMixin
 
     @property
     def global_rank(self) -> int:
-        return 0
+        """The process's index among all processes (``trainer.global_rank``; 0 without a trainer)."""
+        return int(self._trainer.global_rank) if self._trainer is not None else 0
 
     @property
     def local_rank(self) -> int:
-        return 0
+        """The process's index on its machine (``trainer.local_rank``; 0 without a trainer)."""
+        return int(self._trainer.local_rank) if self._trainer is not None else 0
 
     @property
     def on_gpu(self) -> bool:
@@ -207,8 +209,18 @@ class LightningModule(_ModuleLoggingMixin, _ModuleOptimMixin, _ModuleExportMixin
         save_hyperparameters(self, *args, ignore=ignore, frame=frame)
 
     def print(self, *args: Any, **kwargs: Any) -> None:
-        """``print`` on the global rank zero only."""
-        if self._trainer is None or getattr(self._trainer, "is_global_zero", True):
+        """``print`` on local rank zero only (Lightning's: through the progress bar when one is drawing)."""
+        trainer = self._trainer
+        if trainer is None:
+            print(*args, **kwargs)
+            return
+        strategy = getattr(trainer, "strategy", None)
+        if (strategy.local_rank if strategy is not None else 0) != 0:
+            return
+        progress_bar = getattr(trainer, "progress_bar_callback", None)
+        if progress_bar is not None and progress_bar.is_enabled:
+            progress_bar.print(*args, **kwargs)
+        else:
             print(*args, **kwargs)
 
     # ------------------------------------------------------------------ steps

@@ -29,20 +29,23 @@ class _ModuleExportMixin(nn.Module):
         def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any: ...
         def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any: ...
 
-    @torch.no_grad()
     def all_gather(self, data: Any, group: Any | None = None, sync_grads: bool = False) -> Any:
-        """Gather tensors (or collections of them) from all processes.
+        """Gather tensors (or collections of them) from all processes (Lightning's ``LightningModule.all_gather``).
 
-        Numbers become tensors on the module's device. With one process (all trainer_core runs), each tensor
-        comes back as it is, with no extra world-size dimension, as Lightning does for ``world_size == 1``.
+        Numbers become tensors on the module's device; every tensor goes through ``trainer.strategy.all_gather``
+        (a new first dimension of size world size under DDP; as it is on one process, as Lightning does for
+        ``world_size == 1``). ``sync_grads=True`` lets gradients flow back through the gather.
         """
         device = self.device
+        trainer = getattr(self, "_trainer", None)
+        strategy = getattr(trainer, "strategy", None) if trainer is not None else None
 
         def gather(value: Any) -> Any:
             if isinstance(value, Tensor):
-                return value.to(device)
+                value = value.to(device)
+                return value if strategy is None else strategy.all_gather(value, group=group, sync_grads=sync_grads)
             if isinstance(value, numbers.Number) and not isinstance(value, bool):
-                return torch.tensor(value, device=device)
+                return gather(torch.tensor(value, device=device))
             if isinstance(value, Mapping):
                 return type(value)({k: gather(v) for k, v in value.items()})  # type: ignore[call-arg]
             if isinstance(value, tuple) and hasattr(value, "_fields"):

@@ -44,7 +44,9 @@ class _ModuleLoggingMixin(nn.Module):
         """Record a scalar or a ``torchmetrics.Metric`` (Lightning's ``LightningModule.log``); the trainer reduces
         it per step and/or per epoch (``trainer/results.py``) and sends it (``trainer/logger_connector.py``).
 
-        ``sync_dist`` is accepted and has nothing to do on one device.
+        ``sync_dist=True`` reduces the value across processes with ``trainer.strategy.reduce`` (``reduce_fx``'s op;
+        ``sync_dist_group``: the process group): the step value when logged, the epoch value when computed. It has
+        nothing to do when one process runs; ``rank_zero_only=True`` logs without syncing (as Lightning).
         """
         trainer = self._trainer
         if trainer is None:
@@ -103,8 +105,11 @@ class _ModuleLoggingMixin(nn.Module):
                 f"You called `self.log({name!r}, ..., logger=True)` but have no logger configured. You can enable one"
                 " by doing `Trainer(logger=ALogger(...))`"
             )
+        strategy = trainer.strategy
+        sync = bool(sync_dist) and strategy.is_distributed  # Lightning: `sync_dist and ..._connector.is_distributed`
         connector.log(name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, add_dataloader_idx, batch_size,
-                      metric_attribute, enable_graph)
+                      metric_attribute, enable_graph, sync_dist=sync, sync_dist_fn=strategy.reduce if sync else None,
+                      sync_dist_group=sync_dist_group, rank_zero_only=rank_zero_only)
 
     def log_dict(
         self,
@@ -138,8 +143,11 @@ class _ModuleLoggingMixin(nn.Module):
                 on_epoch=on_epoch,
                 reduce_fx=reduce_fx,
                 enable_graph=enable_graph,
+                sync_dist=sync_dist,
+                sync_dist_group=sync_dist_group,
                 add_dataloader_idx=add_dataloader_idx,
                 batch_size=batch_size,
+                rank_zero_only=rank_zero_only,
             )
 
 

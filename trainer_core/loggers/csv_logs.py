@@ -17,9 +17,11 @@ from trainer_core.loggers.logger import (
     VersionedDirLogger,
     add_prefix,
     convert_params,
+    rank_zero_experiment,
     save_hparams_to_yaml,
     to_float,
 )
+from trainer_core.utilities.rank_zero import rank_zero_only
 
 _LEADING = ("epoch", "step")
 
@@ -110,16 +112,19 @@ class CSVLogger(VersionedDirLogger):
         self._experiment: ExperimentWriter | None = None
 
     @property
+    @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
         if self._experiment is None:
             self._experiment = ExperimentWriter(self.log_dir)
         return self._experiment
 
+    @rank_zero_only
     def log_hyperparams(
         self, params: dict[str, Any] | Namespace | None = None, *args: Any, **kwargs: Any
     ) -> None:
         self.experiment.log_hparams(convert_params(params))
 
+    @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         metrics = add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR)
         if step is None:
@@ -128,9 +133,11 @@ class CSVLogger(VersionedDirLogger):
         if (step + 1) % self._flush_every == 0:
             self.save()
 
+    @rank_zero_only
     def save(self) -> None:
         self.experiment.save()
 
+    @rank_zero_only
     def finalize(self, status: str) -> None:
         if self._experiment is None:
             return  # nothing was logged: don't create folders

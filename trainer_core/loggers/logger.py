@@ -6,13 +6,31 @@ import os
 import re
 from abc import ABC, abstractmethod
 from argparse import Namespace
-from collections.abc import Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, MutableMapping
+from functools import wraps
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from trainer_core.utilities.rank_zero import rank_zero_only
 
 if TYPE_CHECKING:
     from torch import nn
 
     from trainer_core.callbacks.model_checkpoint import ModelCheckpoint
+
+_T = TypeVar("_T")
+
+
+def rank_zero_experiment(fn: Callable[[Any], _T]) -> Callable[[Any], _T]:
+    """Lightning's ``@rank_zero_experiment``: the logger's ``experiment`` on global rank 0, a ``DummyExperiment``
+    (every call a no-op, nothing created on disk or on a server) on the other ranks."""
+
+    @wraps(fn)
+    def experiment(self: Any) -> _T:
+        if (rank_zero_only.rank or 0) > 0:
+            return cast(_T, DummyExperiment())
+        return fn(self)
+
+    return experiment
 
 
 class Logger(ABC):

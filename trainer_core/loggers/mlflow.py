@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from torch import Tensor
 
-from trainer_core.loggers.logger import Logger, add_prefix, convert_params, flatten_dict
+from trainer_core.loggers.logger import Logger, add_prefix, convert_params, flatten_dict, rank_zero_experiment
 from trainer_core.utilities.logger_helpers import _scan_checkpoints
 from trainer_core.utilities.rank_zero import rank_zero_only, rank_zero_warn
 
@@ -75,11 +75,19 @@ class MLFlowLogger(Logger):
         self._artifact_location = artifact_location
         self._log_batch_kwargs: dict[str, Any] = {} if synchronous is None else {"synchronous": synchronous}
         self._initialized = False
-        from mlflow.tracking import MlflowClient
-
-        self._mlflow_client = MlflowClient(tracking_uri)
+        self._client: MlflowClient | None = None
 
     @property
+    def _mlflow_client(self) -> MlflowClient:
+        """Made on first use (a file store creates its folder), so ranks other than 0 never make one."""
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(self._tracking_uri)
+        return self._client
+
+    @property
+    @rank_zero_experiment
     def experiment(self) -> MlflowClient:
         """The ``MlflowClient``; the experiment and run are looked up or created on first access."""
         import mlflow

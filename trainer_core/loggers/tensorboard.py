@@ -17,9 +17,11 @@ from trainer_core.loggers.logger import (
     add_prefix,
     convert_params,
     flatten_dict,
+    rank_zero_experiment,
     save_hparams_to_yaml,
     to_float,
 )
+from trainer_core.utilities.rank_zero import rank_zero_only
 
 
 def tensorboard_available() -> bool:
@@ -68,6 +70,7 @@ class TensorBoardLogger(VersionedDirLogger):
         return os.path.expandvars(os.path.expanduser(log_dir))
 
     @property
+    @rank_zero_experiment
     def experiment(self) -> Any:
         """The ``torch.utils.tensorboard.SummaryWriter`` (created, with its folder, on first use)."""
         if self._experiment is None:
@@ -77,6 +80,7 @@ class TensorBoardLogger(VersionedDirLogger):
             self._experiment = SummaryWriter(log_dir=self.log_dir, **self._kwargs)
         return self._experiment
 
+    @rank_zero_only
     def log_hyperparams(
         self, params: dict[str, Any] | Namespace | None = None, metrics: Any = None, *args: Any, **kwargs: Any
     ) -> None:
@@ -98,6 +102,7 @@ class TensorBoardLogger(VersionedDirLogger):
             writer.add_summary(ssi)
             writer.add_summary(sei)
 
+    @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         metrics = add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR)
         writer = self.experiment
@@ -113,6 +118,7 @@ class TensorBoardLogger(VersionedDirLogger):
                         f"TensorBoardLogger could not log {k}={v!r}: a scalar number is needed."
                     ) from e
 
+    @rank_zero_only
     def log_graph(self, model: Any, input_array: Any = None) -> None:
         if not self._log_graph:
             return
@@ -129,6 +135,7 @@ class TensorBoardLogger(VersionedDirLogger):
             return
         self.experiment.add_graph(model, input_array)
 
+    @rank_zero_only
     def save(self) -> None:
         if self._experiment is not None:
             self._experiment.flush()
@@ -136,6 +143,7 @@ class TensorBoardLogger(VersionedDirLogger):
         if os.path.isdir(self.log_dir) and not os.path.isfile(hparams_file):
             save_hparams_to_yaml(hparams_file, self.hparams)
 
+    @rank_zero_only
     def finalize(self, status: str) -> None:
         if self._experiment is not None:
             self._experiment.flush()

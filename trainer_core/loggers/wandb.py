@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
-from trainer_core.loggers.logger import Logger, add_prefix, convert_params
+from trainer_core.loggers.logger import Logger, add_prefix, convert_params, rank_zero_experiment
 from trainer_core.utilities.exceptions import MisconfigurationException
 from trainer_core.utilities.logger_helpers import _scan_checkpoints
 from trainer_core.utilities.rank_zero import rank_zero_only, rank_zero_warn
@@ -126,6 +126,7 @@ class WandbLogger(Logger):
         return state
 
     @property
+    @rank_zero_experiment
     def experiment(self) -> Any:
         """The W&B run: the one passed in, the run already in progress, or a new ``wandb.init(...)``."""
         import wandb

@@ -56,8 +56,13 @@ class LoggerConnector:
     def log(self, name: str, value: Any, prog_bar: bool = False, logger: bool | None = None,
             on_step: bool | None = None, on_epoch: bool | None = None, reduce_fx: Any = "mean",
             add_dataloader_idx: bool = True, batch_size: int | None = None, metric_attribute: str | None = None,
-            enable_graph: bool = False, fx: str | None = None) -> None:
-        """What ``LightningModule.log`` does once the value is a tensor or a Metric (and its attribute known)."""
+            enable_graph: bool = False, fx: str | None = None, sync_dist: bool = False,
+            sync_dist_fn: Callable[..., Tensor] | None = None, sync_dist_group: Any = None,
+            rank_zero_only: bool = False) -> None:
+        """What ``LightningModule.log`` does once the value is a tensor or a Metric (and its attribute known).
+
+        ``sync_dist_fn`` is ``trainer.strategy.reduce`` (``sync_dist`` is only true when several processes run).
+        """
         results = self.results
         if results is None:
             raise MisconfigurationException(
@@ -72,7 +77,8 @@ class LoggerConnector:
         if self.should_reset_tensors(fx):
             results.reset(metrics=False, fx=fx)
         results.log(name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, add_dataloader_idx, batch_size,
-                    metric_attribute, enable_graph, fx)
+                    metric_attribute, enable_graph, fx, sync_dist=sync_dist, sync_dist_fn=sync_dist_fn,
+                    sync_dist_group=sync_dist_group, rank_zero_only=rank_zero_only)
         self.current_fx = fx
 
     # -- sending to the loggers -----------------------------------------------------------------
@@ -250,7 +256,14 @@ class _LoggerConnector(LoggerConnector):
         loggers = self.trainer.loggers
         if not loggers:
             return
-        from trainer_core.loggers.logger import Logger
+        from trainer_core.loggers.logger import Logger, VersionedDirLogger
+
+        strategy = self.trainer.strategy
+        if strategy.is_distributed:
+            # every rank names rank 0's version folder (a rank's own next free version may differ from it)
+            for logger in loggers:
+                if isinstance(logger, VersionedDirLogger):
+                    logger._version = strategy.broadcast(logger.version)
 
         dm = self.trainer.datamodule
         params: dict[str, Any] | None = None

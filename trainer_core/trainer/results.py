@@ -18,7 +18,7 @@ Which hooks may log (Lightning's ``_FxValidator`` table) is in ``fx_validator``;
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import torch
@@ -26,6 +26,13 @@ from torch import Tensor
 
 from trainer_core.trainer.fx_validator import FX_OPTIONS, check_logging
 from trainer_core.utilities.exceptions import MisconfigurationException
+from trainer_core.utilities.rank_zero import WarningCache
+from trainer_core.utilities.warnings import PossibleUserWarning
+
+warning_cache = WarningCache()
+
+# ``sync_dist_fn(tensor, group=, reduce_op=)``: ``trainer.strategy.reduce``
+SyncFn = Callable[..., Tensor]
 
 __all__ = [
     "FX_OPTIONS", "MetricsSplit", "ResultCollection", "check_dataloader_idx_name", "check_logging",
@@ -133,11 +140,13 @@ class _Entry:
         "name", "fx", "forked", "sig", "on_step", "on_epoch", "prog_bar", "logger", "reduce", "enable_graph",
         "add_dataloader_idx", "dataloader_idx", "metric_attribute", "metric",
         "step_value", "acc", "count", "computed", "has_reset", "raw", "step_names", "epoch_names",
+        "sync_fn", "sync_group",
     )
 
     def __init__(self, fx: str, name: str, sig: tuple[Any, ...], on_step: bool, on_epoch: bool, prog_bar: bool,
                  logger: bool, reduce: str, enable_graph: bool, add_dataloader_idx: bool,
-                 dataloader_idx: int | None, metric_attribute: str | None) -> None:
+                 dataloader_idx: int | None, metric_attribute: str | None, sync_fn: SyncFn | None = None,
+                 sync_group: Any = None) -> None:
         self.fx = fx
         self.name = name
         self.forked = on_step and on_epoch
@@ -151,6 +160,9 @@ class _Entry:
         self.add_dataloader_idx = add_dataloader_idx
         self.dataloader_idx = dataloader_idx
         self.metric_attribute = metric_attribute
+        # Lightning's ``_Sync``: the reduction across processes (None: not synced)
+        self.sync_fn = sync_fn
+        self.sync_group = sync_group
         self.metric: Any = None  # the torchmetrics.Metric logged, when one was
         self.step_value: Tensor | None = None
         self.acc: Tensor | None = None
@@ -191,9 +203,29 @@ class _Entry:
                 self.computed = value if self.enable_graph else value.detach()
             elif self.acc is None:
                 return None
+            elif self.sync_fn is not None:
+                self.computed = self._synced_epoch_value(self.acc, self.sync_fn)
             else:
+                if _distributed_initialized():
+                    warning_cache.warn(
+                        f"It is recommended to use `self.log({self.name!r}, ..., sync_dist=True)`"
+                        " when logging on epoch level in distributed setting to accumulate the metric across"
+                        " devices.",
+                        category=PossibleUserWarning,
+                    )
                 self.computed = self.acc / self.count if self.reduce == "mean" else self.acc
         return self.computed
+
+    def _synced_epoch_value(self, acc: Tensor, sync_fn: SyncFn) -> Tensor:
+        """Lightning's ``_ResultMetric.compute`` with sync: for a mean, the weighted sum and the summed batch sizes
+        are reduced with ``sum`` and divided; ``sum``/``max``/``min`` are reduced with their own op."""
+        if self.reduce == "mean":
+            total = sync_fn(acc.clone(), group=self.sync_group, reduce_op="sum")
+            count = torch.tensor(self.count, dtype=acc.dtype, device=acc.device)
+            count = sync_fn(count, group=self.sync_group, reduce_op="sum")
+            return total / count
+        reduced: Tensor = sync_fn(acc.clone(), group=self.sync_group, reduce_op=self.reduce)
+        return reduced
 
     def reset(self) -> None:
         if self.metric is not None:
@@ -246,8 +278,14 @@ class ResultCollection:
     def log(self, name: str, value: Any, prog_bar: bool = False, logger: bool | None = True,
             on_step: bool | None = None, on_epoch: bool | None = None, reduce_fx: Any = "mean",
             add_dataloader_idx: bool = True, batch_size: int | None = None, metric_attribute: str | None = None,
-            enable_graph: bool = False, fx: str | None = None) -> None:
-        """Record ``value`` (a one-element tensor, or a ``torchmetrics.Metric``) logged from ``fx`` (default: ``self.fx``)."""
+            enable_graph: bool = False, fx: str | None = None, sync_dist: bool = False,
+            sync_dist_fn: SyncFn | None = None, sync_dist_group: Any = None, rank_zero_only: bool = False) -> None:
+        """Record ``value`` (a one-element tensor, or a ``torchmetrics.Metric``) logged from ``fx`` (default: ``self.fx``).
+
+        ``sync_dist`` (with ``sync_dist_fn``, ``trainer.strategy.reduce``): the step value is reduced across the
+        processes when logged, the epoch value when computed (Lightning's ``_Sync``; not with ``rank_zero_only``).
+        A ``torchmetrics.Metric`` syncs itself.
+        """
         fx = self.fx if fx is None else fx
         if fx is None:
             check_logging(fx, on_step, on_epoch)  # raises Lightning's "Logging inside `None`" RuntimeError
@@ -265,8 +303,9 @@ class ResultCollection:
             key_fx = f"{fx}.{dl_idx}"
         key = (key_fx, name, dl_idx if add_dataloader_idx else None)
         entry = self.entries.get(key)
+        sync_fn = sync_dist_fn if sync_dist and sync_dist_fn is not None and not rank_zero_only else None
         raw = (prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, add_dataloader_idx, dl_idx,
-               metric_attribute)
+               metric_attribute, sync_fn is not None, bool(rank_zero_only), sync_dist_group)
         if entry is None or entry.raw != raw:
             # first time with these arguments: Lightning's checks (the same arguments again passed them)
             on_step, on_epoch = check_logging(fx, on_step, on_epoch)
@@ -275,10 +314,11 @@ class ResultCollection:
             logger = True if logger is None else bool(logger)
             reduce = _reduce_name(reduce_fx)
             sig = (bool(prog_bar), logger, on_step, on_epoch, reduce, bool(enable_graph), bool(add_dataloader_idx),
-                   dl_idx, metric_attribute)
+                   dl_idx, metric_attribute, sync_fn is not None, bool(rank_zero_only), sync_dist_group)
             if entry is None:
                 entry = _Entry(key_fx, name, sig, on_step, on_epoch, bool(prog_bar), logger, reduce,
-                               bool(enable_graph), bool(add_dataloader_idx), dl_idx, metric_attribute)
+                               bool(enable_graph), bool(add_dataloader_idx), dl_idx, metric_attribute,
+                               sync_fn if not metric else None, sync_dist_group)
                 self.entries[key] = entry
             elif entry.sig != sig:
                 raise MisconfigurationException(
@@ -299,7 +339,12 @@ class ResultCollection:
                 entry.step_value = cache if isinstance(cache, Tensor) else None
             return
         if on_step:
-            entry.step_value = value
+            step_fn = entry.sync_fn
+            if step_fn is not None:
+                value_fp = value if torch.is_floating_point(value) else _accumulator(value)
+                entry.step_value = step_fn(value_fp.clone(), group=entry.sync_group, reduce_op=entry.reduce)
+            else:
+                entry.step_value = value
         if on_epoch:
             reduce = entry.reduce
             acc = entry.acc
@@ -370,6 +415,11 @@ class ResultCollection:
             if entry.prog_bar:
                 pbar[forked] = value
         return MetricsSplit(callback, log, pbar)
+
+
+def _distributed_initialized() -> bool:
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized()
 
 
 def to_scalars(metrics: Mapping[str, Any]) -> dict[str, Any]:
