@@ -55,9 +55,20 @@ def describe_exit(code: int | None) -> str:
     return f"The run's process exited with code {code} before reporting a final status."
 
 
-def describe_device(trainer_args: dict[str, Any]) -> str:
-    """What the run's ``device`` field says: ``cpu``, or the GPU this worker process is pinned to."""
+def describe_device(trainer_args: dict[str, Any], reserved: list[str] | None = None, world: int = 1) -> str:
+    """What the run's ``device`` field says: ``cpu`` (``cpu x2``: two processes), or the GPU(s)
+    reserved for it (``cuda:0,1 (NAME) x2``)."""
     accelerator = trainer_args.get("accelerator", "auto")
+    if reserved:
+        try:
+            import torch
+
+            name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA driver"
+        except Exception:
+            name = "no CUDA driver"
+        return f"cuda:{','.join(reserved)} ({name})" + (f" x{world}" if world > 1 else "")
+    if world > 1:
+        return f"cpu x{world}"
     gpu = os.environ.get("RUNYARD_WORKER_GPU")
     if accelerator == "cpu":
         return "cpu"
@@ -90,6 +101,9 @@ class Agent:
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._context = multiprocessing.get_context("forkserver")
+        from worker.gpus import GpuPool
+
+        self.pool = GpuPool.from_env(Path(settings.home).resolve())
 
     # -- registration and liveness -------------------------------------------------------------
     def recipes(self) -> list[dict[str, Any]]:
@@ -99,7 +113,8 @@ class Agent:
 
     def register(self, retry_for: float = 120.0) -> None:
         answer = self.client.request("POST", "/workers", json={"name": self.name, "queues": self.queues,
-                                                               "recipes": self.recipes()}, retry_for=retry_for)
+                                                               "recipes": self.recipes(), "gpus": self.pool.gpus},
+                                     retry_for=retry_for)
         self.worker_id = int(answer["id"])
         log.info("registered with %s as worker %s (%s), recipes %s", self.settings.url, self.worker_id, self.name,
                  ", ".join(answer.get("recipes", [])))
@@ -163,21 +178,100 @@ class Agent:
         if spec["status"] != "queued":
             log.info("run %s is %s: nothing to do", run_id, spec["status"])
             return "skipped"
-        try:
-            claim = self.client.request("POST", f"/runs/{run_id}/claim", json={
-                "worker": self.name, "device": describe_device(spec.get("trainer") or {})}, retry_for=30)
-        except ApiError as exc:
-            if exc.status == 409:
-                log.info("run %s was claimed by another delivery or cancelled", run_id)
-                return "skipped"
-            raise
-        self.current_run = run_id
-        try:
-            return self._supervise(claim)
-        finally:
-            self.current_run = None
+        from worker.gpus import gpus_needed, world_size
 
-    def _supervise(self, claim: dict[str, Any]) -> str:
+        trainer = spec.get("trainer") or {}
+        need = gpus_needed(trainer, len(self.pool.gpus))
+        world = world_size(trainer, len(self.pool.gpus))
+        if world == 1 and not self.pool.gpus:
+            need = 0  # a one-GPU run on a worker without GPUs: the trainer's error says so
+        reserved: list[str] = []
+        if need:
+            got = self._reserve(run_id, need)
+            if got is None:
+                return "skipped"
+            reserved = got
+        try:
+            try:
+                device = describe_device(trainer, reserved, world)
+                claim = self.client.request("POST", f"/runs/{run_id}/claim", json={
+                    "worker": self.name, "device": device}, retry_for=30)
+            except ApiError as exc:
+                if exc.status == 409:
+                    log.info("run %s was claimed by another delivery or cancelled", run_id)
+                    return "skipped"
+                raise
+            refusal = self._refused(need)
+            if refusal is not None:  # this host can never fit it (the server refuses it while it knows)
+                self.report_crash(run_id, claim["attempt"], refusal, final=True)
+                return "failed"
+            self.current_run = run_id
+            try:
+                return self._supervise(claim, reserved, world)
+            finally:
+                self.current_run = None
+        finally:
+            if reserved:
+                self.pool.release(run_id)
+
+    def _refused(self, need: int) -> str | None:
+        if need > len(self.pool.gpus):
+            return (f"The run asks for {need} GPUs (trainer.devices); this worker has {len(self.pool.gpus)} "
+                    f"({', '.join(self.pool.gpus) or 'none'}).")
+        return None
+
+    def _reserve(self, run_id: int, need: int) -> list[str] | None:
+        """Reserve ``need`` of this host's GPUs for the run, waiting while they are busy (the run
+        stays queued); None when the run is no longer queued. A run this host can never fit gets
+        an empty list (it is claimed and failed with the reason)."""
+        from celery.exceptions import Reject
+
+        if need > len(self.pool.gpus):
+            return []
+        said = False
+        next_check = time.monotonic() + 5.0
+        while True:
+            got = self.pool.reserve(need, run_id, prefer=os.environ.get("RUNYARD_WORKER_GPU"))
+            if got is not None:
+                return got
+            if WORKER_SHUTDOWN.is_set():
+                raise Reject("worker is shutting down", requeue=True)
+            if not said:
+                said = True
+                print(f"runyard: run {run_id} waits for {need} free GPU(s) of {', '.join(self.pool.gpus)}", flush=True)
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + 5.0
+                if self._status(run_id) not in ("queued", None):
+                    return None
+            time.sleep(0.25)
+
+    def report_crash(self, run_id: int, attempt: int, error: str, final: bool = False) -> str | None:
+        """The attempt crashed (a rank died): back to the queue counted, failed after max_attempts
+        (``final``: failed now). The run's status after it (None when the server did not answer)."""
+        print(f"runyard: run {run_id} attempt {attempt}: {error}", flush=True)
+        try:
+            if final:
+                answer = self.client.request("POST", f"/runs/{run_id}/finish", json={
+                    "status": "failed", "error": error, "attempt": attempt}, retry_for=60)
+            else:
+                answer = self.client.request("POST", f"/runs/{run_id}/requeue", json={
+                    "attempt": attempt, "error": error}, retry_for=60)
+            return str(answer.get("status"))
+        except (ApiError, Unreachable) as exc:
+            log.info("run %s: %s (not recorded: %s)", run_id, error, exc)
+            return None
+
+    def requeue(self, run_id: int, attempt: int, run_dir: Path) -> str:
+        try:
+            self.client.request("POST", f"/runs/{run_id}/requeue", json={"attempt": attempt}, retry_for=60)
+            print(f"runyard: run {run_id} saved and requeued (worker shutting down)", flush=True)
+            self._clean(run_dir)
+            return "requeued"
+        except ApiError as exc:
+            log.warning("run %s could not be requeued: %s", run_id, exc)
+            return "lost"
+
+    def _supervise(self, claim: dict[str, Any], reserved: list[str] | None = None, world: int = 1) -> str:
         run_id, attempt = claim["run"]["id"], claim["attempt"]
         run_dir = self.work_dir / f"run-{run_id}-attempt-{attempt}"
         payload = {
@@ -186,6 +280,15 @@ class Agent:
             "device": claim["run"].get("device") or "cpu", "worker_pid": os.getpid(),
             "home": str(Path(self.settings.home).resolve()),  # code runs cache requirements envs under it
         }
+        if reserved:  # every rank sees the reserved GPUs; Trainer(devices=N) takes cuda:0..N-1 of them
+            payload["cuda_visible_devices"] = ",".join(reserved)
+            payload["devices"] = world
+        elif world > 1:
+            payload["devices"] = world
+        if world > 1:
+            from worker import ranks
+
+            return ranks.supervise(self, claim, payload, world)
         from worker import run_process
 
         process = self._context.Process(target=run_process.main, args=(payload,), name=f"runyard-run-{run_id}")
@@ -221,14 +324,7 @@ class Agent:
                     pass
         code = process.exitcode
         if code == run_process.EXIT_REQUEUE:
-            try:
-                self.client.request("POST", f"/runs/{run_id}/requeue", json={"attempt": attempt}, retry_for=60)
-                print(f"runyard: run {run_id} saved and requeued (worker shutting down)", flush=True)
-                self._clean(run_dir)
-                return "requeued"
-            except ApiError as exc:
-                log.warning("run %s could not be requeued: %s", run_id, exc)
-                return "lost"
+            return self.requeue(run_id, attempt, run_dir)
         status = self._status(run_id)
         if status == "running":  # the process ended without a final status: say why
             reason = describe_exit(code)

@@ -49,7 +49,12 @@ class RunControl(L.Callback):
         return self.stop.is_set() or WORKER_SHUTDOWN.is_set()
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        if self._should_stop():
+        stop = self._should_stop()
+        if getattr(trainer.strategy, "world_size", 1) > 1:
+            # One rank told to stop (rank 0 learns of a cancel, a rank gets SIGUSR1) stops them all
+            # at the same step: a rank that went on alone would wait in its next collective forever.
+            stop = bool(trainer.strategy.reduce_boolean_decision(stop, all=False))
+        if stop:
             if not self.stopped_early:
                 # Checkpoint here, at a batch start, so a requeued run resumes mid-epoch where it stopped.
                 self.stopped_early = True

@@ -32,6 +32,9 @@ from worker.control import WORKER_SHUTDOWN, RunControl
 from worker.recipes import TrainerArgs, get_recipe, get_registry
 
 EXIT_REQUEUE = 75  # EX_TEMPFAIL
+# A rank of a multi-process run whose training raised: it reports nothing itself (another rank's
+# death may be the cause); its error is in RUN_DIR/rank-<r>-error.txt and the worker decides.
+EXIT_RANK_ERROR = 76
 # What the run's process must never see (the worker's own credentials and its broker).
 SECRET_ENV = ("RUNYARD_TOKEN", "RUNYARD_BROKER_URL", "RUNYARD_DATABASE_URL", "CELERY_BROKER_URL",
               "RUNYARD_ARTIFACT_URL")
@@ -86,6 +89,7 @@ def main(payload: dict[str, Any]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     os.environ.update(RUNYARD_URL=payload["url"], RUNYARD_TOKEN=payload["token"],
                       RUNYARD_RUN_ID=str(payload["run"]["id"]), RUNYARD_RUN_DIR=str(run_dir))
+    set_rank_env(payload)
     # SIGUSR1 from the worker, or a SIGTERM sent to this process: stop at the next step with a
     # resume checkpoint, then exit for a requeue. Ctrl-C is the worker's to handle.
     signal.signal(signal.SIGUSR1, lambda *_: WORKER_SHUTDOWN.set())
@@ -96,9 +100,37 @@ def main(payload: dict[str, Any]) -> None:
     sys.exit(run(payload, run_dir))
 
 
+def set_rank_env(payload: dict[str, Any]) -> None:
+    """The GPUs the worker reserved (``CUDA_VISIBLE_DEVICES``) and, for a rank of a multi-process
+    run, torchrun's environment: ``trainer_core`` (and Lightning) then join that process group."""
+    if payload.get("cuda_visible_devices") is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(payload["cuda_visible_devices"])
+    if payload.get("devices") is not None:  # the count the reservation gives (a list or -1 becomes it)
+        payload["run"]["trainer"] = {**(payload["run"].get("trainer") or {}), "devices": payload["devices"]}
+    dist = payload.get("dist")
+    if not dist:
+        return
+    os.environ.update(
+        RANK=str(dist["rank"]), LOCAL_RANK=str(dist["rank"]), GROUP_RANK="0", NODE_RANK="0",
+        WORLD_SIZE=str(dist["world_size"]), LOCAL_WORLD_SIZE=str(dist["world_size"]),
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(dist["master_port"]), TORCHELASTIC_RUN_ID=str(dist["run_id"]),
+        RUNYARD_RANK=str(dist["rank"]),
+    )
+    # trainer_core was imported by the forkserver (rank 0 then): its rank-zero switch follows now.
+    from trainer_core.utilities.rank_zero import rank_zero_only
+
+    rank_zero_only.rank = int(dist["rank"])
+
+
+def rank_of(payload: dict[str, Any]) -> int:
+    return int((payload.get("dist") or {}).get("rank", 0))
+
+
 def run(payload: dict[str, Any], run_dir: Path) -> int:
     from trainer_core.loggers.runyard import RunyardLogger
 
+    if payload.get("dist"):
+        return run_rank(payload, run_dir)
     spec = payload["run"]
     logger = RunyardLogger(url=payload["url"], run_id=spec["id"], save_dir=str(run_dir),
                            heartbeat_interval=payload.get("heartbeat_interval", 5.0))
@@ -130,6 +162,35 @@ def run(payload: dict[str, Any], run_dir: Path) -> int:
             return 0
         logger.finish("failed", error=error)
         return 0
+    if status == "lost":
+        logger.flush(timeout=30)
+        return 0
+    if status == "requeued":
+        logger.flush(timeout=120)
+        return EXIT_REQUEUE
+    logger.finish(status)
+    return 0
+
+
+def run_rank(payload: dict[str, Any], run_dir: Path) -> int:
+    """One rank of a multi-process run. Rank 0 reports as a single process does, except that a
+    training error is left to the worker (``EXIT_RANK_ERROR``); other ranks report nothing."""
+    from trainer_core.loggers.runyard import RunyardLogger
+
+    rank = rank_of(payload)
+    logger = RunyardLogger(url=payload["url"], run_id=payload["run"]["id"], save_dir=str(run_dir),
+                           heartbeat_interval=payload.get("heartbeat_interval", 5.0))
+    try:
+        status = _train(payload, logger, run_dir)
+    except Exception as exc:
+        error = f"rank {rank}: {type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
+        print(traceback.format_exc(), file=sys.stderr)
+        (run_dir / f"rank-{rank}-error.txt").write_text(error, encoding="utf-8")
+        if rank == 0:
+            logger.flush(timeout=30)
+        return EXIT_RANK_ERROR
+    if rank != 0:
+        return EXIT_REQUEUE if status == "requeued" else 0
     if status == "lost":
         logger.flush(timeout=30)
         return 0

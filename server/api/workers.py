@@ -22,8 +22,9 @@ def register(body: WorkerIn, request: Request, session: Session = Depends(get_se
     """A worker starting up: its name, queues and recipes (name, description, params JSON
     Schema, trainer schema). Submissions are validated against these schemas from now on."""
     worker = store.register_worker(session, body.name, body.queues, [r.model_dump() for r in body.recipes],
-                                   request.state.principal.token_id)
-    return {"id": worker.id, "name": worker.name, "queues": worker.queues, "recipes": worker.recipes}
+                                   request.state.principal.token_id, body.gpus)
+    return {"id": worker.id, "name": worker.name, "queues": worker.queues, "recipes": worker.recipes,
+            "gpus": worker.gpus}
 
 
 @router.post("/workers/{worker_id}/heartbeat")
@@ -46,5 +47,5 @@ def list_workers(request: Request, session: Session = Depends(get_session)) -> l
     shown = busy if visible is None else set(session.scalars(
         select(Run.id).where(Run.id.in_(busy or {-1}), Run.project_id.in_(visible or {-1}))))
     return [{"id": w.id, "name": w.name, "queues": w.queues, "recipes": w.recipes,
-             "run_id": w.run_id if w.run_id in shown else None,
+             "run_id": w.run_id if w.run_id in shown else None, "gpus": list(w.gpus or []),
              "last_seen_at": w.last_seen_at.isoformat()} for w in workers]

@@ -636,11 +636,19 @@ class RunyardLogger(Logger):
         environment: bool = True,
         spool_dir: str | os.PathLike[str] | None = None,
         prune_local: bool | None = None,
+        tags: list[str] | tuple[str, ...] | None = None,
     ) -> None:
         super().__init__()
+        from trainer_core.utilities.rank_zero import rank_zero_only
+
+        # On a rank other than 0 (torchrun's RANK, a worker's rank process) the logger sends nothing:
+        # global rank 0 reports the run's metrics, logs, heartbeats, checkpoints and status. Its
+        # client (the run's token) may still download, e.g. the resume checkpoint.
+        self._inert = (rank_zero_only.rank or 0) != 0
         self.client = Client(url or None, token, timeout=timeout)
         self.project = project
         self.run_name = name
+        self.tags = [str(t) for t in tags or ()]  # set when the logger creates its run (not an attached one)
         if run_id is None and os.environ.get("RUNYARD_RUN_ID", "").strip():
             run_id = int(os.environ["RUNYARD_RUN_ID"])
         self._attached = run_id is not None
@@ -732,7 +740,7 @@ class RunyardLogger(Logger):
         self._owner_sets_last = False
         self._last_epoch: int | None = None
         self._epoch_sent: tuple[int, float] | None = None  # (step, epoch) of the last epoch point sent
-        if self._attached:
+        if self._attached and not self._inert:
             # The run exists and is this process's: heartbeats and the capture of its output start
             # now (a run process may spend a while building data before the first log call).
             self._start()
@@ -780,7 +788,7 @@ class RunyardLogger(Logger):
     def run_id(self) -> int | None:
         """The server's id of the run. For a run this logger creates, reading it starts the logger
         and waits (up to ``timeout`` s) for the server; ``None`` while it cannot be reached."""
-        if self._sender.run_id is None and not self._attached and not self._sender.dead:
+        if self._sender.run_id is None and not self._attached and not self._sender.dead and not self._inert:
             self._start()
             deadline = time.monotonic() + self.timeout
             with self._cond:
@@ -819,9 +827,11 @@ class RunyardLogger(Logger):
                     _ATEXIT = True
                     atexit.register(_close_all_at_exit)
                 if not self._attached:
-                    body = {"recipe": "external", "project": self.project, "client_key": self._client_key}
+                    body: dict[str, Any] = {"recipe": "external", "project": self.project, "client_key": self._client_key}
                     if self.run_name:
                         body["name"] = self.run_name
+                    if self.tags:
+                        body["tags"] = list(self.tags)
                     self._ops.appendleft(("create", 0, {"body": body}))
                     self._urgent = True  # the run should exist on the server at once
                 if self.environment:  # right after the create: collected on the sender's thread
@@ -867,6 +877,8 @@ class RunyardLogger(Logger):
 
     def send_environment(self) -> None:
         """Collect and send the environment record again (in order, after what was logged before)."""
+        if self._inert:  # a rank other than 0 of a multi-process run reports nothing
+            return
         if self.environment and not self._finish_sent:
             self._env_key = _environment_key()
             self._enqueue("environment", {"body": None})
@@ -919,6 +931,8 @@ class RunyardLogger(Logger):
     def close(self, timeout: float | None = None) -> bool:
         """Send what is buffered (up to ``timeout``, default ``retry_for``, while the server is
         unreachable), spool the rest, stop the threads and the capture. Does not finish the run."""
+        if self._inert:  # a rank other than 0 of a multi-process run reports nothing
+            return True
         delivered = True
         self._stop_sampler()
         if self._thread is not None:
@@ -1280,11 +1294,15 @@ class RunyardLogger(Logger):
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything logged so far is on the server; False if ``timeout`` ran out
         first (what is left stays queued or spooled and is sent later)."""
+        if self._inert:  # a rank other than 0 of a multi-process run reports nothing
+            return True
         return self._wait_delivered(grace=math.inf, timeout=timeout)
 
     # ------------------------------------------------------------------ Logger API
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if self._inert:  # a rank other than 0 of a multi-process run reports nothing
+            return
         # Hot path (every logged step): a copy of the dict onto a deque, nothing else. The
         # sender thread converts values, builds the points and the JSON.
         if self._quota_error is not None:
@@ -1307,12 +1325,16 @@ class RunyardLogger(Logger):
                 self._cond.notify()
 
     def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+        if self._inert:  # a rank other than 0 of a multi-process run reports nothing
+            return
         if isinstance(params, Namespace):
             params = vars(params)
         self._enqueue("hparams", {"body": json_safe(dict(params or {}))})
         self._check_seed()
 
     def log_model_summary(self, summary: dict[str, Any]) -> None:
+        if self._inert:  # a rank other than 0 of a multi-process run reports nothing
+            return
         self._enqueue("summary", {"body": json_safe(summary)})
         self._check_seed()
 
@@ -1325,6 +1347,8 @@ class RunyardLogger(Logger):
         return int(value) if value is not None and math.isfinite(value) else None
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        if self._inert:  # a rank other than 0 of a multi-process run reports nothing
+            return
         self._raise_quota()
         if not self.upload_checkpoints:
             return
@@ -1388,6 +1412,8 @@ class RunyardLogger(Logger):
         """Upload a checkpoint saved outside ModelCheckpoint (e.g. a resume checkpoint), after
         every point logged before this call. Not mirrored on local deletion (see
         :meth:`delete_checkpoint`)."""
+        if self._inert:  # a rank other than 0 of a multi-process run reports nothing
+            return
         self._raise_quota()
         path = os.path.abspath(os.fspath(path))
         ident = _identity(os.stat(path))
@@ -1399,12 +1425,16 @@ class RunyardLogger(Logger):
 
     def delete_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Delete on the server the checkpoint this logger uploaded from ``path`` (in order)."""
+        if self._inert:  # a rank other than 0 of a multi-process run reports nothing
+            return
         self._enqueue("delete_checkpoint", {"path": os.path.abspath(os.fspath(path))})
 
     def save(self) -> None:
         """Nothing to do: the trainer calls save() after every log_metrics (as Lightning does),
         and blocking there, or waking the sender for a request per step, would slow training.
         The sender sends every ``flush_interval``; ``flush()`` and ``finalize()`` wait for it."""
+        if self._inert:  # a rank other than 0 of a multi-process run reports nothing
+            return
 
     @staticmethod
     def _error_text() -> str | None:
@@ -1429,6 +1459,8 @@ class RunyardLogger(Logger):
         """The trainer's end of an entry point (fit, validate, test, predict). A run this logger
         created gets its final status (``failed`` with the exception being handled, if any); an
         attached run is only flushed (its owner calls :meth:`finish`)."""
+        if self._inert:  # a rank other than 0 of a multi-process run reports nothing
+            return
         if not self._started:
             return  # nothing was ever logged: no run to close
         error = self._error_text() if status == "failed" else None
@@ -1453,6 +1485,8 @@ class RunyardLogger(Logger):
         the trainer's ``success``/``interrupted`` work too) with ``POST /runs/{id}/finish``. A
         failure without ``error`` records the exception being handled, if any. True when it
         reached the server (else it is in the spool)."""
+        if self._inert:  # a rank other than 0 of a multi-process run reports nothing
+            return True
         final = STATUS_OF.get(status)
         if final is None:
             raise ValueError(f"finish() takes 'succeeded', 'failed' or 'cancelled', not {status!r}.")

@@ -194,12 +194,16 @@ MaxTimeParts = dict[Literal["weeks", "days", "hours", "minutes", "seconds", "mil
                     typing.Annotated[float, Field(ge=0)]]
 
 
+MAX_EPOCHS = 100_000  # a sane upper bound (issue 14): longer runs set max_steps or max_time
+
+
 class TrainerArgs(BaseModel):
     """The trainer arguments a run may set through the API (anything else is refused)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    max_epochs: int | None = Field(None, ge=-1, description="Stop after this many epochs (-1: no limit).")
+    max_epochs: int | None = Field(None, ge=-1, le=MAX_EPOCHS,
+                                   description=f"Stop after this many epochs (-1: no limit; at most {MAX_EPOCHS:,}).")
     max_steps: int = Field(-1, ge=-1, description="Stop after this many optimizer steps (-1: no limit).")
     max_time: MaxTimeText | MaxTimeParts | None = Field(
         None, description="Stop after this much training time: 'DD:HH:MM:SS' or timedelta arguments such as "
@@ -208,7 +212,13 @@ class TrainerArgs(BaseModel):
         Field(None, description="Numeric precision; mixed precision needs a GPU for 16-bit.")
     )
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field("auto", description="Where to train.")
-    devices: int | Literal["auto"] = Field("auto", description="Number of devices (one process trains on one device).")
+    devices: typing.Annotated[int, Field(ge=-1)] | list[typing.Annotated[int, Field(ge=0)]] | Literal["auto"] = Field(
+        "auto", description="Devices to train on: a count (-1: all GPUs the worker reserves for the run), a list of "
+        "ids (its length counts) or 'auto'. More than one starts one process per device (DDP).")
+    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "single_device"] = Field(
+        "auto", description="How several devices train together ('auto' or a DDP strategy: one process each).")
+    num_nodes: typing.Annotated[int, Field(ge=1, le=1)] = Field(
+        1, description="Machines in the run; the job queue runs a run on one machine (see docs for torchrun/SLURM).")
     limit_train_batches: Limit | None = Field(None, ge=0, description="Batches per epoch (int) or fraction (float).")
     limit_val_batches: Limit | None = Field(None, ge=0)
     limit_test_batches: Limit | None = Field(None, ge=0)
