@@ -20,12 +20,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, Response
 
-from server import oidc, queue, store
-from server.api import account, checkpoints, code, events, logs, metrics, misc, runs, workers
+from server import oidc, queue, static, store
+from server.api import account, checkpoints, code, events, logs, metrics, misc, runs, views, workers
 from server.api import quotas as quota_routes
 from server.auth import authorize
 from server.db import get_engine, session_factory, upgrade_database
@@ -55,6 +56,54 @@ def plotly_js() -> bytes:
 
         bundled = get_plotlyjs().encode()
     return bundled
+
+
+def install_static(app: FastAPI) -> None:
+    """plotly.js (the full bundle, and the basic one the dashboard uses, also by content-hashed URL), and Swagger UI at /docs and ReDoc at /redoc from
+    our own files (``fastapi-offline``'s), compressed and cacheable (``server/static.py``)."""
+
+    @app.get("/static/plotly.min.js", include_in_schema=False)
+    def plotly_bundle(request: Request) -> Response:
+        return static.asset_response(request, static.plotly_asset(), static.ONE_DAY)
+
+    @app.get("/static/plotly-basic.min.js", include_in_schema=False)
+    def plotly_basic(request: Request) -> Response:
+        asset = static.plotly_basic_asset()
+        if asset is None:
+            raise ApiError(404, "webui/vendor/plotly-basic.min.js is missing; the full bundle is /static/plotly.min.js.")
+        return static.asset_response(request, asset, static.ONE_DAY)
+
+    @app.get("/static/plotly-basic.{digest}.min.js", include_in_schema=False)
+    def plotly_basic_versioned(digest: str, request: Request) -> Response:
+        asset = static.plotly_basic_asset()
+        if asset is None or static.plotly_basic_url() != f"/static/plotly-basic.{digest}.min.js":
+            raise ApiError(404, f"This server's plotly.js is at {static.plotly_basic_url()}; reload the page.")
+        return static.asset_response(request, asset, static.IMMUTABLE)
+
+    @app.get("/static/docs/{version}/{name}", include_in_schema=False)
+    def docs_file(version: str, name: str, request: Request) -> Response:
+        answer = static.swagger_response(request, version, name)
+        if answer is None:
+            raise ApiError(404, f"No API docs file {name!r} here; the API docs are at /docs.")
+        return answer
+
+    base = f"/static/docs/{static.swagger_version()}"
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Runyard - API docs",
+                                   oauth2_redirect_url="/docs/oauth2-redirect",
+                                   swagger_js_url=f"{base}/swagger-ui-bundle.js", swagger_css_url=f"{base}/swagger-ui.css",
+                                   swagger_favicon_url=f"{base}/favicon.png")
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title="Runyard - API docs", redoc_js_url=f"{base}/redoc.standalone.js",
+                              redoc_favicon_url=f"{base}/favicon.png", with_google_fonts=False)
 
 
 def reap_once(app: FastAPI) -> dict[str, list[int]]:
@@ -182,6 +231,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await task
 
     app = FastAPI(title="Runyard", version="0.1.0", lifespan=lifespan, dependencies=[Depends(authorize)],
+                  docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None,  # install_static: offline docs
                   description="Experiment tracking and training jobs for PyTorch.")
     app.state.settings = settings
     app.state.shutting_down = threading.Event()
@@ -199,23 +249,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestLimits, settings=settings)
     install_openapi(app)  # server/openapi.py: every status a route answers, one ErrorBody schema
     app.state.routers = [m.router for m in (runs, metrics, checkpoints, code, logs, events, misc, workers, account,
-                                            oidc, quota_routes)]
+                                            oidc, quota_routes, views)]
     for router in app.state.routers:
         app.include_router(router)
     oidc.install(app, settings)
 
-    @app.get("/static/plotly.min.js", include_in_schema=False)
-    def plotly_bundle() -> Response:
-        return Response(plotly_js(), media_type="application/javascript",
-                        headers={"Cache-Control": "public, max-age=86400"})
-
-    index = WEBUI_DIR / "index.html"
+    install_static(app)
 
     @app.get("/runs/{run_id}", include_in_schema=False)
-    def run_page(run_id: int) -> FileResponse:
-        if not index.is_file():
+    def run_page(run_id: int, request: Request) -> Response:
+        answer = static.dashboard_response(request, WEBUI_DIR, "index.html")
+        if answer is None:
             raise ApiError(404, "The dashboard is not built (webui/index.html is missing); the API is at /docs.")
-        return FileResponse(index)
+        return answer
 
     if WEBUI_DIR.is_dir():  # only the dashboard's own files (server/webguard.py): not __init__.py, caches
         app.mount("/", DashboardFiles(directory=WEBUI_DIR, check_dir=False), name="webui")

@@ -570,9 +570,12 @@ def worker_slots(gpus: str | None, concurrency: int | None) -> list[dict[str, st
     else:
         gpu_ids = [g.strip() for g in gpus.split(",") if g.strip()]
     if gpu_ids:
+        # Every slot may reserve any of the host's GPUs for a run (worker/gpus.py): one 4-GPU run
+        # or four 1-GPU runs on --gpus 0,1,2,3; a GPU takes `concurrency` runs at once.
         per_gpu = concurrency or 1
+        pool = {"RUNYARD_WORKER_GPUS": ",".join(gpu_ids), "RUNYARD_GPU_SEATS": str(per_gpu)}
         return [
-            {"CUDA_VISIBLE_DEVICES": gpu, "RUNYARD_WORKER_GPU": gpu, "RUNYARD_WORKER_SLOT": f"gpu{gpu}-{i}"}
+            {"CUDA_VISIBLE_DEVICES": gpu, "RUNYARD_WORKER_GPU": gpu, "RUNYARD_WORKER_SLOT": f"gpu{gpu}-{i}", **pool}
             for gpu in gpu_ids
             for i in range(per_gpu)
         ]
@@ -608,6 +611,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         # The run's worker_host: RUNYARD_WORKER_NAME (a readable machine name) or the host name, plus the slot.
         machine = os.environ.get("RUNYARD_WORKER_NAME") or os.uname().nodename
         env = {**env, "RUNYARD_WORKER_NAME": f"{machine}/{slot}"}
+        if "RUNYARD_WORKER_GPUS" in env:  # the slots of this command share one reservation file
+            env["RUNYARD_GPU_POOL"] = str(Path(settings.home).resolve() / "gpu-reservations.json")
 
         def start(env: dict[str, str] = env, slot: str = slot) -> subprocess.Popen:
             return spawn(celery_worker_command(queues, slot, args.log_level.upper()), env)
@@ -847,6 +852,8 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
             }
         if args.name:
             body["name"] = args.name
+        if args.tag:
+            body["tags"] = list(args.tag)
         run = client.request("POST", "/api/v1/runs", json=body)
     except SubmitError as exc:
         print(f"runyard submit: {exc}", file=sys.stderr)
@@ -1084,6 +1091,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 100 MB unpacked)")
     submit.add_argument("--dry-run", action="store_true", help="list what would be packed, send nothing")
     submit.add_argument("--name")
+    submit.add_argument("--tag", action="append", default=[], metavar="TAG",
+                        help="a tag of the run (repeatable; letters, digits and _ . : -)")
     submit.add_argument("--project", default="default")
     submit.add_argument("--queue", default=DEFAULT_QUEUE,
                         help=f"the queue a worker takes it from (default {DEFAULT_QUEUE}; see runyard worker --queues)")

@@ -26,9 +26,12 @@ log = logging.getLogger(__name__)
 
 class ApiError(Exception):
     def __init__(self, status_code: int, message: str, field: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, errors: list[dict[str, Any]] | None = None,
+                 column: int | None = None) -> None:
         super().__init__(message)
         self.status_code, self.message, self.field, self.headers = status_code, message, field, headers
+        self.errors = errors  # every problem of a 422 ({"loc", "msg", "type"}), as request validation lists them
+        self.column = column  # a query's error: its 1-based column (server/query.py)
 
 
 def error_body(message: str, field: str | None = None, **extra: object) -> dict:
@@ -92,7 +95,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.message, exc.field), status_code=exc.status_code, headers=exc.headers)
+        extra: dict[str, Any] = {"errors": json_safe(exc.errors)} if exc.errors else {}
+        if exc.column is not None:
+            extra["column"] = exc.column
+        return JSONResponse(error_body(exc.message, exc.field, **extra), status_code=exc.status_code,
+                            headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -159,6 +166,62 @@ def install_error_handlers(app: FastAPI) -> None:
     async def storage_error(request: Request, exc: Exception) -> JSONResponse:
         full = insufficient_storage(request, exc)
         return full if full is not None else await unexpected(request, exc)
+
+
+    for key, handler in list(app.exception_handlers.items()):
+        app.exception_handlers[key] = _for_browsers(handler)
+
+
+BROWSER_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{status} - Runyard</title><style>body{{font:16px system-ui,sans-serif;max-width:40rem;margin:3rem auto;
+padding:0 1rem;color:#222}}a.home{{display:inline-block;margin-top:1rem;font-weight:600}}</style></head>
+<body><h1>{status} {reason}</h1><p>{detail}</p>
+<p><a class="home" href="/#/runs">Back to the runs page</a></p></body></html>
+"""
+
+
+def wants_html(request: Request) -> bool:
+    """A browser opening a page (``Accept: text/html``), not the dashboard's or a client's API call."""
+    return request.method in ("GET", "HEAD") and "text/html" in request.headers.get("accept", "")
+
+
+def browser_page(request: Request, response: Any) -> Any:
+    """``response``, an error as JSON, as a small HTML page linking back to the runs page when a
+    browser asked for a page (the JSON stays for everyone else)."""
+    import html
+    import json
+    from http import HTTPStatus
+
+    from fastapi.responses import HTMLResponse
+
+    status = int(getattr(response, "status_code", 200))
+    if status < 400 or not isinstance(response, JSONResponse) or not wants_html(request):
+        return response
+    try:
+        detail = str(json.loads(bytes(response.body)).get("detail", ""))
+    except ValueError:
+        detail = ""
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Error"
+    page = BROWSER_PAGE.format(status=status, reason=html.escape(reason), detail=html.escape(detail))
+    headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
+    return HTMLResponse(page, status_code=status, headers=headers)
+
+
+def _for_browsers(handler: Callable[..., Any]) -> Callable[..., Any]:
+    import inspect
+
+    if inspect.iscoroutinefunction(handler):
+        async def wrapped_async(request: Request, exc: Exception) -> Any:
+            return browser_page(request, await handler(request, exc))
+        return wrapped_async
+
+    def wrapped(request: Request, exc: Exception) -> Any:
+        return browser_page(request, handler(request, exc))
+    return wrapped
 
 
 def insufficient_storage(request: Request, exc: BaseException) -> JSONResponse | None:

@@ -86,6 +86,8 @@ class Project(Base):
 
 class Run(Base):
     __tablename__ = "runs"
+    # the runs page's default order (newest first, id breaking ties) straight from an index (issue 14)
+    __table_args__ = (Index("ix_runs_created_at_id", "created_at", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), nullable=False, default="")
@@ -126,6 +128,8 @@ class Run(Base):
     # added in place, so none is declared)
     snapshot_id: Mapped[int | None] = mapped_column(ForeignKey("code_snapshots.id"), index=True)
     entry: Mapped[dict | None] = mapped_column(JSON)
+    # The run's markdown note (issue 14; rendered by server/runs_query.py, never as raw HTML).
+    note: Mapped[str | None] = mapped_column(Text)
 
     project: Mapped[Project] = relationship(back_populates="runs", lazy="joined")
     owner: Mapped[User | None] = relationship(lazy="joined")
@@ -268,6 +272,7 @@ class Worker(Base):
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     run_id: Mapped[int | None] = mapped_column(Integer)  # the run it is training now
+    gpus: Mapped[list] = mapped_column(JSON, nullable=False, default=list, server_default="[]")  # its host's GPU ids
 
 
 class Recipe(Base):
@@ -468,3 +473,93 @@ class HealthProbe(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     checked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     writes: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+
+
+# --------------------------------------------------------------------------- issue 14: querying runs
+
+
+class RunParam(Base):
+    """One flattened param (``kind`` "p") or hyperparameter ("h") of a run, for the query language
+    (``server/query.py``): numbers in ``num`` (booleans as 0/1), everything else as text."""
+
+    __tablename__ = "run_params"
+    # covering indexes (run_id in them: a filter never reads the table); SQLite: a WITHOUT ROWID
+    # table, so that a lookup by (run_id, kind, key) is one B-tree search
+    __table_args__ = (
+        Index("ix_run_params_kind_key_num", "kind", "key", "num", "run_id"),
+        Index("ix_run_params_kind_key_text", "kind", "key", "text", "run_id"),
+        {"sqlite_with_rowid": False},
+    )
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(1), primary_key=True)
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)
+    num: Mapped[float | None] = mapped_column(Float(precision=53))
+    text: Mapped[str | None] = mapped_column(String(500))
+
+
+class RunMetricSummary(Base):
+    """Per run and metric key: the last (most recently logged) value and step, and min/max,
+    kept up to date at ingest, so queries and sorts on metrics never scan metric_points."""
+
+    __tablename__ = "run_metric_summaries"
+    __table_args__ = (
+        Index("ix_run_metric_summaries_key_last", "key", "last_value", "run_id"),
+        Index("ix_run_metric_summaries_key_min", "key", "min_value", "run_id"),
+        Index("ix_run_metric_summaries_key_max", "key", "max_value", "run_id"),
+        {"sqlite_with_rowid": False},
+    )
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    last_step: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    last_value: Mapped[float | None] = mapped_column(Float(precision=53))
+    min_value: Mapped[float | None] = mapped_column(Float(precision=53))
+    max_value: Mapped[float | None] = mapped_column(Float(precision=53))
+
+
+class RunTag(Base):
+    __tablename__ = "run_tags"
+    __table_args__ = (Index("ix_run_tags_tag", "tag", "run_id"), {"sqlite_with_rowid": False})
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class ProjectKey(Base):
+    """The param / hyperparameter / metric keys a project's runs have (``kind`` p, h, m), for
+    ``GET /api/v1/runs/keys`` without scanning every run."""
+
+    __tablename__ = "project_keys"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(1), primary_key=True)
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)
+
+
+class SavedView(Base):
+    """A saved runs-table view of a project: query, columns, sort and grouping."""
+
+    __tablename__ = "saved_views"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), nullable=False, index=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    query: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    columns: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
+    sort: Mapped[str] = mapped_column(String(300), nullable=False, default="")
+    group_by: Mapped[str] = mapped_column(String(300), nullable=False, default="")
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+
+class ProjectLayout(Base):
+    """A project's chart panel layout: ``{"panels": [...], "hidden": [...]}``."""
+
+    __tablename__ = "project_layouts"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    layout: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)

@@ -39,6 +39,9 @@ RULES: dict[tuple[str, str], Rule] = {
     # service and the dashboard
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/static/plotly.min.js"): PUBLIC,
+    ("GET", "/static/plotly-basic.min.js"): PUBLIC,  # the basic bundle the dashboard uses
+    ("GET", "/static/plotly-basic.{digest}.min.js"): PUBLIC,  # the same, by content hash (immutable)
+    ("GET", "/static/docs/{version}/{name}"): PUBLIC,  # Swagger UI's and ReDoc's files, offline
     ("GET", "/runs/{run_id}"): PUBLIC,  # the dashboard's page (index.html); its data needs a login
     ("GET", "/openapi.json"): PUBLIC,  # the API's description (no data)
     ("GET", "/docs"): PUBLIC,
@@ -90,6 +93,20 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/runs/{run_id}/logs"): Rule("run", "read"),
     ("POST", "/api/v1/runs/{run_id}/logs"): Rule("run", "own"),
     ("GET", "/api/v1/runs/{run_id}/events"): Rule("run", "read"),
+    # issue 14: query keys, groups, tags, notes, bulk actions, saved views, panel layout
+    ("GET", "/api/v1/runs/keys"): USER,  # the handler lists the visible projects' keys only
+    ("GET", "/api/v1/runs/groups"): USER,  # the handler groups the visible projects' runs only
+    ("POST", "/api/v1/runs/{run_id}/tags"): Rule("run", "write"),
+    ("DELETE", "/api/v1/runs/{run_id}/tags/{tag}"): Rule("run", "write"),
+    ("PUT", "/api/v1/runs/{run_id}/note"): Rule("run", "write"),
+    ("POST", "/api/v1/runs/bulk"): USER,  # the handler checks each run as its single-run route would
+    ("GET", "/api/v1/projects/{project_id}/views"): Rule("project", "read"),
+    ("POST", "/api/v1/projects/{project_id}/views"): Rule("project", "write"),
+    ("GET", "/api/v1/views/{view_id}"): USER,  # the handler checks the view's project (read)
+    ("PUT", "/api/v1/views/{view_id}"): USER,  # ... (member)
+    ("DELETE", "/api/v1/views/{view_id}"): USER,  # ... (member)
+    ("GET", "/api/v1/projects/{project_id}/layout"): Rule("project", "read"),
+    ("PUT", "/api/v1/projects/{project_id}/layout"): Rule("project", "write"),
     # checkpoints
     ("GET", "/api/v1/runs/{run_id}/checkpoints"): Rule("run", "read"),
     ("POST", "/api/v1/runs/{run_id}/checkpoints"): Rule("run", "own"),

@@ -36,7 +36,43 @@ def _message(field: str, error: Any) -> str:
         return f"Invalid value for {field}: this recipe has no such parameter (extra inputs are not permitted)."
     if error.validator == "required":
         return f"Invalid value for {field}: field required."
+    if error.validator in ("anyOf", "oneOf") and error.context:  # e.g. "int or null": the int's own problem
+        specific = [e for e in error.context if e.validator != "type"]
+        if specific:
+            return f"Invalid value for {field}: {specific[0].message}."
     return f"Invalid value for {field}: {error.message}."
+
+
+def _listed(prefix: str, errors: list[Any]) -> list[dict[str, Any]]:
+    """Every problem, one per field (``errors`` of the 422, as request validation lists them)."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for error in errors:
+        field = _field(prefix, error)
+        if field in seen:
+            continue
+        seen.add(field)
+        out.append({"loc": ["body", *field.split(".")], "msg": _message(field, error), "type": str(error.validator)})
+    return out
+
+
+def validate_each(*groups: tuple[dict[str, Any], dict[str, Any] | None, str]) -> list[dict[str, Any]]:
+    """:func:`validate` for each ``(schema, values, prefix)``; one 422 listing the problems of
+    every group under ``errors`` (a form shows them all at once), named by the first."""
+    out: list[dict[str, Any]] = []
+    first: ApiError | None = None
+    problems: list[dict[str, Any]] = []
+    for schema, values, prefix in groups:
+        try:
+            out.append(validate(schema, values, prefix))
+        except ApiError as exc:
+            if exc.status_code != 422:
+                raise
+            first = first or exc
+            problems.extend(exc.errors or [{"loc": ["body", *(exc.field or prefix).split(".")], "msg": exc.message}])
+    if first is not None:
+        raise ApiError(422, first.message, first.field, errors=problems)
+    return out
 
 
 def validate(schema: dict[str, Any], values: dict[str, Any] | None, prefix: str) -> dict[str, Any]:
@@ -52,7 +88,7 @@ def validate(schema: dict[str, Any], values: dict[str, Any] | None, prefix: str)
     if errors:
         error = errors[0]
         field = _field(prefix, error)
-        raise ApiError(422, _message(field, error), field)
+        raise ApiError(422, _message(field, error), field, errors=_listed(prefix, errors))
     if prefix == "params":
         for name, prop in (schema.get("properties") or {}).items():
             if name not in values and isinstance(prop, dict) and "default" in prop:

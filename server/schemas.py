@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -40,6 +40,8 @@ class RunCreate(BaseModel):
     client_key: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
                                    description="A client's own id for the run: creating again with it returns the same run.")
     code: CodeSpec | None = Field(None, description='With recipe "code": the snapshot and entry point to run.')
+    tags: list[str] = Field(default_factory=list, max_length=50, description="Tags to set at creation: each 1-64 "
+                            "characters of [A-Za-z0-9_.:-].")
 
 
 class RunPatch(BaseModel):
@@ -90,6 +92,10 @@ class RunOut(BaseModel):
     truncated: list[str] = Field(default_factory=list, description="In lists: the fields shown cut because they "
                                  "are larger than RUNYARD_MAX_VALUE_BYTES (marked '… [cut: N bytes]'); GET "
                                  "/api/v1/runs/{id} (and /hyperparameters) returns them whole.")
+    tags: list[str] = Field(default_factory=list)
+    note: str | None = Field(None, description="GET /api/v1/runs/{id}: the run's markdown note.")
+    note_html: str | None = Field(None, description="GET /api/v1/runs/{id}: the note rendered (safe to insert).")
+    values: dict[str, Any] | None = Field(None, description="Lists with columns=: each column's value.")
 
 
 class RunList(BaseModel):
@@ -252,6 +258,9 @@ class WorkerIn(BaseModel):
     name: str = Field(..., min_length=1, max_length=255)
     queues: list[str] = Field(default_factory=lambda: ["runyard"], max_length=100)
     recipes: list[RecipeIn] = Field(default_factory=list, max_length=1000)
+    gpus: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=1024,
+        description="The GPU ids of the worker's host it may reserve for a run (CUDA_VISIBLE_DEVICES values).")
 
     @field_validator("queues")
     @classmethod
@@ -295,6 +304,9 @@ class RequeueRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     attempt: int = Field(..., ge=1, le=2**31 - 1)
+    error: str | None = Field(None, min_length=1, max_length=20000, description=(
+        "The attempt crashed (a rank of a multi-process run died): counted, retried from the last checkpoint, "
+        "failed with this error after max_attempts. Without it: a warm shutdown, not counted."))
 
 
 class Accepted(BaseModel):
@@ -459,3 +471,61 @@ def checkpoint_out(checkpoint: Checkpoint) -> CheckpointOut:
         created_at=checkpoint.created_at, download_url=f"/api/v1/checkpoints/{checkpoint.id}/download",
         filename=checkpoint.path.rsplit("/", 1)[-1], resumable=bool(checkpoint.resumable), attempt=checkpoint.attempt,
     )
+
+
+# --------------------------------------------------------------------------- issue 14: tags, notes, views, layout
+
+TAG_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+
+class TagsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tags: list[str] = Field(..., max_length=50)
+
+
+class NoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(..., max_length=65536, description="Markdown, at most 64 KiB.")
+
+    @field_validator("note")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        if len(value.encode("utf-8", "surrogatepass")) > 65536:
+            raise ValueError("note is larger than 64 KiB")
+        return value
+
+
+class BulkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[int] = Field(..., min_length=1, max_length=1000)
+    action: Literal["tag", "untag", "cancel", "delete"]
+    tags: list[str] = Field(default_factory=list, max_length=50)
+
+
+class ViewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, max_length=200)
+    query: str = Field("", max_length=4000)
+    columns: list[str] = Field(default_factory=list, max_length=100)
+    sort: str = Field("", max_length=300)
+    group_by: str = Field("", max_length=300)
+
+
+class Panel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(..., min_length=1, max_length=100)
+    title: str = Field("", max_length=200)
+    metrics: list[str] = Field(default_factory=list, max_length=20)
+    log_y: bool = False
+
+
+class LayoutIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    panels: list[Panel] = Field(default_factory=list, max_length=100)
+    hidden: list[str] = Field(default_factory=list, max_length=1000)

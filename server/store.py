@@ -328,6 +328,7 @@ def create_run(
     owner_id: int | None = None,
     snapshot_id: int | None = None,
     entry: dict | None = None,
+    tags: Sequence[str] | None = None,
 ) -> Run:
     if status not in ("queued", "running"):
         raise Invalid(f"A new run starts as queued or running, not {status!r}.", "status")
@@ -360,6 +361,11 @@ def create_run(
     session.flush()
     if not run.name:
         run.name = f"{recipe}-{run.id}"
+    from server import runs_query
+
+    runs_query.sync_params(session, run)  # the query language's rows (issue 14)
+    if tags:
+        runs_query.add_tags(session, run, tags, commit=False)
     session.commit()
     return run
 
@@ -471,6 +477,9 @@ def update_run(
         run.name = name
     if hyperparameters is not None:
         run.hyperparameters = json_safe(hyperparameters, "hyperparameters")
+        from server import runs_query
+
+        runs_query.sync_params(session, run, params=False)
     if error is not None:
         run.error = error
     run.updated_at = utcnow()
@@ -483,6 +492,9 @@ def set_hyperparameters(session: Session, run_id: int, hyperparameters: dict, me
     values = json_safe(hyperparameters, "hyperparameters")
     run.hyperparameters = {**(run.hyperparameters or {}), **values} if merge else values
     run.updated_at = utcnow()
+    from server import runs_query
+
+    runs_query.sync_params(session, run, params=False)
     session.commit()
     return run
 
@@ -504,6 +516,10 @@ def delete_run(session: Session, run_id: int, artifacts: Any, *, uploads_dir: Pa
     session.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id))
     session.execute(delete(ModelSummary).where(ModelSummary.run_id == run_id))
     session.execute(delete(RunEnvironment).where(RunEnvironment.run_id == run_id))
+    from server.models import RunMetricSummary, RunParam, RunTag
+
+    for model in (RunParam, RunMetricSummary, RunTag):
+        session.execute(delete(model).where(model.run_id == run_id))
     session.execute(delete(Run).where(Run.id == run_id))
     _add_run_deletion(session, run_id, run.project_id)  # the tombstone live streams learn it from
     session.commit()
@@ -713,6 +729,9 @@ def claim_run(session: Session, run_id: int, worker_host: str, device: str) -> t
     lock_run_for_append(session, run_id)
     session.execute(delete(MetricPoint).where(MetricPoint.run_id == run_id, MetricPoint.step >= cut))
     rebuild_blocks(session, run_id, min_block=cut // BLOCK_STEPS)
+    from server.runs_query import rebuild_metric_summaries
+
+    rebuild_metric_summaries(session, run_id)
     dropped_query = select(Checkpoint).where(Checkpoint.run_id == run_id)
     if checkpoint is not None and checkpoint.run_id == run_id:
         # after the cut, and the older resume checkpoints (only the newest is kept)
@@ -748,6 +767,29 @@ def requeue_after_shutdown(session: Session, run_id: int, attempt: int) -> Run |
     moved = move(session, run_id, RunStatus.QUEUED, attempt=attempt, where=Run.status == RunStatus.RUNNING,
                  values={"task_id": uuid.uuid4().hex, "enqueued_at": None, "attempt": Run.attempt - 1})
     return require_run(session, run_id) if moved else None
+
+
+def requeue_after_crash(session: Session, run_id: int, attempt: int, error: str) -> Run | None:
+    """A worker saw ``attempt`` of a run crash (e.g. one rank of a multi-process run died): like the
+    reaper, the run goes back to the queue (counted; it resumes from its last checkpoint) with the
+    reason in ``error``, or fails with it after ``max_attempts`` (cancelled when a cancel was pending)."""
+    run = session.get(Run, run_id)
+    if run is None or run.status != RunStatus.RUNNING or run.attempt != attempt:
+        return None
+    if run.cancel_requested:
+        moved = move(session, run_id, RunStatus.CANCELLED, attempt=attempt)
+    elif attempt >= run.max_attempts:
+        moved = move(session, run_id, RunStatus.FAILED, attempt=attempt,
+                     error=f"{error} Giving up after {run.max_attempts} attempt(s).")
+    else:
+        moved = move(session, run_id, RunStatus.QUEUED, attempt=attempt,
+                     values={"task_id": uuid.uuid4().hex, "enqueued_at": None,
+                             "error": f"{error} Retrying from the last checkpoint (attempt {attempt} of "
+                                      f"{run.max_attempts} ended)."})
+    if not moved:
+        return None
+    session.expire_all()
+    return require_run(session, run_id)
 
 
 def is_cancel_requested(session: Session, run_id: int) -> bool:
@@ -847,7 +889,7 @@ def requeue_stale_runs(session: Session, timeout: float) -> list[Run]:
 
 
 def register_worker(session: Session, name: str, queues: list[str], recipes: list[dict[str, Any]],
-                    token_id: int | None) -> Worker:
+                    token_id: int | None, gpus: list[str] | None = None) -> Worker:
     """A worker (re)registers: its queues and the recipes it serves; each recipe's published
     schema replaces the stored one."""
     now = utcnow()
@@ -855,7 +897,7 @@ def register_worker(session: Session, name: str, queues: list[str], recipes: lis
     if worker is None:
         worker = Worker(name=name, registered_at=now)
         session.add(worker)
-    worker.queues, worker.recipes = list(queues), [r["name"] for r in recipes]
+    worker.queues, worker.recipes, worker.gpus = list(queues), [r["name"] for r in recipes], list(gpus or [])
     worker.token_id, worker.last_seen_at, worker.run_id = token_id, now, None
     for item in recipes:
         recipe = session.get(Recipe, item["name"])
@@ -882,6 +924,37 @@ def worker_heartbeat(session: Session, worker_id: int, run_id: int | None, token
 def live_workers(session: Session, timeout: float) -> list[Worker]:
     since = utcnow() - timedelta(seconds=max(timeout, 3.0))
     return list(session.scalars(select(Worker).where(Worker.last_seen_at > since).order_by(Worker.name)))
+
+
+def gpus_asked(trainer: dict[str, Any] | None, have_gpus: bool) -> int:
+    """GPUs a run reserves (``worker/gpus.py`` says the same for the worker): its devices when more
+    than one with a DDP strategy or 'auto', on GPUs ('gpu'/'cuda', or 'auto' where workers have GPUs)."""
+    trainer = trainer or {}
+    accelerator = str(trainer.get("accelerator") or "auto")
+    if accelerator not in ("gpu", "cuda") and not (accelerator == "auto" and have_gpus):
+        return 0
+    if str(trainer.get("strategy") or "auto") not in ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"):
+        return 1
+    devices = trainer.get("devices", "auto")
+    if isinstance(devices, list):
+        return max(1, len(devices))
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices > 1:
+        return devices
+    return 1
+
+
+def refuse_too_many_gpus(session: Session, trainer: dict[str, Any] | None, timeout: float) -> None:
+    """422 naming trainer.devices when a run asks for more GPUs than any live worker has (a CPU run
+    with devices=N is not refused; nor is anything while no worker is live: it waits in the queue)."""
+    live = live_workers(session, timeout)
+    if not live:
+        return
+    largest = max(len(w.gpus or []) for w in live)
+    asked = gpus_asked(trainer, largest > 0)
+    if asked > max(largest, 1):  # one GPU on a CPU-only farm: the trainer's own error says it
+        raise Invalid(f"The run asks for {asked} GPU(s) (trainer.devices), more than any live worker has: the largest "
+                      f"has {largest}. Ask for at most {largest}, or start a worker with more "
+                      "(runyard worker --gpus 0,1,...).", "trainer.devices")
 
 
 def list_recipes(session: Session, timeout: float) -> list[tuple[Recipe, list[str], bool]]:
@@ -988,13 +1061,13 @@ def add_metric_points(session: Session, run_id: int, points: Iterable[Any], *, c
         last = int(connection.exec_driver_sql("SELECT max(id) FROM metric_points").scalar_one())
         id_array = np.arange(last - n + 1, last + 1, dtype=np.int64)
     _record_batch(session, run_id, batch_key, n)
-    upsert_blocks(session, block_rollups(
-        run_id,
-        [r[1] for r in rows],
-        np.fromiter((r[2] for r in rows), dtype=np.int64, count=n),
-        np.fromiter((np.nan if r[3] is None else r[3] for r in rows), dtype=np.float64, count=n),
-        id_array,
-    ))
+    from server.runs_query import update_metric_summaries
+
+    keys = [r[1] for r in rows]
+    steps = np.fromiter((r[2] for r in rows), dtype=np.int64, count=n)
+    values = np.fromiter((np.nan if r[3] is None else r[3] for r in rows), dtype=np.float64, count=n)
+    update_metric_summaries(session, run_id, keys, steps, values, id_array)  # server/runs_query.py (issue 14)
+    upsert_blocks(session, block_rollups(run_id, keys, steps, values, id_array))
     session.commit()
     return n
 
@@ -1002,6 +1075,9 @@ def add_metric_points(session: Session, run_id: int, points: Iterable[Any], *, c
 def delete_metric_points_after(session: Session, run_id: int, step: int) -> int:
     result = session.execute(delete(MetricPoint).where(MetricPoint.run_id == run_id, MetricPoint.step > step))
     rebuild_blocks(session, run_id, min_block=step // BLOCK_STEPS)
+    from server.runs_query import rebuild_metric_summaries
+
+    rebuild_metric_summaries(session, run_id)
     session.commit()
     return int(cast("CursorResult[Any]", result).rowcount)
 

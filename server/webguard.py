@@ -42,6 +42,7 @@ import os
 import re
 import socket
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -74,13 +75,11 @@ UPLOAD_ROUTES: tuple[tuple[re.Pattern[str], frozenset[str]], ...] = (
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
        "font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; "
        "form-action 'self'; frame-ancestors 'none'")
-# Swagger UI (/docs) and ReDoc (/redoc), as FastAPI serves them: their CDN, and their inline
-# start-up scripts by hash ({scripts}).
+# Swagger UI (/docs) and ReDoc (/redoc), served from this server's own files (server/static.py),
+# and their inline start-up scripts by hash ({scripts}).
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
-DOCS_CDN = "https://cdn.jsdelivr.net"
-DOCS_CSP = ("default-src 'self'; script-src 'self' " + DOCS_CDN + " {scripts}; style-src 'self' 'unsafe-inline' "
-            + DOCS_CDN + " https://fonts.googleapis.com; img-src 'self' data: blob: https://fastapi.tiangolo.com "
-            "https://cdn.redoc.ly; font-src 'self' data: https://fonts.gstatic.com; connect-src 'self'; "
+DOCS_CSP = ("default-src 'self'; script-src 'self' {scripts}; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; "
             "worker-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'self'; "
             "frame-ancestors 'none'")
 INLINE_SCRIPT = re.compile(rb"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", re.S | re.I)
@@ -288,6 +287,7 @@ class WebGuard:
 # --------------------------------------------------------------------------- the dashboard's files
 
 DASHBOARD_FILE = re.compile(r"^(?:index\.html|css/[A-Za-z0-9_.-]+\.css|js/(?:[A-Za-z0-9_-]+/)*[A-Za-z0-9_.-]+\.js"
+                            r"|vendor/[A-Za-z0-9_.-]+\.js"
                             r"|img/[A-Za-z0-9_.-]+\.(?:svg|png|ico|webp))$")
 
 
@@ -313,4 +313,9 @@ class DashboardFiles(StaticFiles):
         name = dashboard_file(path)
         if name is None:
             raise HTTPException(status_code=404)
-        return await super().get_response(name, scope)
+        from server.static import dashboard_response  # compressed once, ETag (issue 14 point 7)
+
+        answer = dashboard_response(Request(scope), Path(str(self.directory)), name)
+        if answer is None:
+            raise HTTPException(status_code=404)
+        return answer

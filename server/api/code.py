@@ -444,11 +444,16 @@ def put_code_schema(
     )
 
 
-@router.get("/runs/{run_id}/environment", response_model=EnvironmentOut)
-def get_environment(run_id: RunId, session: Session = Depends(get_session)) -> EnvironmentOut:
+@router.get("/runs/{run_id}/environment", response_model=EnvironmentOut | None)
+def get_environment(run_id: RunId, session: Session = Depends(get_session),
+                    optional: bool = Query(False, description="Answer 200 with null (not 404) when the run has no "
+                                                              "environment record yet (the dashboard asks so).")
+                    ) -> EnvironmentOut | None:
     """The run's reproducibility record (command, Python, torch, CUDA, packages, git, ...)."""
     store.require_run(session, run_id)
     row = store.get_run_environment(session, run_id)
+    if row is None and optional:
+        return None
     if row is None:
         raise ApiError(
             404, f"Run {run_id} has no environment record yet; RunyardLogger sends it when training starts."

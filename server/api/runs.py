@@ -11,10 +11,11 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server import audit, auth, queue, quotas, recipes, snapshots, store, users
+from server import audit, auth, queue, quotas, recipes, runs_query, snapshots, store, users
 from server.auth import Principal, create_token
 from server.deps import MAX_KEYS, MAX_LIST_LIMIT, RunId, get_session, get_settings_dep, key_list
 from server.errors import ApiError
+from server.query import QueryError
 from server.schemas import (
     ClaimRequest,
     FinishRequest,
@@ -86,7 +87,7 @@ def create_run(body: RunCreate, request: Request, response: Response, session: S
             run = store.create_run(session, recipe=body.recipe, name=body.name, project=body.project,
                                    params=body.params, trainer=body.trainer, hyperparameters=body.hyperparameters,
                                    status="running", max_attempts=1, client_key=body.client_key,
-                                   owner_id=principal.user_id)
+                                   owner_id=principal.user_id, tags=_tags(body.tags))
         except IntegrityError:  # a concurrent create with the same client_key won
             session.rollback()
             existing = store.run_by_client_key(session, body.client_key or "")
@@ -101,19 +102,26 @@ def create_run(body: RunCreate, request: Request, response: Response, session: S
         known = ", ".join(r.name for r, _, _ in store.list_recipes(session, settings.heartbeat_timeout))
         raise ApiError(422, f"Unknown recipe {body.recipe!r}; use one of: {known or 'none published yet (start a worker)'}"
                             ", or \"external\" for a script.", "recipe")
-    params = recipes.validate(recipe.params_schema or {}, body.params, "params")
-    trainer = recipes.validate(recipe.trainer_schema or {}, body.trainer, "trainer")
+    params, trainer = recipes.validate_each((recipe.params_schema or {}, body.params, "params"),
+                                            (recipe.trainer_schema or {}, body.trainer, "trainer"))
     trainer = _bounded_trainer(session, body.project, trainer, settings)
     run = store.create_run(session, recipe=body.recipe, name=body.name, project=body.project, params=params,
                            trainer=trainer, hyperparameters=body.hyperparameters,
                            max_attempts=settings.max_attempts, queue=body.queue, client_key=body.client_key,
-                           owner_id=principal.user_id)
+                           owner_id=principal.user_id, tags=_tags(body.tags))
     _submitted(request, session, run, new_project)
     warnings = [w for w in (_availability_warning(session, body.recipe, run.queue, settings),
                             _enqueue(session, run.id, run.queue, settings)) if w]
     out = run_out(store.require_run(session, run.id), settings.public_url)
     out.warnings = warnings
     return out
+
+
+def _tags(tags: list[str]) -> list[str]:
+    try:
+        return runs_query.check_tags(tags)
+    except runs_query.Invalid as exc:
+        raise ApiError(422, exc.message, "tags") from None
 
 
 def _command_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -172,7 +180,7 @@ def _create_code_run(body: RunCreate, request: Request, session: Session, settin
     run = store.create_run(session, recipe=store.CODE_RECIPE, name=body.name, project=body.project, params=params,
                            trainer=trainer, hyperparameters=body.hyperparameters,
                            max_attempts=settings.max_attempts, queue=body.queue, client_key=body.client_key,
-                           owner_id=principal.user_id, snapshot_id=snapshot.id, entry=entry)
+                           owner_id=principal.user_id, snapshot_id=snapshot.id, entry=entry, tags=_tags(body.tags))
     _submitted(request, session, run, new_project)
     warnings = [w for w in (_availability_warning(session, store.CODE_RECIPE, run.queue, settings),
                             _enqueue(session, run.id, run.queue, settings)) if w]
@@ -185,6 +193,7 @@ def _bounded_trainer(session: Session, project: str, trainer: dict[str, Any], se
     """A run that never ends is refused (422 naming trainer.max_epochs); every other gets the
     project's longest run time as ``max_time`` when it has none or a longer one (server/quotas.py)."""
     quotas.refuse_endless(trainer)
+    store.refuse_too_many_gpus(session, trainer, settings.heartbeat_timeout)
     return quotas.apply_max_time(trainer, quotas.effective_by_name(session, project, settings))
 
 
@@ -203,11 +212,14 @@ def list_runs(
     project: str | None = None,
     status: str | None = None,
     recipe: str | None = None,
-    q: str | None = Query(None, max_length=200, description="Text in the run name."),
-    sort: str = Query("-created_at", description="[-]field (id, name, project, duration, created_at, updated_at, "
-                      "started_at, ended_at, status, recipe) or [-]metric:<key>; NULLs last."),
+    q: str | None = Query(None, max_length=4000, description="A query (docs/dashboard.md), e.g. "
+                          "'params.lr < 0.01 and tag:baseline'; a bare word: the run name contains it."),
+    sort: str = Query("-created_at", max_length=300, description="[-]<field>: any query field (e.g. "
+                      "-metrics.val_loss.min, params.lr, created_at) or the old [-]metric:<key>; NULLs last."),
     limit: int = Query(50, ge=1, le=MAX_LIST_LIMIT),
     offset: int = Query(0, ge=0, le=2**31),
+    columns: str | None = Query(None, max_length=8000, description="Comma-separated query fields; each item "
+                                "then has values: {column: value}."),
     metric_keys: str | None = Query(None, description=f"Comma-separated keys whose last values to include (at "
                                     f"most {MAX_KEYS})."),
     session: Session = Depends(get_session),
@@ -216,21 +228,75 @@ def list_runs(
     """The runs of the projects the caller may see. A name, error, params, trainer or hyperparameters
     larger than RUNYARD_MAX_VALUE_BYTES is shown cut (named in each item's ``truncated``)."""
     visible = auth.visible_projects(session, _principal(request))
-    runs, total = store.list_runs(session, project=project, status=status, recipe=recipe, q=q, sort=sort,
-                                  limit=limit, offset=offset, project_ids=visible)
+    fields = _columns(columns)
+    try:
+        runs, total = runs_query.list_runs(session, project=project, status=status, recipe=recipe, q=q, sort=sort,
+                                           limit=limit, offset=offset, project_ids=visible)
+    except QueryError as exc:
+        raise ApiError(422, exc.message, "q", column=exc.column) from None
+    except runs_query.Invalid as exc:
+        raise ApiError(422, exc.message, exc.field) from None
     keys = key_list(metric_keys, "metric_keys")
     if not keys and sort.lstrip("-+").startswith("metric:"):
         keys = [sort.lstrip("-+").removeprefix("metric:")]
     last = store.last_metric_values(session, [r.id for r in runs], keys) if keys else {}
-    items = [run_out(r, settings.public_url, last.get(r.id, {}) if keys else None, cap=settings.max_value_bytes)
-             for r in runs]
+    tags = runs_query.tags_of(session, [r.id for r in runs])
+    values = runs_query.column_values(session, runs, fields) if fields else {}
+    items = []
+    for r in runs:
+        item = run_out(r, settings.public_url, last.get(r.id, {}) if keys else None, cap=settings.max_value_bytes)
+        item.tags = tags.get(r.id, [])
+        if fields:
+            item.values = {k: store.json_safe(v) if not isinstance(v, float) else store.encode_float(v)
+                           for k, v in values.get(r.id, {}).items()}
+        items.append(item)
     return RunList(items=items, total=total, limit=limit, offset=offset)
+
+
+def _columns(columns: str | None) -> list[Any]:
+    names = key_list(columns, "columns", limit=100)
+    try:
+        return runs_query.column_fields(names)
+    except runs_query.Invalid as exc:
+        raise ApiError(422, exc.message, "columns") from None
+
+
+@router.get("/runs/keys")
+def run_keys(request: Request, project: str | None = None, session: Session = Depends(get_session)) -> dict[str, Any]:
+    """The fields, param / hyperparameter / metric keys and tags of the runs the caller may see
+    (for completion and the column chooser; at most 500 of each)."""
+    visible = auth.visible_projects(session, _principal(request))
+    return runs_query.list_keys(session, project=project, project_ids=visible)
+
+
+@router.get("/runs/groups")
+def run_groups(request: Request, group_by: str = Query(..., max_length=300), project: str | None = None,
+               q: str | None = Query(None, max_length=4000), columns: str | None = Query(None, max_length=8000),
+               session: Session = Depends(get_session)) -> dict[str, Any]:
+    """The runs matching ``q`` grouped by a field: count, and mean/min/max of each numeric column."""
+    visible = auth.visible_projects(session, _principal(request))
+    names = key_list(columns, "columns", limit=100)
+    try:
+        found = runs_query.groups(session, project=project, q=q, group_by=group_by, columns=names,
+                                  project_ids=visible)
+    except QueryError as exc:
+        raise ApiError(422, exc.message, "q", column=exc.column) from None
+    except runs_query.Invalid as exc:
+        raise ApiError(422, exc.message, exc.field) from None
+    return {"groups": [{**g, "value": store.json_safe(g["value"]),
+                        "aggregates": {c: {k: store.encode_float(v) for k, v in a.items()}
+                                       for c, a in g["aggregates"].items()}} for g in found]}
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
 def get_run(run_id: RunId, session: Session = Depends(get_session),
             settings: Settings = Depends(get_settings_dep)) -> RunOut:
-    return run_out(store.require_run(session, run_id), settings.public_url)
+    run = store.require_run(session, run_id)
+    out = run_out(run, settings.public_url)
+    out.tags = runs_query.tags_of(session, [run.id]).get(run.id, [])
+    out.note = run.note
+    out.note_html = runs_query.render_note(run.note)
+    return out
 
 
 @router.patch("/runs/{run_id}", response_model=RunOut)
@@ -296,9 +362,15 @@ def put_hyperparameters(run_id: RunId, body: dict[str, Any], merge: bool = False
 
 
 @router.get("/runs/{run_id}/summary")
-def get_summary(run_id: RunId, session: Session = Depends(get_session)) -> dict[str, Any]:
+def get_summary(run_id: RunId, session: Session = Depends(get_session),
+                optional: bool = Query(False, description="Answer 200 with null (not 404) when the run has no "
+                                                          "model summary yet (the dashboard asks so).")
+                ) -> dict[str, Any] | None:
     summary = store.get_summary(session, run_id)
     if summary is None:
+        if optional and store.get_run(session, run_id) is not None:
+            return None
+        store.require_run(session, run_id)
         raise ApiError(404, f"Run {run_id} has no model summary yet; it is stored when training starts.")
     return store.json_safe(summary)
 
@@ -415,8 +487,14 @@ def claim(run_id: RunId, body: ClaimRequest, request: Request, session: Session 
 @router.post("/runs/{run_id}/requeue", response_model=RunOut)
 def requeue(run_id: RunId, body: RequeueRequest, session: Session = Depends(get_session),
             settings: Settings = Depends(get_settings_dep)) -> RunOut:
-    """A worker shutting down hands its run back (saved, not counted as an attempt)."""
-    run = store.requeue_after_shutdown(session, run_id, body.attempt)
+    """A worker shutting down hands its run back (saved, not counted as an attempt); with ``error``,
+    a crashed attempt goes back counted (failed after max_attempts)."""
+    if body.error:
+        run = store.requeue_after_crash(session, run_id, body.attempt, body.error)
+        if run is not None and run.status != "queued":
+            return run_out(run, settings.public_url)
+    else:
+        run = store.requeue_after_shutdown(session, run_id, body.attempt)
     if run is None:
         current = store.require_run(session, run_id)
         raise ApiError(409, f"Run {run_id} is {current.status} (attempt {current.attempt}), not running as "

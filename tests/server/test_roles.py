@@ -123,7 +123,9 @@ def fresh_target(client: TestClient, project_id: int, owner_id: int) -> dict:
 # admins), "worker", or "<read|write|own|manage> <run|checkpoint|upload|project>".
 R, W, O = "read run", "write run", "own run"  # noqa: E741 - short names keep the table readable
 SPEC = {
-    ("GET", "/healthz"): "public", ("GET", "/static/plotly.min.js"): "public", ("GET", "/runs/{run_id}"): "public",
+    ("GET", "/healthz"): "public", ("GET", "/static/plotly.min.js"): "public",
+    ("GET", "/static/plotly-basic.min.js"): "public", ("GET", "/static/plotly-basic.{digest}.min.js"): "public", ("GET", "/static/docs/{version}/{name}"): "public",
+    ("GET", "/runs/{run_id}"): "public",
     ("GET", "/openapi.json"): "public", ("GET", "/docs"): "public", ("GET", "/docs/oauth2-redirect"): "public",
     ("GET", "/redoc"): "public", ("GET", "/api/v1/me"): "public", ("POST", "/api/v1/auth/login"): "public",
     ("POST", "/api/v1/auth/link"): "public", ("GET", "/auth/oidc/login"): "public",
@@ -147,6 +149,15 @@ SPEC = {
     ("POST", "/api/v1/runs/{run_id}/metrics"): O, ("GET", "/api/v1/runs/{run_id}/metrics"): R,
     ("GET", "/api/v1/runs/{run_id}/metric-keys"): R, ("GET", "/api/v1/runs/{run_id}/logs"): R,
     ("POST", "/api/v1/runs/{run_id}/logs"): O, ("GET", "/api/v1/runs/{run_id}/events"): R,
+    ("GET", "/api/v1/runs/keys"): "user", ("GET", "/api/v1/runs/groups"): "user",
+    ("POST", "/api/v1/runs/{run_id}/tags"): W, ("DELETE", "/api/v1/runs/{run_id}/tags/{tag}"): W,
+    ("PUT", "/api/v1/runs/{run_id}/note"): W, ("POST", "/api/v1/runs/bulk"): "user",
+    ("GET", "/api/v1/projects/{project_id}/views"): "read project",
+    ("POST", "/api/v1/projects/{project_id}/views"): "write project",
+    ("GET", "/api/v1/views/{view_id}"): "user", ("PUT", "/api/v1/views/{view_id}"): "user",
+    ("DELETE", "/api/v1/views/{view_id}"): "user",
+    ("GET", "/api/v1/projects/{project_id}/layout"): "read project",
+    ("PUT", "/api/v1/projects/{project_id}/layout"): "write project",
     ("GET", "/api/v1/runs/{run_id}/checkpoints"): R, ("POST", "/api/v1/runs/{run_id}/checkpoints"): O,
     ("POST", "/api/v1/runs/{run_id}/checkpoints/uploads"): O, ("PUT", "/api/v1/runs/{run_id}/checkpoints/upload"): O,
     ("GET", "/api/v1/uploads/{upload_id}"): "own upload", ("PUT", "/api/v1/uploads/{upload_id}"): "own upload",
@@ -225,7 +236,8 @@ def test_every_route_of_the_app_has_an_access_rule(world):
 def _url(path: str, target: dict, world: dict) -> str:
     values = {**target, "project_id": world["alpha"], "user_id": world["ids"]["extra"], "worker_id": 1,
               "user_name": "extra", "token_id": world["victim_token"], "snapshot_id": world["snapshot_id"],
-              "sha256": "0" * 64, "path": "train.py"}
+              "sha256": "0" * 64, "path": "train.py",
+              "digest": "0" * 16, "version": "0", "name": "swagger-ui.css", "tag": "t1", "view_id": 1}
     return re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]), path)
 
 

@@ -261,6 +261,9 @@ class Trainer(_TrainerProperties):
     def _run(self, fn: TrainerFn, model: Any, datamodule: Any, ckpt_path: Any, **kw: Any) -> Any:
         launcher = self.strategy.launcher
         if launcher is not None:  # DDP: start the other ranks (or, in a started rank, just run)
+            if isinstance(model, LightningModule):
+                # Lightning's: the main process knows the module (ddp_spawn loads rank 0's weights back into it)
+                self.lightning_module = model
             return launcher.launch(self._run_in_process, fn, model, datamodule, ckpt_path, trainer=self, **kw)
         return self._run_in_process(fn, model, datamodule, ckpt_path, **kw)
 

@@ -202,11 +202,12 @@ export const runs = {
   metricKeys: (id) => api(`runs/${id}/metric-keys`),
   metrics: (id, query, signal) => api(`runs/${id}/metrics`, { query, signal }),
   checkpoints: (id) => api(`runs/${id}/checkpoints`),
-  summary: (id) => api(`runs/${id}/summary`),
+  // optional: 200 null (not a 404, a console error) while the run has no summary yet
+  summary: (id) => api(`runs/${id}/summary`, { query: { optional: true } }),
   logs: (id, query) => api(`runs/${id}/logs`, { query }),
   // Code runs (issue 10): the schema its process recorded, and every run's reproducibility record.
   codeSchema: (id) => api(`runs/${id}/code-schema`),
-  environment: (id) => api(`runs/${id}/environment`),
+  environment: (id) => api(`runs/${id}/environment`, { query: { optional: true } }),  // null while none
 };
 
 /** A path inside a snapshot, each segment escaped (a file may be named `a b#?.py`). */

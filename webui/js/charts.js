@@ -1,4 +1,11 @@
-// Metric charts: one plotly chart per metric key, one trace per run.
+// Metric charts: one plotly chart per panel (by default one per metric key; a saved layout
+// adds panels of several metrics, e.g. train_loss and val_loss on one step axis, and fixes the
+// order and which charts show), one trace per run and metric. Metrics with at most one point
+// per run (test_* results) are a table of values, not chart tiles.
+//
+// The order of the charts depends only on the keys and the layout, never on how many points a
+// key has so far: it used to rank "one point so far" keys last, and re-sort only when a new key
+// arrived, so a live page kept whatever order the first points gave while a reload sorted again.
 //
 // History is read once per run, downsampled by the server to `maxPoints` per key (it keeps
 // each bucket's min and max, so spikes survive). Live points from SSE are appended.
@@ -11,6 +18,22 @@ import { fmtCount, fmtNumber, plotlyText } from "./format.js";
 
 export const PALETTE = ["#2563eb", "#e8590c", "#16a34a", "#c026d3", "#dc2626", "#0891b2", "#ca8a04", "#7c3aed", "#db2777", "#4b5563"];
 
+export const DASHES = ["solid", "dash", "dot", "dashdot", "longdash"];
+
+/** The panel id of a metric's own chart (a layout names it to place or hide it). */
+export const defaultPanelId = (key) => `m:${key}`;
+
+/**
+ * A log axis' tick spacing (in decades) such that labels at least `gap` px apart fit in `px`:
+ * plotly's automatic log ticks (1, 2, 5 per decade) collide when a range spans many decades.
+ */
+export function logDtick(lo, hi, px, gap = 24) {
+  if (!(lo > 0) || !(hi > 0)) return 1;
+  const decades = Math.max(1, Math.log10(hi) - Math.log10(lo));
+  const fit = Math.max(1, Math.floor(px / gap));
+  return Math.max(1, Math.ceil(decades / fit));
+}
+
 export const X_MODES = { step: "Step", epoch: "Epoch", relative: "Relative time", wall: "Wall time" };
 
 function waitForPlotly() {
@@ -19,7 +42,7 @@ function waitForPlotly() {
     const t0 = Date.now();
     const poll = () => {
       if (window.Plotly) resolve(window.Plotly);
-      else if (Date.now() - t0 > 20000) reject(new Error("plotly.js did not load from /static/plotly.min.js"));
+      else if (Date.now() - t0 > 20000) reject(new Error("plotly.js did not load (/static/plotly-basic.<hash>.min.js)"));
       else setTimeout(poll, 20);
     };
     poll();
@@ -112,7 +135,12 @@ export class MetricCharts {
     this.filter = "";
     this.keys = [];
     this.data = new Map(); // key -> Map(runId -> series)
-    this.cards = new Map(); // key -> {card, plot, meta}
+    this.cards = new Map(); // panel id -> {card, plot, meta, panel}
+    this.layoutPanels = []; // from the saved layout: [{id, title, metrics, log_y}] in order
+    this.hidden = new Set(); // metric keys whose own chart is hidden
+    this.panels = []; // the panels in effect (layout's, then one per remaining key)
+    this.scalarKeys = new Set();
+    this.scalarBox = null;
     this.dirty = new Set();
     this.drawTimer = null;
     this.destroyed = false;
@@ -139,6 +167,8 @@ export class MetricCharts {
     this.Plotly = await waitForPlotly();
     const plotlyReady = performance.now();
     const results = await fetching;
+    // The saved layout (order, panels of several metrics) before the first draw: no reshuffle.
+    if (this.layoutReady) await this.layoutReady.catch(() => {});
     const fetched = performance.now();
     if (this.destroyed || seq !== this.seq) return;
     this.data.clear();
@@ -169,22 +199,71 @@ export class MetricCharts {
     return timing;
   }
 
-  /** Create/remove chart cards so there is one per key (sorted, filtered). */
+  /** A key with at most one point per run (and one somewhere): a value, not a curve. */
+  isScalarKey(key) {
+    const m = this.data.get(key);
+    if (!m) return false;
+    let any = false;
+    for (const s of m.values()) { if (s.steps.length > 1) return false; if (s.steps.length) any = true; }
+    return any;
+  }
+
+  /** The saved layout: {panels: [{id, title, metrics, log_y}], hidden: [metric key]}. */
+  setLayout(layout) {
+    this.layoutPanels = ((layout && layout.panels) || []).filter((p) => p && p.id && Array.isArray(p.metrics))
+      .map((p) => ({ id: String(p.id), title: String(p.title || ""), metrics: p.metrics.map(String), log_y: !!p.log_y }));
+    this.hidden = new Set(((layout && layout.hidden) || []).map(String));
+    if (this.Plotly) { this.syncCards(); this.scheduleDraw(); }
+  }
+
+  /** The layout as it stands (every chart in its order), to save. */
+  layoutState() {
+    return { panels: this.panels.map((p) => ({ id: p.id, title: p.title, metrics: p.metrics.slice(), log_y: !!p.log_y })), hidden: [...this.hidden] };
+  }
+
+  /** Layout panels first, in their order; then one chart per remaining key: losses first, then by name. */
+  panelList(keys) {
+    const out = [];
+    const placed = new Set();
+    for (const p of this.layoutPanels) {
+      const own = p.id.startsWith("m:") && p.metrics.length === 1 && p.id === defaultPanelId(p.metrics[0]);
+      if (own && !this.data.has(p.metrics[0])) continue;
+      out.push({ ...p, own, title: p.title || p.metrics.join(", ") });
+      placed.add(p.id);
+    }
+    for (const k of keys) {
+      const id = defaultPanelId(k);
+      if (!placed.has(id)) out.push({ id, title: k, metrics: [k], log_y: false, own: true });
+    }
+    return out;
+  }
+
+  /** Create/remove chart cards so there is one per shown panel (ordered, filtered). */
   syncCards() {
-    // Losses first (what people look at), then everything else by name.
-    // Metrics logged once per run (test results) go last, as number cards.
-    const single = (k) => [...this.data.get(k).values()].every((s) => s.steps.length <= 1);
-    const rank = (k) => (single(k) ? 2 : 0) + (/loss/i.test(k) ? 0 : 1);
+    const rank = (k) => (/loss/i.test(k) ? 0 : 1);
     const keys = [...this.data.keys()].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
     this.keys = keys;
-    const visible = keys.filter((k) => !this.filter || k.toLowerCase().includes(this.filter.toLowerCase()));
-    for (const key of keys) {
-      if (!this.cards.has(key)) this.cards.set(key, this.makeCard(key));
+    this.scalarKeys = new Set(keys.filter((k) => this.isScalarKey(k)));
+    this.panels = this.panelList(keys);
+    const f = this.filter.toLowerCase();
+    const match = (text) => !f || text.toLowerCase().includes(f);
+    const shown = this.panels.filter((p) => (p.own ? !this.hidden.has(p.metrics[0]) && !this.scalarKeys.has(p.metrics[0]) : true)
+      && (match(p.title) || p.metrics.some(match)));
+    const scalars = keys.filter((k) => this.scalarKeys.has(k) && !this.hidden.has(k) && match(k));
+    for (const p of shown) {
+      const c = this.cards.get(p.id);
+      if (!c) this.cards.set(p.id, this.makeCard(p));
+      else if (JSON.stringify([c.panel.title, c.panel.metrics, c.panel.log_y]) !== JSON.stringify([p.title, p.metrics, p.log_y])) {
+        c.panel = p; c.titleEl.textContent = p.title; c.titleEl.title = p.title;
+      }
     }
-    for (const [key, c] of this.cards) {
-      if (!this.data.has(key)) { if (c.resizer) c.resizer.disconnect(); this.Plotly.purge(c.plot); c.card.remove(); this.cards.delete(key); }
+    const ids = new Set(this.panels.map((p) => p.id));
+    for (const [id, c] of this.cards) {
+      if (!ids.has(id)) { if (c.resizer) c.resizer.disconnect(); if (this.Plotly) this.Plotly.purge(c.plot); c.card.remove(); this.cards.delete(id); }
     }
-    const nodes = visible.map((k) => this.cards.get(k).card);
+    const nodes = shown.map((p) => this.cards.get(p.id).card);
+    if (scalars.length) nodes.unshift(this.scalarTable(scalars));
+    else if (this.scalarBox) { this.scalarBox.remove(); this.scalarBox = null; }
     if (!nodes.length) {
       replace(this.container, h("div", { class: "empty" }, keys.length ? "No metric matches the filter." : "No metrics logged yet. Charts appear as soon as the first point arrives."));
     } else {
@@ -192,18 +271,38 @@ export class MetricCharts {
       const empty = this.container.querySelector(":scope > .empty");
       if (empty) empty.remove();
       for (const n of nodes) this.container.append(n);
-      for (const [key, c] of this.cards) if (!visible.includes(key)) c.card.remove();
+      const keep = new Set(nodes);
+      for (const c of this.cards.values()) if (!keep.has(c.card)) c.card.remove();
     }
   }
 
-  makeCard(key) {
+  /** Single-value metrics (one point per run: test results) as one table: a row per metric, a column per run. */
+  scalarTable(keys) {
+    const multi = this.runs.length > 1;
+    const rows = keys.map((k) => h("tr", { dataset: { key: k } }, h("th", { class: "mono", title: k }, k),
+      this.runs.map((r) => {
+        const s = this.data.get(k)?.get(r.id);
+        return h("td", { class: "num mono", title: s && s.steps.length ? `step ${s.steps[0]}` : null }, s && s.steps.length ? fmtNumber(s.values[0]) : "—");
+      })));
+    const table = h("table", { class: "table scalar-table" },
+      h("thead", null, h("tr", null, h("th", null, "Metric"), this.runs.map((r) => h("th", { class: "num" },
+        multi ? h("span", { class: "swatch", style: { background: r.color } }) : null, multi ? `#${r.id} ${r.name || ""}` : "Value")))),
+      h("tbody", null, rows));
+    const box = h("section", { class: "chart-card scalar-values", style: { gridColumn: "1 / -1" }, dataset: { testid: "single-values" } },
+      h("header", { class: "chart-head" }, h("span", { class: "chart-title" }, "Single values"), h("span", { class: "chart-meta" }, `${keys.length} metric${keys.length === 1 ? "" : "s"} with one value per run`)),
+      h("div", { class: "table-wrap" }, table));
+    if (this.scalarBox) this.scalarBox.replaceWith(box);
+    this.scalarBox = box;
+    return box;
+  }
+
+  makeCard(panel) {
     const plot = h("div", { class: "chart-plot" });
-    const scalar = h("div", { class: "chart-scalar" });
     const meta = h("span", { class: "chart-meta" });
-    const card = h("section", { class: "chart-card", dataset: { key } },
-      h("header", { class: "chart-head" }, h("span", { class: "chart-title", title: key }, key), meta),
-      plot, scalar);
-    const c = { card, plot, scalar, meta, bound: false };
+    const titleEl = h("span", { class: "chart-title", title: panel.title }, panel.title);
+    const card = h("section", { class: "chart-card", dataset: { key: panel.own ? panel.metrics[0] : panel.id, panel: panel.id } },
+      h("header", { class: "chart-head" }, titleEl, meta), plot);
+    const c = { card, plot, meta, titleEl, panel, bound: false };
     // plotly's `responsive` follows window resizes only; cards also change size when the
     // grid reflows or a scrollbar appears, so watch the element itself.
     if (window.ResizeObserver) {
@@ -212,7 +311,7 @@ export class MetricCharts {
         if (pendingResize || !plot.data || !this.Plotly) return;
         pendingResize = setTimeout(() => {
           pendingResize = null;
-          // Hidden plots (scalar cards, filtered out) cannot be resized; they redraw when shown.
+          // Hidden plots (filtered out) cannot be resized; they redraw when shown.
           if (plot.isConnected && plot.data && plot.offsetParent !== null) Promise.resolve(this.Plotly.Plots.resize(plot)).catch(() => {});
         }, 50);
       });
@@ -241,58 +340,79 @@ export class MetricCharts {
     return { steps: pick("steps"), values: pick("values"), epochs: pick("epochs"), wall: pick("wall"), total: s.total, downsampled: s.downsampled };
   }
 
-  traces(key) {
+  traces(panel) {
     const out = [];
-    const byRun = this.data.get(key) || new Map();
-    const multi = this.runs.length > 1;
-    for (const run of this.runs) {
-      const s0 = byRun.get(run.id);
-      if (!s0 || !s0.steps.length) continue;
-      const s = this.view(s0);
-      const origin = s.wall.find((w) => Number.isFinite(w)) ?? 0;
-      const n = s.steps.length;
-      const x = new Array(n), y = new Array(n);
-      for (let i = 0; i < n; i++) {
-        x[i] = this.xOf(s, i, origin);
-        const v = s.values[i];
-        y[i] = Number.isFinite(v) ? v : null;
+    const multiRun = this.runs.length > 1;
+    const multiKey = panel.metrics.length > 1;
+    panel.metrics.forEach((key, ki) => {
+      const byRun = this.data.get(key) || new Map();
+      for (const run of this.runs) {
+        const s0 = byRun.get(run.id);
+        if (!s0 || !s0.steps.length) continue;
+        const s = this.view(s0);
+        const origin = s.wall.find((w) => Number.isFinite(w)) ?? 0;
+        const n = s.steps.length;
+        const x = new Array(n), y = new Array(n);
+        for (let i = 0; i < n; i++) {
+          x[i] = this.xOf(s, i, origin);
+          const v = s.values[i];
+          y[i] = Number.isFinite(v) ? v : null;
+        }
+        // One run: a colour per metric. Several: a colour per run, a dash per metric.
+        const color = multiRun ? run.color : PALETTE[ki % PALETTE.length];
+        const dash = multiRun ? DASHES[ki % DASHES.length] : "solid";
+        // Long run names would run off the legend (plotly does not wrap it): cut them short, then
+        // escape (plotly renders <a>, <b>, ... in trace names, and hover repeats the name).
+        const runLabel = `#${run.id} ${run.name || ""}`.trim();
+        const full = multiRun && multiKey ? `${runLabel} · ${key}` : multiRun ? runLabel : key;
+        const name = plotlyText(full.length > 48 ? full.slice(0, 47) + "…" : full);
+        const hover = `step %{customdata}<br>${multiRun || multiKey ? "%{fullData.name}: " : ""}%{y:.5g}<extra></extra>`;
+        const group = `${run.id}:${key}`;
+        if (this.smoothing > 0) {
+          out.push({ x, y, customdata: s.steps, type: "scatter", mode: "lines", name, legendgroup: group, showlegend: false,
+            line: { color, width: 1, dash }, opacity: 0.25, hoverinfo: "skip" });
+          out.push({ x, y: smooth(s.values, this.smoothing).map((v) => (Number.isFinite(v) ? v : null)), customdata: s.steps,
+            type: "scatter", mode: "lines", name, legendgroup: group, line: { color, width: 1.6, dash }, hovertemplate: hover });
+        } else {
+          out.push({ x, y, customdata: s.steps, type: "scatter", mode: n < 60 ? "lines+markers" : "lines", marker: { size: 4 }, name,
+            legendgroup: group, line: { color, width: 1.5, dash }, hovertemplate: hover });
+        }
       }
-      // Long run names would run off the legend (plotly does not wrap it): cut them short, then
-      // escape (plotly renders <a>, <b>, ... in trace names, and hover repeats the name).
-      const full = multi ? `#${run.id} ${run.name || ""}`.trim() : key;
-      const name = plotlyText(full.length > 48 ? full.slice(0, 47) + "…" : full);
-      const hover = `step %{customdata}<br>${multi ? "%{fullData.name}: " : ""}%{y:.5g}<extra></extra>`;
-      if (this.smoothing > 0) {
-        out.push({ x, y, customdata: s.steps, type: "scatter", mode: "lines", name, legendgroup: String(run.id), showlegend: false,
-          line: { color: run.color, width: 1 }, opacity: 0.25, hoverinfo: "skip" });
-        out.push({ x, y: smooth(s.values, this.smoothing).map((v) => (Number.isFinite(v) ? v : null)), customdata: s.steps,
-          type: "scatter", mode: "lines", name, legendgroup: String(run.id), line: { color: run.color, width: 1.6 }, hovertemplate: hover });
-      } else {
-        out.push({ x, y, customdata: s.steps, type: "scatter", mode: n < 60 ? "lines+markers" : "lines", marker: { size: 4 }, name,
-          legendgroup: String(run.id), line: { color: run.color, width: 1.5 }, hovertemplate: hover });
-      }
-    }
+    });
     return out;
   }
 
-  layout() {
+  layout(panel, traces) {
     const xTitle = { step: "step", epoch: "epoch", relative: "seconds since first point", wall: "" }[this.xMode];
+    const logY = this.logY || !!(panel && panel.log_y);
+    const height = 240;
+    const margin = { l: 52, r: 12, t: 6, b: 34 };
+    const yaxis = { type: logY ? "log" : "linear", uirevision: `${this.xMode}-${logY}`, gridcolor: "#eef0f3", zeroline: false, linecolor: "#d0d5dd", exponentformat: "power", automargin: true };
+    if (logY) {
+      // One label per n decades, n chosen so that labels cannot collide (plotly's own log
+      // ticks put 2 and 5 between powers of ten and overlap over many decades).
+      let lo = Infinity, hi = -Infinity;
+      for (const t of traces || []) for (const v of t.y) if (v > 0) { if (v < lo) lo = v; if (v > hi) hi = v; }
+      Object.assign(yaxis, { tickmode: "linear", tick0: 0, dtick: logDtick(lo, hi, height - margin.t - margin.b - 40), minor: { showgrid: false } });
+    }
+    const legend = this.runs.length > 1 || (panel && panel.metrics.length > 1);
     return {
       uirevision: `${this.xMode}`,
-      height: 240,
-      margin: { l: 52, r: 12, t: 6, b: 34 },
+      height,
+      margin,
       font: { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 11, color: "#3b4252" },
       paper_bgcolor: "rgba(0,0,0,0)",
       plot_bgcolor: "rgba(0,0,0,0)",
       hovermode: "x unified",
       hoverlabel: { bgcolor: "#fff", bordercolor: "#d0d5dd", font: { size: 11 } },
-      showlegend: this.runs.length > 1,
+      showlegend: legend,
       legend: { orientation: "h", y: -0.22, x: 0, font: { size: 10 } },
       xaxis: { type: this.xMode === "wall" ? "date" : "linear", title: { text: xTitle, standoff: 4, font: { size: 10 } }, gridcolor: "#eef0f3", zeroline: false, linecolor: "#d0d5dd", automargin: true },
-      yaxis: { type: this.logY ? "log" : "linear", uirevision: `${this.xMode}-${this.logY}`, gridcolor: "#eef0f3", zeroline: false, linecolor: "#d0d5dd", exponentformat: "power", automargin: true },
+      yaxis,
     };
   }
 
+  /** Redraw the panels showing `key` (every panel without one), batched. */
   scheduleDraw(key) {
     if (key) this.dirty.add(key); else for (const k of this.keys) this.dirty.add(k);
     if (this.drawTimer) return;
@@ -301,66 +421,58 @@ export class MetricCharts {
   }
 
   async flush() {
-    const keys = [...this.dirty];
+    const keys = new Set(this.dirty);
     this.dirty.clear();
-    await Promise.all(keys.map((k) => this.drawKey(k)));
+    if (this.scalarBox && [...keys].some((k) => this.scalarKeys.has(k))) this.syncCards();
+    const ids = this.panels.filter((p) => p.metrics.some((k) => keys.has(k))).map((p) => p.id);
+    await Promise.all(ids.map((id) => this.drawPanel(id)));
   }
 
   async drawAll() {
-    await Promise.all(this.keys.map((k) => this.drawKey(k)));
+    await Promise.all(this.panels.map((p) => this.drawPanel(p.id)));
   }
 
+  /** Kept for callers that name a metric: redraws the panels that show it. */
   async drawKey(key) {
-    const c = this.cards.get(key);
+    await Promise.all(this.panels.filter((p) => p.metrics.includes(key)).map((p) => this.drawPanel(p.id)));
+  }
+
+  async drawPanel(id) {
+    const c = this.cards.get(id);
     if (!c || this.destroyed || !c.card.isConnected || !this.Plotly) return;
+    const panel = c.panel;
     const t0 = performance.now();
-    // A metric logged once per run (test_acc after fit) reads better as a number than as
-    // a lone dot on a chart; it turns into a chart when a second point arrives.
-    const byRunAll = this.data.get(key) || new Map();
-    const counts = this.runs.map((r) => (byRunAll.get(r.id) ? byRunAll.get(r.id).steps.length : 0));
-    const isScalar = counts.some((n) => n > 0) && counts.every((n) => n <= 1);
-    c.card.classList.toggle("scalar", isScalar);
-    if (isScalar) {
-      const multi = this.runs.length > 1;
-      c.scalar.classList.toggle("multi", multi);
-      replace(c.scalar, this.runs.filter((r) => byRunAll.get(r.id)?.steps.length).map((r) => {
-        const s = byRunAll.get(r.id);
-        return h("div", { class: "scalar-row" },
-          multi ? h("span", { class: "swatch", style: { background: r.color } }) : null,
-          multi ? h("span", { class: "scalar-note" }, `#${r.id} ${r.name || ""}`) : null,
-          h("span", { class: "scalar-value" }, fmtNumber(s.values[0])),
-          h("span", { class: "scalar-note" }, `step ${s.steps[0]}${s.epochs[0] != null ? ` · epoch ${s.epochs[0]}` : ""}`));
-      }));
-    }
-    if (!isScalar) {
-      const traces = this.traces(key);
-      await this.Plotly.react(c.plot, traces, this.layout(), { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d", "toggleSpikelines"] });
-    }
-    if (!c.bound && !isScalar) {
+    const traces = this.traces(panel);
+    await this.Plotly.react(c.plot, traces, this.layout(panel, traces), { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d", "toggleSpikelines"] });
+    if (!c.bound) {
       c.bound = true;
-      c.plot.on("plotly_relayout", (ev) => this.onRelayout(key, ev));
+      c.plot.on("plotly_relayout", (ev) => this.onRelayout(id, ev));
     }
     let total = 0, drawn = 0, zoomed = false, down = false;
-    for (const s of (this.data.get(key) || new Map()).values()) {
-      total += s.total; drawn += this.view(s).steps.length;
-      if (s.detail) zoomed = true;
-      if (s.downsampled && !s.detail) down = true;
+    const lastVals = [];
+    for (const key of panel.metrics) {
+      for (const s of (this.data.get(key) || new Map()).values()) {
+        total += s.total; drawn += this.view(s).steps.length;
+        if (s.detail) zoomed = true;
+        if (s.downsampled && !s.detail) down = true;
+      }
     }
     c.card.dataset.points = String(drawn);
     c.card.dataset.total = String(total);
     c.card.dataset.zoomed = zoomed ? "1" : "0";
     c.card.dataset.drawMs = String(Math.round(performance.now() - t0));
-    const lastVals = [];
-    for (const run of this.runs) {
-      const s = this.data.get(key)?.get(run.id);
-      if (s && s.values.length) lastVals.push(fmtNumber(s.values[s.values.length - 1]));
+    if (panel.metrics.length === 1) {
+      for (const run of this.runs) {
+        const s = this.data.get(panel.metrics[0])?.get(run.id);
+        if (s && s.values.length) lastVals.push(fmtNumber(s.values[s.values.length - 1]));
+      }
     }
     let noX = false;
     if (this.xMode === "epoch" || this.xMode === "wall" || this.xMode === "relative") {
-      noX = [...(this.data.get(key) || new Map()).values()].every((s) => s.steps.length === 0 ||
+      noX = panel.metrics.flatMap((k) => [...(this.data.get(k) || new Map()).values()]).every((s) => s.steps.length === 0 ||
         (this.xMode === "epoch" ? s.epochs.every((e) => e === null || e === undefined) : s.wall.every((w) => !Number.isFinite(w))));
     }
-    c.card.classList.toggle("no-x", noX && !isScalar);
+    c.card.classList.toggle("no-x", noX);
     c.meta.textContent = `${noX ? `no ${this.xMode === "epoch" ? "epoch" : "wall time"} logged · ` : ""}${this.runs.length === 1 && lastVals.length ? "last " + lastVals[0] + " · " : ""}${fmtCount(total)} pts${down ? ` · ${fmtCount(drawn)} shown` : ""}${zoomed ? " · zoomed, full detail" : ""}`;
   }
 
@@ -400,62 +512,67 @@ export class MetricCharts {
       if (s && s.steps.length > this.maxPoints * 4) decimate(s, this.maxPoints / 2);
     }
     if (replay) return;
-    if (newKeys.length) this.syncCards();
+    // A new key, or a key that had one point (a row of the values table) and now has a curve.
+    if (newKeys.length || [...this.dirty].some((k) => this.scalarKeys.has(k) && !this.isScalarKey(k))) this.syncCards();
     if (this.dirty.size) this.scheduleDraw();
   }
 
-  async onRelayout(key, ev) {
-    if (!ev) return;
+  async onRelayout(id, ev) {
+    const c = this.cards.get(id);
+    if (!ev || !c) return;
     if (ev["xaxis.autorange"]) {
       let changed = false;
-      for (const s of (this.data.get(key) || new Map()).values()) if (s.detail) { s.detail = null; changed = true; }
-      if (changed) this.scheduleDraw(key);
+      for (const key of c.panel.metrics) for (const s of (this.data.get(key) || new Map()).values()) if (s.detail) { s.detail = null; changed = true; }
+      if (changed) this.drawPanel(id);
       return;
     }
     let x0 = ev["xaxis.range[0]"], x1 = ev["xaxis.range[1]"];
     if (ev["xaxis.range"]) [x0, x1] = ev["xaxis.range"];
     if (x0 === undefined || x1 === undefined) return;
     if (this.xMode === "wall") { x0 = plotlyDateMs(x0); x1 = plotlyDateMs(x1); }
-    await this.zoomTo(key, Number(x0), Number(x1));
+    await this.zoomTo(id, Number(x0), Number(x1));
   }
 
-  /** Map an x range (in the current x mode) to steps and fetch that range at full detail. */
-  async zoomTo(key, x0, x1) {
-    const byRun = this.data.get(key);
-    if (!byRun) return;
+  /** Map an x range (in the current x mode) to steps and fetch that range of the panel's metrics at full detail. */
+  async zoomTo(id, x0, x1) {
+    const c = this.cards.get(id);
+    if (!c) return;
     const jobs = [];
-    for (const run of this.runs) {
-      const s = byRun.get(run.id);
-      if (!s || !s.steps.length || (!s.downsampled && !s.detail)) continue;
-      let minStep, maxStep;
-      if (this.xMode === "step") {
-        minStep = Math.floor(x0); maxStep = Math.ceil(x1);
-      } else {
-        const origin = s.wall.find((w) => Number.isFinite(w)) ?? 0;
-        let first = -1, last = -1;
-        for (let i = 0; i < s.steps.length; i++) {
-          const x = this.xOf(s, i, origin);
-          if (x === null || x === undefined) continue;
-          if (x >= x0 && first < 0) first = i;
-          if (x <= x1) last = i;
+    for (const key of c.panel.metrics) {
+      const byRun = this.data.get(key);
+      if (!byRun) continue;
+      for (const run of this.runs) {
+        const s = byRun.get(run.id);
+        if (!s || !s.steps.length || (!s.downsampled && !s.detail)) continue;
+        let minStep, maxStep;
+        if (this.xMode === "step") {
+          minStep = Math.floor(x0); maxStep = Math.ceil(x1);
+        } else {
+          const origin = s.wall.find((w) => Number.isFinite(w)) ?? 0;
+          let first = -1, last = -1;
+          for (let i = 0; i < s.steps.length; i++) {
+            const x = this.xOf(s, i, origin);
+            if (x === null || x === undefined) continue;
+            if (x >= x0 && first < 0) first = i;
+            if (x <= x1) last = i;
+          }
+          if (first < 0 || last < 0) continue;
+          minStep = s.steps[Math.max(0, first - 1)];
+          maxStep = s.steps[Math.min(s.steps.length - 1, last + 1)];
         }
-        if (first < 0 || last < 0) continue;
-        minStep = s.steps[Math.max(0, first - 1)];
-        maxStep = s.steps[Math.min(s.steps.length - 1, last + 1)];
+        const seq = (s.zoomSeq = (s.zoomSeq || 0) + 1);
+        jobs.push(runsApi.metrics(run.id, { keys: key, min_step: minStep, max_step: maxStep, max_points: this.maxPoints }).then((res) => {
+          const got = res.series && res.series[key];
+          if (!got || seq !== s.zoomSeq) return;
+          const d = fromApi(got);
+          s.detail = { min: minStep, max: maxStep, steps: d.steps, values: d.values, epochs: d.epochs, wall: d.wall, downsampled: d.downsampled };
+        }));
       }
-      const seq = (s.zoomSeq = (s.zoomSeq || 0) + 1);
-      jobs.push(runsApi.metrics(run.id, { keys: key, min_step: minStep, max_step: maxStep, max_points: this.maxPoints }).then((res) => {
-        const got = res.series && res.series[key];
-        if (!got || seq !== s.zoomSeq) return;
-        const d = fromApi(got);
-        s.detail = { min: minStep, max: maxStep, steps: d.steps, values: d.values, epochs: d.epochs, wall: d.wall, downsampled: d.downsampled };
-      }));
     }
     if (!jobs.length) return;
     await Promise.all(jobs);
-    await this.drawKey(key);
-    const c = this.cards.get(key);
-    if (c) c.card.dataset.zoomRange = `${Math.round(x0)}-${Math.round(x1)}`;
+    await this.drawPanel(id);
+    c.card.dataset.zoomRange = `${Math.round(x0)}-${Math.round(x1)}`;
   }
 
   setXMode(mode) { this.xMode = mode; for (const m of this.data.values()) for (const s of m.values()) s.detail = null; this.scheduleDraw(); }

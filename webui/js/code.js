@@ -5,7 +5,7 @@
 
 import { h, replace } from "./dom.js";
 import { runs as runsApi, snapshots as snapshotsApi, FloatValue } from "./api.js";
-import { fmtBytes, fmtDateTime, fmtValue } from "./format.js";
+import { fmtBytes, fmtDateTime, fmtValue, plural } from "./format.js";
 
 /** At most this many files are listed at once; the filter box finds the others. */
 const MAX_LISTED = 400;
@@ -132,7 +132,7 @@ function fileBrowser(snap) {
     }),
     matching.length > shown.length ? h("li", { class: "muted small file-more" }, `${matching.length - shown.length} more: type in the filter to find them.`) : null,
     !matching.length ? h("li", { class: "muted small file-more" }, files.length ? "No file matches the filter." : "The snapshot has no files.") : null);
-    count.textContent = q ? `${matching.length} of ${files.length} files` : `${files.length} files`;
+    count.textContent = q ? `${matching.length} of ${plural(files.length, "file")}` : plural(files.length, "file");
   }
 
   async function open(path) {
@@ -209,7 +209,7 @@ export async function renderCodeSection(box, run) {
     h("table", { class: "table kv code-facts", dataset: { testid: "code-facts" } }, h("tbody", null,
       infoRow("Snapshot", h("span", null, h("code", { title: snap.sha256, dataset: { testid: "snapshot-sha" } }, shortSha(snap.sha256)),
         " ", h("a", { class: "btn btn-sm", href, download: `snapshot-${shortSha(snap.sha256)}.tar.gz`, dataset: { testid: "download-snapshot" } }, "Download")), "code-snapshot"),
-      infoRow("Size", `${fmtBytes(snap.size)} packed · ${fmtBytes(snap.unpacked_bytes)} unpacked · ${snap.file_count ?? (snap.files || []).length} files`, "code-size"),
+      infoRow("Size", `${fmtBytes(snap.size)} packed · ${fmtBytes(snap.unpacked_bytes)} unpacked · ${plural(snap.file_count ?? (snap.files || []).length, "file")}`, "code-size"),
       infoRow("Entry point", describeEntry(code.entry, run.params, { onOpen: (p) => browser.open(p) }), "code-entry"),
       infoRow("Git", gitLine(git, { diff: snap.git, onDiff: browser.has(diffPath) ? () => browser.open(diffPath) : null }), "code-git"),
       infoRow("Uploaded", `${fmtDateTime(snap.created_at)}${snap.created_by ? ` by ${snap.created_by}` : ""}`))),

@@ -11,6 +11,11 @@ export function parseTime(iso) {
 
 const pad = (n) => String(n).padStart(2, "0");
 
+/** "1 run", "2 runs": a count and its noun, singular for exactly one (plural: the noun's plural when not noun + "s"). */
+export function plural(n, noun, pluralNoun) {
+  return `${n} ${Number(n) === 1 ? noun : pluralNoun || noun + "s"}`;
+}
+
 export function fmtDateTime(iso) {
   const d = parseTime(iso);
   if (!d) return "—";

@@ -7,8 +7,10 @@ import { runs as runsApi, FloatValue } from "../api.js";
 import { LiveStream } from "../sse.js";
 import { SystemCharts, TrainingCharts } from "../syscharts.js";
 import { entryLabel, environmentFlat, shortSha } from "../code.js";
-import { ACTIVE, fmtDuration, fmtValue, runDuration } from "../format.js";
+import { ACTIVE, fmtDuration, fmtValue, plural, runDuration } from "../format.js";
 import { statusBadge } from "./runs.js";
+import { PanelEditor } from "../panels.js";
+import { ParamPlots, paramRows } from "../paramplots.js";
 
 // Browsers allow 6 HTTP/1.1 connections per host; each SSE stream holds one.
 const MAX_LIVE_STREAMS = 3;
@@ -53,6 +55,8 @@ export async function render(root, _params, query) {
   const chartsBox = h("div", { class: "charts-grid", dataset: { testid: "compare-charts" } });
   const charts = new TrainingCharts(chartsBox, { runs: chartRuns }, systemCharts);
   const colorOf = new Map(charts.runs.map((r) => [r.id, r.color]));
+  const panelEditor = new PanelEditor(charts, runs[0].project);
+  const plotsBox = h("div", null, h("p", { class: "muted small" }, "Loading…"));
 
   const chips = h("div", { class: "run-chips", dataset: { testid: "compare-legend" } }, runs.map((r) => h("span", { class: "chip", dataset: { runId: r.id } },
     h("span", { class: "swatch", style: { background: colorOf.get(r.id) } }),
@@ -79,7 +83,7 @@ export async function render(root, _params, query) {
     } else if (anyCode) f["code.snapshot"] = null;
     Object.assign(f, envs[i] ? environmentFlat(envs[i]) : {});
     if (packages[i]) {
-      f["env.packages"] = `${Object.keys(packages[i]).length} packages`;
+      f["env.packages"] = plural(Object.keys(packages[i]).length, "package");
       for (const n of differingPackages) if (n in packages[i]) f[`env.packages.${n}`] = packages[i][n];
     }
     return f;
@@ -122,10 +126,11 @@ export async function render(root, _params, query) {
   renderParams();
 
   replace(root, h("div", { class: "page page-wide" },
-    h("div", { class: "page-head" }, h("h1", null, "Compare runs"), h("span", { class: "muted" }, `${runs.length} runs`)),
+    h("div", { class: "page-head" }, h("h1", null, "Compare runs"), h("span", { class: "muted" }, plural(runs.length, "run"))),
     missing.length ? h("div", { class: "error-box" }, `No run with id ${missing.join(", ")}.`) : null,
     chips,
-    h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Metrics"), charts.controls()), chartsBox),
+    h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Metrics"), charts.controls(), panelEditor.button), panelEditor.box, chartsBox),
+    h("section", { class: "panel", dataset: { testid: "param-plots-section" } }, h("div", { class: "panel-head" }, h("h2", null, "Parameter plots")), plotsBox),
     (systemPanel.append(h("div", { class: "panel-head" }, h("h2", null, "System"), systemCharts.controls()), systemBox), systemPanel),
     h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Parameters"), h("label", { class: "ctl" }, onlyDiff, " Only differences"),
       h("span", { class: "legend-note" }, h("span", { class: "diff-swatch" }), " differs between runs")), paramsBox)));
@@ -133,6 +138,13 @@ export async function render(root, _params, query) {
   const streams = runs.filter((r) => ACTIVE.has(r.status)).slice(0, MAX_LIVE_STREAMS).map((r) =>
     new LiveStream(`/api/v1/runs/${r.id}/events`, { metrics: (d) => d && d.points && charts.addPoints(r.id, d.points) }, { onResync: () => charts.load() }));
 
-  await charts.load();
-  return () => { charts.destroy(); streams.forEach((s) => s.close()); };
+  await Promise.all([panelEditor.load(), charts.load()]);
+  // Parameter plots from the params and the metrics' history as loaded (min/max survive the
+  // server's downsampling, which keeps each bucket's extremes and the last point).
+  const metricValues = new Map(runs.map((r) => [r.id, {}]));
+  for (const [key, byRun] of charts.data) for (const [runId, series] of byRun) if (metricValues.has(runId)) metricValues.get(runId)[key] = series.values;
+  const plots = new ParamPlots(paramRows(runs, metricValues));
+  replace(plotsBox, plots.el);
+  if (charts.Plotly) await plots.draw(charts.Plotly);
+  return () => { charts.destroy(); plots.destroy(); streams.forEach((s) => s.close()); };
 }

@@ -18,6 +18,8 @@ const FALLBACK_TRAINER_SCHEMA = {
   properties: {
     max_epochs: { type: "integer", minimum: 1, default: 3, description: "Stop after this many epochs." },
     precision: { type: "string", enum: ["32-true", "16-mixed", "bf16-mixed", "64-true"], default: "32-true", description: "Numeric precision of training." },
+    accelerator: { type: "string", enum: ["auto", "cpu", "gpu"], default: "auto", description: "Where to train." },
+    devices: { anyOf: [{ type: "integer", minimum: -1 }, { type: "array", items: { type: "integer" } }, { const: "auto" }], default: "auto", description: "Devices: a count (one process each, DDP), a list of GPU ids, -1 (all the worker's GPUs) or auto." },
     limit_train_batches: { anyOf: [{ type: "integer" }, { type: "number" }], default: 1.0, description: "Fraction (float) or number (int) of training batches per epoch." },
     fast_dev_run: { anyOf: [{ type: "boolean" }, { type: "integer" }], default: false, description: "Run 1 (or n) batch of train/val to smoke-test the recipe." },
     early_stopping_monitor: { anyOf: [{ type: "string" }, { type: "null" }], default: null, description: "Metric to watch for early stopping (e.g. val_loss); empty disables it." },
@@ -26,7 +28,8 @@ const FALLBACK_TRAINER_SCHEMA = {
 };
 
 // Trainer fields shown up front, in this order; the rest sit under "More trainer options".
-const TRAINER_PRIMARY = ["max_epochs", "precision", "accelerator", "limit_train_batches", "fast_dev_run",
+// `devices` (a count, a list of ids like [0,1], -1 or auto) is how many GPUs (or CPU processes) the run takes.
+const TRAINER_PRIMARY = ["max_epochs", "precision", "accelerator", "devices", "strategy", "limit_train_batches", "fast_dev_run",
   "early_stopping", "early_stopping_monitor", "early_stopping_patience", "early_stopping_mode", "checkpoint_monitor", "seed"];
 
 function resolve(schema, root) {

@@ -12,6 +12,8 @@ import { EnvironmentView, renderCodeSection, shortSha } from "../code.js";
 import { ACTIVE, fmtBytes, fmtDateTime, fmtDuration, fmtNumber, fmtValue, runDuration } from "../format.js";
 import { statusBadge } from "./runs.js";
 import { renderSummary } from "../summary.js";
+import { PanelEditor } from "../panels.js";
+import { RunTagsNote } from "../tagsnotes.js";
 
 const MAX_LOG_LINES = 2000;
 
@@ -61,6 +63,8 @@ export async function render(root, { id }) {
   const systemCharts = new SystemCharts(systemBox, { runs: [{ id: run.id, name: run.name }] });
   const charts = new TrainingCharts(chartsBox, { runs: [{ id: run.id, name: run.name }] }, systemCharts);
   cleanups.push(() => charts.destroy());
+  const panelEditor = new PanelEditor(charts, run.project);
+  const tagsNote = new RunTagsNote(run, { mayEdit: canWrite(run.project) });
 
   let headKey = null;
   function renderHead() {
@@ -183,7 +187,7 @@ export async function render(root, { id }) {
   async function loadSummary() {
     try {
       const s = await runsApi.summary(id);
-      replace(summaryBox, renderSummary(s));
+      replace(summaryBox, s ? renderSummary(s) : h("p", { class: "muted small" }, "No model summary yet: it is stored when fit starts."));
     } catch (err) {
       replace(summaryBox, h("p", { class: "muted small" }, err.status === 404 ? "No model summary yet: it is stored when fit starts." : `Could not load the summary: ${err.message}`));
     }
@@ -252,8 +256,9 @@ export async function render(root, { id }) {
 
   renderHead(); renderInfo(); renderParams();
   replace(root, h("div", { class: "page page-wide run-page", dataset: { runId: run.id } },
-    head, info, errorBox,
-    h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Metrics"), charts.controls()), chartsBox),
+    head, info, tagsNote.tagsEl, errorBox,
+    h("section", { class: "panel", dataset: { testid: "note-section" } }, h("div", { class: "panel-head" }, h("h2", null, "Note")), tagsNote.noteEl),
+    h("section", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", null, "Metrics"), charts.controls(), panelEditor.button), panelEditor.box, chartsBox),
     h("section", { class: "panel", dataset: { testid: "system-section" } }, h("div", { class: "panel-head" }, h("h2", null, "System"), systemCharts.controls()), systemBox),
     h("div", { class: "two-col" },
       h("div", { class: "col" },
@@ -323,13 +328,13 @@ export async function render(root, { id }) {
     if (!ACTIVE.has(run.status)) return;
     // Only the hyperparameters: a status that the live stream changed while this request was
     // on its way must not be put back by this (older) answer.
-    try { const r = await runsApi.get(id); run = { ...run, hyperparameters: r.hyperparameters }; renderParams(); renderInfo(); } catch { /* server restarting */ }
+    try { const r = await runsApi.get(id); run = { ...run, hyperparameters: r.hyperparameters }; tagsNote.update(r); renderParams(); renderInfo(); } catch { /* server restarting */ }
     // The record arrives when training starts, and again when the seed is set.
     environment.load();
   }, 5000);
   cleanups.push(() => clearInterval(hpTimer));
 
-  await Promise.all([charts.load(), loadCheckpoints(), loadSummary(), loadLogs(), environment.load(),
+  await Promise.all([panelEditor.load(), charts.load(), loadCheckpoints(), loadSummary(), loadLogs(), environment.load(),
     isCode ? renderCodeSection(codeBox, exact) : null]);
   return () => cleanups.forEach((f) => f());
 }

@@ -1,0 +1,111 @@
+// Runs page bars: saved views of a project (query + columns + sort + grouping; pick, save,
+// delete; each one's address is #/runs?view=<id>) and bulk actions on the selected runs
+// (tag, untag, cancel, delete: POST /api/v1/runs/bulk, each run checked as its own route would).
+
+import { h, replace, toast, confirmDialog, promptDialog } from "./dom.js";
+import { queryApi } from "./runquery.js";
+import { TAG_RE } from "./tagsnotes.js";
+import { canSubmitSomewhere, canWrite } from "./perm.js";
+
+const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+
+/** opts: state (the page's), projectId() (of state.project, or undefined), apply(view), saved(view).
+ * Saving and deleting are offered to the project's members (a viewer may open views). */
+export function viewsBar({ state, projectId, apply, saved }) {
+  let list = [];
+  const sel = h("select", { class: "input input-sm", "aria-label": "Saved views", dataset: { testid: "views" },
+    on: { change: (e) => { const v = list.find((x) => String(x.id) === e.target.value); if (v) apply(v); } } });
+  const save = h("button", { class: "btn btn-sm", type: "button", dataset: { testid: "save-view" }, on: { click: onSave } }, "Save view");
+  const del = h("button", { class: "btn btn-sm btn-danger", type: "button", dataset: { testid: "delete-view" }, on: { click: onDelete } }, "Delete view");
+  const el = h("span", { class: "ctl views-bar" }, sel, save, del);
+
+  const body = () => ({ query: state.q || "", columns: [...state.columns], sort: state.sort, group_by: state.groupBy || "" });
+  const matches = (v, s) => same([v.query || "", v.columns || [], v.sort || "-created_at", v.group_by || ""], [s.q || "", s.columns, s.sort, s.groupBy || ""]);
+
+  function render(current) {
+    const pid = projectId();
+    sel.disabled = pid === undefined;
+    const write = pid !== undefined && canWrite(state.project);
+    save.disabled = !write;
+    save.hidden = pid !== undefined && !write;
+    del.hidden = save.hidden;
+    sel.title = pid === undefined ? "Pick a project to open or save its views" : "";
+    const selected = current || list.find((v) => matches(v, state));
+    del.disabled = !selected || !write;
+    replace(sel, h("option", { value: "" }, pid === undefined ? "Views: pick a project" : list.length ? "Saved views…" : "No saved views"),
+      list.map((v) => h("option", { value: v.id, selected: selected && selected.id === v.id }, v.name)));
+  }
+
+  async function refresh(current) {
+    const pid = projectId();
+    list = pid === undefined ? [] : ((await queryApi.views(pid).catch(() => null)) || { items: [] }).items;
+    render(current);
+  }
+
+  async function onSave() {
+    const pid = projectId();
+    if (pid === undefined) return;
+    const name = await promptDialog({ title: "Save this view", label: "name", confirmLabel: "Save", check: (v) => (v.trim() ? null : "A view needs a name.") });
+    if (name === null) return;
+    try {
+      const v = await queryApi.saveView(pid, { name: name.trim(), ...body() });
+      toast(`View “${v.name}” saved: its address is #/runs?view=${v.id}`, "ok");
+      await refresh(v);
+      if (saved) saved(v);
+    } catch (err) { toast(err.message, "error"); }
+  }
+
+  async function onDelete() {
+    const v = list.find((x) => String(x.id) === sel.value) || list.find((x) => matches(x, state));
+    if (!v) return;
+    if (!(await confirmDialog({ title: `Delete the view “${v.name}”?`, body: "Its address stops working; the runs are not touched.", confirmLabel: "Delete view", danger: true }))) return;
+    try {
+      await queryApi.deleteView(v.id);
+      toast(`View “${v.name}” deleted`, "info");
+      await refresh();
+    } catch (err) { toast(err.message, "error"); }
+  }
+
+  return { el, refresh, render, matches };
+}
+
+/** opts: selected() -> ids, done() after an action (reload, clear the selection). */
+export function bulkBar({ selected, done }) {
+  const count = h("span", { class: "muted", dataset: { testid: "bulk-count" } });
+  const btn = (action, label, danger) => h("button", { class: ["btn", "btn-sm", danger && "btn-danger"], type: "button", dataset: { testid: `bulk-${action}` }, on: { click: () => run(action) } }, label);
+  const el = h("div", { class: "bulk-bar", hidden: true, dataset: { testid: "bulk-bar" } }, count,
+    btn("tag", "Tag…"), btn("untag", "Untag…"), btn("cancel", "Cancel", true), btn("delete", "Delete", true));
+
+  async function run(action) {
+    const ids = selected();
+    if (!ids.length) return;
+    let tags;
+    if (action === "tag" || action === "untag") {
+      const text = await promptDialog({ title: `${action === "tag" ? "Tag" : "Untag"} ${ids.length} run${ids.length === 1 ? "" : "s"}`, label: "tags (space separated)", confirmLabel: action === "tag" ? "Tag" : "Untag",
+        check: (v) => { const t = v.split(/[\s,]+/).filter(Boolean); if (!t.length) return "Name at least one tag."; const bad = t.find((x) => !TAG_RE.test(x)); return bad ? `“${bad}” is not a tag: 1-64 letters, digits and _ . : -` : null; } });
+      if (text === null) return;
+      tags = text.split(/[\s,]+/).filter(Boolean);
+    } else {
+      const what = action === "cancel" ? "Cancel" : "Delete";
+      const ok = await confirmDialog({ title: `${what} ${ids.length} run${ids.length === 1 ? "" : "s"}?`,
+        body: action === "delete" ? "Their metrics, logs and checkpoint files are removed for good. Active runs are not deleted." : "Queued runs are cancelled at once, running ones stop at their next step.",
+        confirmLabel: `${what} runs`, danger: true });
+      if (!ok) return;
+    }
+    try {
+      const res = await queryApi.bulk(ids, action, tags);
+      const failed = res.results.filter((r) => !r.ok);
+      const okCount = res.results.length - failed.length;
+      toast(failed.length ? `${okCount} done; ${failed.length} not: ${failed.slice(0, 3).map((f) => `#${f.id} ${f.error}`).join("; ")}` : `${okCount} run${okCount === 1 ? "" : "s"} done`, failed.length ? "error" : "ok", failed.length ? 8000 : 4000);
+      el.dataset.last = JSON.stringify({ action, ok: okCount, failed: failed.length });
+      done(action, res);
+    } catch (err) { toast(err.message, "error"); }
+  }
+
+  // Viewers only (no project to change anything in): no bulk actions to offer.
+  function update(n) {
+    el.hidden = n < 1 || !canSubmitSomewhere();
+    count.textContent = `${n} selected`;
+  }
+  return { el, update };
+}
