@@ -115,9 +115,10 @@ def seed(url: str, n: int) -> float:
                                 "FROM run_metric_summaries WHERE run_id = 1"), {"p": project_id})
         connection.execute(text("INSERT INTO project_keys (project_id, kind, key) VALUES (:p, 't', 'baseline')"),
                            {"p": project_id})
-    with engine.connect() as connection:  # statistics for the planner (PostgreSQL's autovacuum does this too)
-        connection.exec_driver_sql("ANALYZE")
-        connection.commit()
+    # statistics for the planner and (PostgreSQL) the visibility map for index-only scans: what
+    # autovacuum does after a bulk load
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql("VACUUM ANALYZE" if connection.dialect.name == "postgresql" else "ANALYZE")
     return time.perf_counter() - started
 
 
@@ -204,6 +205,7 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--ingest", action="store_true", help="only the ingest comparison")
+    parser.add_argument("--keep", action="store_true", help="keep the seeded databases (their URLs are printed)")
     parser.add_argument("--measure", metavar="URL", help="only time the routes on a database seeded before "
                         "(brought to the latest migration first)")
     args = parser.parse_args()
@@ -236,6 +238,8 @@ def main() -> None:
                       f"the summary upsert, {rates['with summaries']:,.0f} with ({ratio:.2f}x)", flush=True)
                 continue
             seconds = seed(url, args.runs)
+            if args.keep:
+                print(f"{label}: {url}", flush=True)
             print(f"{label}: seeded {args.runs:,} runs ({N_PARAMS} params, {N_METRICS} metric keys each) in "
                   f"{seconds:.0f} s", flush=True)
             for what, figures in measure(url, tmp, args.rounds).items():
@@ -245,14 +249,15 @@ def main() -> None:
     finally:
         from server.db import dispose_engine
 
-        for label, url in backends:
+        for label, url in [] if args.keep else backends:
             dispose_engine(url)
             if label == "PostgreSQL":
                 with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
                     conn.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
-        import shutil
+        if not args.keep:
+            import shutil
 
-        shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

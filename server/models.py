@@ -86,8 +86,10 @@ class Project(Base):
 
 class Run(Base):
     __tablename__ = "runs"
-    # the runs page's default order (newest first, id breaking ties) straight from an index (issue 14)
-    __table_args__ = (Index("ix_runs_created_at_id", "created_at", "id"),)
+    # the runs page's default order (newest first, id breaking ties) straight from an index, across
+    # projects and within one; the second also lists a project's run ids without reading rows (issue 14)
+    __table_args__ = (Index("ix_runs_created_at_id", "created_at", "id"),
+                      Index("ix_runs_project_created_id", "project_id", "created_at", "id"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), nullable=False, default="")

@@ -53,6 +53,7 @@ def _row(run_id: int, kind: str, key: str, value: Any) -> dict[str, Any]:
 def upgrade() -> None:
     op.add_column("runs", sa.Column("note", sa.Text(), nullable=True))
     op.create_index("ix_runs_created_at_id", "runs", ["created_at", "id"])
+    op.create_index("ix_runs_project_created_id", "runs", ["project_id", "created_at", "id"])
     params = op.create_table(
         "run_params",
         sa.Column("run_id", sa.Integer(), sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
@@ -157,6 +158,7 @@ def downgrade() -> None:
     op.drop_index("ix_run_params_kind_key_text", table_name="run_params")
     op.drop_index("ix_run_params_kind_key_num", table_name="run_params")
     op.drop_table("run_params")
+    op.drop_index("ix_runs_project_created_id", table_name="runs")
     op.drop_index("ix_runs_created_at_id", table_name="runs")
     with op.batch_alter_table("runs") as batch:
         batch.drop_column("note")

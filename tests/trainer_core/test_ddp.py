@@ -23,7 +23,12 @@ import torch
 from torch.utils.data import DataLoader
 
 import trainer_core as L
-from trainer_core.strategies import DDPStrategy, LightningEnvironment, TorchElasticEnvironment
+from trainer_core.strategies import (
+    DDPStrategy,
+    LightningEnvironment,
+    SLURMEnvironment,
+    TorchElasticEnvironment,
+)
 from trainer_core.utilities.exceptions import MisconfigurationException
 from trainer_core.utilities.rank_zero import rank_zero_only
 
@@ -152,6 +157,25 @@ def test_torchrun_environment_rejects_devices_and_num_nodes_that_do_not_match(
     assert "world size (2)" in str(info.value)
     with pytest.raises(ValueError, match=r"devices=4.*LOCAL_WORLD_SIZE=2"):
         L.Trainer(strategy="ddp", devices=4, accelerator="cpu", logger=False)
+
+
+def test_slurm_environment_is_joined_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)  # SLURMEnvironment sets them; monkeypatch puts them back
+    for key, value in {
+        "SLURM_NTASKS": "4", "SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_NODEID": "1", "SLURM_NNODES": "2",
+        "SLURM_NTASKS_PER_NODE": "2", "SLURM_NODELIST": "gpu[007-008]", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "4321",
+    }.items():
+        monkeypatch.setenv(key, value)
+    trainer = L.Trainer(strategy="ddp", devices=2, num_nodes=2, accelerator="cpu", logger=False)
+    assert isinstance(trainer.strategy, DDPStrategy)
+    assert isinstance(trainer.strategy.cluster_environment, SLURMEnvironment)
+    assert (trainer.global_rank, trainer.local_rank, trainer.node_rank, trainer.world_size) == (3, 1, 1, 4)
+    assert trainer.strategy.cluster_environment.main_address == "gpu007"
+    with pytest.raises(ValueError, match=r"devices=4.*ntasks-per-node=2"):
+        L.Trainer(strategy="ddp", devices=4, num_nodes=2, accelerator="cpu", logger=False)
+    with pytest.raises(ValueError, match=r"num_nodes=1.*nodes=2"):
+        L.Trainer(strategy="ddp", devices=2, num_nodes=1, accelerator="cpu", logger=False)
 
 
 # ---------------------------------------------------------------------------------------------- 2 processes

@@ -234,12 +234,25 @@ def page(browser, server):
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
+# Every drawn plotly chart is as wide as its box (they follow a reflow through a ResizeObserver
+# with a 50 ms debounce), and its drawing is done.
+CHARTS_SETTLED = """() => [...document.querySelectorAll('.js-plotly-plot')].every((el) => el.offsetParent === null
+  || !el._fullLayout || Math.abs(el._fullLayout.width - el.clientWidth) <= 1)"""
+
+
+def settle(page) -> None:
+    """Wait for the charts to follow the layout and for two painted frames (a condition, not a
+    fixed time): what a screenshot or a look at the layout needs."""
+    page.wait_for_function(CHARTS_SETTLED)
+    page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+
+
 def screenshot(page, name: str, full_page: bool = True) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     page.mouse.move(0, 0)  # no hover labels or plotly mode bars in the picture
     page.evaluate("window.scrollTo(0, 0)")  # the sticky top bar belongs at the top of a full-page shot
-    page.wait_for_timeout(150)  # let charts follow any reflow (ResizeObserver, 50 ms debounce)
+    settle(page)
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"{name}: the page is {overflow}px wider than the window"
     page.screenshot(path=str(path), full_page=full_page)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.webui.conftest import SCREENSHOTS, screenshot
+from tests.webui.conftest import SCREENSHOTS, screenshot, settle
 
 pytestmark = pytest.mark.browser
 
@@ -219,7 +219,7 @@ def test_environment_and_system_sections(page, server, code):
         expect(system.locator(f".chart-card[data-key='{key}']")).to_have_attribute("data-total", "12")
     expect(training.locator(".chart-card[data-key='train_loss']")).to_have_attribute("data-total", "12")
     expect(training.locator(".chart-card[data-key^='system/']")).to_have_count(0)
-    page.wait_for_timeout(200)  # the picture only: let plotly finish drawing after its data
+    settle(page)  # the picture only: plotly done drawing after its data
     panel_shot(page, section(page, "System"), "run-system")
     plot = "[data-testid=system-charts] .chart-card[data-key='system/cpu_percent'] .chart-plot"
     page.wait_for_function(f"() => document.querySelector(\"{plot}\").data && document.querySelector(\"{plot}\").data.length === 1")

@@ -4,8 +4,6 @@ chart keeps gaining points without a reload."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from playwright.sync_api import expect
 
@@ -30,7 +28,8 @@ def test_live_chart_reconnects_after_server_restart(browser, tmp_path):
 
         server.kill()
         expect(page.locator("#conn")).to_have_class("conn conn-down", timeout=10_000)
-        time.sleep(1.0)
+        errors = page.evaluate("window.__runyard.sse.errors")  # the browser tried again and failed: it is retrying
+        page.wait_for_function(f"() => window.__runyard.sse.errors > {errors}", timeout=15_000)
         server.start()
         # Points logged right after the restart, possibly before the browser is back.
         server.log_points(rid, [{"key": "loss", "step": s, "value": 1.0 / (s + 1)} for s in range(10, 15)])

@@ -120,7 +120,9 @@ def seed_sweep(server, project: str) -> list[int]:
     ids = []
     for i, (lr, opt) in enumerate([(0.1, "adam"), (0.1, "sgd"), (0.01, "adam"), (0.01, "sgd")]):
         r = server.external_run(f"sweep-{i}", project=project, params={"lr": lr, "opt": opt})
-        server.log_points(r["id"], [{"key": "val_loss", "step": s, "value": (i + 1) / (s + 1)} for s in range(4)])
+        server.log_points(
+            r["id"], [{"key": "val_loss", "step": s, "value": (i + 1) / (s + 1)} for s in range(4)]
+        )
         ids.append(r["id"])
     return ids
 
@@ -146,7 +148,9 @@ def test_param_and_metric_columns_grouping_and_bulk_actions(page, server):
     groups = page.locator("tr.agg-row")
     expect(groups).to_have_count(2)
     expect(groups.nth(0).locator(".group-label")).to_contain_text("0.01 · 2 runs")
-    expect(groups.nth(0).locator("td[data-agg='metrics.val_loss.min'] .agg-mean")).to_have_text("0.875")  # (0.75+1)/2
+    expect(groups.nth(0).locator("td[data-agg='metrics.val_loss.min'] .agg-mean")).to_have_text(
+        "0.875"
+    )  # (0.75+1)/2
     expect(groups.nth(1).locator("td[data-agg='metrics.val_loss.min'] .agg-mean")).to_have_text("0.375")
     # The state is in the address: a reload (or a colleague) sees the same.
     assert "group_by=params.lr" in page.evaluate("location.hash")
@@ -162,11 +166,15 @@ def test_param_and_metric_columns_grouping_and_bulk_actions(page, server):
     page.get_by_test_id("bulk-tag").click()
     page.get_by_test_id("prompt-input").fill("sweep-a lr:0.1")
     page.get_by_test_id("prompt-ok").click()
-    expect(page.locator(f"tr[data-run-id='{ids[1]}'] .row-tags .tag-chip")).to_have_text(["lr:0.1", "sweep-a"])
+    expect(page.locator(f"tr[data-run-id='{ids[1]}'] .row-tags .tag-chip")).to_have_text(
+        ["lr:0.1", "sweep-a"]
+    )
     assert server.get(f"/api/v1/runs/{ids[0]}")["tags"] == ["lr:0.1", "sweep-a"]
     page.get_by_test_id("bulk-cancel").click()
     page.get_by_test_id("confirm-ok").click()
-    expect(page.get_by_test_id("bulk-bar")).to_have_attribute("data-last", '{"action":"cancel","ok":2,"failed":0}')
+    expect(page.get_by_test_id("bulk-bar")).to_have_attribute(
+        "data-last", '{"action":"cancel","ok":2,"failed":0}'
+    )
     search(page, "project = cols-proj and tag:sweep-a")
     expect(rows(page)).to_have_count(2)
 
@@ -220,3 +228,30 @@ def test_parameter_plots_of_a_querys_results(page, server):
     expect(line.locator("title")).to_contain_text(f"#{ids[2]} sweep-2")
     line.dispatch_event("click")
     page.wait_for_url(f"**/#/runs/{ids[2]}")
+
+
+def test_new_runs_page_tools_fit_a_phone(page, server):
+    ids = seed_sweep(server, "phone-proj")
+    server.post(f"/api/v1/runs/{ids[0]}/tags", {"tags": ["a-rather-long-tag-name-for-a-phone", "baseline"]})
+    page.set_viewport_size({"width": 390, "height": 800})
+    page.goto(
+        "/#/runs?q=project%20%3D%20phone-proj&columns=params.lr,metrics.val_loss.min&group_by=params.opt"
+    )
+    expect(page.locator("tr.agg-row")).to_have_count(2)
+    page.locator(f"tr[data-run-id='{ids[0]}'] input[type=checkbox]").check()
+    expect(page.get_by_test_id("bulk-bar")).to_be_visible()
+    page.get_by_test_id("plot-results").click()
+    expect(page.get_by_test_id("results-plots").get_by_test_id("parcoords")).to_have_attribute(
+        "data-lines", "4"
+    )
+    assert page.evaluate("document.documentElement.scrollWidth - innerWidth") <= 0
+    page.goto(f"/#/runs/{ids[0]}")
+    expect(page.locator(".chart-card[data-key='val_loss']")).to_have_attribute("data-total", "4")
+    page.get_by_test_id("edit-panels").click()
+    expect(page.get_by_test_id("panel-editor")).to_be_visible()
+    expect(page.get_by_test_id("run-tags").locator(".tag-chip")).to_have_count(2)
+    assert page.evaluate("document.documentElement.scrollWidth - innerWidth") <= 0
+    page.goto(f"/#/compare?ids={','.join(map(str, ids))}")
+    expect(page.get_by_test_id("parcoords")).to_have_attribute("data-lines", "4")
+    expect(page.get_by_test_id("scatter")).to_have_attribute("data-points", "4")
+    assert page.evaluate("document.documentElement.scrollWidth - innerWidth") <= 0

@@ -10,7 +10,7 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-from tests.webui.conftest import screenshot
+from tests.webui.conftest import screenshot, settle
 from tests.webui.data import SUMMARY, training_curves
 
 pytestmark = pytest.mark.browser
@@ -113,7 +113,7 @@ def test_screenshot_run_page(page, server, seeded):
     expect(page.get_by_test_id("checkpoints").locator("tbody tr")).to_have_count(1)
     expect(page.get_by_test_id("log-tail")).to_contain_text("Epoch 5")
     page.get_by_test_id("smoothing").fill("0.6")
-    page.wait_for_timeout(400)
+    settle(page)
     screenshot(page, "run")
 
 
@@ -131,5 +131,5 @@ def test_screenshot_compare_page(page, server, seeded):
     expect(page.locator(".chip")).to_have_count(3)
     expect(page.locator(".chart-card")).to_have_count(4)
     expect(page.locator("tr[data-param='params.hidden_dim']")).to_have_class("diff")
-    page.wait_for_timeout(300)
+    settle(page)
     screenshot(page, "compare")

@@ -4,7 +4,6 @@ worker process (as `runyard worker` starts it), followed live in the browser."""
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -190,7 +189,7 @@ def test_cancel_running_run_then_resume(page, server, worker_holder):
     # Dismissing the confirmation keeps it running.
     page.get_by_test_id("cancel-run").click()
     page.get_by_test_id("confirm-cancel").click()
-    time.sleep(0.5)
+    expect(page.get_by_test_id("confirm-dialog")).to_be_hidden()
     assert server.get(f"/api/v1/runs/{run['id']}")["cancel_requested"] is False
     page.get_by_test_id("cancel-run").click()
     expect(page.get_by_test_id("confirm-dialog")).to_contain_text("Cancel run")
