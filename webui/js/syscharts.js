@@ -25,6 +25,11 @@ export class SystemCharts extends MetricCharts {
     this.knownKeys = "";
   }
 
+  /** A system series is a curve from its first sample on (the values table is for test results). */
+  isScalarKey() {
+    return false;
+  }
+
   /** History (or live series seen while it loaded) from the training charts: key -> Map(run -> series). */
   adopt(byKey, Plotly) {
     if (Plotly) this.Plotly = Plotly;
