@@ -8,6 +8,7 @@ is the step, so DDP's forward hooks (buffer broadcast, reducer preparation) run 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -163,6 +164,9 @@ class DDPStrategy(Strategy):
         dist.init_process_group(
             self.process_group_backend, rank=self.global_rank, world_size=self.world_size, **kwargs
         )
+        # the group this process made is closed at exit: left open, torch warns and gloo/nccl may abort the
+        # interpreter at shutdown (a rank that trained fine would then end with SIGABRT)
+        atexit.register(_destroy_process_group)
         if self.global_rank == 0:
             from trainer_core.utilities.rank_zero import rank_zero_info
 
@@ -280,6 +284,12 @@ class DDPStrategy(Strategy):
         votes = torch.tensor(int(decision), device=self.root_device)
         total = self.reduce(votes, reduce_op="sum")
         return bool(total == self.world_size) if all else bool(total > 0)
+
+
+def _destroy_process_group() -> None:
+    if _initialized():
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
 
 
 def _initialized() -> bool:
