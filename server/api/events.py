@@ -44,6 +44,10 @@ from server.store import INT64_MAX, encode_float
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
+# fields a run event does not carry (they are read with the run or the list): sent empty they would wipe what a
+# page already shows when it merges the event into its row
+_NOT_IN_EVENTS = {"tags", "note", "note_html", "values"}
+
 KEEPALIVE_S = 15.0
 RECENT_WINDOW = 6 * OVERLAP  # what the run-list streams woken by one feed poll share (RecentRuns)
 POINTS_PER_EVENT = 5000
@@ -90,7 +94,8 @@ class RunRead:
         # encoded while the reading session is open: other streams use it after it closed
         self.status_key = None if run is None else (run.status, run.updated_at, run.cancel_requested)
         self.status = None if run is None else format_event(
-            "status", run_out(run, public_url).model_dump(mode="json"), ".".join(str(n) for n in cursor))
+            "status", run_out(run, public_url).model_dump(mode="json", exclude=_NOT_IN_EVENTS),
+            ".".join(str(n) for n in cursor))
 
 
 def read_run(session: Any, run_id: int, cursor: tuple[int, int, int], public_url: str) -> RunRead:
@@ -396,7 +401,8 @@ class RecentRuns:
 
 def _run_json(run: Any, public_url: str, cap: int) -> str:
     """A run as the JSON text of a run-list event (as ``format_event`` would encode it)."""
-    return json.dumps(run_out(run, public_url, cap=cap).model_dump(mode="json"), separators=(",", ":"), default=str)
+    return json.dumps(run_out(run, public_url, cap=cap).model_dump(mode="json", exclude=_NOT_IN_EVENTS),
+                      separators=(",", ":"), default=str)
 
 
 def recent_runs(app: Any) -> RecentRuns:

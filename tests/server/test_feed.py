@@ -235,6 +235,8 @@ def test_run_stream_gets_every_kind_of_event_and_resumes_exactly(served, api):
     try:
         first = stream.wait(lambda e: e[0] == "status")
         assert first[2]["status"] == "running"
+        # fields read with the run, not sent in events: a page merging the event must keep what it shows
+        assert not {"tags", "note", "note_html", "values"} & set(first[2])
         api.post(f"/api/v1/runs/{rid}/metrics", json={"points": [{"key": "loss", "step": 1, "value": 0.5}]})
         metrics = stream.wait(lambda e: e[0] == "metrics")
         assert [(p["key"], p["step"], p["value"]) for p in metrics[2]["points"]] == [("loss", 1, 0.5)]
@@ -280,6 +282,7 @@ def test_run_list_stream_without_listing_runs(served, api, monkeypatch):
         api.patch(f"/api/v1/runs/{rid}", json={"status": "failed", "error": "boom"})
         updated = stream.wait(lambda e: e[2]["action"] == "updated" and e[2]["run"]["id"] == rid)
         assert updated[2]["run"]["error"] == "boom"
+        assert "tags" not in updated[2]["run"] and "values" not in updated[2]["run"]
         assert api.delete(f"/api/v1/runs/{rid}").status_code == 204
         assert api.delete(f"/api/v1/runs/{before}").status_code == 204  # listed before the stream opened
         stream.wait(lambda e: e[2] == {"action": "deleted", "run": {"id": before}})
