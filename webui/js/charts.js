@@ -146,6 +146,7 @@ export class MetricCharts {
     this.destroyed = false;
     this.seq = 0;
     this.pending = []; // live points seen before/while history loads (see load)
+    this.prefetched = null; // run id -> a history read already on its way (used by the next load())
   }
 
   series(key, runId) {
@@ -163,7 +164,12 @@ export class MetricCharts {
     // point written between the history read and its arrival here is never lost.
     this.pending = this.pending || [];
     // The history request goes out while plotly.js may still be loading.
-    const fetching = Promise.all(this.runs.map((r) => runsApi.metrics(r.id, { max_points: this.maxPoints }).then((res) => [r, res])));
+    // A history read the page started early (an ended run's, see run.js) is used once, if it succeeded.
+    const early = this.prefetched;
+    this.prefetched = null;
+    const read = (r) => (early && early.get(r.id) ? early.get(r.id) : Promise.resolve(null))
+      .then((res) => res || runsApi.metrics(r.id, { max_points: this.maxPoints }));
+    const fetching = Promise.all(this.runs.map((r) => read(r).then((res) => [r, res])));
     this.Plotly = await waitForPlotly();
     const plotlyReady = performance.now();
     const results = await fetching;

@@ -35,9 +35,15 @@ export function kvTable(obj, { testid, empty = "None." } = {}) {
       h("tr", null, h("th", null, k), h("td", { class: typeof v === "number" ? "num mono" : "mono" }, fmtValue(v))))));
 }
 
+const CHART_POINTS = 2000; // points per series the charts ask for (MetricCharts' default)
+const ENDED = new Set(["succeeded", "failed", "cancelled"]);
+
 export async function render(root, { id }) {
   // Params and trainer arguments never change after submission: keep them as written, so a
   // fraction of 1.0 (`limit_train_batches`) is not shown as the int 1.
+  // The metric history goes out with the run's own read (a cold page with a long curve waits mostly
+  // for it); it is used only if the run has ended, so no live point can fall between it and the stream.
+  const early = runsApi.metrics(id, { max_points: CHART_POINTS }).catch(() => null);
   const exact = await runsApi.get(id, { keepFloats: true });
   const settings = { params: exact.params, trainer: exact.trainer };
   let run = JSON.parse(JSON.stringify(exact));
@@ -61,7 +67,8 @@ export async function render(root, { id }) {
   let logCount = 0;
 
   const systemCharts = new SystemCharts(systemBox, { runs: [{ id: run.id, name: run.name }] });
-  const charts = new TrainingCharts(chartsBox, { runs: [{ id: run.id, name: run.name }] }, systemCharts);
+  const charts = new TrainingCharts(chartsBox, { runs: [{ id: run.id, name: run.name }], maxPoints: CHART_POINTS }, systemCharts);
+  if (ENDED.has(run.status)) charts.prefetched = new Map([[run.id, early]]);
   cleanups.push(() => charts.destroy());
   const panelEditor = new PanelEditor(charts, run.project);
   const tagsNote = new RunTagsNote(run, { mayEdit: canWrite(run.project) });
