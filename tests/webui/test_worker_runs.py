@@ -158,8 +158,9 @@ def test_submit_from_form_and_follow_to_success(page, server, worker_holder):
     ckpt = next(c for c in ckpts if str(c["id"]) == rows.first.get_attribute("data-ckpt-id"))
     assert Path(info.value.path()).read_bytes() == Path(server.home, "artifacts", ckpt["path"]).read_bytes()
     expect(page.get_by_test_id("log-tail")).not_to_contain_text("No log lines yet")
-    # test_acc is logged once, after fit: shown as a number rather than a lone dot.
-    expect(page.locator(".chart-card[data-key='test_acc']")).to_have_class(re.compile(r"\bscalar\b"))
+    # test_acc is logged once, after fit: a row of the single-values table, not a chart with a lone dot.
+    expect(page.get_by_test_id("single-values").locator("tr[data-key='test_acc'] td")).to_have_text(re.compile(r"^0\.\d+"))
+    expect(page.locator(".chart-card[data-key='test_acc']")).to_have_count(0)
     screenshot(page, "run-trained")
 
     # Clone opens the form prefilled with this run's settings.

@@ -11,7 +11,9 @@ from server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 # Set by `runyard worker` for the Celery processes it starts, never by hand.
-SET_BY_THE_CLI = {"RUNYARD_WORKER_GPU", "RUNYARD_WORKER_SLOT"}
+SET_BY_THE_CLI = {"RUNYARD_WORKER_GPU", "RUNYARD_WORKER_SLOT",
+                  # the host's GPU pool the slots share (issue 13: `runyard worker --gpus`)
+                  "RUNYARD_WORKER_GPUS", "RUNYARD_GPU_SEATS", "RUNYARD_GPU_POOL"}
 
 
 def settings_variables() -> set[str]:
@@ -49,7 +51,9 @@ def test_compose_parses_and_names_every_service_and_variable(monkeypatch) -> Non
                                                  "RUNYARD_URL", "RUNYARD_RECIPES",
                                                  # set by the run's process for a code run's child
                                                  "RUNYARD_AUTO_LOGGER", "RUNYARD_CAPTURE", "RUNYARD_CODE_DIR",
-                                                 "RUNYARD_SYSTEM_METRICS", "RUNYARD_HEARTBEAT_INTERVAL"}
+                                                 "RUNYARD_SYSTEM_METRICS", "RUNYARD_HEARTBEAT_INTERVAL",
+                                                 # set by the agent for each rank of a multi-process run
+                                                 "RUNYARD_RANK"}
     devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert services["worker"]["command"][:2] == ["runyard", "worker"]
