@@ -162,7 +162,12 @@ def run(payload: dict[str, Any], run_dir: Path) -> int:
             return 0
         logger.finish("failed", error=error)
         return 0
-    if status == "lost":
+    return _report_end(logger, status)
+
+
+def _report_end(logger: Any, status: str) -> int:
+    """The end of a trained run, as its process reports it: the exit code the agent reads."""
+    if status == "lost":  # the run is no longer this process's: send what is buffered, nothing else
         logger.flush(timeout=30)
         return 0
     if status == "requeued":
@@ -191,14 +196,7 @@ def run_rank(payload: dict[str, Any], run_dir: Path) -> int:
         return EXIT_RANK_ERROR
     if rank != 0:
         return EXIT_REQUEUE if status == "requeued" else 0
-    if status == "lost":
-        logger.flush(timeout=30)
-        return 0
-    if status == "requeued":
-        logger.flush(timeout=120)
-        return EXIT_REQUEUE
-    logger.finish(status)
-    return 0
+    return _report_end(logger, status)
 
 
 def _fetch(logger: Any, checkpoint: dict[str, Any], folder: Path) -> Path:

@@ -68,13 +68,7 @@ class _EvaluationLoop(_Loop):
         on_batch_start = hooks.caller(f"on_{prefix}_batch_start", results)
         on_batch_end = hooks.caller(f"on_{prefix}_batch_end", results)
         step_name = f"{prefix}_step"
-        step_fn = _step_callable(getattr(module, step_name))
-        strategy = trainer.strategy
-        if strategy.model is not None and strategy.model is not module:  # DDP in fit: through its wrapper
-            plain_fn = step_fn
-
-            def step_fn(*args: Any) -> Any:
-                return strategy.step(step_name, plain_fn, *args)
+        step_fn = trainer.strategy.wrap_step(_step_callable(getattr(module, step_name)))  # DDP in fit: its wrapper
         transfer = ctx.batch_transfer
         forward_context = ctx.precision.forward_context
         convert = _input_converter(ctx.precision)

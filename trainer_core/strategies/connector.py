@@ -65,13 +65,17 @@ def _bad_devices(devices: Any, why: str = "") -> MisconfigurationException:
     )
 
 
+def _all_devices(accelerator: str) -> list[int]:
+    """``devices="auto"`` / ``-1``: every visible GPU; one process on the CPU (and MPS)."""
+    return list(range(max(_cuda_count(), 1))) if accelerator == "cuda" else [0]
+
+
 def _device_indices(devices: Any, accelerator: str) -> list[int]:
     """The devices' indices (on CPU: as many zeros as processes)."""
     if isinstance(devices, bool):
         raise _bad_devices(devices)
     if devices is None or devices == "auto":
-        count = _cuda_count() if accelerator == "cuda" else 1
-        return list(range(max(count, 1))) if accelerator == "cuda" else [0]
+        return _all_devices(accelerator)
     if isinstance(devices, str):
         text = devices.strip()
         if text == "-1":
@@ -88,7 +92,7 @@ def _device_indices(devices: Any, accelerator: str) -> list[int]:
                 raise _bad_devices(devices) from None
     if isinstance(devices, int):
         if devices == -1:
-            return list(range(max(_cuda_count(), 1))) if accelerator == "cuda" else [0]
+            return _all_devices(accelerator)
         if devices == 0 and accelerator == "cpu":
             return [0]  # trainer_core has always taken devices=0 on the CPU as one process
         if devices <= 0:
@@ -150,12 +154,12 @@ def resolve_strategy(accelerator: Any, strategy: Any, devices: Any, num_nodes: A
         raise MisconfigurationException(f"Trainer(devices={devices!r}): MPS has one device; use devices=1.")
     parallel = [torch.device("cpu") if acc == "cpu" else torch.device(acc, i) for i in indices]
     distributed_request = len(parallel) * num_nodes > 1
+    environment = detect_environment()
 
     if instance is None:
-        if name == "auto":
-            name = "ddp" if distributed_request or detect_environment().creates_processes_externally and (
-                _external_world() > 1
-            ) else "single_device"
+        if name == "auto":  # several devices, or ranks started by torchrun/SLURM: DDP
+            external = environment.creates_processes_externally and _external_world() > 1
+            name = "ddp" if distributed_request or external else "single_device"
         if name == "single_device":
             if distributed_request:
                 raise MisconfigurationException(
@@ -170,7 +174,7 @@ def resolve_strategy(accelerator: Any, strategy: Any, devices: Any, num_nodes: A
         instance = DDPStrategy(start_method=start_method, **kwargs)
         instance.strategy_name = name
     if isinstance(instance, DDPStrategy):
-        instance._configure(parallel, num_nodes, detect_environment())
+        instance._configure(parallel, num_nodes, environment)
     elif isinstance(instance, SingleDeviceStrategy) and distributed_request:
         raise MisconfigurationException(
             f"Trainer(strategy=SingleDeviceStrategy(...)) runs one process, but devices={devices!r} and "

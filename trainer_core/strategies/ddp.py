@@ -189,29 +189,15 @@ class DDPStrategy(Strategy):
             torch.cuda.empty_cache()
 
     # ------------------------------------------------------------------ the steps
-    def step(self, fn_name: str, step_fx: Callable[..., Any], *args: Any) -> Any:
+    def wrap_step(self, step_fx: Callable[..., Any]) -> Callable[..., Any]:
         wrapper = self.model
         if not isinstance(wrapper, DistributedDataParallel):
-            return step_fx(*args)
-        module = self.lightning_module
-        had_own = "forward" in module.__dict__
-        original_forward = module.forward
+            return step_fx  # outside fit the module runs unwrapped (Lightning's)
 
-        def forward(*inner: Any, **inner_kw: Any) -> Any:
-            restore()  # the step itself may call self(x)
-            return step_fx(*inner, **inner_kw)
+        def through_wrapper(*args: Any) -> Any:
+            return _redirect_forward(wrapper, self.lightning_module, step_fx, *args)
 
-        def restore() -> None:
-            if had_own:
-                module.forward = original_forward
-            else:
-                module.__dict__.pop("forward", None)
-
-        module.forward = forward
-        try:
-            return wrapper(*args)
-        finally:
-            restore()
+        return through_wrapper
 
     @contextlib.contextmanager
     def block_backward_sync(self) -> Generator[None, None, None]:
@@ -290,6 +276,29 @@ def _destroy_process_group() -> None:
     if _initialized():
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
+
+
+def _redirect_forward(wrapper: DistributedDataParallel, module: Any, step_fx: Callable[..., Any], *args: Any) -> Any:
+    """``step_fx(*args)`` run as ``wrapper``'s forward (Lightning's ``_ForwardRedirection``): for one call the module's
+    ``forward`` is the step, so DDP's forward hooks (buffer broadcast, reducer preparation) run around it."""
+    had_own = "forward" in module.__dict__
+    original_forward = module.forward
+
+    def forward(*inner: Any, **inner_kw: Any) -> Any:
+        restore()  # the step itself may call self(x)
+        return step_fx(*inner, **inner_kw)
+
+    def restore() -> None:
+        if had_own:
+            module.forward = original_forward
+        else:
+            module.__dict__.pop("forward", None)
+
+    module.forward = forward
+    try:
+        return wrapper(*args)
+    finally:
+        restore()
 
 
 def _initialized() -> bool:

@@ -65,10 +65,6 @@ class _SubprocessScriptLauncher(_Launcher):
         self.num_nodes = num_nodes
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    @property
-    def is_interactive_compatible(self) -> bool:  # type: ignore[override]
-        return False
-
     def launch(self, function: Callable[..., Any], *args: Any, trainer: Trainer | None = None, **kwargs: Any) -> Any:
         if not self.cluster_environment.creates_processes_externally:
             self._call_children_scripts()

@@ -16,7 +16,6 @@ from torch import Tensor
 
 if TYPE_CHECKING:
     from trainer_core.strategies.launchers import _Launcher
-    from trainer_core.trainer.trainer import Trainer
 
 TBroadcast = TypeVar("TBroadcast")
 
@@ -98,9 +97,10 @@ class Strategy:
         self.model = self.lightning_module
 
     # ------------------------------------------------------------------ the steps
-    def step(self, fn_name: str, step_fx: Callable[..., Any], *args: Any) -> Any:
-        """Run the module's ``fn_name`` step (``step_fx``: the bound method, or its batch_idx-less form)."""
-        return step_fx(*args)
+    def wrap_step(self, step_fx: Callable[..., Any]) -> Callable[..., Any]:
+        """How the loops call a step of the module (``step_fx``: the bound method, or its batch_idx-less
+        form): as it is here; through the DistributedDataParallel wrapper while DDP fits."""
+        return step_fx
 
     @contextlib.contextmanager
     def block_backward_sync(self) -> Generator[None, None, None]:
@@ -144,9 +144,6 @@ class Strategy:
 
             with contextlib.suppress(FileNotFoundError):
                 os.remove(filepath)
-
-    def _on_trainer_init(self, trainer: Trainer) -> None:
-        """The Trainer is built (the launcher knows what it will launch)."""
 
 
 class SingleDeviceStrategy(Strategy):

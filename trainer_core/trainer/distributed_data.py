@@ -26,6 +26,7 @@ from torch.utils.data import (
     IterableDataset,
     RandomSampler,
     Sampler,
+    SequentialSampler,
 )
 
 from trainer_core.utilities.combined_loader import CombinedLoader
@@ -70,8 +71,8 @@ class _IndexList:
         return self._indices[i]
 
 
-class _DistributedSamplerWrapper(DistributedSampler[Any]):
-    """Lightning's ``DistributedSamplerWrapper``: a custom sampler's indices, this rank's slice of them."""
+class _WrapsSampler(DistributedSampler[Any]):
+    """A distributed split of a custom sampler's indices (drawn afresh each epoch) instead of the dataset's."""
 
     def __init__(self, sampler: Sampler[Any], **kwargs: Any) -> None:
         self._index_list = _IndexList(sampler)
@@ -82,14 +83,12 @@ class _DistributedSamplerWrapper(DistributedSampler[Any]):
         return (self._index_list[i] for i in super().__iter__())
 
 
-class _UnrepeatedDistributedSamplerWrapper(_UnrepeatedDistributedSampler):
-    def __init__(self, sampler: Sampler[Any], **kwargs: Any) -> None:
-        self._index_list = _IndexList(sampler)
-        super().__init__(self._index_list, **kwargs)
+class _DistributedSamplerWrapper(_WrapsSampler):
+    """Lightning's ``DistributedSamplerWrapper``: a custom sampler's indices, this rank's slice of them."""
 
-    def __iter__(self) -> Iterator[Any]:
-        self._index_list.refresh()
-        return (self._index_list[i] for i in super().__iter__())
+
+class _UnrepeatedDistributedSamplerWrapper(_WrapsSampler, _UnrepeatedDistributedSampler):
+    """The same for predict: this rank's slice without padding."""
 
 
 def _seed() -> int:
@@ -118,11 +117,11 @@ def distributed_loader(loader: Any, stage: str, kwargs: dict[str, int], overfit:
     options: dict[str, Any] = {"shuffle": shuffle, "seed": _seed(), **kwargs}
     new_sampler: DistributedSampler[Any]
     if predicting:
-        if type(sampler).__name__ in ("SequentialSampler", "RandomSampler"):
+        if type(sampler) in (SequentialSampler, RandomSampler):
             new_sampler = _UnrepeatedDistributedSampler(loader.dataset, **options)
         else:
             new_sampler = _UnrepeatedDistributedSamplerWrapper(sampler, **options)
-    elif isinstance(sampler, RandomSampler) or type(sampler).__name__ == "SequentialSampler":
+    elif isinstance(sampler, RandomSampler) or type(sampler) is SequentialSampler:
         new_sampler = DistributedSampler(loader.dataset, **options)
     else:
         new_sampler = _DistributedSamplerWrapper(sampler, **options)

@@ -32,16 +32,11 @@ class _AutomaticOptimization(_Loop):
         forward_context = precision.forward_context
         convert = _input_converter(precision)
         plain_precision = type(precision) is Precision
-        training_step = _step_callable(module.training_step)  # without batch_idx when it takes none
+        plain_step = _step_callable(module.training_step)  # without batch_idx when it takes none
         strategy = trainer.strategy
-        block_sync: Callable[[], Any] | None = None
-        if strategy.model is not None and strategy.model is not module:  # DDP: the step runs through its wrapper
-            plain_step = training_step
-
-            def training_step(batch: Any, batch_idx: int) -> Any:
-                return strategy.step("training_step", plain_step, batch, batch_idx)
-
-            block_sync = strategy.block_backward_sync  # no all-reduce inside an accumulation window
+        training_step = strategy.wrap_step(plain_step)  # DDP: through its wrapper
+        # DDP: no gradient all-reduce inside an accumulation window
+        block_sync = strategy.block_backward_sync if training_step is not plain_step else None
         optimizer: Any = trainer.optimizers[0] if trainer.optimizers else None
         accumulate = trainer.accumulate_grad_batches
         opt_progress = self.optim_progress.optimizer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from torch import Tensor
@@ -38,13 +39,8 @@ class _ManualOptimization(_Loop):
             opt._on_after_step = self._on_after_step
         try:
             with precision.forward_context():
-                strategy = ctx.trainer.strategy
-                if strategy.model is not None and strategy.model is not module:  # DDP: through its wrapper
-                    output = strategy.step(
-                        "training_step", lambda b, i: _call_step(module.training_step, b, i), step_batch, batch_idx
-                    )
-                else:
-                    output = _call_step(module.training_step, step_batch, batch_idx)
+                step = ctx.trainer.strategy.wrap_step(partial(_call_step, module.training_step))  # DDP: its wrapper
+                output = step(step_batch, batch_idx)
         finally:
             for opt in optimizers:
                 opt._on_before_step = opt._on_after_step = do_nothing_closure
