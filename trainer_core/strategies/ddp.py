@@ -275,6 +275,10 @@ class DDPStrategy(Strategy):
 def _destroy_process_group() -> None:
     if _initialized():
         with contextlib.suppress(Exception):
+            if dist.get_backend() == "gloo":
+                # every rank stops using its connections before any closes them (a peer closing first makes
+                # gloo's threads abort the interpreter); bounded, so a rank whose peer died still exits
+                dist.monitored_barrier(timeout=timedelta(seconds=5))
             dist.destroy_process_group()
 
 
