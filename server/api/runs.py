@@ -15,6 +15,7 @@ from server import audit, auth, queue, quotas, recipes, runs_query, snapshots, s
 from server.auth import Principal, create_token
 from server.deps import MAX_KEYS, MAX_LIST_LIMIT, RunId, get_session, get_settings_dep, key_list
 from server.errors import ApiError
+from server.models import Run
 from server.query import QueryError
 from server.schemas import (
     ClaimRequest,
@@ -317,11 +318,16 @@ def update_run(run_id: RunId, body: RunPatch, session: Session = Depends(get_ses
 @router.post("/runs/{run_id}/cancel", response_model=RunOut)
 def cancel_run(run_id: RunId, request: Request, session: Session = Depends(get_session),
                settings: Settings = Depends(get_settings_dep)) -> RunOut:
+    return run_out(cancel_and_record(session, request, settings, run_id), settings.public_url)
+
+
+def cancel_and_record(session: Session, request: Request, settings: Settings, run_id: int) -> Run:
+    """Cancel a run (a queued one's task revoked) and audit it: the single-run route's and the bulk action's."""
     run = store.request_cancel(session, run_id)
     audit.record(session, "run_cancelled", request=request, target=f"run {run_id}", project_id=run.project_id)
     if run.status == "cancelled" and run.task_id:
         queue.revoke(run.task_id, settings=settings)
-    return run_out(run, settings.public_url)
+    return run
 
 
 @router.post("/runs/{run_id}/resume", status_code=201, response_model=RunOut)
@@ -344,10 +350,14 @@ def resume_run(run_id: RunId, request: Request, body: ResumeRequest | None = Bod
 @router.delete("/runs/{run_id}", status_code=204)
 def delete_run(run_id: RunId, request: Request, session: Session = Depends(get_session),
                settings: Settings = Depends(get_settings_dep)) -> Response:
-    project_id = store.require_run(session, run_id).project_id
+    delete_and_record(session, request, settings, run_id, store.require_run(session, run_id).project_id)
+    return Response(status_code=204)
+
+
+def delete_and_record(session: Session, request: Request, settings: Settings, run_id: int, project_id: int) -> None:
+    """Delete a run with its files and audit it: the single-run route's and the bulk action's."""
     store.delete_run(session, run_id, request.app.state.artifacts, uploads_dir=settings.upload_dir)
     audit.record(session, "run_deleted", request=request, target=f"run {run_id}", project_id=project_id)
-    return Response(status_code=204)
 
 
 @router.get("/runs/{run_id}/hyperparameters")

@@ -9,7 +9,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.orm import Session
 
-from server import audit, auth, queue, runs_query, store
+from server import auth, runs_query, store
+from server.api.runs import cancel_and_record, delete_and_record
 from server.deps import RunId, get_session, get_settings_dep
 from server.errors import ApiError
 from server.models import Project, Run, SavedView
@@ -67,15 +68,9 @@ def _bulk_one(request: Request, session: Session, settings: Settings, run_id: in
         elif body.action == "untag":
             runs_query.remove_tags(session, run, body.tags)
         elif body.action == "cancel":
-            cancelled = store.request_cancel(session, run_id)
-            audit.record(session, "run_cancelled", request=request, target=f"run {run_id}",
-                         project_id=cancelled.project_id)
-            if cancelled.status == "cancelled" and cancelled.task_id:
-                queue.revoke(cancelled.task_id, settings=settings)
+            cancel_and_record(session, request, settings, run_id)
         else:
-            project_id = run.project_id
-            store.delete_run(session, run_id, request.app.state.artifacts, uploads_dir=settings.upload_dir)
-            audit.record(session, "run_deleted", request=request, target=f"run {run_id}", project_id=project_id)
+            delete_and_record(session, request, settings, run_id, run.project_id)
     except runs_query.Invalid as exc:
         session.rollback()
         return exc.message
