@@ -5,7 +5,6 @@ backends for real: a local folder, and S3 as moto's server speaks it over HTTP o
 from __future__ import annotations
 
 import hashlib
-import inspect
 import os
 import socket
 import stat
@@ -163,13 +162,6 @@ def upload(client, rid: int, filename: str, data: bytes, parts: int = 3, **meta)
     assert status["done"] is True and status["offset"] == len(data)
     assert status["checkpoint"] == r.json()["checkpoint"]
     return r.json()["checkpoint"]
-
-
-def runs_route_passes_the_store() -> bool:
-    """Whether DELETE /runs/{id} (server/api/runs.py, the lead's) hands the app's store to store.delete_run."""
-    from server.api import runs
-
-    return "app.state.artifacts" in inspect.getsource(runs.delete_run)
 
 
 # --------------------------------------------------------------------------- the stores themselves
@@ -383,9 +375,6 @@ def test_register_only_own_files_and_delete_run_keeps_other_runs_files(artifact_
     assert client.delete(f"/api/v1/runs/{b}").status_code == 204
     assert client.get(a_ckpt["download_url"]).content == b"A" * 1000
     assert stored(kind, settings, s3, f"{a}/") == {a_ckpt["path"]}
-    if kind == "s3" and not runs_route_passes_the_store():
-        pytest.xfail("server/api/runs.py still passes settings.artifact_root to store.delete_run, so run B's "
-                     "objects stay in S3 (pass request.app.state.artifacts)")
     assert stored(kind, settings, s3, f"{b}/") == set(), b_ckpt
 
 
