@@ -43,7 +43,8 @@ def error_body(message: str, field: str | None = None, **extra: object) -> dict:
 
 
 def _field_of(loc: Sequence[Any]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    # only the leading location kind is dropped: a body field may itself be named "query" (bulk actions)
+    parts = [str(p) for p in (loc[1:] if loc and loc[0] in ("body", "query", "path", "header", "cookie") else loc)]
     return ".".join(parts) or "body"
 
 

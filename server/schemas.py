@@ -497,10 +497,27 @@ class NoteIn(BaseModel):
         return value
 
 
+class BulkQuery(BaseModel):
+    """Every run a runs-list query matches (``GET /api/v1/runs``'s ``q``, ``status``, ``recipe``),
+    in one project or in all the caller may see."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: int | None = Field(None, ge=1, le=2**31 - 1, description="A project id; null: every project the "
+                                "caller may see.")
+    q: str = Field("", max_length=4000, description="A query, as GET /api/v1/runs's q.")
+    status: str | None = Field(None, max_length=200, description="Comma-separated statuses, as GET /api/v1/runs's.")
+    recipe: str | None = Field(None, max_length=200)
+
+
 class BulkIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[int] = Field(..., min_length=1, max_length=1000)
+    ids: list[int] | None = Field(None, min_length=1, max_length=1000)
+    query: BulkQuery | None = Field(None, description="Instead of ids: every run this query matches now "
+                                    "(at most RUNYARD_BULK_MAX), with expected.")
+    expected: int | None = Field(None, ge=0, le=2**31 - 1, description="With query: the count the user was "
+                                 "shown; another count now answers 409 and changes nothing.")
     action: Literal["tag", "untag", "cancel", "delete"]
     tags: list[str] = Field(default_factory=list, max_length=50)
 

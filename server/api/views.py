@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from server import auth, runs_query, store
@@ -14,6 +15,7 @@ from server.api.runs import cancel_and_record, delete_and_record
 from server.deps import RunId, get_session, get_settings_dep
 from server.errors import ApiError
 from server.models import Project, Run, SavedView
+from server.query import QueryError
 from server.schemas import BulkIn, LayoutIn, NoteIn, TagsIn, ViewIn
 from server.settings import Settings
 
@@ -83,7 +85,13 @@ def _bulk_one(request: Request, session: Session, settings: Settings, run_id: in
 @router.post("/runs/bulk")
 def bulk(body: BulkIn, request: Request, session: Session = Depends(get_session),
          settings: Settings = Depends(get_settings_dep)) -> dict[str, Any]:
-    """Tag, untag, cancel or delete up to 1000 runs; each id is checked as its single-run route would."""
+    """Tag, untag, cancel or delete up to 1000 runs by id, or every run a query matches (at most
+    RUNYARD_BULK_MAX, when the count is still the one the caller was shown); each run is checked
+    as its single-run route would."""
+    if body.ids is None and body.query is None:
+        raise ApiError(422, "A bulk action needs ids (the runs to act on) or query (every run it matches).", "ids")
+    if body.ids is not None and body.query is not None:
+        raise ApiError(422, "A bulk action takes ids or query, not both.", "query")
     if body.action in ("tag", "untag"):
         if not body.tags:
             raise ApiError(422, f"A bulk {body.action} needs tags.", "tags")
@@ -91,11 +99,53 @@ def bulk(body: BulkIn, request: Request, session: Session = Depends(get_session)
             runs_query.check_tags(body.tags)
         except runs_query.Invalid as exc:
             raise _invalid(exc) from None
+    extra: dict[str, Any] = {}
+    if body.query is not None:
+        ids = _query_ids(request, session, settings, body)
+        extra["matched"] = len(ids)
+    else:
+        ids = list(dict.fromkeys(body.ids or []))
     results = []
-    for run_id in dict.fromkeys(body.ids):
+    for run_id in ids:
         error = _bulk_one(request, session, settings, run_id, body)
         results.append({"id": run_id, "ok": True} if error is None else {"id": run_id, "ok": False, "error": error})
-    return {"results": results}
+    return {"results": results, **extra}
+
+
+def _query_ids(request: Request, session: Session, settings: Settings, body: BulkIn) -> list[int]:
+    """The ids of the runs the caller may see that ``body.query`` matches now, in one query;
+    422 past RUNYARD_BULK_MAX, 409 when their number is not ``body.expected``."""
+    spec = body.query
+    assert spec is not None
+    cap = settings.bulk_max
+    if body.expected is None:
+        raise ApiError(422, "A bulk action by query needs expected: the number of matching runs the user was "
+                            "shown.", "expected")
+    if body.expected > cap:
+        raise ApiError(422, f"A bulk action by query acts on at most {cap} runs (RUNYARD_BULK_MAX); this one "
+                            f"would act on {body.expected}. Narrow the query.", "query")
+    visible = auth.visible_projects(session, request.state.principal)
+    if spec.project is not None and ((visible is not None and spec.project not in visible)
+                                     or session.get(Project, spec.project) is None):
+        raise store.missing_project(spec.project)
+    try:
+        query = runs_query.filtered(session, project=None, q=spec.q or None, project_ids=visible,
+                                    status=spec.status, recipe=spec.recipe)
+    except QueryError as exc:
+        raise ApiError(422, exc.message, "query.q", column=exc.column) from None
+    except runs_query.Invalid as exc:
+        raise ApiError(422, exc.message, f"query.{exc.field}") from None
+    query = query.with_only_columns(Run.id)
+    if spec.project is not None:
+        query = query.where(Run.project_id == spec.project)
+    ids = list(session.scalars(query.order_by(Run.id).limit(cap + 1)))
+    if len(ids) != body.expected:
+        # past the cap only the first cap + 1 were read: count them all for the message (this error only)
+        count = len(ids) if len(ids) <= cap else session.scalar(
+            select(func.count()).select_from(query.subquery())) or 0
+        raise ApiError(409, f"The query now matches {count} runs, not the {body.expected} you were shown; nothing "
+                            "was changed. Look at the list again and repeat the action.", "expected")
+    return ids
 
 
 # --------------------------------------------------------------------------- saved views

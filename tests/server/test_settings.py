@@ -36,6 +36,7 @@ ENVIRONMENT = {
     "RUNYARD_MAX_JSON_DEPTH": ("max_json_depth", "10", lambda tmp: 10),
     "RUNYARD_MAX_JSON_ITEMS": ("max_json_items", "5000", lambda tmp: 5000),
     "RUNYARD_MAX_VALUE_BYTES": ("max_value_bytes", "2048", lambda tmp: 2048),
+    "RUNYARD_BULK_MAX": ("bulk_max", "250", lambda tmp: 250),
     "RUNYARD_REAPER": ("reaper", "0", lambda tmp: False),
     "RUNYARD_RESEND_AFTER": ("resend_after", "45", lambda tmp: 45.0),
     "RUNYARD_MIGRATE": ("migrate", "0", lambda tmp: False),

@@ -117,7 +117,8 @@ export class ParamPlots {
     const dims = this.cols.filter((c) => !c.key.startsWith("metrics.") && c.key !== this.metric);
     if (metric) dims.push(metric);
     if (!dims.length) { replace(this.parBox, h("p", { class: "muted small" }, "No parameters to plot.")); return; }
-    drawParcoords(this.parBox, dims.map((c) => ({ ...c, values: columnValues(this.rows, c) })), this.rows, { open: this.open });
+    drawParcoords(this.parBox, dims.map((c) => ({ ...c, values: columnValues(this.rows, c) })), this.rows,
+      { open: this.open, compare: (ids) => { location.hash = `#/compare?ids=${ids.join(",")}`; } });
   }
 
   async drawScatter() {

@@ -14,6 +14,8 @@ export const queryApi = {
   keys: (project) => api("runs/keys", { query: { project } }),
   groups: (query) => api("runs/groups", { query }),
   bulk: (ids, action, tags) => api("runs/bulk", { method: "POST", body: { ids, action, ...(tags ? { tags } : {}) } }),
+  // Every run a query matches ({project, q, status, recipe}); expected: the count the user was shown (409 if it changed).
+  bulkQuery: (query, expected, action, tags) => api("runs/bulk", { method: "POST", body: { query, expected, action, ...(tags ? { tags } : {}) } }),
   views: (projectId) => api(`projects/${projectId}/views`),
   view: (id) => api(`views/${id}`),
   saveView: (projectId, body) => api(`projects/${projectId}/views`, { method: "POST", body }),

@@ -69,43 +69,79 @@ export function viewsBar({ state, projectId, apply, saved }) {
   return { el, refresh, render, matches };
 }
 
-/** opts: selected() -> ids, done() after an action (reload, clear the selection). */
-export function bulkBar({ selected, done }) {
-  const count = h("span", { class: "muted", dataset: { testid: "bulk-count" } });
+const count = (n) => Number(n).toLocaleString("en-US");
+const runsWord = (n) => `${count(n)} run${Number(n) === 1 ? "" : "s"}`;
+
+/** opts: selected() -> ids, done(action, res) after an action (reload, clear the selection);
+ * matching() -> null, or {query, expected} while the selection is every run the page's query
+ * matches (the bar then acts by query: POST /runs/bulk with query and expected, the count shown);
+ * selectMatching() / clearSelection() for the banner's buttons. The banner (returned as
+ * `banner`) offers "Select all N runs that match" once every row of the page is selected. */
+export function bulkBar({ selected, done, matching = () => null, selectMatching = () => {}, clearSelection = () => {} }) {
+  const countEl = h("span", { class: "muted", dataset: { testid: "bulk-count" } });
   const btn = (action, label, danger) => h("button", { class: ["btn", "btn-sm", danger && "btn-danger"], type: "button", dataset: { testid: `bulk-${action}` }, on: { click: () => run(action) } }, label);
-  const el = h("div", { class: "bulk-bar", hidden: true, dataset: { testid: "bulk-bar" } }, count,
+  const el = h("div", { class: "bulk-bar", hidden: true, dataset: { testid: "bulk-bar" } }, countEl,
     btn("tag", "Tag…"), btn("untag", "Untag…"), btn("cancel", "Cancel", true), btn("delete", "Delete", true));
+  const bannerText = h("span", { dataset: { testid: "select-all-text" } });
+  const selectAll = h("button", { class: "btn btn-sm btn-link", type: "button", dataset: { testid: "select-all-matching" }, on: { click: () => selectMatching() } });
+  const clearBtn = h("button", { class: "btn btn-sm btn-link", type: "button", dataset: { testid: "clear-selection" }, on: { click: () => clearSelection() } }, "Clear selection");
+  const banner = h("div", { class: "select-all-banner", role: "status", hidden: true, dataset: { testid: "select-all-banner" } }, bannerText, selectAll, clearBtn);
 
   async function run(action) {
-    const ids = selected();
-    if (!ids.length) return;
+    const m = matching();
+    const ids = m ? [] : selected();
+    if (!m && !ids.length) return;
+    const what = m ? `all ${runsWord(m.expected)} that match` : runsWord(ids.length);
     let tags;
     if (action === "tag" || action === "untag") {
-      const text = await promptDialog({ title: `${action === "tag" ? "Tag" : "Untag"} ${ids.length} run${ids.length === 1 ? "" : "s"}`, label: "tags (space separated)", confirmLabel: action === "tag" ? "Tag" : "Untag",
+      const text = await promptDialog({ title: `${action === "tag" ? "Tag" : "Untag"} ${what}`, label: "tags (space separated)", confirmLabel: action === "tag" ? "Tag" : "Untag",
         check: (v) => { const t = v.split(/[\s,]+/).filter(Boolean); if (!t.length) return "Name at least one tag."; const bad = t.find((x) => !TAG_RE.test(x)); return bad ? `“${bad}” is not a tag: 1-64 letters, digits and _ . : -` : null; } });
       if (text === null) return;
       tags = text.split(/[\s,]+/).filter(Boolean);
     } else {
-      const what = action === "cancel" ? "Cancel" : "Delete";
-      const ok = await confirmDialog({ title: `${what} ${ids.length} run${ids.length === 1 ? "" : "s"}?`,
+      const verb = action === "cancel" ? "Cancel" : "Delete";
+      const ok = await confirmDialog({ title: `${verb} ${what}?`,
         body: action === "delete" ? "Their metrics, logs and checkpoint files are removed for good. Active runs are not deleted." : "Queued runs are cancelled at once, running ones stop at their next step.",
-        confirmLabel: `${what} runs`, danger: true });
+        confirmLabel: m ? `${verb} ${runsWord(m.expected)}` : `${verb} runs`, danger: true });
       if (!ok) return;
     }
     try {
-      const res = await queryApi.bulk(ids, action, tags);
+      const res = m ? await queryApi.bulkQuery(m.query, m.expected, action, tags) : await queryApi.bulk(ids, action, tags);
       const failed = res.results.filter((r) => !r.ok);
       const okCount = res.results.length - failed.length;
       toast(failed.length ? `${okCount} done; ${failed.length} not: ${failed.slice(0, 3).map((f) => `#${f.id} ${f.error}`).join("; ")}` : `${okCount} run${okCount === 1 ? "" : "s"} done`, failed.length ? "error" : "ok", failed.length ? 8000 : 4000);
-      el.dataset.last = JSON.stringify({ action, ok: okCount, failed: failed.length });
+      el.dataset.last = JSON.stringify({ action, ok: okCount, failed: failed.length, ...(m ? { matched: res.matched } : {}) });
       done(action, res);
-    } catch (err) { toast(err.message, "error"); }
+    } catch (err) {
+      toast(err.message, "error", err.status === 409 ? 8000 : 4000);
+      // The count changed since it was shown: show the list again (the user repeats with the new count).
+      if (m && err.status === 409) done(null, null);
+    }
   }
 
   // Viewers only (no project to change anything in): no bulk actions to offer.
-  function update(n) {
-    el.hidden = n < 1 || !canSubmitSomewhere();
-    count.textContent = `${n} selected`;
+  // info: {pageAll (every row of the page is selected), shown (rows on the page), total (runs that
+  // match), canMatch (the query can be sent: its project is known)}.
+  function update(n, info = {}) {
+    const m = matching();
+    const can = canSubmitSomewhere();
+    el.hidden = (m ? false : n < 1) || !can;
+    countEl.textContent = m ? `All ${count(m.expected)} matching selected` : `${n} selected`;
+    el.dataset.mode = m ? "query" : "ids";
+    if (m) {
+      bannerText.textContent = `All ${runsWord(m.expected)} that match are selected.`;
+      selectAll.hidden = true;
+      clearBtn.hidden = false;
+      banner.hidden = !can;
+    } else if (info.pageAll && info.canMatch && info.total > info.shown) {
+      bannerText.textContent = `All ${runsWord(info.shown)} on this page are selected.`;
+      selectAll.textContent = `Select all ${runsWord(info.total)} that match`;
+      selectAll.hidden = false;
+      clearBtn.hidden = true;
+      banner.hidden = !can;
+    } else {
+      banner.hidden = true;
+    }
   }
-  return { el, update };
+  return { el, banner, update };
 }

@@ -109,10 +109,34 @@ export async function render(root, _params, query) {
   const views = viewsBar({ state, projectId: () => (state.project ? projectIds.get(state.project) : undefined),
     apply: (v) => { sharedView = v; applyView(v); search.value = state.q; renderFieldChooser(); load(); },
     saved: (v) => { sharedView = v; history.replaceState(null, "", `#/runs?view=${v.id}`); } });
-  const bulk = bulkBar({ selected: () => [...state.selected], done: (action) => {
-    if (action === "delete") state.selected.clear();
-    updateCompare(); load(); loadKeys();
-  } });
+  // "Select all N runs that match": the selection is then the query (as it was when chosen), not
+  // ids; it ends when the selection is cleared, a row unticked, the filters change or after an action.
+  let allMatching = null; // {key, query}
+  const filterKey = () => JSON.stringify([state.q || "", state.status || "", state.project || "", state.recipe || ""]);
+  const matchQuery = () => {
+    if (state.project && !projectIds.has(state.project)) return null;
+    return { project: state.project ? projectIds.get(state.project) : null, q: state.q || "",
+      ...(state.status ? { status: state.status } : {}), ...(state.recipe ? { recipe: state.recipe } : {}) };
+  };
+  function endMatching(keepPage) {
+    if (!allMatching) return;
+    allMatching = null;
+    // Unticking one row while all matched leaves the page's rows selected (as Gmail does).
+    if (keepPage) { state.selected.clear(); for (const r of items) state.selected.add(r.id); }
+  }
+  function clearSelection() {
+    allMatching = null;
+    state.selected.clear();
+    renderHead(); renderBody(); updateCompare();
+  }
+  const bulk = bulkBar({ selected: () => [...state.selected],
+    matching: () => (allMatching ? { query: allMatching.query, expected: total } : null),
+    selectMatching: () => { const query = matchQuery(); if (!query) return; allMatching = { key: filterKey(), query }; renderHead(); renderBody(); updateCompare(); },
+    clearSelection,
+    done: (action) => {
+      if (action === "delete" || allMatching) { allMatching = null; state.selected.clear(); }
+      updateCompare(); load(); loadKeys();
+    } });
 
   const search = h("input", { type: "search", class: "input", placeholder: "Search names, or a query: params.lr < 0.01 and tag:baseline", value: state.q, dataset: { testid: "search" },
     spellcheck: false, autocomplete: "off", "aria-describedby": "query-error",
@@ -236,6 +260,7 @@ export async function render(root, _params, query) {
     h("div", { class: "toolbar" }, h("span", { class: "ctl ctl-grow" }, "Fields", fieldChips, addField), groupSel, views.el),
     queryError,
     bulk.el,
+    bulk.banner,
     plotsBox,
     h("div", { class: "table-wrap" }, table),
     pager));
@@ -246,8 +271,11 @@ export async function render(root, _params, query) {
   }
 
   function renderHead() {
-    const selAll = h("input", { type: "checkbox", "aria-label": "Select all", checked: items.length > 0 && items.every((r) => state.selected.has(r.id)),
-      on: { change: (e) => { for (const r of items) e.target.checked ? state.selected.add(r.id) : state.selected.delete(r.id); renderBody(); updateCompare(); } } });
+    const selAll = h("input", { type: "checkbox", "aria-label": "Select all", dataset: { testid: "select-page" }, checked: items.length > 0 && (!!allMatching || items.every((r) => state.selected.has(r.id))),
+      on: { change: (e) => {
+        if (!e.target.checked && allMatching) { clearSelection(); return; }
+        for (const r of items) e.target.checked ? state.selected.add(r.id) : state.selected.delete(r.id); renderBody(); updateCompare();
+      } } });
     const desc = state.sort.startsWith("-");
     const active = desc ? state.sort.slice(1) : state.sort;
     replace(thead, h("tr", null, h("th", { class: "col-check" }, selAll),
@@ -257,8 +285,8 @@ export async function render(root, _params, query) {
   }
 
   function rowFor(run) {
-    const check = h("input", { type: "checkbox", "aria-label": `Select run ${run.id}`, checked: state.selected.has(run.id),
-      on: { change: (e) => { e.target.checked ? state.selected.add(run.id) : state.selected.delete(run.id); e.target.closest("tr").classList.toggle("selected", e.target.checked); updateCompare(); } } });
+    const check = h("input", { type: "checkbox", "aria-label": `Select run ${run.id}`, checked: !!allMatching || state.selected.has(run.id),
+      on: { change: (e) => { toggleRow(run.id, e.target.checked); e.target.closest("tr").classList.toggle("selected", e.target.checked); } } });
     const cells = columns().map((c) => {
       switch (c.id) {
         case "status": return h("td", null, statusBadge(run.status));
@@ -279,7 +307,14 @@ export async function render(root, _params, query) {
         }
       }
     });
-    return h("tr", { dataset: { runId: run.id, status: run.status }, class: state.selected.has(run.id) && "selected" }, h("td", { class: "col-check" }, check), cells);
+    return h("tr", { dataset: { runId: run.id, status: run.status }, class: (allMatching || state.selected.has(run.id)) && "selected" }, h("td", { class: "col-check" }, check), cells);
+  }
+
+  function toggleRow(id, on) {
+    if (!on && allMatching) { endMatching(true); renderHead(); }
+    on ? state.selected.add(id) : state.selected.delete(id);
+    updateCompare();
+    if (!on) { const head = thead.querySelector("input[type=checkbox]"); if (head) head.checked = false; }
   }
 
   function renderBody() {
@@ -314,7 +349,8 @@ export async function render(root, _params, query) {
   }
 
   function updateCompare() {
-    bulk.update(state.selected.size);
+    const pageAll = items.length > 0 && items.every((r) => state.selected.has(r.id));
+    bulk.update(state.selected.size, { pageAll, shown: items.length, total, canMatch: matchQuery() !== null });
     compareBtn.disabled = state.selected.size < 1;
     compareBtn.textContent = state.selected.size ? `Compare ${state.selected.size}` : "Compare";
   }
@@ -350,6 +386,7 @@ export async function render(root, _params, query) {
     search.removeAttribute("aria-invalid");
     items = byServer ? res.items : clientSort(res.items, state.sort);
     total = res.total ?? items.length;
+    if (allMatching && allMatching.key !== filterKey()) { allMatching = null; state.selected.clear(); }
     renderHead();
     renderBody();
     updateCompare();
@@ -401,6 +438,7 @@ export async function render(root, _params, query) {
       if (ev.action === "deleted") {
         if (idx >= 0) { items.splice(idx, 1); total -= 1; renderBody(); }
         state.selected.delete(run.id);
+        updateCompare();
         return;
       }
       if (idx >= 0) {
@@ -431,7 +469,7 @@ export async function render(root, _params, query) {
   loadKeys();
   renderHead();
   const unbindKeys = bindKeyboard(table, tbody, {
-    toggle: (id, on) => { on ? state.selected.add(id) : state.selected.delete(id); updateCompare(); },
+    toggle: (id, on) => toggleRow(id, on),
     open: (id) => { location.hash = `#/runs/${id}`; },
   });
   await load();
