@@ -57,7 +57,7 @@ class Settings(BaseSettings):
                                  "the run events of /events) a run's name, error, params, trainer or "
                                  "hyperparameters larger than this (JSON bytes) is shown cut, with a marker; its "
                                  "own endpoint returns it whole; default 64 KiB.")
-    bulk_max: int = Field(10_000, ge=1, description="RUNYARD_BULK_MAX: the most runs one bulk action by query "
+    bulk_max: int = Field(2_000, ge=1, description="RUNYARD_BULK_MAX: the most runs one bulk action by query "
                           "(POST /api/v1/runs/bulk with query) may act on (more: 422).")
     artifact_url: str = Field("", description="RUNYARD_ARTIFACT_URL: where checkpoint files are stored; empty: the "
                               "local RUNYARD_ARTIFACT_ROOT, s3://bucket/prefix: S3 (boto3, AWS_* credentials).")
