@@ -43,6 +43,15 @@ def pytest_configure(config: pytest.Config) -> None:
         pass
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """Chromium (Playwright) for one test module; tests/webui/conftest.py keeps one per session."""
+    from tests.helpers.chromium import chromium_browser, need_chromium
+
+    with chromium_browser(need_chromium()) as b:
+        yield b
+
+
 @pytest.fixture
 def mnist_root(tmp_path_factory: pytest.TempPathFactory):
     from tests.helpers.mnist import write_mnist

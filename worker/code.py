@@ -27,8 +27,6 @@ and finishes the run: exit 0 succeeded, else failed with the exit code and stder
 from __future__ import annotations
 
 import collections
-import ctypes
-import ctypes.util
 import importlib
 import importlib.util
 import inspect
@@ -38,12 +36,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from worker.child import Pipe, kill_group, spawn, supervise_child
 from worker.control import WORKER_SHUTDOWN
 
 CONFIG_NAME = "runyard_config.yaml"
@@ -392,19 +391,10 @@ def _value_schema(value: Any) -> dict[str, Any]:
     return {"type": kind, "default": value}
 
 
-def _spawn(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+def _spawn(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """A child of the run's process: its own process group (so a stop reaches everything it
     started), killed with this process, stdout and stderr piped."""
-    return subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        preexec_fn=_die_with_parent,
-    )
+    return spawn(argv, cwd, env, die_with_parent=True)
 
 
 def _capture(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
@@ -412,11 +402,11 @@ def _capture(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) ->
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(proc.pid, signal.SIGKILL)
+        kill_group(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         raise CodeRunError(f"`{shlex.join(argv[1:])}` did not finish within {timeout:.0f} s.") from None
     finally:
-        _kill_group(proc.pid, signal.SIGKILL)
+        kill_group(proc.pid, signal.SIGKILL)
     return subprocess.CompletedProcess(
         argv, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
     )
@@ -523,28 +513,6 @@ def prepare_command(payload: dict[str, Any], logger: Any, entry: dict[str, Any],
 # --------------------------------------------------------------------------- the child
 
 
-_PR_SET_PDEATHSIG = 1
-_libc: Any = None
-try:
-    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-except OSError:  # not Linux: the child is killed through its group instead
-    _libc = None
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL it when the run's process dies (the worker, or the OOM
-    killer, may SIGKILL that one; its child must not live on with the run's token)."""
-    if _libc is not None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-def _kill_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def describe_code(code: int) -> str:
     if code < 0:
         try:
@@ -554,14 +522,13 @@ def describe_code(code: int) -> str:
     return f"code {code}"
 
 
-def _pump(stream: Any, target: str, tail: collections.deque[str] | None) -> None:
-    """The child's lines, printed here (this process's RunyardLogger makes them the run's log lines)."""
-    for raw in iter(stream.readline, b""):
-        line = raw.decode(errors="replace").rstrip("\r\n")
-        if tail is not None and line.strip():
-            tail.append(line)
+def _print_to(target: str) -> Callable[[str], None]:
+    """A child's line, printed here (this process's RunyardLogger makes it the run's log line)."""
+
+    def sink(line: str) -> None:
         print(line, file=getattr(sys, target), flush=True)
-    stream.close()
+
+    return sink
 
 
 def supervise(argv: list[str], cwd: Path, env: dict[str, str], logger: Any, shown: str | None = None) -> str:
@@ -577,45 +544,36 @@ def supervise(argv: list[str], cwd: Path, env: dict[str, str], logger: Any, show
         raise CodeRunError(f"Could not start {shlex.join(argv)}: {exc}") from None
     print(f"[runyard] code: running {shlex.join(argv)} in {cwd} (pid {proc.pid}, its own process group)")
     tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
-    readers = [
-        threading.Thread(
-            target=_pump, args=(proc.stdout, "stdout", None), daemon=True, name="runyard-child-out"
-        ),
-        threading.Thread(
-            target=_pump, args=(proc.stderr, "stderr", tail), daemon=True, name="runyard-child-err"
-        ),
-    ]
-    for reader in readers:
-        reader.start()
-    term_at: float | None = None
-    killed = False
     grace = stop_grace()
-    while True:
-        try:
-            code = proc.wait(timeout=0.2)
-            break
-        except subprocess.TimeoutExpired:
-            pass
-        if term_at is None and _should_stop(logger):
-            why = (
-                "cancelled"
-                if logger.cancel_requested.is_set()
-                else "the worker shuts down"
-                if WORKER_SHUTDOWN.is_set()
-                else "the run is no longer this worker's"
-            )
-            print(f"[runyard] code: stopping the command ({why}): SIGTERM to its process group")
-            term_at = time.monotonic()
-            _kill_group(proc.pid, signal.SIGTERM)
-        elif term_at is not None and not killed and time.monotonic() - term_at > grace:
-            print(f"[runyard] code: the command did not stop within {grace:.0f} s: SIGKILL")
-            killed = True
-            _kill_group(proc.pid, signal.SIGKILL)
-    _kill_group(proc.pid, signal.SIGKILL)  # what it left behind in its group goes with it
-    for reader in readers:
-        reader.join(timeout=10)
+
+    def on_stop() -> None:
+        why = (
+            "cancelled"
+            if logger.cancel_requested.is_set()
+            else "the worker shuts down"
+            if WORKER_SHUTDOWN.is_set()
+            else "the run is no longer this worker's"
+        )
+        print(f"[runyard] code: stopping the command ({why}): SIGTERM to its process group")
+
+    def on_kill() -> None:
+        print(f"[runyard] code: the command did not stop within {grace:.0f} s: SIGKILL")
+
+    assert proc.stdout is not None and proc.stderr is not None
+    ended = supervise_child(
+        proc,
+        [
+            Pipe(proc.stdout, _print_to("stdout"), None, "runyard-child-out"),
+            Pipe(proc.stderr, _print_to("stderr"), tail, "runyard-child-err"),
+        ],
+        lambda: _should_stop(logger),
+        grace=grace,
+        on_stop=on_stop,
+        on_kill=on_kill,
+    )
+    code = ended.code
     elapsed = time.monotonic() - started
-    if term_at is not None or logger.lost.is_set():
+    if ended.stopped or logger.lost.is_set():
         print(f"[runyard] code: the command ended ({describe_code(code)}) after {elapsed:.1f} s")
         return _stopped(logger)
     if code == 0:

@@ -113,46 +113,22 @@ def _run_logged(
     """Run ``argv``, every output line to ``out``; ``(exit code, last lines)``. ``should_stop``
     (polled) terminates it (the code is then negative)."""
     import collections
-    import signal
-    import threading
+
+    from worker.child import Pipe, spawn, supervise_child
 
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     env = {**os.environ, "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
+    proc = spawn(argv, cwd, env, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+
+    def nonblank(line: str) -> None:
+        if line.strip():
+            out(line)
+
+    ended = supervise_child(
+        proc, [Pipe(proc.stdout, nonblank, tail, "runyard-pip-output")], should_stop, kill_leftovers=False
     )
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.decode(errors="replace").rstrip("\r\n")
-            if line.strip():
-                tail.append(line)
-                out(line)
-
-    reader = threading.Thread(target=pump, name="runyard-pip-output", daemon=True)
-    reader.start()
-    stopped = False
-    while True:
-        try:
-            code = proc.wait(timeout=0.2)
-            break
-        except subprocess.TimeoutExpired:
-            pass
-        if not stopped and should_stop is not None and should_stop():
-            stopped = True
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    reader.join(timeout=10)
-    return (code if not stopped else -abs(code or 9)), list(tail)
+    return (ended.code if not ended.stopped else -abs(ended.code or 9)), list(tail)
 
 
 class Stopped(RuntimeError):

@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import ClientDisconnect
 
 from server import audit, health, quotas, store
+from server.api.downloads import continues, stream_artifact
 from server.artifacts import ArtifactNotFound, ArtifactStore, UnsafeKey, artifact_store, check_key
 from server.deps import CheckpointId, RunId, get_session, get_settings_dep
 from server.errors import ApiError, error_body
@@ -648,34 +649,6 @@ async def upload_checkpoint(
 # --------------------------------------------------------------------------- download
 
 
-def _continues(range_header: str | None) -> bool:
-    """A Range request that continues a download (not from byte 0): not audited again."""
-    return range_header is not None and bool(range_header) and not range_header.replace(" ", "").startswith("bytes=0-")
-
-
-def _position(digits: str) -> int:
-    """A Range position; beyond 64 bits (int() refuses over 4,300 digits) it is past any file."""
-    digits = digits.lstrip("0") or "0"
-    return int(digits) if len(digits) <= 19 else 2**63
-
-
-def _parse_range(header: str, size: int) -> tuple[int, int] | None:
-    match = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", header)
-    if not match or (not match.group(1) and not match.group(2)):
-        return None
-    first, last = match.group(1), match.group(2)
-    if not first:
-        length = _position(last)
-        if length == 0:
-            return None
-        return max(0, size - length), size - 1
-    start = _position(first)
-    end = _position(last) if last else size - 1
-    if start >= size or end < start:
-        return None
-    return start, min(end, size - 1)
-
-
 @router.get("/checkpoints/{checkpoint_id}/download", response_class=StreamingResponse,
             responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "Partial content"}})
 def download_checkpoint(checkpoint_id: CheckpointId, request: Request, session: Session = Depends(get_session),
@@ -685,39 +658,18 @@ def download_checkpoint(checkpoint_id: CheckpointId, request: Request, session: 
         raise store.missing_checkpoint(checkpoint_id)
     artifacts = artifacts_of(request)
     key, sha = checkpoint.path, checkpoint.sha256
-    if request.state.principal.is_user and not _continues(request.headers.get("range")):
+    if request.state.principal.is_user and not continues(request.headers.get("range")):
         run = store.get_run(session, checkpoint.run_id)
         audit.record(session, "checkpoint_downloaded", request=request, target=f"checkpoint {checkpoint_id}",
                      project_id=run.project_id if run else None, run_id=checkpoint.run_id)
     session.close()  # a long download holds no database connection
+    missing = f"The file of checkpoint {checkpoint_id} ({key}) is missing from the artifact store."
     try:
         size = artifacts.size(key)
     except UnsafeKey:
         raise ApiError(403, f"Checkpoint {checkpoint_id} points outside the artifact root; it is not served.") from None
     except ArtifactNotFound:
-        raise ApiError(404, f"The file of checkpoint {checkpoint_id} ({key}) is missing from the artifact "
-                            "store.") from None
-    headers = {
-        "Accept-Ranges": "bytes",
-        "X-Checksum-SHA256": sha or artifacts.sha256(key),
-        "Content-Disposition": f'attachment; filename="{store.checkpoint_filename(key)}"',
-    }
-    range_header = request.headers.get("range")
-    start, length, status = 0, size, 200
-    if range_header:
-        parsed = _parse_range(range_header, size)
-        if parsed is None:
-            return JSONResponse(
-                error_body(f"Range {range_header[:100]!r} is not one satisfiable byte range of the file's {size} bytes; "
-                           "send e.g. 'bytes=0-1023', 'bytes=1024-' or 'bytes=-1024'.", "Range"),
-                status_code=416, headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"})
-        start, end = parsed
-        length, status = end - start + 1, 206
-        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    headers["Content-Length"] = str(length)
-    try:
-        chunks: Iterator[bytes] = artifacts.open_range(key, start, length)
-    except ArtifactNotFound:
-        raise ApiError(404, f"The file of checkpoint {checkpoint_id} ({key}) is missing from the artifact "
-                            "store.") from None
-    return StreamingResponse(chunks, status_code=status, media_type="application/octet-stream", headers=headers)
+        raise ApiError(404, missing) from None
+    return stream_artifact(artifacts, key, size=size, sha256=sha or artifacts.sha256(key),
+                           range_header=request.headers.get("range"), media_type="application/octet-stream",
+                           filename=store.checkpoint_filename(key), missing=missing)

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import ClientDisconnect
 
 from server import audit, auth, health, snapshots, store, users
+from server.api.downloads import continues, stream_artifact
 from server.artifacts import ArtifactNotFound, ArtifactStore, artifact_store
 from server.deps import RunId, get_session, get_settings_dep
 from server.errors import ApiError
@@ -112,16 +113,19 @@ class _ChunkReader(io.RawIOBase):
         super().close()
 
 
+def _missing_archive(snapshot_id: int, key: str) -> str:
+    return (
+        f"The archive of snapshot {snapshot_id} ({key}) is missing from the artifact store; "
+        "upload the folder again (runyard submit)."
+    )
+
+
 def _open_blob(artifacts: ArtifactStore, snapshot: Any) -> io.BufferedReader:
     key = store.snapshot_key(snapshot.sha256)
     try:
         return io.BufferedReader(_ChunkReader(artifacts.open_range(key)), CHUNK)
     except ArtifactNotFound:
-        raise ApiError(
-            404,
-            f"The archive of snapshot {snapshot.id} ({key}) is missing from the artifact store; "
-            "upload the folder again (runyard submit).",
-        ) from None
+        raise ApiError(404, _missing_archive(snapshot.id, key)) from None
 
 
 def _limits(settings: Settings, snapshot: Any) -> dict[str, int]:
@@ -350,14 +354,15 @@ def read_snapshot_file(
 @router.get(
     "/snapshots/{snapshot_id}/download",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/gzip": {}}}},
+    responses={200: {"content": {"application/gzip": {}}}, 206: {"description": "Partial content"}},
 )
 def download_snapshot(
     request: Request, snapshot_id: int = SnapshotId, session: Session = Depends(get_session)
 ) -> Response:
-    """The snapshot's tar.gz, with its sha256 in ``X-Checksum-SHA256``."""
+    """The snapshot's tar.gz, with its sha256 in ``X-Checksum-SHA256`` (a ``Range`` is served as
+    for a checkpoint)."""
     snapshot = store.require_snapshot(session, snapshot_id)
-    if request.state.principal.is_user:
+    if request.state.principal.is_user and not continues(request.headers.get("range")):
         audit.record(
             session,
             "snapshot_downloaded",
@@ -368,20 +373,16 @@ def download_snapshot(
     sha, size = snapshot.sha256, snapshot.size
     session.close()  # a long download holds no database connection
     key = store.snapshot_key(sha)
-    try:
-        chunks = _artifacts(request).open_range(key)
-    except ArtifactNotFound:
-        raise ApiError(
-            404,
-            f"The archive of snapshot {snapshot_id} ({key}) is missing from the artifact store; "
-            "upload the folder again (runyard submit).",
-        ) from None
-    headers = {
-        "X-Checksum-SHA256": sha,
-        "Content-Length": str(size),
-        "Content-Disposition": f'attachment; filename="snapshot-{sha[:12]}.tar.gz"',
-    }
-    return StreamingResponse(chunks, media_type="application/gzip", headers=headers)
+    return stream_artifact(
+        _artifacts(request),
+        key,
+        size=size,
+        sha256=sha,
+        range_header=request.headers.get("range"),
+        media_type="application/gzip",
+        filename=f"snapshot-{sha[:12]}.tar.gz",
+        missing=_missing_archive(snapshot_id, key),
+    )
 
 
 # --------------------------------------------------------------------------- what a code run records

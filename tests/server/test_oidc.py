@@ -41,10 +41,6 @@ CLIENT_SECRET = "runyard-tests-client-secret-0123456789"
 GROUP_ROLES = ("ml-team=vision:member, ml-leads=vision:admin,viewers=vision:viewer,"
                "viewers=audio:viewer ,audio-team=audio:member")
 ADMIN_GROUPS = "runyard-admins"
-# Debian's Chromium, as in tests/webui/conftest.py
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TIMEOUT_MS = 20_000
 
 
@@ -376,20 +372,10 @@ def runyard(stack):
     return stack[1]
 
 
-@pytest.fixture(scope="module")
-def browser():
-    need_service("chromium", os.path.exists(CHROMIUM), "install Debian's chromium (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
 def context(browser, runyard, proxy):
-    """A fresh browser (no cookies) per test; requests off loopback are refused."""
+    """A fresh browser (no cookies) per test (``browser``: tests/conftest.py's Chromium); requests
+    off loopback are refused."""
     ctx = browser.new_context(base_url=runyard.url)
     ctx.set_default_timeout(TIMEOUT_MS)
     ctx.route("**/*", lambda route: route.continue_() if urlsplit(route.request.url).hostname == "127.0.0.1"

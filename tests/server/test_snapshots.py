@@ -369,6 +369,39 @@ def test_download_gives_the_bytes_and_their_checksum(world, git_snapshot):
     assert f'filename="snapshot-{packed.sha256[:12]}.tar.gz"' in r.headers["content-disposition"]
 
 
+def test_download_serves_a_range_as_a_checkpoint_download_does(world, git_snapshot):
+    from sqlalchemy import func, select
+
+    from server.models import AuditEvent
+
+    packed, out = git_snapshot
+    url, size = f"/api/v1/snapshots/{out['id']}/download", len(packed.data)
+
+    def audited() -> int:
+        session = world["app"].state.sessionmaker()
+        try:
+            return session.scalar(
+                select(func.count()).where(
+                    AuditEvent.action == "snapshot_downloaded", AuditEvent.target == f"snapshot {out['id']}"
+                )
+            )
+        finally:
+            session.close()
+
+    before = audited()
+    first = world["client"].get(url, headers={**bearer(world, "bob"), "Range": "bytes=0-99"})
+    assert first.status_code == 206 and first.content == packed.data[:100]
+    assert first.headers["content-range"] == f"bytes 0-99/{size}" and first.headers["accept-ranges"] == "bytes"
+    assert first.headers["x-checksum-sha256"] == packed.sha256
+    rest = world["client"].get(url, headers={**bearer(world, "bob"), "Range": "bytes=100-"})
+    assert rest.status_code == 206 and first.content + rest.content == packed.data
+    assert world["client"].get(url, headers={**bearer(world, "bob"), "Range": "bytes=-7"}).content == packed.data[-7:]
+    assert audited() == before + 1  # bytes=0-99 started a download; the others continued it
+    bad = world["client"].get(url, headers={**bearer(world, "bob"), "Range": f"bytes={size}-"})
+    assert bad.status_code == 416 and bad.headers["content-range"] == f"bytes */{size}"
+    assert bad.json()["field"] == "Range"
+
+
 def test_a_user_of_another_project_gets_404_as_if_missing(world, git_snapshot):
     _, out = git_snapshot
     sid = out["id"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import socket
 from pathlib import Path
@@ -21,7 +20,6 @@ from fastapi.testclient import TestClient
 
 from server.settings import Settings
 from server.webguard import CSP, WebGuard, allowed_hosts, dashboard_file, host_allowed
-from tests.conftest import need_service
 from tests.server.conftest import free_port, start_server, stop_server, wait_healthy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -393,20 +391,7 @@ def live(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from tests.webui.conftest import CHROMIUM, CHROMIUM_ARGS
-
-    need_service("chromium", os.path.exists(CHROMIUM), "install Debian's chromium (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-def test_run_names_and_metric_keys_show_as_text_in_plotly(browser, live):
+def test_run_names_and_metric_keys_show_as_text_in_plotly(browser, live):  # browser: tests/conftest.py
     from playwright.sync_api import expect
 
     evil_key = '<b>key</b><a href="http://y">k</a>'

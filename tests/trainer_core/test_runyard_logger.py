@@ -1,8 +1,9 @@
 """RunyardLogger and trainer_core.client against a real uvicorn server process.
 
-A small TCP proxy between the logger and the server records each request and can drop an
-answer (the request reaches the server and is stored, the client sees the connection close),
-hang (accept, never answer: a server that is down the slow way) or forward.
+A small TCP proxy (tests/helpers/live_server.py) between the logger and the server records each
+request and can drop an answer (the request reaches the server and is stored, the client sees the
+connection close), hang (accept, never answer: a server that is down the slow way) or forward.
+The server, ``api`` and ``proxy`` fixtures are tests/trainer_core/conftest.py's.
 """
 
 from __future__ import annotations
@@ -13,13 +14,11 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-import urllib.parse
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -30,7 +29,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import trainer_core as L
-from tests.server.conftest import free_port, serving, start_server, stop_server, wait_healthy
+from tests.helpers.live_server import script_env
+from tests.server.conftest import free_port, start_server, stop_server, wait_healthy
 from trainer_core.callbacks import ModelCheckpoint
 from trainer_core.client import ApiError, Client, Unreachable
 from trainer_core.loggers.runyard import RunyardLogger, sync_spool
@@ -41,122 +41,9 @@ REPO = Path(__file__).resolve().parents[2]
 # --------------------------------------------------------------------------- fixtures and helpers
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with serving(tmp_path_factory.mktemp("runyard-home")) as url:
-        yield url
-
-
-@pytest.fixture
-def api(server):
-    with httpx.Client(base_url=server + "/api/v1", timeout=30) as c:
-        yield c
-
-
 @pytest.fixture
 def project():
     return f"t-{uuid.uuid4().hex[:8]}"
-
-
-class Proxy:
-    """127.0.0.1 proxy to the server, one request per connection (urllib sends ``Connection: close``)."""
-
-    def __init__(self, target_url: str) -> None:
-        self.target = ("127.0.0.1", urllib.parse.urlsplit(target_url).port)
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.mode = "forward"
-        self.rules: list[list] = []
-        self.dropped: Counter[str] = Counter()
-        self.requests: list[tuple[float, str, str]] = []
-        self._held: list[socket.socket] = []
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def drop_answer(self, method: str, pattern: str, times: int = 1) -> None:
-        self.rules.append([method, re.compile(pattern), times])
-
-    def set_mode(self, mode: str) -> None:
-        self.mode = mode
-        if mode != "hang":
-            held, self._held = self._held, []
-            for conn in held:
-                conn.close()
-
-    def paths(self, method: str, pattern: str) -> list[tuple[float, str, str]]:
-        rx = re.compile(pattern)
-        return [r for r in list(self.requests) if r[1] == method and rx.search(r[2])]
-
-    def close(self) -> None:
-        self._closed = True
-        self.set_mode("forward")
-        self.sock.close()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                conn, _ = self.sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        if self.mode == "hang":
-            self._held.append(conn)
-            return
-        try:
-            conn.settimeout(30)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
-            method, target = head.split(b"\r\n", 1)[0].decode().split(" ")[:2]
-            path = urllib.parse.urlsplit(target).path
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.decode().partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value.strip())
-            while len(body) < length:
-                chunk = conn.recv(1 << 20)
-                if not chunk:
-                    break
-                body += chunk
-            self.requests.append((time.time(), method, path))
-            drop = None
-            for rule in self.rules:
-                if rule[0] == method and rule[1].search(path) and rule[2] > 0:
-                    rule[2] -= 1
-                    drop = rule[1].pattern
-                    break
-            with socket.create_connection(self.target, timeout=30) as upstream:
-                upstream.sendall(head + b"\r\n\r\n" + body)
-                answer = b""
-                while chunk := upstream.recv(1 << 20):
-                    answer += chunk
-            if drop is not None:
-                self.dropped[drop] += 1  # stored by the server; the client never hears of it
-                return
-            conn.sendall(answer)
-        except OSError:
-            pass
-        finally:
-            if self.mode != "hang" or conn not in self._held:
-                conn.close()
-
-
-@pytest.fixture
-def proxy(server):
-    p = Proxy(server)
-    yield p
-    p.close()
 
 
 class Tiny(L.LightningModule):
@@ -203,11 +90,6 @@ def log_texts(api: httpx.Client, run_id: int) -> list[tuple[str, str]]:
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def script_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
-    return {**env, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **extra}
 
 
 SCRIPT_HEAD = textwrap.dedent('''

@@ -19,8 +19,9 @@ import pytest
 import torch
 
 import trainer_core as L
-from tests.server.conftest import free_port, serving
-from tests.trainer_core.test_runyard_logger import Proxy, Tiny, loader, metric_count, trainer_for
+from tests.helpers.live_server import Proxy, script_env
+from tests.server.conftest import free_port
+from tests.trainer_core.test_runyard_logger import SCRIPT_HEAD, Tiny, loader, metric_count, trainer_for
 from trainer_core import seed as seed_module
 from trainer_core.loggers.runyard import RunyardLogger, sync_spool
 
@@ -31,33 +32,12 @@ SYSTEM_KEYS = {"system/cpu_percent", "system/ram_percent", "system/ram_used_gb",
 # --------------------------------------------------------------------------- fixtures and helpers
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("runyard-home")
-
-
-@pytest.fixture(scope="module")
-def server(home):
-    with serving(home) as url:
-        yield url
-
-
-@pytest.fixture
-def api(server):
-    with httpx.Client(base_url=server + "/api/v1", timeout=30) as c:
-        yield c
+# server_home, server, api and proxy: tests/trainer_core/conftest.py
 
 
 @pytest.fixture
 def project():
     return f"env-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def proxy(server):
-    p = Proxy(server)
-    yield p
-    p.close()
 
 
 @pytest.fixture(autouse=True)
@@ -66,6 +46,11 @@ def _clean_env(monkeypatch):
         if name.startswith("RUNYARD_") or name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):
             monkeypatch.delenv(name)
     monkeypatch.setattr(seed_module, "_LAST_SEED", None)
+
+
+def quick_logger(url: str, project: str, save_dir: Path, **kw) -> RunyardLogger:
+    """A RunyardLogger of a new run that sends at once (every 0.05 s) and does not heartbeat."""
+    return RunyardLogger(url=url, project=project, save_dir=save_dir, flush_interval=0.05, heartbeat_interval=0, **kw)
 
 
 def wait_for(predicate, timeout: float = 60.0, what: str = "the condition"):
@@ -167,14 +152,7 @@ class _Replay:
 
 def test_the_environment_record_reaches_the_run(server, api, project, tmp_path):
     L.seed_everything(1234)
-    logger = RunyardLogger(
-        url=server,
-        project=project,
-        save_dir=tmp_path,
-        flush_interval=0.05,
-        heartbeat_interval=0,
-        system_metrics=False,
-    )
+    logger = quick_logger(server, project, tmp_path, system_metrics=False)
     trainer_for(logger, max_epochs=1).fit(Tiny(), loader())
     run_id = logger.run_id
     assert api.get(f"/runs/{run_id}").json()["status"] == "succeeded"
@@ -194,15 +172,7 @@ def test_the_environment_record_reaches_the_run(server, api, project, tmp_path):
 
 
 def test_a_changed_seed_sends_the_record_again(server, proxy, api, project, tmp_path, monkeypatch):
-    logger = RunyardLogger(
-        url=proxy.url,
-        project=project,
-        save_dir=tmp_path,
-        flush_interval=0.05,
-        heartbeat_interval=0,
-        system_metrics=False,
-        capture=False,
-    )
+    logger = quick_logger(proxy.url, project, tmp_path, system_metrics=False, capture=False)
     logger.log_metrics({"x": 1.0}, step=0)  # starts it: create, then the record (no seed yet)
     assert logger.flush(timeout=30)
     assert environment_of(api, logger.run_id)["record"]["seed"] is None
@@ -231,15 +201,7 @@ def test_a_changed_seed_sends_the_record_again(server, proxy, api, project, tmp_
 def test_an_older_server_without_the_route_is_warned_about_once(server, api, project, tmp_path, caplog):
     older = OlderServer(server)
     try:
-        logger = RunyardLogger(
-            url=older.url,
-            project=project,
-            save_dir=tmp_path,
-            flush_interval=0.05,
-            heartbeat_interval=0,
-            system_metrics=False,
-            capture=False,
-        )
+        logger = quick_logger(older.url, project, tmp_path, system_metrics=False, capture=False)
         with caplog.at_level(logging.WARNING, logger="trainer_core.loggers.runyard"):
             logger.log_metrics({"x": 1.0}, step=0)
             assert logger.flush(timeout=30)
@@ -260,16 +222,7 @@ def test_an_older_server_without_the_route_is_warned_about_once(server, api, pro
 def test_the_record_and_system_samples_are_spooled_offline_and_synced(server, api, project, tmp_path):
     dead = f"http://127.0.0.1:{free_port()}"
     L.seed_everything(9)
-    logger = RunyardLogger(
-        url=dead,
-        project=project,
-        save_dir=tmp_path,
-        flush_interval=0.05,
-        heartbeat_interval=0,
-        retry_for=0.5,
-        system_metrics=0.05,
-        capture=False,
-    )
+    logger = quick_logger(dead, project, tmp_path, retry_for=0.5, system_metrics=0.05, capture=False)
     for step in range(20):
         logger.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
     wait_for(
@@ -297,14 +250,7 @@ def test_the_record_and_system_samples_are_spooled_offline_and_synced(server, ap
 def test_system_metrics_are_series_of_their_own(server, api, project, tmp_path):
     """Sampled while a fit runs: ``system/*`` keys, step = sample number 0..n-1, wall time = when
     sampled; the trainer's own steps are untouched."""
-    logger = RunyardLogger(
-        url=server,
-        project=project,
-        save_dir=tmp_path,
-        flush_interval=0.05,
-        heartbeat_interval=0,
-        system_metrics=0.05,
-    )
+    logger = quick_logger(server, project, tmp_path, system_metrics=0.05)
 
     class WaitForSamples(L.Callback):
         def on_train_epoch_end(self, trainer, pl_module):
@@ -335,15 +281,7 @@ def test_the_environment_turns_off_capture_and_system_metrics(server, api, proje
     monkeypatch.setenv("RUNYARD_CAPTURE", "0")
     monkeypatch.setenv("RUNYARD_SYSTEM_METRICS", "0")
     before = sys.stdout
-    logger = RunyardLogger(
-        url=server,
-        project=project,
-        save_dir=tmp_path,
-        flush_interval=0.05,
-        heartbeat_interval=0,
-        capture=True,
-        system_metrics=0.05,
-    )
+    logger = quick_logger(server, project, tmp_path, capture=True, system_metrics=0.05)
     assert not logger.capture and logger.system_metrics_interval == 0
     logger.log_metrics({"x": 1.0}, step=0)
     assert sys.stdout is before and logger._sampler is None
@@ -362,11 +300,11 @@ def test_the_environment_turns_off_capture_and_system_metrics(server, api, proje
 
 
 @pytest.fixture(scope="module")
-def worker_token(server, home):
+def worker_token(server, server_home):
     out = subprocess.run(
         [sys.executable, "-m", "server.cli", "token", "create", "--worker", "--name", "env-tests"],
         cwd=REPO,
-        env={**os.environ, "RUNYARD_HOME": str(home)},
+        env={**os.environ, "RUNYARD_HOME": str(server_home)},
         capture_output=True,
         text=True,
         timeout=120,
@@ -397,39 +335,34 @@ def claimed_run(server: str, worker_token: str) -> tuple[int, str]:
         return run["id"], r.json()["token"]
 
 
-AUTO_SCRIPT = textwrap.dedent("""
-    import json, os, sys
-    import torch
-    from torch.utils.data import DataLoader, TensorDataset
-    import trainer_core as L
-    from trainer_core.loggers import CSVLogger, RunyardLogger
+def run_script_env(url: str, run_id: int, run_token: str, run_dir: Path, **extra: str) -> dict[str, str]:
+    """A script's environment as a code run's process gives it to its child (worker/code.py
+    child_env): the run's URL, token, id and folder, the auto-attached logger, no capture."""
+    return script_env(
+        RUNYARD_URL=url,
+        RUNYARD_TOKEN=run_token,
+        RUNYARD_RUN_ID=str(run_id),
+        RUNYARD_RUN_DIR=str(run_dir),
+        RUNYARD_AUTO_LOGGER="1",
+        RUNYARD_CAPTURE="0",
+        **extra,
+    )
 
-    class Tiny(L.LightningModule):
-        def __init__(self, lr=0.05):
-            super().__init__()
-            self.save_hyperparameters()
-            self.net = torch.nn.Linear(2, 1)
 
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            loss = torch.nn.functional.mse_loss(self.net(x), y)
-            self.log("train_loss", loss)
-            return loss
+AUTO_SCRIPT = SCRIPT_HEAD + textwrap.dedent("""
+    import json
+    from trainer_core.loggers import CSVLogger
 
+    class Tested(Tiny):
         def test_step(self, batch, batch_idx):
             x, y = batch
             self.log("test_loss", torch.nn.functional.mse_loss(self.net(x), y))
 
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
-
     L.seed_everything(31)
-    x = torch.randn(64, 2)
-    data = DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8)
     kinds = {}
     trainer = L.Trainer(max_epochs=2, log_every_n_steps=1, enable_progress_bar=False)
     kinds["default"] = [type(lg).__name__ for lg in trainer.loggers]
-    trainer.fit(Tiny(), data)
+    trainer.fit(Tested(), data)
     csv = CSVLogger(sys.argv[1], name="csv")
     second = L.Trainer(logger=csv, enable_progress_bar=False)
     kinds["explicit"] = [type(lg).__name__ for lg in second.loggers]
@@ -449,20 +382,7 @@ def test_a_script_s_trainer_reports_into_the_run_without_code_changes(server, ap
     script = tmp_path / "train.py"
     script.write_text(AUTO_SCRIPT)
     run_dir = tmp_path / f"run-{run_id}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
-    env.update(
-        {
-            "PYTHONPATH": str(REPO),
-            "OMP_NUM_THREADS": "1",
-            "RUNYARD_URL": server,
-            "RUNYARD_TOKEN": run_token,
-            "RUNYARD_RUN_ID": str(run_id),
-            "RUNYARD_RUN_DIR": str(run_dir),
-            "RUNYARD_AUTO_LOGGER": "1",
-            "RUNYARD_CAPTURE": "0",
-            "RUNYARD_SYSTEM_METRICS_INTERVAL": "0.05",
-        }
-    )
+    env = run_script_env(server, run_id, run_token, run_dir, RUNYARD_SYSTEM_METRICS_INTERVAL="0.05")
     out = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "csv")],
         cwd=tmp_path,
@@ -543,20 +463,8 @@ def test_an_offline_script_and_its_run_process_spool_apart_and_sync_together(
     owner.log_metrics({"owner": 1.0}, step=0)
     script = tmp_path / "train.py"
     script.write_text(OFFLINE_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
-    env.update(
-        {
-            "PYTHONPATH": str(REPO),
-            "OMP_NUM_THREADS": "1",
-            "RUNYARD_URL": dead,
-            "RUNYARD_TOKEN": run_token,
-            "RUNYARD_RUN_ID": str(run_id),
-            "RUNYARD_RUN_DIR": str(run_dir),
-            "RUNYARD_AUTO_LOGGER": "1",
-            "RUNYARD_CAPTURE": "0",
-            "RUNYARD_SYSTEM_METRICS": "0",
-            "RUNYARD_HEARTBEAT_INTERVAL": "0",
-        }
+    env = run_script_env(
+        dead, run_id, run_token, run_dir, RUNYARD_SYSTEM_METRICS="0", RUNYARD_HEARTBEAT_INTERVAL="0"
     )
     out = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300

@@ -16,18 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import need_service
+from tests.helpers.chromium import chromium_browser, need_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-output" / "screenshots"
 
@@ -199,18 +189,13 @@ class Worker:
 
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
-    need_service("chromium", os.path.exists(CHROMIUM), "install Debian's chromium (apt-get install chromium)")
-    return CHROMIUM
+    return need_chromium()
 
 
 @pytest.fixture(scope="session")
 def browser(chromium_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+    with chromium_browser(chromium_path) as b:
         yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

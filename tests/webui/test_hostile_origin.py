@@ -14,7 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from playwright.sync_api import expect
 
-from tests.webui.conftest import CHROMIUM_ARGS, free_port
+from tests.helpers.chromium import CHROMIUM_ARGS
+from tests.webui.conftest import free_port
 from tests.webui.data import training_curves
 
 RECIPE = "digits_classifier"
