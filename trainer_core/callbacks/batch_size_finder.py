@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from trainer_core.callbacks.callback import Callback
 from trainer_core.utilities.exceptions import MisconfigurationException, _TunerExitException
@@ -55,6 +56,7 @@ class BatchSizeFinder(Callback):
         self._margin = margin
         self._max_val = max_val
         self._early_exit = False
+        self._spawn_key = uuid.uuid4().hex  # finds this callback again in the main process of ddp_spawn
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         from trainer_core.tuner._support import _has_own_attr, lightning_hasattr, run_dataloaders
@@ -103,6 +105,26 @@ class BatchSizeFinder(Callback):
         )
         if self._early_exit:
             raise _TunerExitException()
+
+    def _spawn_result(self, trainer: Trainer) -> dict[str, Any]:
+        """What rank 0 found, for the main process of ``ddp_spawn`` (see ``_recover_spawn_result``)."""
+        from trainer_core.tuner._support import lightning_getattr
+
+        module = trainer.lightning_module
+        value = None
+        if self.optimal_batch_size is not None and module is not None:
+            value = lightning_getattr(module, self._batch_arg_name)
+        return {"optimal_batch_size": self.optimal_batch_size, "value": value}
+
+    def _recover_spawn_result(self, trainer: Trainer, datamodule: Any, result: dict[str, Any]) -> None:
+        """In the main process of ``ddp_spawn``: rank 0's ``optimal_batch_size``, also on the main process's
+        module / hparams / datamodule."""
+        from trainer_core.tuner._support import lightning_setattr
+
+        self.optimal_batch_size = result["optimal_batch_size"]
+        module = trainer.lightning_module
+        if result["value"] is not None and module is not None:
+            lightning_setattr(module, self._batch_arg_name, result["value"], datamodule)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.scale_batch_size(trainer, pl_module)

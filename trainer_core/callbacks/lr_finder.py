@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import uuid
+from typing import TYPE_CHECKING, Any
 
 from trainer_core.callbacks.callback import Callback
 from trainer_core.utilities.exceptions import _TunerExitException
@@ -51,6 +52,8 @@ class LearningRateFinder(Callback):
         self._attr_name = attr_name
         self._early_exit = False
         self.optimal_lr: _LRFinder | None = None
+        self._applied: tuple[str, Any] | None = None  # (attribute, value) the search left on the module
+        self._spawn_key = uuid.uuid4().hex  # finds this callback again in the main process of ddp_spawn
 
     def lr_find(self, trainer: Trainer, pl_module: LightningModule) -> None:
         from trainer_core.tuner._support import isolate_rng
@@ -68,8 +71,29 @@ class LearningRateFinder(Callback):
                 update_attr=self._update_attr,
                 attr_name=self._attr_name,
             )
+        self._applied = None
+        if self._update_attr and self.optimal_lr is not None:
+            from trainer_core.tuner._support import lightning_getattr
+            from trainer_core.tuner.lr_finder import _determine_lr_attr_name
+
+            attr = _determine_lr_attr_name(pl_module, self._attr_name)
+            self._applied = (attr, lightning_getattr(pl_module, attr))
         if self._early_exit:
             raise _TunerExitException()
+
+    def _spawn_result(self, trainer: Trainer) -> dict[str, Any]:
+        """What rank 0 found, for the main process of ``ddp_spawn`` (see ``_recover_spawn_result``)."""
+        return {"optimal_lr": self.optimal_lr, "applied": self._applied}
+
+    def _recover_spawn_result(self, trainer: Trainer, datamodule: Any, result: dict[str, Any]) -> None:
+        """In the main process of ``ddp_spawn``: rank 0's ``optimal_lr``, and its lr on the main process's module."""
+        from trainer_core.tuner._support import lightning_setattr
+
+        self.optimal_lr = result["optimal_lr"]
+        self._applied = result["applied"]
+        module = trainer.lightning_module
+        if self._applied is not None and module is not None:
+            lightning_setattr(module, self._applied[0], self._applied[1], datamodule)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.lr_find(trainer, pl_module)

@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -122,6 +122,8 @@ class _WorkerOutput:
     trainer_state: Any
     trainer_results: Any
     callback_metrics: dict[str, Any]
+    # what rank 0's tuner callbacks found (``_spawn_result``), by the callback's ``_spawn_key``
+    callback_results: dict[str, Any] = field(default_factory=dict)
 
 
 class _MultiProcessingLauncher(_Launcher):
@@ -152,7 +154,7 @@ class _MultiProcessingLauncher(_Launcher):
         output: _WorkerOutput = return_queue.get()
         if trainer is None:
             return output.trainer_results
-        self._recover_results_in_main_process(output, trainer)
+        self._recover_results_in_main_process(output, trainer, args)
         return output.trainer_results
 
     def _wrapping_function(
@@ -193,11 +195,15 @@ class _MultiProcessingLauncher(_Launcher):
             # as numpy arrays (Lightning's): a tensor sent through the queue would need this process alive
             return {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in d.items()}
 
+        # the tuner callbacks' results (a suggested lr, a batch size) and what they set on the module
+        tuners: list[Any] = [cb for cb in trainer.callbacks if hasattr(cb, "_spawn_result")]
+        callback_results = {cb._spawn_key: cb._spawn_result(trainer) for cb in tuners}
         return _WorkerOutput(
-            best, weights_path, trainer.state, _to_cpu(results), cpu(dict(trainer.callback_metrics))
+            best, weights_path, trainer.state, _to_cpu(results), cpu(dict(trainer.callback_metrics)),
+            callback_results,
         )
 
-    def _recover_results_in_main_process(self, output: _WorkerOutput, trainer: Trainer) -> None:
+    def _recover_results_in_main_process(self, output: _WorkerOutput, trainer: Trainer, args: Any = ()) -> None:
         checkpoint_callback = trainer.checkpoint_callback
         if checkpoint_callback is not None and output.best_model_path:
             checkpoint_callback.best_model_path = output.best_model_path
@@ -208,6 +214,17 @@ class _MultiProcessingLauncher(_Launcher):
 
             shutil.rmtree(os.path.dirname(output.weights_path), ignore_errors=True)
         trainer.state = output.trainer_state
+        if output.callback_results:
+            # a tuner callback's result reaches the main process's callback, module and datamodule (Lightning 2.6
+            # loses it: its ranks end the tuning run with an uncaught _TunerExitException)
+            from trainer_core.core.datamodule import LightningDataModule
+
+            datamodule = next((a for a in args if isinstance(a, LightningDataModule)), None)
+            tuners: list[Any] = [cb for cb in trainer.callbacks if hasattr(cb, "_recover_spawn_result")]
+            for cb in tuners:
+                result = output.callback_results.get(cb._spawn_key)
+                if result is not None:
+                    cb._recover_spawn_result(trainer, datamodule, result)
         # as Lightning: the main process gets rank 0's weights, state and callback metrics (not its loop counters)
         trainer.callback_metrics.update(
             {k: torch.as_tensor(v) if _is_array(v) else v for k, v in output.callback_metrics.items()}

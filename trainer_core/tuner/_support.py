@@ -33,8 +33,9 @@ def _has_own_attr(obj: Any, name: str) -> bool:
         return any(name in d.get(store, ()) for store in ("_parameters", "_buffers", "_modules"))
 
 
-def _attr_holders(model: LightningModule, attribute: str) -> list[Any]:
-    """Everything holding ``attribute``: the model, its hparams, the datamodule and its hparams (in that order)."""
+def _attr_holders(model: LightningModule, attribute: str, datamodule: Any = None) -> list[Any]:
+    """Everything holding ``attribute``: the model, its hparams, the datamodule (the trainer's, or
+    ``datamodule``) and its hparams (in that order)."""
     holders: list[Any] = []
     if _has_own_attr(model, attribute):
         holders.append(model)
@@ -42,7 +43,7 @@ def _attr_holders(model: LightningModule, attribute: str) -> list[Any]:
     if isinstance(hparams, Mapping) and attribute in hparams:
         holders.append(hparams)
     trainer = getattr(model, "_trainer", None)
-    dm = getattr(trainer, "datamodule", None) if trainer is not None else None
+    dm = datamodule if datamodule is not None else getattr(trainer, "datamodule", None) if trainer is not None else None
     if dm is not None:
         if _has_own_attr(dm, attribute):
             holders.append(dm)
@@ -67,9 +68,9 @@ def lightning_getattr(model: LightningModule, attribute: str) -> Any:
     return holder[attribute] if isinstance(holder, Mapping) else getattr(holder, attribute)
 
 
-def lightning_setattr(model: LightningModule, attribute: str, value: Any) -> None:
+def lightning_setattr(model: LightningModule, attribute: str, value: Any, datamodule: Any = None) -> None:
     """Sets ``attribute`` on every holder."""
-    holders = _attr_holders(model, attribute)
+    holders = _attr_holders(model, attribute, datamodule)
     if not holders:
         raise AttributeError(
             f"{attribute} is neither stored in the model namespace nor the `hparams` namespace/dict, nor the datamodule."
@@ -229,8 +230,11 @@ def restore_checkpoint(trainer: Trainer, ckpt_path: str, loop_state: dict[str, A
     """Model, datamodule, callbacks, optimizers, schedulers and loop progress from ``ckpt_path``, then delete it.
 
     Like Lightning's ``trainer._checkpoint_connector.restore`` in the tuners; the fit loop does not count as
-    restarting afterwards (the next ``fit`` starts from this progress, with the global RNG as it is then).
+    restarting afterwards (the next ``fit`` starts from this progress, with the global RNG as it is then). Under
+    DDP every rank loads the file rank 0 wrote, meets the others at a barrier (Lightning's ``resume_end``), and
+    rank 0 removes it (``trainer.strategy.remove_checkpoint``).
     """
+    strategy = trainer.strategy
     try:
         checkpoint = load_checkpoint(ckpt_path, map_location="cpu")
         connector = trainer._checkpoint_connector
@@ -246,11 +250,15 @@ def restore_checkpoint(trainer: Trainer, ckpt_path: str, loop_state: dict[str, A
         )
         trainer.should_stop = False
     finally:
-        if os.path.exists(ckpt_path):
-            os.remove(ckpt_path)
+        strategy.barrier("tuner.restore_checkpoint")  # no rank still reads it when rank 0 removes it
+        strategy.remove_checkpoint(ckpt_path)
+        strategy.barrier("tuner.remove_checkpoint")  # and it is gone for every rank when the tuner returns
 
 
 def tuner_checkpoint_path(trainer: Trainer, prefix: str) -> str:
+    """A fresh temporary checkpoint path in ``default_root_dir``; under DDP rank 0's, so that every rank restores
+    the file rank 0 writes (Lightning's ``trainer.strategy.broadcast(ckpt_path)``)."""
     import uuid
 
-    return os.path.join(trainer.default_root_dir, f".{prefix}_{uuid.uuid4()}.ckpt")
+    path = os.path.join(trainer.default_root_dir, f".{prefix}_{uuid.uuid4()}.ckpt")
+    return trainer.strategy.broadcast(path)

@@ -7,6 +7,8 @@ import logging
 import warnings
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from trainer_core.tuner import _support
 
 if TYPE_CHECKING:
@@ -56,6 +58,9 @@ def _scale_batch_size(
                 new_size = _run_binsearch_scaling(
                     trainer, new_size, batch_arg_name, max_trials, params, margin, max_val
                 )
+        if trainer.strategy.is_distributed:  # every rank continues with rank 0's result
+            new_size = trainer.strategy.broadcast(new_size)
+            _support.lightning_setattr(trainer.lightning_module, batch_arg_name, new_size)
         _support.garbage_collection_cuda()
         log.info(f"Finished batch size finder, will continue with full run using batch size {new_size}")
     finally:
@@ -96,10 +101,26 @@ def _restore_params(trainer: Trainer, params: dict[str, Any]) -> None:
 
 
 def _try_loop_run(trainer: Trainer, params: dict[str, Any]) -> None:
-    if _is_fitting(trainer):
-        _support.run_fit_loop(trainer, params["loop_state_dict"])
-    else:
-        _support.run_eval_loop(trainer, params["loop_state_dict"], params["steps_per_trial"])
+    """One trial. Under DDP the ranks then agree whether it ran out of memory
+    (``strategy.reduce_boolean_decision(oom, all=False)``): an OOM on any rank is an OOM on every rank, so all
+    take the same branch of the search and reach the same collectives. (The OOM must end the trial on every rank
+    at the same step, as the same batch size on like devices does: a rank still stepping waits in the gradient
+    all-reduce for one that stopped.)"""
+    oom: RuntimeError | None = None
+    try:
+        if _is_fitting(trainer):
+            _support.run_fit_loop(trainer, params["loop_state_dict"])
+        else:
+            _support.run_eval_loop(trainer, params["loop_state_dict"], params["steps_per_trial"])
+    except RuntimeError as exc:
+        if not _support.is_oom_error(exc):
+            raise
+        oom = exc
+    strategy = trainer.strategy
+    if strategy.is_distributed and strategy.reduce_boolean_decision(oom is not None, all=False) and oom is None:
+        oom = torch.OutOfMemoryError("out of memory on another rank (batch size finder)")
+    if oom is not None:
+        raise oom
 
 
 def _reset_dataloaders(trainer: Trainer) -> None:

@@ -176,6 +176,8 @@ def _lr_find(
             log.info(f"LR finder stopped early after {trainer.global_step} steps due to diverging loss.")
         lr_finder.results.update({"lr": lr_callback.lrs, "loss": lr_callback.losses})
         lr_finder._total_batch_idx = trainer.fit_loop.epoch_loop.total_batch_idx
+        # under DDP every rank takes rank 0's results, so the suggestion is rank 0's everywhere (Lightning's)
+        lr_finder.results = trainer.strategy.broadcast(lr_finder.results)
         finished = True
     finally:
         _restore_params(trainer, params)
@@ -239,6 +241,12 @@ class _LRCallback(Callback):
     def _accumulating(self, trainer: Trainer) -> bool:
         return (trainer.fit_loop.epoch_loop.batch_idx + 1) % trainer.accumulate_grad_batches != 0
 
+    def _sync_stop(self, trainer: Trainer) -> None:
+        """Under DDP rank 0 decides when the search stops, so every rank runs the same steps (Lightning's
+        ``trainer.strategy.broadcast(trainer.should_stop)``; here also after a step without a loss)."""
+        if trainer.strategy.is_distributed:
+            trainer.should_stop = trainer.strategy.broadcast(bool(trainer.should_stop))
+
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
@@ -253,6 +261,7 @@ class _LRCallback(Callback):
             return
         if not isinstance(outputs, torch.Tensor) and not outputs:
             self.losses.append(float("nan"))  # one loss per recorded lr; NaNs are left out of the suggestion
+            self._sync_stop(trainer)
             return
         loss = outputs if isinstance(outputs, torch.Tensor) else outputs["loss"]
         current_loss = float(loss.item())
@@ -265,6 +274,7 @@ class _LRCallback(Callback):
             and smoothed_loss > self.early_stop_threshold * self.best_loss
         ):
             trainer.should_stop = True
+        self._sync_stop(trainer)
         if smoothed_loss < self.best_loss or current_step == 1:
             self.best_loss = smoothed_loss
         self.losses.append(smoothed_loss)
