@@ -20,7 +20,7 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 import trainer_core as L
 from trainer_core.strategies import (
@@ -271,7 +271,13 @@ def test_ddp_matches_one_process_with_the_combined_batch(resume_run: dict[Any, d
         accelerator="cpu", devices=1, max_epochs=mod.EPOCHS, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False,
     )
-    trainer.fit(model, DataLoader(mod.dataset(), batch_size=2 * mod.BATCH, shuffle=False))
+    # Under DDP the train loader gets Lightning's always-shuffling DistributedSampler (seeded by
+    # seed_everything, a new permutation each epoch by set_epoch): rank r takes positions r, r + 2, ...
+    # of the permutation, so one step of both ranks together is the permutation's next 2 * BATCH
+    # samples, which is what the same sampler over one replica gives a single process.
+    data = mod.dataset()
+    sampler = DistributedSampler(data, num_replicas=1, rank=0, shuffle=True, seed=mod.SEED)
+    trainer.fit(model, DataLoader(data, batch_size=2 * mod.BATCH, sampler=sampler))
     for rank in (0, 1):
         rec = resume_run[rank]
         assert len(rec["match_losses"]) == len(model.losses) == 8

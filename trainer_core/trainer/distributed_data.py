@@ -1,7 +1,8 @@
 """Each rank's share of the data: the ``DistributedSampler`` the Trainer puts into the loaders under DDP
 (``use_distributed_sampler=True``, Lightning's default and rules).
 
-- train, validate, test: ``DistributedSampler`` (shuffled when the loader was: a ``RandomSampler``), seeded
+- train, validate, test: ``DistributedSampler`` (train: always shuffled, as Lightning's; validate/test:
+  shuffled when the loader was, a ``RandomSampler``; never with ``overfit_batches``), seeded
   with ``PL_GLOBAL_SEED`` (what ``seed_everything`` set, else 0), so every rank draws the same permutation
   and takes its own slice; a custom sampler is wrapped (its indices, then this rank's slice);
 - predict: an *unrepeated* split (no sample is padded in twice, so predictions are each sample once);
@@ -113,7 +114,9 @@ def distributed_loader(loader: Any, stage: str, kwargs: dict[str, int], overfit:
     if isinstance(sampler, DistributedSampler):
         return loader
     predicting = stage == "predict"
-    shuffle = isinstance(sampler, RandomSampler) and not overfit and not predicting
+    # Lightning's rule: the train loader's sampler always shuffles (each epoch a new permutation by
+    # set_epoch), an eval loader's only when it did; never with overfit_batches or for predict
+    shuffle = (stage == "train" or isinstance(sampler, RandomSampler)) and not overfit and not predicting
     options: dict[str, Any] = {"shuffle": shuffle, "seed": _seed(), **kwargs}
     new_sampler: DistributedSampler[Any]
     if predicting:

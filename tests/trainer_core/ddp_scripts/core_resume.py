@@ -5,7 +5,8 @@ In one launch (later Trainers join the process group the first one made):
 - ``stopped``: the same run, stopped mid-epoch 1 (``trainer.should_stop`` at step ``STOP_STEP``) after
   ``ModelCheckpoint(every_n_train_steps=STOP_STEP)`` wrote ``step=STOP_STEP.ckpt``;
 - ``resumed``: a fresh model fitted with ``ckpt_path`` = that checkpoint;
-- ``match``: unshuffled data, batch ``BATCH`` per rank; the per-step loss averaged over the ranks (all_gather).
+- ``match``: a loader with ``shuffle=False`` (its injected DistributedSampler shuffles all the same, as
+  Lightning's does for a train loader), batch ``BATCH`` per rank; the per-step loss averaged over the ranks (all_gather).
 
 Each rank prints one JSON line ``{"rank": r, ...}`` with the final weights of each run. ``Regressor`` and
 ``dataset`` are imported by the test for the single-process side. Usage: ``core_resume.py ROOT``.
