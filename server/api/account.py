@@ -149,7 +149,7 @@ def me(request: Request, session: Session = Depends(get_session),
         return {"authenticated": False, "open": False, "sso": sso}
     if principal.kind == "open":
         return {"authenticated": True, "open": True, "user": None, "is_admin": True, "roles": {}, "csrf": None,
-                "sso": sso}
+                "sso": sso, "limits": _limits(settings)}
     user = users.get_user(session, cast(int, principal.user_id))  # not open: a user's principal
     names = dict(session.execute(select(Project.id, Project.name)).all())
     from server.auth import roles as roles_of
@@ -157,7 +157,13 @@ def me(request: Request, session: Session = Depends(get_session),
     roles = {names[pid]: role for pid, role in roles_of(session, principal).items() if pid in names}
     return {"authenticated": True, "open": False, "user": user_out(user), "is_admin": principal.is_admin,
             "roles": roles, "csrf": principal.csrf, "via": principal.kind, "scope": principal.scope,
-            "token_project": names.get(principal.project_id) if principal.project_id else None, "sso": sso}
+            "token_project": names.get(principal.project_id) if principal.project_id else None, "sso": sso,
+            "limits": _limits(settings)}
+
+
+def _limits(settings: Settings) -> dict[str, int]:
+    """The server's limits a client should know before it asks (the dashboard offers no more)."""
+    return {"bulk_max": settings.bulk_max}
 
 
 def _limiter(request: Request) -> users.LoginLimiter:

@@ -54,3 +54,10 @@ export function canReadAudit() {
   if (me.open || me.is_admin) return true;
   return Object.values(me.roles || {}).includes("admin");
 }
+
+/** The most runs one bulk action by query may take (RUNYARD_BULK_MAX, from /me's limits), or null. */
+export function bulkMax() {
+  const me = currentMe();
+  const v = me && me.limits ? me.limits.bulk_max : null;
+  return Number.isFinite(v) ? v : null;
+}

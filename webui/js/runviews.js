@@ -5,7 +5,7 @@
 import { h, replace, toast, confirmDialog, promptDialog } from "./dom.js";
 import { queryApi } from "./runquery.js";
 import { TAG_RE } from "./tagsnotes.js";
-import { canSubmitSomewhere, canWrite } from "./perm.js";
+import { bulkMax, canSubmitSomewhere, canWrite } from "./perm.js";
 
 const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 
@@ -134,9 +134,16 @@ export function bulkBar({ selected, done, matching = () => null, selectMatching 
       clearBtn.hidden = false;
       banner.hidden = !can;
     } else if (info.pageAll && info.canMatch && info.total > info.shown) {
-      bannerText.textContent = `All ${runsWord(info.shown)} on this page are selected.`;
-      selectAll.textContent = `Select all ${runsWord(info.total)} that match`;
-      selectAll.hidden = false;
+      const cap = bulkMax();
+      if (cap !== null && info.total > cap) {
+        // More than one bulk action may take (RUNYARD_BULK_MAX): say so instead of offering it.
+        bannerText.textContent = `All ${runsWord(info.shown)} on this page are selected. ${count(info.total)} match; a bulk action takes at most ${count(cap)} at a time: narrow the query to act on all of them.`;
+        selectAll.hidden = true;
+      } else {
+        bannerText.textContent = `All ${runsWord(info.shown)} on this page are selected.`;
+        selectAll.textContent = `Select all ${runsWord(info.total)} that match`;
+        selectAll.hidden = false;
+      }
       clearBtn.hidden = true;
       banner.hidden = !can;
     } else {
