@@ -24,6 +24,7 @@ from typing import Any, cast
 
 from server.settings import Settings
 from trainer_core.client import ApiError, Client, Unreachable
+from worker.child import signal_name
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,7 @@ def describe_exit(code: int | None) -> str:
     if code is None:
         return "The run's process did not exit."
     if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
+        name = signal_name(-code) or f"signal {-code}"
         return f"The run's process was killed by {name}{SIGNAL_HINTS.get(name, '')}."
     return f"The run's process exited with code {code} before reporting a final status."
 

@@ -82,6 +82,14 @@ def spawn(
     )
 
 
+def signal_name(sig: int) -> str | None:
+    """``SIGKILL`` for 9; None for a number that names no signal."""
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return None
+
+
 def kill_group(pgid: int, sig: int) -> None:
     """``sig`` to the process group ``pgid`` (gone already: nothing)."""
     try:

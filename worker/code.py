@@ -42,7 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from worker.child import Pipe, kill_group, spawn, supervise_child
+from worker.child import Pipe, kill_group, signal_name, spawn, supervise_child
 from worker.control import WORKER_SHUTDOWN
 
 CONFIG_NAME = "runyard_config.yaml"
@@ -515,10 +515,7 @@ def prepare_command(payload: dict[str, Any], logger: Any, entry: dict[str, Any],
 
 def describe_code(code: int) -> str:
     if code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
+        return f"signal {signal_name(-code) or -code}"
     return f"code {code}"
 
 

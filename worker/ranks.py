@@ -39,12 +39,10 @@ def free_port() -> int:
 
 def describe_rank_exit(rank: int, world: int, code: int | None) -> str:
     from worker.agent import SIGNAL_HINTS
+    from worker.child import signal_name
 
     if code is not None and code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
+        name = signal_name(-code) or f"signal {-code}"
         return f"rank {rank} of {world} was killed by {name}{SIGNAL_HINTS.get(name, '')}."
     return f"rank {rank} of {world} exited with code {code}."
 
